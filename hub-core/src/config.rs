@@ -1,0 +1,72 @@
+//! Everything a [`crate::Hub`] is opened with, in one place, with working defaults.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::db::Database;
+use crate::ports::PortConfig;
+
+/// File name of the embedded registry inside the data folder.
+pub const DATABASE_FILE: &str = "hub.db";
+
+/// How to open a hub. `HubConfig::default()` gives the embedded setup: a SQLite file in the
+/// platform data folder and the original's port layout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HubConfig {
+    /// Folder for the embedded database and other state; created on first use.
+    pub data_dir: PathBuf,
+    /// Registry database URL; `None` means `sqlite://<data_dir>/hub.db`.
+    pub database_url: Option<String>,
+    /// Port layout.
+    pub ports: PortConfig,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            data_dir: default_data_dir(),
+            database_url: None,
+            ports: PortConfig::default(),
+        }
+    }
+}
+
+impl HubConfig {
+    /// The defaults, with state kept in `data_dir`.
+    pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        HubConfig {
+            data_dir: data_dir.into(),
+            ..HubConfig::default()
+        }
+    }
+
+    /// Uses the database at `url` (`sqlite://…` or `postgres://…`).
+    pub fn database_url(mut self, url: impl Into<String>) -> Self {
+        self.database_url = Some(url.into());
+        self
+    }
+
+    /// Uses the port layout `ports`.
+    pub fn ports(mut self, ports: PortConfig) -> Self {
+        self.ports = ports;
+        self
+    }
+
+    /// The database URL in effect.
+    pub fn effective_database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => Database::sqlite_url(&self.data_dir.join(DATABASE_FILE)),
+        }
+    }
+}
+
+/// The platform's per-user data folder for the hub (`~/.local/share/commandcenter-hub` on Linux),
+/// or `./.commandcenter-hub` when the platform has none.
+pub fn default_data_dir() -> PathBuf {
+    dirs::data_dir()
+        .map(|dir| dir.join("commandcenter-hub"))
+        .unwrap_or_else(|| Path::new(".commandcenter-hub").to_path_buf())
+}

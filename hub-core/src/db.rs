@@ -1,0 +1,205 @@
+//! The database the registry and the in-process task queue share.
+//!
+//! Everything goes through sqlx's `Any` driver with portable SQL (`$n` placeholders, `BIGINT`
+//! timestamps in Unix milliseconds), so the same code serves the embedded SQLite file and, when
+//! several hosts share one registry, PostgreSQL. Only what truly differs — connection pragmas,
+//! the statement that opens a write transaction, migrations — is chosen per [`Dialect`].
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Once;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+
+use crate::error::{HubError, Result};
+
+/// Which SQL engine is behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// An embedded SQLite file.
+    Sqlite,
+    /// A PostgreSQL server (shared by several hosts).
+    Postgres,
+}
+
+/// A connection pool plus the dialect it speaks.
+#[derive(Debug, Clone)]
+pub struct Database {
+    pool: AnyPool,
+    dialect: Dialect,
+    url: String,
+}
+
+static INSTALL_DRIVERS: Once = Once::new();
+
+impl Database {
+    /// The URL of the SQLite file at `path` (created on first use).
+    pub fn sqlite_url(path: &Path) -> String {
+        format!("sqlite://{}?mode=rwc", path.display())
+    }
+
+    /// Opens (and creates, for SQLite) the database at `url` and brings its schema up to date.
+    pub async fn open(url: &str) -> Result<Self> {
+        INSTALL_DRIVERS.call_once(sqlx::any::install_default_drivers);
+        let dialect = if url.starts_with("sqlite:") {
+            Dialect::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Dialect::Postgres
+        } else {
+            return Err(HubError::invalid(
+                "database_url",
+                format!("'{}' is neither a sqlite: nor a postgres: URL", redact(url)),
+            ));
+        };
+        if dialect == Dialect::Sqlite {
+            create_parent_dir(url)?;
+        }
+        let options = AnyConnectOptions::from_str(url).map_err(|err| {
+            HubError::invalid("database_url", format!("'{}': {err}", redact(url)))
+        })?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(if dialect == Dialect::Sqlite { 8 } else { 16 })
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        // WAL lets readers run beside the single writer; NORMAL sync is durable
+                        // across application crashes, which is what a local registry needs.
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(|err| HubError::BackendUnavailable {
+                message: format!("cannot open database '{}': {err}", redact(url)),
+            })?;
+        let migrator = match dialect {
+            Dialect::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+            Dialect::Postgres => {
+                return Err(HubError::invalid(
+                    "database_url",
+                    "PostgreSQL support is not built into this hub yet; use a sqlite: URL",
+                ));
+            }
+        };
+        migrator.run(&pool).await?;
+        tracing::debug!(url = %redact(url), "database ready");
+        Ok(Database {
+            pool,
+            dialect,
+            url: url.to_owned(),
+        })
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// The SQL engine behind the pool.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// The URL the database was opened with, password removed.
+    pub fn display_url(&self) -> String {
+        redact(&self.url)
+    }
+
+    /// Begins a transaction that will write.
+    ///
+    /// On SQLite it takes the write lock up front (`BEGIN IMMEDIATE`): a deferred transaction
+    /// that reads and then writes fails with `SQLITE_BUSY` when another connection wrote between.
+    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        let statement = match self.dialect {
+            Dialect::Sqlite => "BEGIN IMMEDIATE",
+            Dialect::Postgres => "BEGIN",
+        };
+        Ok(self.pool.begin_with(statement).await?)
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes every connection; later use fails.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn create_parent_dir(url: &str) -> Result<()> {
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return Ok(());
+    }
+    if let Some(parent) = Path::new(path)
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(parent).map_err(|err| {
+            HubError::io(
+                format!("cannot create database folder '{}'", parent.display()),
+                err,
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// The URL with any password replaced by `***`, for messages and logs.
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Now, as stored: Unix milliseconds.
+pub(crate) fn now_millis() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// A stored timestamp as a UTC date-time.
+pub(crate) fn from_millis(ms: i64) -> Result<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .ok_or_else(|| HubError::Internal(format!("stored timestamp {ms} is out of range")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("postgres://hub:secret@db:5432/hub"),
+            "postgres://hub:***@db:5432/hub"
+        );
+        assert_eq!(redact("sqlite:///tmp/x.db"), "sqlite:///tmp/x.db");
+    }
+}

@@ -1,0 +1,36 @@
+//! # hub-core
+//!
+//! The engine of CommandCenter Hub, embeddable in any Rust program:
+//!
+//! - [`registry`] — projects (a folder plus a stack of services) stored with sqlx,
+//!   SQLite by default;
+//! - [`ports`] — the [`PortAllocator`] that gives every project its own set of host ports;
+//! - [`hub`] — the [`Hub`] facade that ties them together;
+//! - [`error`] — the one [`HubError`] type with stable [`ErrorCode`]s.
+//!
+//! ```no_run
+//! # async fn demo() -> hub_core::Result<()> {
+//! use hub_core::{Hub, HubConfig, NewProject};
+//!
+//! let hub = Hub::open(HubConfig::with_data_dir("/tmp/hub-demo")).await?;
+//! let project = hub.create_project(NewProject::new("Alpha", "/srv/alpha")).await?;
+//! assert_eq!(project.ports.backend, 8010);
+//! # Ok(()) }
+//! ```
+
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod hub;
+pub mod ports;
+pub mod project;
+pub mod registry;
+
+pub use config::HubConfig;
+pub use error::{Entity, ErrorCode, HubError, Result};
+pub use hub::Hub;
+pub use ports::{BusyPort, PortAllocator, PortConfig, PortRequest, PortRole, PortSet};
+pub use project::{
+    Health, NewProject, Project, ProjectKey, ProjectStats, ProjectStatus, ProjectUpdate, slugify,
+};
+pub use registry::Registry;

@@ -1,0 +1,623 @@
+//! Host ports: the four roles a project publishes, and the allocator that hands out sets of them.
+//!
+//! Project slot `k` gets `base + stride·k` for every role (first project: 8010 / 3010 / 5442 / 6389,
+//! as in the original hub). A port is free only when **no registered project holds it** — running or
+//! stopped — **and** it can be bound on the host right now. The database is the truth: every held
+//! port has a row in `port_leases` whose primary key is the port, so two projects (or two roles)
+//! can never share one, whichever host or process allocated them. An in-memory bitmap of held ports
+//! makes the search cheap; each candidate is re-checked in the allocating transaction, and a stale
+//! bitmap (another process allocated meanwhile) is simply reloaded.
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use sqlx::{AnyConnection, Row};
+
+use crate::error::{HubError, Result};
+
+/// The role a published host port plays in a project's stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortRole {
+    /// The API server (original: 8000 + 10·k).
+    Backend,
+    /// The web front end (original: 3000 + 10·k).
+    Frontend,
+    /// PostgreSQL (original: 5432 + 10·k).
+    Postgres,
+    /// Redis (original: 6379 + 10·k).
+    Redis,
+}
+
+impl PortRole {
+    /// All roles, in the order ports are listed everywhere.
+    pub const ALL: [PortRole; 4] = [
+        PortRole::Backend,
+        PortRole::Frontend,
+        PortRole::Postgres,
+        PortRole::Redis,
+    ];
+
+    /// The role's name: `backend`, `frontend`, `postgres` or `redis`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PortRole::Backend => "backend",
+            PortRole::Frontend => "frontend",
+            PortRole::Postgres => "postgres",
+            PortRole::Redis => "redis",
+        }
+    }
+
+    /// The field that carries this port in project JSON (`backend_port`, …).
+    pub fn field_name(self) -> &'static str {
+        match self {
+            PortRole::Backend => "backend_port",
+            PortRole::Frontend => "frontend_port",
+            PortRole::Postgres => "postgres_port",
+            PortRole::Redis => "redis_port",
+        }
+    }
+
+    /// The role's name with a capital, as the original's messages wrote it ("Frontend port 3010").
+    pub fn title(self) -> &'static str {
+        match self {
+            PortRole::Backend => "Backend",
+            PortRole::Frontend => "Frontend",
+            PortRole::Postgres => "Postgres",
+            PortRole::Redis => "Redis",
+        }
+    }
+}
+
+impl fmt::Display for PortRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for PortRole {
+    type Err = HubError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        PortRole::ALL
+            .into_iter()
+            .find(|role| role.as_str() == s)
+            .ok_or_else(|| {
+                HubError::invalid(
+                    "role",
+                    format!(
+                        "unknown port role '{s}' (expected backend, frontend, postgres or redis)"
+                    ),
+                )
+            })
+    }
+}
+
+/// One host port per role: what a project holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PortSet {
+    /// Backend (API) port.
+    pub backend: u16,
+    /// Frontend (web) port.
+    pub frontend: u16,
+    /// PostgreSQL port.
+    pub postgres: u16,
+    /// Redis port.
+    pub redis: u16,
+}
+
+impl PortSet {
+    /// The port held for `role`.
+    pub fn get(&self, role: PortRole) -> u16 {
+        match role {
+            PortRole::Backend => self.backend,
+            PortRole::Frontend => self.frontend,
+            PortRole::Postgres => self.postgres,
+            PortRole::Redis => self.redis,
+        }
+    }
+
+    fn set(&mut self, role: PortRole, port: u16) {
+        match role {
+            PortRole::Backend => self.backend = port,
+            PortRole::Frontend => self.frontend = port,
+            PortRole::Postgres => self.postgres = port,
+            PortRole::Redis => self.redis = port,
+        }
+    }
+
+    /// `(role, port)` pairs in [`PortRole::ALL`] order.
+    pub fn iter(&self) -> impl Iterator<Item = (PortRole, u16)> + '_ {
+        PortRole::ALL.into_iter().map(|role| (role, self.get(role)))
+    }
+}
+
+/// Ports a caller asks for explicitly; roles left `None` are allocated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortRequest {
+    /// Wanted backend port.
+    pub backend: Option<u16>,
+    /// Wanted frontend port.
+    pub frontend: Option<u16>,
+    /// Wanted PostgreSQL port.
+    pub postgres: Option<u16>,
+    /// Wanted Redis port.
+    pub redis: Option<u16>,
+}
+
+impl PortRequest {
+    /// The port requested for `role`, if any.
+    pub fn get(&self, role: PortRole) -> Option<u16> {
+        match role {
+            PortRole::Backend => self.backend,
+            PortRole::Frontend => self.frontend,
+            PortRole::Postgres => self.postgres,
+            PortRole::Redis => self.redis,
+        }
+    }
+
+    /// Whether no port was requested.
+    pub fn is_empty(&self) -> bool {
+        PortRole::ALL.iter().all(|role| self.get(*role).is_none())
+    }
+}
+
+impl From<PortSet> for PortRequest {
+    fn from(ports: PortSet) -> Self {
+        PortRequest {
+            backend: Some(ports.backend),
+            frontend: Some(ports.frontend),
+            postgres: Some(ports.postgres),
+            redis: Some(ports.redis),
+        }
+    }
+}
+
+/// How ports are laid out. The defaults reproduce the original hub.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PortConfig {
+    /// Slot 0 of every role; project slot `k` gets `base + stride·k`.
+    pub bases: PortSet,
+    /// Distance between two slots.
+    pub stride: u16,
+    /// Lowest port ever handed out or accepted.
+    pub min_port: u16,
+    /// Highest port ever handed out or accepted.
+    pub max_port: u16,
+    /// Skip ports that cannot be bound on this host right now (on by default).
+    pub probe_host: bool,
+}
+
+impl Default for PortConfig {
+    fn default() -> Self {
+        PortConfig {
+            bases: PortSet {
+                backend: 8000,
+                frontend: 3000,
+                postgres: 5432,
+                redis: 6379,
+            },
+            stride: 10,
+            min_port: 1024,
+            max_port: 65535,
+            probe_host: true,
+        }
+    }
+}
+
+impl PortConfig {
+    /// Checks that the layout can hand out at least one set.
+    pub fn validate(&self) -> Result<()> {
+        if self.stride == 0 {
+            return Err(HubError::invalid("ports.stride", "must be at least 1"));
+        }
+        if self.min_port == 0 || self.min_port > self.max_port {
+            return Err(HubError::invalid(
+                "ports.min_port",
+                format!(
+                    "range {}..={} is empty or starts at 0",
+                    self.min_port, self.max_port
+                ),
+            ));
+        }
+        if self.max_slot() == 0 {
+            return Err(HubError::invalid(
+                "ports.bases",
+                "no slot fits inside the port range",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The ports of slot `k`, or `None` when one of them falls outside the range.
+    pub fn slot(&self, k: u32) -> Option<PortSet> {
+        let mut set = self.bases;
+        for role in PortRole::ALL {
+            let port = u32::from(self.bases.get(role)) + u32::from(self.stride) * k;
+            let port = u16::try_from(port).ok()?;
+            if port < self.min_port || port > self.max_port {
+                return None;
+            }
+            set.set(role, port);
+        }
+        Some(set)
+    }
+
+    /// The highest slot whose ports all fit in the range (0 when none does).
+    pub fn max_slot(&self) -> u32 {
+        let stride = u32::from(self.stride.max(1));
+        PortRole::ALL
+            .iter()
+            .map(|role| {
+                u32::from(self.max_port).saturating_sub(u32::from(self.bases.get(*role))) / stride
+            })
+            .min()
+            .unwrap_or(0)
+    }
+
+    fn check_in_range(&self, role: PortRole, port: u16) -> Result<()> {
+        if port < self.min_port || port > self.max_port {
+            return Err(HubError::invalid(
+                format!("ports.{role}"),
+                format!(
+                    "port {port} is outside the allowed range {}..={}",
+                    self.min_port, self.max_port
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A port of a project that is busy on the host right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BusyPort {
+    /// The role the port plays.
+    pub role: PortRole,
+    /// The port.
+    pub port: u16,
+}
+
+/// Whether `port` can be bound on every interface right now.
+///
+/// Binding the wildcard address fails when anything listens on the port on any address, which is
+/// what a published container port needs.
+pub fn is_port_free_on_host(port: u16) -> bool {
+    TcpListener::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)).is_ok()
+}
+
+/// Which of `ports` are busy on the host right now.
+pub fn busy_host_ports(ports: &PortSet) -> Vec<BusyPort> {
+    ports
+        .iter()
+        .filter(|(_, port)| !is_port_free_on_host(*port))
+        .map(|(role, port)| BusyPort { role, port })
+        .collect()
+}
+
+/// A fixed-size bitmap of the 65,536 TCP ports.
+#[derive(Clone)]
+struct PortBitmap(Box<[u64; 1024]>);
+
+impl PortBitmap {
+    fn new() -> Self {
+        PortBitmap(Box::new([0; 1024]))
+    }
+
+    fn contains(&self, port: u16) -> bool {
+        self.0[usize::from(port >> 6)] & (1 << (port & 63)) != 0
+    }
+
+    fn insert(&mut self, port: u16) {
+        self.0[usize::from(port >> 6)] |= 1 << (port & 63);
+    }
+
+    fn remove(&mut self, port: u16) {
+        self.0[usize::from(port >> 6)] &= !(1 << (port & 63));
+    }
+}
+
+/// Hands out port sets. Callers serialise use of one allocator (the [`crate::Hub`] holds it behind
+/// a mutex) and pass the connection of the transaction that will record the leases.
+pub struct PortAllocator {
+    config: PortConfig,
+    held: PortBitmap,
+}
+
+impl fmt::Debug for PortAllocator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PortAllocator")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A port held by a project, as stored in `port_leases`.
+#[derive(Debug, Clone)]
+struct Lease {
+    port: u16,
+    holder_id: i64,
+    holder_name: String,
+}
+
+impl PortAllocator {
+    /// An allocator with an empty view of held ports; call [`PortAllocator::reload`] before use.
+    pub fn new(config: PortConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(PortAllocator {
+            config,
+            held: PortBitmap::new(),
+        })
+    }
+
+    /// The layout in use.
+    pub fn config(&self) -> &PortConfig {
+        &self.config
+    }
+
+    /// Re-reads every held port from the database.
+    pub async fn reload(&mut self, conn: &mut AnyConnection) -> Result<()> {
+        let rows = sqlx::query("SELECT port FROM port_leases")
+            .fetch_all(&mut *conn)
+            .await?;
+        let mut held = PortBitmap::new();
+        for row in rows {
+            held.insert(port_from_db(row.try_get::<i64, _>(0)?)?);
+        }
+        self.held = held;
+        Ok(())
+    }
+
+    /// Chooses ports for a project: the requested ones after checking them, the others from the
+    /// lowest slot whose ports are all free. `owner` is the project being re-allocated (its own
+    /// leases do not count as taken). Nothing is written; [`PortAllocator::commit`] records the
+    /// result in memory once the caller's transaction has stored it.
+    pub async fn choose(
+        &mut self,
+        conn: &mut AnyConnection,
+        request: PortRequest,
+        owner: Option<i64>,
+    ) -> Result<PortSet> {
+        self.check_request(conn, request, owner).await?;
+        let mut attempts = 0;
+        loop {
+            let candidate = self.search(request)?;
+            let taken = leases_of(conn, &candidate, owner).await?;
+            if taken.is_empty() {
+                return Ok(candidate);
+            }
+            // Another process allocated since our bitmap was loaded: refresh and search again.
+            attempts += 1;
+            if attempts > 3 {
+                return Err(HubError::PortUnavailable {
+                    message: "port leases keep changing under the allocator; try again".into(),
+                });
+            }
+            tracing::debug!(ports = ?taken.iter().map(|l| l.port).collect::<Vec<_>>(), "port bitmap stale, reloading");
+            self.reload(conn).await?;
+        }
+    }
+
+    /// Records in memory that `new` is now held and `old` (if any) released.
+    pub fn commit(&mut self, old: Option<&PortSet>, new: Option<&PortSet>) {
+        if let Some(old) = old {
+            for (_, port) in old.iter() {
+                self.held.remove(port);
+            }
+        }
+        if let Some(new) = new {
+            for (_, port) in new.iter() {
+                self.held.insert(port);
+            }
+        }
+    }
+
+    /// Validates explicitly requested ports: in range, distinct, not held by another project, and
+    /// bindable on the host.
+    async fn check_request(
+        &self,
+        conn: &mut AnyConnection,
+        request: PortRequest,
+        owner: Option<i64>,
+    ) -> Result<()> {
+        let mut wanted = Vec::new();
+        for role in PortRole::ALL {
+            let Some(port) = request.get(role) else {
+                continue;
+            };
+            self.config.check_in_range(role, port)?;
+            if let Some((other, _)) = wanted.iter().find(|(_, p)| *p == port) {
+                return Err(HubError::invalid(
+                    format!("ports.{role}"),
+                    format!("port {port} is also requested for {other}"),
+                ));
+            }
+            wanted.push((role, port));
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let mut as_set = self.config.bases;
+        for (role, port) in &wanted {
+            as_set.set(*role, *port);
+        }
+        let leases = leases_of(conn, &as_set, owner).await?;
+        for (role, port) in &wanted {
+            if let Some(lease) = leases.iter().find(|l| l.port == *port) {
+                return Err(HubError::PortConflict {
+                    role: *role,
+                    port: *port,
+                    holder: lease.holder_name.clone(),
+                });
+            }
+        }
+        if self.config.probe_host {
+            // A port the owner already holds may be busy because its own stack is running.
+            let own = match owner {
+                Some(id) => own_ports(conn, id).await?,
+                None => Vec::new(),
+            };
+            for (role, port) in &wanted {
+                if !own.contains(port) && !is_port_free_on_host(*port) {
+                    return Err(HubError::PortUnavailable {
+                        message: format!(
+                            "{} port {port} is in use on this host by another process",
+                            role.title()
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The requested ports plus, for the other roles, those of the lowest usable slot.
+    fn search(&self, request: PortRequest) -> Result<PortSet> {
+        let open_roles: Vec<PortRole> = PortRole::ALL
+            .into_iter()
+            .filter(|role| request.get(*role).is_none())
+            .collect();
+        let mut result = self.config.bases;
+        for role in PortRole::ALL {
+            if let Some(port) = request.get(role) {
+                result.set(role, port);
+            }
+        }
+        if open_roles.is_empty() {
+            return Ok(result);
+        }
+        let requested: Vec<u16> = PortRole::ALL
+            .iter()
+            .filter_map(|r| request.get(*r))
+            .collect();
+        for k in 1..=self.config.max_slot() {
+            let Some(slot) = self.config.slot(k) else {
+                continue;
+            };
+            // Cheap checks for every role first: probing the host costs a system call per port.
+            let usable = open_roles.iter().all(|role| {
+                let port = slot.get(*role);
+                !self.held.contains(port) && !requested.contains(&port)
+            }) && (!self.config.probe_host
+                || open_roles
+                    .iter()
+                    .all(|role| is_port_free_on_host(slot.get(*role))));
+            if usable {
+                for role in &open_roles {
+                    result.set(*role, slot.get(*role));
+                }
+                return Ok(result);
+            }
+        }
+        Err(HubError::PortUnavailable {
+            message: format!(
+                "no free port set left: all {} slots of the range {}..={} are held or busy",
+                self.config.max_slot(),
+                self.config.min_port,
+                self.config.max_port
+            ),
+        })
+    }
+}
+
+/// Leases on any port of `ports` held by a project other than `owner`.
+async fn leases_of(
+    conn: &mut AnyConnection,
+    ports: &PortSet,
+    owner: Option<i64>,
+) -> Result<Vec<Lease>> {
+    let rows = sqlx::query(
+        "SELECT l.port, l.project_id, p.name FROM port_leases l \
+         JOIN projects p ON p.id = l.project_id \
+         WHERE l.port IN ($1, $2, $3, $4)",
+    )
+    .bind(i64::from(ports.backend))
+    .bind(i64::from(ports.frontend))
+    .bind(i64::from(ports.postgres))
+    .bind(i64::from(ports.redis))
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut leases = Vec::with_capacity(rows.len());
+    for row in rows {
+        let lease = Lease {
+            port: port_from_db(row.try_get(0)?)?,
+            holder_id: row.try_get(1)?,
+            holder_name: row.try_get(2)?,
+        };
+        if Some(lease.holder_id) != owner {
+            leases.push(lease);
+        }
+    }
+    Ok(leases)
+}
+
+async fn own_ports(conn: &mut AnyConnection, project_id: i64) -> Result<Vec<u16>> {
+    let rows = sqlx::query("SELECT port FROM port_leases WHERE project_id = $1")
+        .bind(project_id)
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter()
+        .map(|row| port_from_db(row.try_get(0)?))
+        .collect()
+}
+
+/// Converts a stored port, rejecting values a corrupted database could hold.
+pub(crate) fn port_from_db(value: i64) -> Result<u16> {
+    u16::try_from(value)
+        .map_err(|_| HubError::Internal(format!("stored port {value} is not a valid TCP port")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_slot_matches_the_original_hub() {
+        let config = PortConfig::default();
+        assert_eq!(
+            config.slot(1),
+            Some(PortSet {
+                backend: 8010,
+                frontend: 3010,
+                postgres: 5442,
+                redis: 6389
+            })
+        );
+    }
+
+    #[test]
+    fn slots_stop_at_the_top_of_the_range() {
+        let config = PortConfig::default();
+        let max = config.max_slot();
+        assert!(config.slot(max).is_some());
+        assert_eq!(config.slot(max + 1), None);
+        // backend is the highest base: 8000 + 10·k ≤ 65535
+        assert_eq!(max, 5753);
+    }
+
+    #[test]
+    fn bitmap_tracks_ports_at_both_ends() {
+        let mut bitmap = PortBitmap::new();
+        for port in [0u16, 63, 64, 65535] {
+            assert!(!bitmap.contains(port));
+            bitmap.insert(port);
+            assert!(bitmap.contains(port));
+        }
+        bitmap.remove(64);
+        assert!(!bitmap.contains(64));
+        assert!(bitmap.contains(63));
+    }
+
+    #[test]
+    fn invalid_layouts_are_rejected_with_the_field() {
+        let config = PortConfig {
+            stride: 0,
+            ..PortConfig::default()
+        };
+        let err = PortAllocator::new(config).unwrap_err();
+        assert_eq!(err.field(), Some("ports.stride"));
+    }
+}

@@ -1,0 +1,329 @@
+//! The project model: a folder on disk, a stack of services and the host ports it holds.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{HubError, Result};
+use crate::ports::{PortRequest, PortSet};
+
+/// Longest accepted project name, in characters.
+pub const MAX_NAME_CHARS: usize = 255;
+
+/// A registered project.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Project {
+    /// Registry id.
+    pub id: i64,
+    /// Display name, unique, 1–255 characters, trimmed.
+    pub name: String,
+    /// URL- and container-safe form of the name, unique (see [`slugify`]).
+    pub slug: String,
+    /// Absolute, canonical path of the project folder.
+    pub path: PathBuf,
+    /// Host ports held by the project, running or not.
+    pub ports: PortSet,
+    /// Lifecycle state of the stack.
+    pub status: ProjectStatus,
+    /// Last known health of the stack.
+    pub health: Health,
+    /// Why the last operation failed, when `status` is `error`.
+    pub last_error: Option<String>,
+    /// When the project was registered.
+    pub created_at: DateTime<Utc>,
+    /// When the project row last changed.
+    pub updated_at: DateTime<Utc>,
+    /// When the stack last finished starting.
+    pub last_started: Option<DateTime<Utc>>,
+    /// When the stack last finished stopping.
+    pub last_stopped: Option<DateTime<Utc>>,
+}
+
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        pub enum $name {
+            $($(#[$vmeta])* $variant),+
+        }
+
+        impl $name {
+            /// The lowercase name stored in the database and shown in JSON.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = HubError;
+
+            fn from_str(s: &str) -> Result<Self> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(HubError::invalid(
+                        stringify!($name).to_lowercase(),
+                        format!("unknown value '{other}'"),
+                    )),
+                }
+            }
+        }
+    };
+}
+
+string_enum! {
+    /// Lifecycle state of a project's stack.
+    ProjectStatus {
+        /// Nothing runs.
+        Stopped => "stopped",
+        /// A start task is bringing the stack up.
+        Starting => "starting",
+        /// Every service is up.
+        Running => "running",
+        /// A stop task is taking the stack down.
+        Stopping => "stopping",
+        /// The last operation failed; see `last_error`.
+        Error => "error",
+    }
+}
+
+string_enum! {
+    /// Health of a project's stack as last observed.
+    Health {
+        /// Every service passes its health check.
+        Healthy => "healthy",
+        /// At least one service fails its health check.
+        Unhealthy => "unhealthy",
+        /// Not checked, or not running.
+        Unknown => "unknown",
+    }
+}
+
+/// What a caller supplies to register a project.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewProject {
+    /// Display name; its slug must be unique too.
+    pub name: String,
+    /// Path of an existing folder; stored canonicalised.
+    pub path: PathBuf,
+    /// Ports to hold instead of allocated ones (any subset of roles).
+    #[serde(default)]
+    pub ports: PortRequest,
+}
+
+impl NewProject {
+    /// A project with allocated ports.
+    pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        NewProject {
+            name: name.into(),
+            path: path.into(),
+            ports: PortRequest::default(),
+        }
+    }
+
+    /// Asks for explicit ports.
+    pub fn with_ports(mut self, ports: PortRequest) -> Self {
+        self.ports = ports;
+        self
+    }
+}
+
+/// A partial change of a project; `None` fields stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectUpdate {
+    /// New name (the slug follows it).
+    pub name: Option<String>,
+    /// New folder.
+    pub path: Option<PathBuf>,
+    /// New ports for some roles; the others keep theirs.
+    #[serde(default)]
+    pub ports: PortRequest,
+}
+
+/// How a caller names a project: by id, or by slug.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProjectKey {
+    /// The registry id.
+    Id(i64),
+    /// The slug.
+    Slug(String),
+}
+
+impl From<i64> for ProjectKey {
+    fn from(id: i64) -> Self {
+        ProjectKey::Id(id)
+    }
+}
+
+impl From<&str> for ProjectKey {
+    /// A string of digits is an id, anything else a slug.
+    fn from(key: &str) -> Self {
+        match key.parse::<i64>() {
+            Ok(id) => ProjectKey::Id(id),
+            Err(_) => ProjectKey::Slug(key.to_owned()),
+        }
+    }
+}
+
+impl From<String> for ProjectKey {
+    fn from(key: String) -> Self {
+        ProjectKey::from(key.as_str())
+    }
+}
+
+impl fmt::Display for ProjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProjectKey::Id(id) => write!(f, "{id}"),
+            ProjectKey::Slug(slug) => f.write_str(slug),
+        }
+    }
+}
+
+/// Counts of projects by status, as the original's `/api/projects/stats` gave them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectStats {
+    /// All registered projects.
+    pub total_projects: u64,
+    /// Projects whose stack runs.
+    pub running: u64,
+    /// Projects whose stack is stopped.
+    pub stopped: u64,
+    /// Projects in `error`.
+    pub errors: u64,
+}
+
+/// The slug of a name: lowercase, each run of characters outside `[a-z0-9]` replaced by one `-`,
+/// with leading and trailing `-` trimmed (`"My App!"` → `"my-app"`).
+pub fn slugify(name: &str) -> String {
+    let mut slug = String::with_capacity(name.len());
+    let mut pending_dash = false;
+    for ch in name.chars().flat_map(char::to_lowercase) {
+        if ch.is_ascii_lowercase() || ch.is_ascii_digit() {
+            if pending_dash && !slug.is_empty() {
+                slug.push('-');
+            }
+            pending_dash = false;
+            slug.push(ch);
+        } else {
+            pending_dash = true;
+        }
+    }
+    slug
+}
+
+/// Trims and checks a name, returning it with its slug.
+pub fn validate_name(name: &str) -> Result<(String, String)> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(HubError::invalid("name", "must not be empty"));
+    }
+    let chars = name.chars().count();
+    if chars > MAX_NAME_CHARS {
+        return Err(HubError::invalid(
+            "name",
+            format!("is {chars} characters long; at most {MAX_NAME_CHARS} are allowed"),
+        ));
+    }
+    let slug = slugify(name);
+    if slug.is_empty() {
+        return Err(HubError::invalid(
+            "name",
+            format!("'{name}' has no letter or digit to build a slug from"),
+        ));
+    }
+    Ok((name.to_owned(), slug))
+}
+
+/// Checks that `path` is absolute and an existing folder, and returns its canonical form.
+pub fn validate_path(path: &Path) -> Result<PathBuf> {
+    if path.as_os_str().is_empty() {
+        return Err(HubError::invalid("path", "must not be empty"));
+    }
+    if !path.is_absolute() {
+        return Err(HubError::invalid(
+            "path",
+            format!("'{}' is not an absolute path", path.display()),
+        ));
+    }
+    let canonical = std::fs::canonicalize(path).map_err(|err| {
+        HubError::invalid(
+            "path",
+            format!("'{}' cannot be opened: {err}", path.display()),
+        )
+    })?;
+    if !canonical.is_dir() {
+        return Err(HubError::invalid(
+            "path",
+            format!("'{}' is not a directory", path.display()),
+        ));
+    }
+    if canonical.to_str().is_none() {
+        return Err(HubError::invalid(
+            "path",
+            format!("'{}' is not valid UTF-8", path.display()),
+        ));
+    }
+    Ok(canonical)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slug_follows_the_original_rules() {
+        assert_eq!(slugify("My App"), "my-app");
+        assert_eq!(slugify("  --Hello,  World!!-- "), "hello-world");
+        assert_eq!(slugify("CommandCenter_2.0"), "commandcenter-2-0");
+        assert_eq!(slugify("already-a-slug"), "already-a-slug");
+        assert_eq!(slugify("Ünïcode Ñame"), "n-code-ame");
+        assert_eq!(slugify("!!!"), "");
+    }
+
+    #[test]
+    fn names_are_trimmed_and_bounded() {
+        assert_eq!(
+            validate_name("  Alpha  ").unwrap(),
+            ("Alpha".into(), "alpha".into())
+        );
+        assert_eq!(validate_name("   ").unwrap_err().field(), Some("name"));
+        assert!(validate_name(&"x".repeat(255)).is_ok());
+        assert_eq!(
+            validate_name(&"x".repeat(256)).unwrap_err().field(),
+            Some("name")
+        );
+        assert_eq!(validate_name("***").unwrap_err().field(), Some("name"));
+    }
+
+    #[test]
+    fn project_key_parses_ids_and_slugs() {
+        assert_eq!(ProjectKey::from("42"), ProjectKey::Id(42));
+        assert_eq!(ProjectKey::from("alpha"), ProjectKey::Slug("alpha".into()));
+    }
+
+    #[test]
+    fn statuses_round_trip_through_text() {
+        for status in [
+            ProjectStatus::Stopped,
+            ProjectStatus::Starting,
+            ProjectStatus::Running,
+            ProjectStatus::Stopping,
+            ProjectStatus::Error,
+        ] {
+            assert_eq!(status.as_str().parse::<ProjectStatus>().unwrap(), status);
+        }
+        assert!("bogus".parse::<Health>().is_err());
+    }
+}

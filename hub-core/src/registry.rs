@@ -1,0 +1,424 @@
+//! The project registry: projects and their port leases, stored in the [`Database`].
+//!
+//! Writes that touch ports hold the [`PortAllocator`] lock for the whole transaction, so that one
+//! process never races itself; other processes are kept out by the write transaction and the
+//! primary key of `port_leases`.
+
+use std::path::Path;
+
+use chrono::Utc;
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+use tokio::sync::Mutex;
+
+use crate::db::{Database, from_millis, now_millis};
+use crate::error::{Entity, HubError, Result};
+use crate::ports::{
+    BusyPort, PortAllocator, PortConfig, PortRequest, PortRole, PortSet, busy_host_ports,
+    port_from_db,
+};
+use crate::project::{
+    Health, NewProject, Project, ProjectKey, ProjectStats, ProjectStatus, ProjectUpdate,
+    validate_name, validate_path,
+};
+
+const PROJECT_COLUMNS: &str = "id, name, slug, path, backend_port, frontend_port, postgres_port, \
+     redis_port, status, health, last_error, created_at, updated_at, last_started, last_stopped";
+
+/// The registry of projects.
+#[derive(Debug)]
+pub struct Registry {
+    db: Database,
+    allocator: Mutex<PortAllocator>,
+}
+
+impl Registry {
+    /// Opens the registry on `db`, laying ports out as `ports` says.
+    pub async fn open(db: Database, ports: PortConfig) -> Result<Self> {
+        let mut allocator = PortAllocator::new(ports)?;
+        let mut conn = db.pool().acquire().await?;
+        allocator.reload(&mut conn).await?;
+        drop(conn);
+        Ok(Registry {
+            db,
+            allocator: Mutex::new(allocator),
+        })
+    }
+
+    /// The database behind the registry.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// The port layout in use.
+    pub async fn port_config(&self) -> PortConfig {
+        self.allocator.lock().await.config().clone()
+    }
+
+    /// Registers a project: validates name and path, allocates ports, stores everything in one
+    /// transaction.
+    pub async fn create(&self, new: NewProject) -> Result<Project> {
+        let (name, slug) = validate_name(&new.name)?;
+        let path = validate_path(&new.path)?;
+        let path = path_text(&path)?;
+
+        let mut allocator = self.allocator.lock().await;
+        let mut tx = self.db.begin_write().await?;
+        ensure_unique(&mut tx, &name, &slug, &path, None).await?;
+        let ports = allocator.choose(&mut tx, new.ports, None).await?;
+        let now = now_millis();
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO projects (name, slug, path, backend_port, frontend_port, postgres_port, \
+             redis_port, status, health, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING id",
+        )
+        .bind(&name)
+        .bind(&slug)
+        .bind(&path)
+        .bind(i64::from(ports.backend))
+        .bind(i64::from(ports.frontend))
+        .bind(i64::from(ports.postgres))
+        .bind(i64::from(ports.redis))
+        .bind(ProjectStatus::Stopped.as_str())
+        .bind(Health::Unknown.as_str())
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|err| unique_violation(err, &name, &slug, &path))?;
+        insert_leases(&mut tx, id, &ports).await?;
+        let project = fetch(&mut tx, &ProjectKey::Id(id)).await?;
+        tx.commit().await?;
+        allocator.commit(None, Some(&ports));
+        tracing::info!(id, %slug, ?ports, "project registered");
+        Ok(project)
+    }
+
+    /// The ports a project registered now would get (with `request` honoured), without
+    /// registering it.
+    pub async fn preview_ports(&self, request: PortRequest) -> Result<PortSet> {
+        let mut allocator = self.allocator.lock().await;
+        let mut tx = self.db.pool().begin().await?;
+        let ports = allocator.choose(&mut tx, request, None).await?;
+        tx.rollback().await?;
+        Ok(ports)
+    }
+
+    /// The project named by `key` (id or slug).
+    pub async fn get(&self, key: impl Into<ProjectKey>) -> Result<Project> {
+        let mut conn = self.db.pool().acquire().await?;
+        fetch(&mut conn, &key.into()).await
+    }
+
+    /// Every project, ordered by id.
+    pub async fn list(&self) -> Result<Vec<Project>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {PROJECT_COLUMNS} FROM projects ORDER BY id"
+        ))
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter().map(project_from_row).collect()
+    }
+
+    /// Changes name (and so slug), path or ports. Unchanged fields stay as they are.
+    pub async fn update(
+        &self,
+        key: impl Into<ProjectKey>,
+        update: ProjectUpdate,
+    ) -> Result<Project> {
+        let key = key.into();
+        let renamed = update.name.as_deref().map(validate_name).transpose()?;
+        let moved = update
+            .path
+            .as_deref()
+            .map(|p| validate_path(p).and_then(|p| path_text(&p)))
+            .transpose()?;
+
+        let mut allocator = self.allocator.lock().await;
+        let mut tx = self.db.begin_write().await?;
+        let current = fetch(&mut tx, &key).await?;
+        let (name, slug) = renamed.unwrap_or((current.name.clone(), current.slug.clone()));
+        let path = match moved {
+            Some(path) => path,
+            None => path_text(&current.path)?,
+        };
+        ensure_unique(&mut tx, &name, &slug, &path, Some(current.id)).await?;
+
+        let ports = if update.ports.is_empty() {
+            current.ports
+        } else {
+            let mut wanted = PortRequest::from(current.ports);
+            for role in PortRole::ALL {
+                if let Some(port) = update.ports.get(role) {
+                    set_request(&mut wanted, role, port);
+                }
+            }
+            allocator.choose(&mut tx, wanted, Some(current.id)).await?
+        };
+
+        sqlx::query(
+            "UPDATE projects SET name = $1, slug = $2, path = $3, backend_port = $4, \
+             frontend_port = $5, postgres_port = $6, redis_port = $7, updated_at = $8 WHERE id = $9",
+        )
+        .bind(&name)
+        .bind(&slug)
+        .bind(&path)
+        .bind(i64::from(ports.backend))
+        .bind(i64::from(ports.frontend))
+        .bind(i64::from(ports.postgres))
+        .bind(i64::from(ports.redis))
+        .bind(now_millis())
+        .bind(current.id)
+        .execute(&mut *tx)
+        .await
+        .map_err(|err| unique_violation(err, &name, &slug, &path))?;
+        if ports != current.ports {
+            sqlx::query("DELETE FROM port_leases WHERE project_id = $1")
+                .bind(current.id)
+                .execute(&mut *tx)
+                .await?;
+            insert_leases(&mut tx, current.id, &ports).await?;
+        }
+        let project = fetch(&mut tx, &ProjectKey::Id(current.id)).await?;
+        tx.commit().await?;
+        allocator.commit(Some(&current.ports), Some(&ports));
+        Ok(project)
+    }
+
+    /// Removes a project and releases its ports. Returns the removed project.
+    pub async fn delete(&self, key: impl Into<ProjectKey>) -> Result<Project> {
+        let key = key.into();
+        let mut allocator = self.allocator.lock().await;
+        let mut tx = self.db.begin_write().await?;
+        let project = fetch(&mut tx, &key).await?;
+        // Leases go with the project (ON DELETE CASCADE); deleting them first keeps that true
+        // on connections where foreign keys are off.
+        sqlx::query("DELETE FROM port_leases WHERE project_id = $1")
+            .bind(project.id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM projects WHERE id = $1")
+            .bind(project.id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        allocator.commit(Some(&project.ports), None);
+        tracing::info!(id = project.id, slug = %project.slug, "project deleted, ports released");
+        Ok(project)
+    }
+
+    /// Counts of projects by status.
+    pub async fn stats(&self) -> Result<ProjectStats> {
+        let row = sqlx::query(
+            "SELECT COUNT(*), \
+             SUM(CASE WHEN status = 'running' THEN 1 ELSE 0 END), \
+             SUM(CASE WHEN status = 'stopped' THEN 1 ELSE 0 END), \
+             SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END) FROM projects",
+        )
+        .fetch_one(self.db.pool())
+        .await?;
+        let count = |i: usize| -> Result<u64> {
+            let value: Option<i64> = row.try_get(i)?;
+            Ok(u64::try_from(value.unwrap_or(0)).unwrap_or(0))
+        };
+        Ok(ProjectStats {
+            total_projects: count(0)?,
+            running: count(1)?,
+            stopped: count(2)?,
+            errors: count(3)?,
+        })
+    }
+
+    /// Which of the project's ports are busy on the host right now (checked before a start).
+    pub async fn check_ports(&self, key: impl Into<ProjectKey>) -> Result<Vec<BusyPort>> {
+        let project = self.get(key).await?;
+        Ok(busy_host_ports(&project.ports))
+    }
+
+    /// Records a lifecycle change of a project's stack. `error` is kept as `last_error` when the
+    /// status is `error` and cleared otherwise; reaching `running` or `stopped` stamps
+    /// `last_started` / `last_stopped`.
+    pub async fn set_status(
+        &self,
+        id: i64,
+        status: ProjectStatus,
+        health: Health,
+        error: Option<&str>,
+    ) -> Result<Project> {
+        let now = now_millis();
+        let started = (status == ProjectStatus::Running).then_some(now);
+        let stopped = (status == ProjectStatus::Stopped).then_some(now);
+        let done = sqlx::query(
+            "UPDATE projects SET status = $1, health = $2, last_error = $3, updated_at = $4, \
+             last_started = COALESCE($5, last_started), last_stopped = COALESCE($6, last_stopped) \
+             WHERE id = $7",
+        )
+        .bind(status.as_str())
+        .bind(health.as_str())
+        .bind(error.filter(|_| status == ProjectStatus::Error))
+        .bind(now)
+        .bind(started)
+        .bind(stopped)
+        .bind(id)
+        .execute(self.db.pool())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(HubError::not_found(Entity::Project, id));
+        }
+        self.get(id).await
+    }
+}
+
+fn set_request(request: &mut PortRequest, role: PortRole, port: u16) {
+    match role {
+        PortRole::Backend => request.backend = Some(port),
+        PortRole::Frontend => request.frontend = Some(port),
+        PortRole::Postgres => request.postgres = Some(port),
+        PortRole::Redis => request.redis = Some(port),
+    }
+}
+
+fn path_text(path: &Path) -> Result<String> {
+    path.to_str().map(str::to_owned).ok_or_else(|| {
+        HubError::invalid("path", format!("'{}' is not valid UTF-8", path.display()))
+    })
+}
+
+async fn insert_leases(conn: &mut AnyConnection, project_id: i64, ports: &PortSet) -> Result<()> {
+    for (role, port) in ports.iter() {
+        sqlx::query("INSERT INTO port_leases (port, project_id, role) VALUES ($1, $2, $3)")
+            .bind(i64::from(port))
+            .bind(project_id)
+            .bind(role.as_str())
+            .execute(&mut *conn)
+            .await
+            .map_err(|err| match &err {
+                sqlx::Error::Database(db) if db.is_unique_violation() => {
+                    HubError::PortUnavailable {
+                        message: format!(
+                            "{} port {port} was taken by another process meanwhile; try again",
+                            role.title()
+                        ),
+                    }
+                }
+                _ => HubError::Database(err),
+            })?;
+    }
+    Ok(())
+}
+
+/// Fails with `already_exists` naming the first of name, slug or path another project has.
+async fn ensure_unique(
+    conn: &mut AnyConnection,
+    name: &str,
+    slug: &str,
+    path: &str,
+    except: Option<i64>,
+) -> Result<()> {
+    let rows = sqlx::query(
+        "SELECT name, slug, path FROM projects \
+         WHERE (name = $1 OR slug = $2 OR path = $3) AND id <> $4",
+    )
+    .bind(name)
+    .bind(slug)
+    .bind(path)
+    .bind(except.unwrap_or(-1))
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in rows {
+        let (other_name, other_slug, other_path): (String, String, String) =
+            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        if other_name == name {
+            return Err(HubError::AlreadyExists {
+                field: "name",
+                value: name.into(),
+            });
+        }
+        if other_slug == slug {
+            return Err(HubError::AlreadyExists {
+                field: "slug",
+                value: slug.into(),
+            });
+        }
+        if other_path == path {
+            return Err(HubError::AlreadyExists {
+                field: "path",
+                value: path.into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Maps a unique-constraint failure that slipped past [`ensure_unique`] (another process won a
+/// race) to `already_exists`.
+fn unique_violation(err: sqlx::Error, name: &str, slug: &str, path: &str) -> HubError {
+    if let sqlx::Error::Database(db) = &err
+        && db.is_unique_violation()
+    {
+        let message = db.message();
+        let (field, value) = if message.contains("slug") {
+            ("slug", slug)
+        } else if message.contains("path") {
+            ("path", path)
+        } else {
+            ("name", name)
+        };
+        return HubError::AlreadyExists {
+            field,
+            value: value.into(),
+        };
+    }
+    HubError::Database(err)
+}
+
+async fn fetch(conn: &mut AnyConnection, key: &ProjectKey) -> Result<Project> {
+    let row = match key {
+        ProjectKey::Id(id) => {
+            sqlx::query(&format!(
+                "SELECT {PROJECT_COLUMNS} FROM projects WHERE id = $1"
+            ))
+            .bind(*id)
+            .fetch_optional(&mut *conn)
+            .await?
+        }
+        ProjectKey::Slug(slug) => {
+            sqlx::query(&format!(
+                "SELECT {PROJECT_COLUMNS} FROM projects WHERE slug = $1"
+            ))
+            .bind(slug)
+            .fetch_optional(&mut *conn)
+            .await?
+        }
+    };
+    match row {
+        Some(row) => project_from_row(&row),
+        None => Err(HubError::not_found(Entity::Project, key)),
+    }
+}
+
+fn project_from_row(row: &AnyRow) -> Result<Project> {
+    let optional_time = |column: &str| -> Result<Option<chrono::DateTime<Utc>>> {
+        row.try_get::<Option<i64>, _>(column)?
+            .map(from_millis)
+            .transpose()
+    };
+    Ok(Project {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        slug: row.try_get("slug")?,
+        path: row.try_get::<String, _>("path")?.into(),
+        ports: PortSet {
+            backend: port_from_db(row.try_get("backend_port")?)?,
+            frontend: port_from_db(row.try_get("frontend_port")?)?,
+            postgres: port_from_db(row.try_get("postgres_port")?)?,
+            redis: port_from_db(row.try_get("redis_port")?)?,
+        },
+        status: row.try_get::<String, _>("status")?.parse()?,
+        health: row.try_get::<String, _>("health")?.parse()?,
+        last_error: row.try_get("last_error")?,
+        created_at: from_millis(row.try_get("created_at")?)?,
+        updated_at: from_millis(row.try_get("updated_at")?)?,
+        last_started: optional_time("last_started")?,
+        last_stopped: optional_time("last_stopped")?,
+    })
+}

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what the tests need, then runs
+# formatting and lint checks, the Rust tests and the Python tests.
+#
+#   bash scripts/test.sh
+#
+# Environment: CARGO_TARGET_DIR (default ~/.cache/commandcenter-hub/target, outside the clone so
+# CI runs reuse it), HUB_VENV (default ~/.cache/commandcenter-hub/venv).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+cache=${XDG_CACHE_HOME:-$HOME/.cache}/commandcenter-hub
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$cache/target}
+venv=${HUB_VENV:-$cache/venv}
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "system packages"
+need=()
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v busybox >/dev/null || need+=(busybox-static)
+if ((${#need[@]})); then
+    if [ "$(id -u)" -eq 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    else
+        echo "missing packages: ${need[*]} (run as root, or install them)" >&2
+        exit 1
+    fi
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test"
+cargo test --workspace --locked
+
+step "python bindings (maturin) and pytest"
+if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install -q --disable-pip-version-check "maturin>=1.7,<2" pytest pytest-timeout
+wheels=$cache/wheels
+rm -rf "$wheels"
+"$venv/bin/maturin" build --quiet --manifest-path hub-py/Cargo.toml --out "$wheels" \
+    --interpreter "$venv/bin/python"
+wheel=$(ls "$wheels"/commandcenter_hub-*.whl)
+# Into the test virtualenv, and into the machine's own interpreter so that a plain
+# `python -c "import commandcenter_hub"` works after this script.
+"$venv/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps "$wheel"
+python3 -m pip install -q --disable-pip-version-check --force-reinstall --no-deps "$wheel" \
+    || echo "note: could not install the wheel into $(command -v python3); use $venv" >&2
+python3 -c "import commandcenter_hub; print('commandcenter_hub', commandcenter_hub.__version__, 'imports')"
+"$venv/bin/python" -m pytest -q --timeout=600 hub-py/tests
+
+step "all checks passed"

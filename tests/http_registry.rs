@@ -1,0 +1,48 @@
+//! Cross-crate: the HTTP service over a hub on a real SQLite file, through a real socket.
+
+#![allow(clippy::unwrap_used)]
+
+use hub_core::{Hub, HubConfig, NewProject};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, serde_json::Value) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response.split("\r\n\r\n").nth(1).unwrap();
+    (status, serde_json::from_str(body).unwrap())
+}
+
+#[tokio::test]
+async fn projects_registered_in_rust_are_served_over_http() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let folder = dir.path().join("alpha");
+    std::fs::create_dir_all(&folder).unwrap();
+    let hub = Hub::open(HubConfig::with_data_dir(dir.path().join("state")))
+        .await
+        .unwrap();
+    let alpha = hub
+        .create_project(NewProject::new("Alpha", &folder))
+        .await
+        .unwrap();
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, hub_http::router(hub)).await });
+
+    let (status, health) = get(addr, "/health").await;
+    assert_eq!((status, health["status"].as_str()), (200, Some("healthy")));
+
+    let (status, list) = get(addr, "/api/projects").await;
+    assert_eq!(status, 200);
+    assert_eq!(list[0]["slug"], "alpha");
+    assert_eq!(list[0]["ports"]["backend"], alpha.ports.backend);
+
+    let (status, err) = get(addr, "/api/projects/999").await;
+    assert_eq!(status, 404);
+    assert_eq!(err["error"]["code"], "not_found");
+}

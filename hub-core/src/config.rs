@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::db::Database;
 use crate::ports::PortConfig;
+use crate::tasks::TaskConfig;
 
 /// File name of the embedded registry inside the data folder.
 pub const DATABASE_FILE: &str = "hub.db";
@@ -21,6 +22,8 @@ pub struct HubConfig {
     pub database_url: Option<String>,
     /// Port layout.
     pub ports: PortConfig,
+    /// Background tasks: backend, concurrency, limits, expiry.
+    pub tasks: TaskConfig,
 }
 
 impl Default for HubConfig {
@@ -29,6 +32,7 @@ impl Default for HubConfig {
             data_dir: default_data_dir(),
             database_url: None,
             ports: PortConfig::default(),
+            tasks: TaskConfig::default(),
         }
     }
 }
@@ -51,6 +55,12 @@ impl HubConfig {
     /// Uses the port layout `ports`.
     pub fn ports(mut self, ports: PortConfig) -> Self {
         self.ports = ports;
+        self
+    }
+
+    /// Uses the task settings `tasks`.
+    pub fn tasks(mut self, tasks: TaskConfig) -> Self {
+        self.tasks = tasks;
         self
     }
 

@@ -119,11 +119,16 @@ impl Database {
     /// On SQLite it takes the write lock up front (`BEGIN IMMEDIATE`): a deferred transaction
     /// that reads and then writes fails with `SQLITE_BUSY` when another connection wrote between.
     pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
-        let statement = match self.dialect {
+        Ok(self.pool.begin_with(self.begin_write_statement()).await?)
+    }
+
+    /// The statement [`Database::begin_write`] opens a transaction with, for callers that hold
+    /// their own connection.
+    pub fn begin_write_statement(&self) -> &'static str {
+        match self.dialect {
             Dialect::Sqlite => "BEGIN IMMEDIATE",
             Dialect::Postgres => "BEGIN",
-        };
-        Ok(self.pool.begin_with(statement).await?)
+        }
     }
 
     /// Checks that the database answers.

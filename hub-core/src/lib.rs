@@ -25,6 +25,7 @@ pub mod hub;
 pub mod ports;
 pub mod project;
 pub mod registry;
+pub mod tasks;
 
 pub use config::HubConfig;
 pub use error::{Entity, ErrorCode, HubError, Result};

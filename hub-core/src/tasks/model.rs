@@ -1,0 +1,486 @@
+//! Task data: states, records, events, queries and options. Behaviour lives elsewhere.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::{ErrorCode, HubError, Result};
+
+/// A task's id: a random UUID, handed out at enqueue.
+pub type TaskId = Uuid;
+
+/// Where a task is in its life. States only move forward:
+/// `PENDING → STARTED → (BUILDING | RUNNING | STOPPING | RESTARTING | FETCHING)* → terminal`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum TaskState {
+    /// Queued, waiting for a worker.
+    Pending,
+    /// A worker took it.
+    Started,
+    /// Building or pulling images.
+    Building,
+    /// Starting or running services.
+    Running,
+    /// Stopping services.
+    Stopping,
+    /// Restarting services.
+    Restarting,
+    /// Fetching data (logs, status).
+    Fetching,
+    /// Finished successfully.
+    Success,
+    /// Finished with an error.
+    Failure,
+    /// Cancelled before or while running.
+    Revoked,
+}
+
+impl TaskState {
+    /// Every state, in life order.
+    pub const ALL: [TaskState; 10] = [
+        TaskState::Pending,
+        TaskState::Started,
+        TaskState::Building,
+        TaskState::Running,
+        TaskState::Stopping,
+        TaskState::Restarting,
+        TaskState::Fetching,
+        TaskState::Success,
+        TaskState::Failure,
+        TaskState::Revoked,
+    ];
+
+    /// The upper-case name (`PENDING`, `SUCCESS`, …), as Celery and the original spelled it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Pending => "PENDING",
+            TaskState::Started => "STARTED",
+            TaskState::Building => "BUILDING",
+            TaskState::Running => "RUNNING",
+            TaskState::Stopping => "STOPPING",
+            TaskState::Restarting => "RESTARTING",
+            TaskState::Fetching => "FETCHING",
+            TaskState::Success => "SUCCESS",
+            TaskState::Failure => "FAILURE",
+            TaskState::Revoked => "REVOKED",
+        }
+    }
+
+    /// `true` exactly for `SUCCESS`, `FAILURE` and `REVOKED`.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskState::Success | TaskState::Failure | TaskState::Revoked
+        )
+    }
+
+    /// `true` for the states a handler may report progress in.
+    pub fn is_progress(self) -> bool {
+        matches!(
+            self,
+            TaskState::Building
+                | TaskState::Running
+                | TaskState::Stopping
+                | TaskState::Restarting
+                | TaskState::Fetching
+        )
+    }
+
+    /// `true` while a worker holds the task (`STARTED` or a progress state).
+    pub fn is_active(self) -> bool {
+        self == TaskState::Started || self.is_progress()
+    }
+
+    /// Rank in the forward order; a state may only be replaced by one of equal or higher rank
+    /// (progress states share a rank, so a handler may move between them).
+    fn rank(self) -> u8 {
+        match self {
+            TaskState::Pending => 0,
+            TaskState::Started => 1,
+            s if s.is_progress() => 2,
+            _ => 3,
+        }
+    }
+
+    /// Whether a task in `self` may move to `next`.
+    pub fn can_move_to(self, next: TaskState) -> bool {
+        !self.is_terminal() && next.rank() >= self.rank()
+    }
+}
+
+impl fmt::Display for TaskState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TaskState {
+    type Err = HubError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let upper = s.to_ascii_uppercase();
+        TaskState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == upper)
+            .ok_or_else(|| {
+                HubError::invalid(
+                    "state",
+                    format!("unknown task state '{s}' (expected one of PENDING, STARTED, BUILDING, RUNNING, STOPPING, RESTARTING, FETCHING, SUCCESS, FAILURE, REVOKED)"),
+                )
+            })
+    }
+}
+
+/// Why a task failed: a stable code and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskError {
+    /// Machine-readable code (`port_in_use`, `time_limit`, `interrupted`, a [`ErrorCode`], …).
+    pub code: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl TaskError {
+    /// An error with `code` and `message`.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        TaskError {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.message, self.code)
+    }
+}
+
+impl std::error::Error for TaskError {}
+
+impl From<HubError> for TaskError {
+    fn from(err: HubError) -> Self {
+        TaskError::new(err.code().as_str(), err.to_string())
+    }
+}
+
+impl From<ErrorCode> for TaskError {
+    fn from(code: ErrorCode) -> Self {
+        TaskError::new(code.as_str(), code.as_str())
+    }
+}
+
+/// Error codes the task engine itself produces.
+pub mod codes {
+    /// The hub stopped (or crashed) while the task ran.
+    pub const INTERRUPTED: &str = "interrupted";
+    /// The hard time limit was reached and the handler aborted.
+    pub const TIME_LIMIT: &str = "time_limit";
+    /// The soft time limit was reached (handlers report this when they give up).
+    pub const SOFT_TIME_LIMIT: &str = "soft_time_limit";
+    /// The handler panicked.
+    pub const PANIC: &str = "panic";
+}
+
+/// Everything known about one task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// Task id.
+    pub id: TaskId,
+    /// Job kind (`start_project`, …); selects the handler.
+    pub kind: String,
+    /// Queue the task went through.
+    pub queue: String,
+    /// The project the task is about, if any.
+    pub project_id: Option<i64>,
+    /// The job's input.
+    pub payload: serde_json::Value,
+    /// Current state.
+    pub state: TaskState,
+    /// 0–100; never goes down.
+    pub progress: u8,
+    /// The current step, for people ("Pulling postgres:15-alpine (2/4)").
+    pub status: Option<String>,
+    /// What the handler returned, on `SUCCESS`.
+    pub result: Option<serde_json::Value>,
+    /// Why it failed, on `FAILURE` (and the reason, on `REVOKED`).
+    pub error: Option<TaskError>,
+    /// 1 for the first run; a retry or re-delivery increments it.
+    pub attempt: u32,
+    /// The worker that ran it.
+    pub worker: Option<String>,
+    /// When it was enqueued.
+    pub queued_at: DateTime<Utc>,
+    /// When a worker took it.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it reached a terminal state.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Time limits in force for this task.
+    pub limits: TimeLimits,
+}
+
+impl TaskRecord {
+    /// `true` exactly when the state is terminal.
+    pub fn ready(&self) -> bool {
+        self.state.is_terminal()
+    }
+
+    /// Seconds from start to finish (or to now, while running).
+    pub fn runtime(&self) -> Option<f64> {
+        let started = self.started_at?;
+        let end = self.finished_at.unwrap_or_else(Utc::now);
+        Some((end - started).num_milliseconds().max(0) as f64 / 1000.0)
+    }
+}
+
+/// Soft and hard time limits of a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeLimits {
+    /// After this the handler's cancellation token fires with reason `soft_time_limit`.
+    #[serde(with = "duration_secs")]
+    pub soft: Duration,
+    /// After this the handler is aborted and the task fails with code `time_limit`.
+    #[serde(with = "duration_secs")]
+    pub hard: Duration,
+}
+
+impl Default for TimeLimits {
+    fn default() -> Self {
+        TimeLimits {
+            soft: Duration::from_secs(3600),
+            hard: Duration::from_secs(7200),
+        }
+    }
+}
+
+/// Serialises a `Duration` as fractional seconds.
+pub(crate) mod duration_secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
+}
+
+/// How to run one job; unset fields take the backend's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobOptions {
+    /// Queue name (default `orchestration`).
+    pub queue: Option<String>,
+    /// Soft time limit override.
+    pub soft_time_limit: Option<Duration>,
+    /// Hard time limit override.
+    pub hard_time_limit: Option<Duration>,
+    /// At most one unfinished task may hold the same key (e.g. one operation per project); a
+    /// second enqueue with a held key fails with `conflict`. Enforced in the database.
+    pub exclusive_key: Option<String>,
+}
+
+/// A job to enqueue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRequest {
+    /// Job kind; a handler must be registered for it.
+    pub kind: String,
+    /// Input handed to the handler.
+    pub payload: serde_json::Value,
+    /// The project the job is about.
+    pub project_id: Option<i64>,
+    /// Queue, limits, exclusivity.
+    pub options: JobOptions,
+}
+
+impl JobRequest {
+    /// A job of `kind` with `payload`.
+    pub fn new(kind: impl Into<String>, payload: serde_json::Value) -> Self {
+        JobRequest {
+            kind: kind.into(),
+            payload,
+            project_id: None,
+            options: JobOptions::default(),
+        }
+    }
+
+    /// Ties the job to a project.
+    pub fn project(mut self, project_id: i64) -> Self {
+        self.project_id = Some(project_id);
+        self
+    }
+
+    /// Sets the options.
+    pub fn options(mut self, options: JobOptions) -> Self {
+        self.options = options;
+        self
+    }
+}
+
+/// A change of a task, as published on the event stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskEvent {
+    /// Strictly increasing per backend; a gap means the subscriber missed events.
+    pub seq: u64,
+    /// The task as it is after the change.
+    pub task: TaskRecord,
+}
+
+/// Filters for listing tasks; every field narrows the result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TaskQuery {
+    /// Only tasks in one of these states.
+    pub states: Vec<TaskState>,
+    /// Only tasks of this kind.
+    pub kind: Option<String>,
+    /// Only tasks about this project.
+    pub project_id: Option<i64>,
+    /// Only tasks queued at or after this time.
+    pub queued_after: Option<DateTime<Utc>>,
+    /// Only tasks queued before this time.
+    pub queued_before: Option<DateTime<Utc>>,
+    /// At most this many (newest first).
+    pub limit: u32,
+    /// Skip this many.
+    pub offset: u32,
+}
+
+impl Default for TaskQuery {
+    fn default() -> Self {
+        TaskQuery {
+            states: Vec::new(),
+            kind: None,
+            project_id: None,
+            queued_after: None,
+            queued_before: None,
+            limit: 100,
+            offset: 0,
+        }
+    }
+}
+
+/// Why a handler's cancellation token fired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelReason {
+    /// Someone revoked the task with `terminate`.
+    Revoked,
+    /// The soft time limit passed.
+    SoftTimeLimit,
+    /// The hub is shutting down.
+    Shutdown,
+}
+
+/// One worker, as monitoring shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// Worker name (`worker-1@host`).
+    pub name: String,
+    /// The task it runs now.
+    pub current_task: Option<TaskId>,
+    /// Tasks it finished since it started.
+    pub processed: u64,
+}
+
+/// One queue, as monitoring shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueInfo {
+    /// Queue name.
+    pub name: String,
+    /// Tasks waiting.
+    pub pending: u64,
+    /// Tasks running.
+    pub active: u64,
+}
+
+/// Finished-task counts of one kind (kept apart from records, so expiry does not change them).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct KindCounts {
+    /// Job kind.
+    pub kind: String,
+    /// Finished with `SUCCESS`.
+    pub succeeded: u64,
+    /// Finished with `FAILURE`.
+    pub failed: u64,
+    /// Finished with `REVOKED`.
+    pub revoked: u64,
+    /// Mean run time of finished tasks, in seconds.
+    pub mean_runtime: f64,
+}
+
+/// What monitoring shows of a backend: workers, queues, history and rates.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BackendStats {
+    /// `in_process` or `redis`.
+    pub backend: String,
+    /// Maximum tasks run at once.
+    pub concurrency: u32,
+    /// The workers.
+    pub workers: Vec<WorkerInfo>,
+    /// The queues.
+    pub queues: Vec<QueueInfo>,
+    /// Finished tasks by kind, all time.
+    pub kinds: Vec<KindCounts>,
+    /// Tasks finished in the last minute.
+    pub finished_last_minute: u64,
+    /// Tasks finished per minute, averaged over the last 15 minutes.
+    pub rate_per_minute_15m: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_only_move_forward() {
+        use TaskState::*;
+        assert!(Pending.can_move_to(Started));
+        assert!(Started.can_move_to(Building));
+        assert!(Building.can_move_to(Running));
+        assert!(Running.can_move_to(Building), "progress states share a rank");
+        assert!(Running.can_move_to(Success));
+        assert!(Pending.can_move_to(Revoked));
+        assert!(!Started.can_move_to(Pending));
+        assert!(!Building.can_move_to(Started));
+        for terminal in [Success, Failure, Revoked] {
+            for next in TaskState::ALL {
+                assert!(!terminal.can_move_to(next), "{terminal} -> {next}");
+            }
+        }
+    }
+
+    #[test]
+    fn ready_is_true_exactly_for_terminal_states() {
+        let terminal: Vec<TaskState> = TaskState::ALL
+            .into_iter()
+            .filter(|s| s.is_terminal())
+            .collect();
+        assert_eq!(
+            terminal,
+            [TaskState::Success, TaskState::Failure, TaskState::Revoked]
+        );
+    }
+
+    #[test]
+    fn states_parse_in_any_case_and_reject_unknown_ones() {
+        assert_eq!("pending".parse::<TaskState>().unwrap(), TaskState::Pending);
+        assert_eq!("SUCCESS".parse::<TaskState>().unwrap(), TaskState::Success);
+        let err = "DONE".parse::<TaskState>().unwrap_err();
+        assert_eq!(err.field(), Some("state"));
+    }
+
+    #[test]
+    fn records_serialise_states_in_upper_case() {
+        let json = serde_json::to_value(TaskState::Building).unwrap();
+        assert_eq!(json, "BUILDING");
+    }
+}

@@ -47,7 +47,7 @@ fn allocation_with_1000_projects(c: &mut Criterion) {
                 .create_project(NewProject::new("next", &next_folder))
                 .await
                 .expect("register");
-            hub.delete_project(project.id).await.expect("delete");
+            hub.registry().delete(project.id).await.expect("delete");
         });
     });
     group.finish();
@@ -68,7 +68,7 @@ fn allocation_with_1000_projects(c: &mut Criterion) {
                     .create_project(NewProject::new("next", &next_folder))
                     .await
                     .expect("register");
-                quiet.delete_project(project.id).await.expect("delete");
+                quiet.registry().delete(project.id).await.expect("delete");
             });
         },
     );

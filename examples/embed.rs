@@ -31,7 +31,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("registered three projects:");
     projects.iter().for_each(show);
 
-    let beta = hub.delete_project("beta").await?;
+    let beta = hub.delete_project("beta", false).await?;
     println!("deleted '{}', releasing its ports", beta.name);
 
     let folder = scratch.join("projects").join("delta");

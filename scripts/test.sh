@@ -19,6 +19,7 @@ step "system packages"
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v busybox >/dev/null || need+=(busybox-static)
+command -v dockerd >/dev/null || need+=(docker.io)
 if ((${#need[@]})); then
     if [ "$(id -u)" -eq 0 ]; then
         apt-get update -qq
@@ -28,6 +29,11 @@ if ((${#need[@]})); then
         exit 1
     fi
 fi
+
+step "docker engine and test images"
+DOCKER_HOST=$(bash scripts/docker-up.sh | tail -n 1)
+export DOCKER_HOST
+echo "engine at $DOCKER_HOST"
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

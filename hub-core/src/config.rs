@@ -24,6 +24,11 @@ pub struct HubConfig {
     pub ports: PortConfig,
     /// Background tasks: backend, concurrency, limits, expiry.
     pub tasks: TaskConfig,
+    /// Docker engine address (`unix:///…`, `tcp://…`); `None` means `HUB_DOCKER_HOST`, else
+    /// `DOCKER_HOST`, else the default socket.
+    pub docker_host: Option<String>,
+    /// Reconcile project statuses with the engine right after opening (on by default).
+    pub reconcile_on_open: bool,
 }
 
 impl Default for HubConfig {
@@ -33,6 +38,8 @@ impl Default for HubConfig {
             database_url: None,
             ports: PortConfig::default(),
             tasks: TaskConfig::default(),
+            docker_host: None,
+            reconcile_on_open: true,
         }
     }
 }
@@ -61,6 +68,12 @@ impl HubConfig {
     /// Uses the task settings `tasks`.
     pub fn tasks(mut self, tasks: TaskConfig) -> Self {
         self.tasks = tasks;
+        self
+    }
+
+    /// Uses the Docker engine at `address`.
+    pub fn docker_host(mut self, address: impl Into<String>) -> Self {
+        self.docker_host = Some(address.into());
         self
     }
 

@@ -2,18 +2,23 @@
 
 use std::sync::Arc;
 
+use futures_util::stream::BoxStream;
+
 use crate::config::HubConfig;
 use crate::db::Database;
 use crate::error::{Entity, HubError, Result};
+use crate::orchestration::{self, Orchestrator, ReconcileChange, StackStatus, jobs};
 use crate::ports::BusyPort;
 use crate::project::{NewProject, Project, ProjectKey, ProjectStats, ProjectUpdate};
 use crate::registry::Registry;
+use crate::runtime::{DockerRuntime, Runtime};
+use crate::stack::StackSpec;
 use crate::tasks::{
-    BackendKind, BackendStats, EventSubscription, Handlers, JobRequest, LocalBackend, TaskBackend,
-    TaskId, TaskQuery, TaskRecord,
+    BackendKind, BackendStats, EventSubscription, Handlers, JobOptions, JobRequest, LocalBackend,
+    TaskBackend, TaskId, TaskQuery, TaskRecord, TaskState,
 };
 
-/// A running hub: registry, port allocator and task backend.
+/// A running hub: registry, port allocator, task backend and container runtime.
 ///
 /// Cloning is cheap and shares the same hub. Call [`Hub::close`] to stop cleanly; dropping the
 /// last clone stops the task workers abruptly, as a crash would.
@@ -24,8 +29,9 @@ pub struct Hub {
 
 struct HubInner {
     config: HubConfig,
-    registry: Registry,
+    registry: Arc<Registry>,
     tasks: Arc<dyn TaskBackend>,
+    orchestrator: Arc<Orchestrator>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -44,9 +50,25 @@ impl Hub {
     }
 
     /// Opens the hub with extra job handlers (they win over built-in ones of the same kind).
+    ///
+    /// The container engine is not needed to open: the registry and tasks work without it, and
+    /// operations that need it fail with `runtime_unavailable` until it answers. Once open, the
+    /// hub reconciles the registry with the engine in the background.
     pub async fn open_with(config: HubConfig, handlers: Handlers) -> Result<Self> {
+        let runtime = Arc::new(DockerRuntime::new(config.docker_host.as_deref()));
+        Hub::open_with_runtime(config, handlers, runtime).await
+    }
+
+    /// Opens the hub on a runtime of the caller's choice.
+    pub async fn open_with_runtime(
+        config: HubConfig,
+        handlers: Handlers,
+        runtime: Arc<dyn Runtime>,
+    ) -> Result<Self> {
         let db = Database::open(&config.effective_database_url()).await?;
-        let registry = Registry::open(db.clone(), config.ports.clone()).await?;
+        let registry = Arc::new(Registry::open(db.clone(), config.ports.clone()).await?);
+        let orchestrator = Arc::new(Orchestrator::new(registry.clone(), runtime).await?);
+        let handlers = orchestrator.handlers().merge(handlers);
         let tasks: Arc<dyn TaskBackend> = match &config.tasks.backend {
             BackendKind::InProcess => {
                 Arc::new(LocalBackend::open(db, config.tasks.clone(), handlers).await?)
@@ -55,15 +77,34 @@ impl Hub {
         tracing::info!(
             database = %registry.database().display_url(),
             tasks = tasks.name(),
+            docker = %orchestrator.runtime().address(),
             "hub opened"
         );
-        Ok(Hub {
+        let hub = Hub {
             inner: Arc::new(HubInner {
                 config,
                 registry,
                 tasks,
+                orchestrator,
             }),
-        })
+        };
+        if !hub.inner.config.reconcile_on_open {
+            return Ok(hub);
+        }
+        let background = hub.clone();
+        tokio::spawn(async move {
+            match background.reconcile().await {
+                Ok(changes) if !changes.is_empty() => {
+                    tracing::info!(
+                        changed = changes.len(),
+                        "registry reconciled with the engine"
+                    );
+                }
+                Ok(_) => {}
+                Err(err) => tracing::info!(error = %err, "no reconcile at start"),
+            }
+        });
+        Ok(hub)
     }
 
     /// The configuration the hub was opened with.
@@ -105,9 +146,57 @@ impl Hub {
         self.inner.registry.update(key, update).await
     }
 
-    /// Removes a project from the registry and releases its ports.
-    pub async fn delete_project(&self, key: impl Into<ProjectKey>) -> Result<Project> {
-        self.inner.registry.delete(key).await
+    /// Removes a project: its containers and network, its volumes too when `delete_data` is
+    /// set, then its registry entry and ports. Refused while an operation on it runs.
+    ///
+    /// Without `delete_data`, an unreachable engine does not block the removal (the containers,
+    /// if any, are left behind and logged); with it, the volumes must go, so it fails.
+    pub async fn delete_project(
+        &self,
+        key: impl Into<ProjectKey>,
+        delete_data: bool,
+    ) -> Result<Project> {
+        let project = self.project(key).await?;
+        self.ensure_idle(&project).await?;
+        match self
+            .inner
+            .orchestrator
+            .remove_resources(&project, delete_data)
+            .await
+        {
+            Ok(()) => {}
+            Err(HubError::RuntimeUnavailable { address, message }) if !delete_data => {
+                tracing::warn!(project = %project.slug, %address, %message, "engine unreachable: containers of the deleted project, if any, are left");
+            }
+            Err(err) => return Err(err),
+        }
+        self.inner.registry.delete(project.id).await
+    }
+
+    /// Fails with `conflict` while a task for `project` is queued or running.
+    async fn ensure_idle(&self, project: &Project) -> Result<()> {
+        let unfinished = self
+            .inner
+            .tasks
+            .list(&TaskQuery {
+                states: TaskState::ALL
+                    .into_iter()
+                    .filter(|s| !s.is_terminal())
+                    .collect(),
+                project_id: Some(project.id),
+                limit: 1,
+                ..TaskQuery::default()
+            })
+            .await?;
+        match unfinished.first() {
+            Some(task) => Err(HubError::Conflict {
+                message: format!(
+                    "task {} ({}) is still {} for project '{}'; wait for it or revoke it",
+                    task.id, task.kind, task.state, project.slug
+                ),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Counts of projects by status.
@@ -118,6 +207,103 @@ impl Hub {
     /// Which of the project's ports are busy on the host right now.
     pub async fn check_ports(&self, key: impl Into<ProjectKey>) -> Result<Vec<BusyPort>> {
         self.inner.registry.check_ports(key).await
+    }
+
+    /// Starts the project's stack in the background; returns the task id at once. A second
+    /// operation on the same project while one runs is refused with `conflict`.
+    pub async fn start_project(&self, key: impl Into<ProjectKey>) -> Result<TaskId> {
+        self.submit_project_job(key, jobs::START_PROJECT, None)
+            .await
+    }
+
+    /// Stops the project's stack (volumes are kept).
+    pub async fn stop_project(&self, key: impl Into<ProjectKey>) -> Result<TaskId> {
+        self.submit_project_job(key, jobs::STOP_PROJECT, None).await
+    }
+
+    /// Stops, then starts the project's stack.
+    pub async fn restart_project(&self, key: impl Into<ProjectKey>) -> Result<TaskId> {
+        self.submit_project_job(key, jobs::RESTART_PROJECT, None)
+            .await
+    }
+
+    /// Recreates one service of the project's stack.
+    pub async fn restart_service(
+        &self,
+        key: impl Into<ProjectKey>,
+        service: &str,
+    ) -> Result<TaskId> {
+        let project = self.project(key).await?;
+        let stack = StackSpec::load(&project.path)?;
+        if stack.service(service).is_none() {
+            return Err(HubError::not_found(
+                Entity::Service,
+                format!("{}/{service}", project.slug),
+            ));
+        }
+        self.submit_project_job(project.id, jobs::RESTART_SERVICE, Some(service))
+            .await
+    }
+
+    async fn submit_project_job(
+        &self,
+        key: impl Into<ProjectKey>,
+        kind: &str,
+        service: Option<&str>,
+    ) -> Result<TaskId> {
+        let project = self.project(key).await?;
+        let job = JobRequest::new(kind, orchestration::payload(project.id, service))
+            .project(project.id)
+            .options(JobOptions {
+                exclusive_key: Some(format!("project:{}", project.id)),
+                ..JobOptions::default()
+            });
+        self.submit(job).await
+    }
+
+    /// Per-service state, health and ports of the project's stack, read from the engine.
+    pub async fn project_status(&self, key: impl Into<ProjectKey>) -> Result<StackStatus> {
+        let project = self.project(key).await?;
+        self.inner.orchestrator.status(&project).await
+    }
+
+    /// The last `lines` lines of one service's output.
+    pub async fn logs(
+        &self,
+        key: impl Into<ProjectKey>,
+        service: &str,
+        lines: usize,
+    ) -> Result<Vec<String>> {
+        let project = self.project(key).await?;
+        self.inner.orchestrator.logs(&project, service, lines).await
+    }
+
+    /// The last `lines` lines of one service's output, then new lines as they come.
+    pub async fn follow_logs(
+        &self,
+        key: impl Into<ProjectKey>,
+        service: &str,
+        lines: usize,
+    ) -> Result<BoxStream<'static, Result<String>>> {
+        let project = self.project(key).await?;
+        self.inner
+            .orchestrator
+            .follow_logs(&project, service, lines)
+            .await
+    }
+
+    /// Corrects project statuses from what the engine really runs (see
+    /// [`Orchestrator::reconcile`]).
+    pub async fn reconcile(&self) -> Result<Vec<ReconcileChange>> {
+        self.inner
+            .orchestrator
+            .reconcile(self.inner.tasks.as_ref())
+            .await
+    }
+
+    /// The container runtime.
+    pub fn runtime(&self) -> &dyn Runtime {
+        self.inner.orchestrator.runtime()
     }
 
     /// Queues a background job; returns its task id at once.

@@ -22,9 +22,12 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod hub;
+pub mod orchestration;
 pub mod ports;
 pub mod project;
 pub mod registry;
+pub mod runtime;
+pub mod stack;
 pub mod tasks;
 
 pub use config::HubConfig;

@@ -27,9 +27,12 @@ impl Fixture {
     async fn with_ports(ports: PortConfig) -> Self {
         let data = TempDir::new().unwrap();
         let projects = TempDir::new().unwrap();
-        let hub = Hub::open(HubConfig::with_data_dir(data.path().join("state")).ports(ports))
-            .await
-            .unwrap();
+        // These tests set statuses by hand; the engine's view must not correct them meanwhile.
+        let config = HubConfig {
+            reconcile_on_open: false,
+            ..HubConfig::with_data_dir(data.path().join("state")).ports(ports)
+        };
+        let hub = Hub::open(config).await.unwrap();
         Fixture {
             data,
             projects,
@@ -38,9 +41,11 @@ impl Fixture {
     }
 
     async fn reopen(&self) -> Hub {
-        Hub::open(HubConfig::with_data_dir(self.data.path().join("state")))
-            .await
-            .unwrap()
+        let config = HubConfig {
+            reconcile_on_open: false,
+            ..HubConfig::with_data_dir(self.data.path().join("state"))
+        };
+        Hub::open(config).await.unwrap()
     }
 
     /// A new project folder named `name`.
@@ -103,14 +108,14 @@ async fn create_get_list_and_delete_a_project() {
         .collect();
     assert_eq!(ids, vec![alpha.id, beta.id]);
 
-    let removed = fx.hub.delete_project(alpha.id).await.unwrap();
+    let removed = fx.hub.delete_project(alpha.id, false).await.unwrap();
     assert_eq!(removed.id, alpha.id);
     assert_code(
         &fx.hub.project(alpha.id).await.unwrap_err(),
         ErrorCode::NotFound,
     );
     assert_code(
-        &fx.hub.delete_project(alpha.id).await.unwrap_err(),
+        &fx.hub.delete_project(alpha.id, false).await.unwrap_err(),
         ErrorCode::NotFound,
     );
     assert_eq!(fx.hub.projects().await.unwrap().len(), 1);
@@ -295,10 +300,10 @@ async fn ports_of_a_deleted_project_are_reused() {
     let a = fx.create("A").await;
     let b = fx.create("B").await;
     fx.create("C").await;
-    fx.hub.delete_project(b.id).await.unwrap();
+    fx.hub.delete_project(b.id, false).await.unwrap();
     let d = fx.create("D").await;
     assert_eq!(d.ports, b.ports);
-    fx.hub.delete_project(a.id).await.unwrap();
+    fx.hub.delete_project(a.id, false).await.unwrap();
     assert_eq!(fx.create("E").await.ports, a.ports);
     assert_eq!(fx.create("F").await.ports, slot(4));
 }

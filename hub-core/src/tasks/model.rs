@@ -446,7 +446,10 @@ mod tests {
         assert!(Pending.can_move_to(Started));
         assert!(Started.can_move_to(Building));
         assert!(Building.can_move_to(Running));
-        assert!(Running.can_move_to(Building), "progress states share a rank");
+        assert!(
+            Running.can_move_to(Building),
+            "progress states share a rank"
+        );
         assert!(Running.can_move_to(Success));
         assert!(Pending.can_move_to(Revoked));
         assert!(!Started.can_move_to(Pending));

@@ -1,0 +1,105 @@
+//! Time from `start_project` enqueue to every service healthy, for the 4-service test stack
+//! (`tests/fixtures/four-services.toml`), next to `scripts/bench-docker-run.sh` starting the same
+//! four containers with `docker run`. Needs a Docker engine with the test images
+//! (`bash scripts/docker-up.sh`). Prints the median of several rounds of each.
+//!
+//! Run with `cargo bench --bench stack`.
+
+#![allow(clippy::expect_used, clippy::print_stdout)] // a benchmark aborts on setup failure and reports figures
+
+use std::time::{Duration, Instant};
+
+use hub_core::tasks::{TaskId, TaskState};
+use hub_core::{Hub, HubConfig, NewProject, PortConfig, PortSet};
+
+const ROUNDS: usize = 7;
+const STACK: &str = include_str!("../tests/fixtures/four-services.toml");
+
+async fn wait_done(hub: &Hub, id: TaskId) {
+    let mut events = hub.subscribe(None);
+    if hub.task(id).await.expect("task").ready() {
+        return;
+    }
+    while let Some(event) = events.recv().await {
+        if event.task.id == id && event.task.ready() {
+            assert_eq!(
+                event.task.state,
+                TaskState::Success,
+                "{:?}",
+                event.task.error
+            );
+            return;
+        }
+    }
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn main() {
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let scratch = tempfile::TempDir::new().expect("temp dir");
+    let folder = scratch.path().join("bench-stack");
+    std::fs::create_dir_all(&folder).expect("folder");
+    std::fs::write(folder.join("hub.toml"), STACK).expect("hub.toml");
+
+    let hub_times = runtime.block_on(async {
+        let config = HubConfig::with_data_dir(scratch.path().join("state")).ports(PortConfig {
+            bases: PortSet {
+                backend: 34000,
+                frontend: 34001,
+                postgres: 34002,
+                redis: 34003,
+            },
+            ..PortConfig::default()
+        });
+        let hub = Hub::open(config).await.expect("open hub");
+        let project = hub
+            .create_project(NewProject::new("bench-stack", &folder))
+            .await
+            .expect("register");
+        let mut times = Vec::new();
+        for _ in 0..ROUNDS {
+            let start = Instant::now();
+            let id = hub.start_project(project.id).await.expect("start");
+            wait_done(&hub, id).await;
+            times.push(start.elapsed());
+            let id = hub.stop_project(project.id).await.expect("stop");
+            wait_done(&hub, id).await;
+        }
+        hub.delete_project(project.id, true).await.expect("delete");
+        hub.close().await;
+        times
+    });
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/bench-docker-run.sh");
+    let script_times: Vec<Duration> = (0..ROUNDS)
+        .map(|_| {
+            let output = std::process::Command::new("bash")
+                .args([script, "35000"])
+                .output()
+                .expect("run the docker run script");
+            assert!(
+                output.status.success(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            let secs: f64 = String::from_utf8_lossy(&output.stdout)
+                .trim()
+                .parse()
+                .expect("seconds");
+            Duration::from_secs_f64(secs)
+        })
+        .collect();
+
+    println!(
+        "stack/start_4_services: hub start_project enqueue -> all healthy: median {:?} over {ROUNDS} rounds (all: {hub_times:?})",
+        median(hub_times.clone())
+    );
+    println!(
+        "stack/start_4_services: docker run script: median {:?} over {ROUNDS} rounds (all: {script_times:?})",
+        median(script_times.clone())
+    );
+}

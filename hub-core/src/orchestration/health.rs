@@ -1,0 +1,111 @@
+//! Waiting for a started service to be ready.
+
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::runtime::Runtime;
+use crate::tasks::TaskError;
+
+/// Task error code of a service that did not become ready.
+pub const NOT_READY: &str = "unhealthy";
+
+/// Polling starts fast (most services are ready within a second) and backs off to this.
+const POLL_MAX: Duration = Duration::from_millis(250);
+const POLL_MIN: Duration = Duration::from_millis(25);
+
+/// Waits until container `name` is ready: healthy when it has a health check, else answering on
+/// `host_port` when it publishes one, else simply running. Fails when the container stops, turns
+/// unhealthy, or `deadline` passes; the error carries its last log lines.
+///
+/// Docker runs a health check first only after one interval; while it reports `starting`, the
+/// hub runs the same check command itself (`health_test`), so a service that is ready at once
+/// is seen ready at once.
+pub(super) async fn wait_ready(
+    runtime: &dyn Runtime,
+    service: &str,
+    name: &str,
+    host_port: Option<u16>,
+    health_test: Option<&[String]>,
+    deadline: Instant,
+) -> Result<(), TaskError> {
+    let mut poll = POLL_MIN;
+    loop {
+        let Some(info) = runtime.inspect_container(name).await? else {
+            return Err(not_ready(runtime, service, name, "its container disappeared").await);
+        };
+        if !info.is_running() {
+            let why = match info.exit_code {
+                Some(code) => format!("it {} with exit code {code}", info.state),
+                None => format!("it is {}", info.state),
+            };
+            return Err(not_ready(runtime, service, name, &why).await);
+        }
+        let ready = match info.health.as_deref() {
+            Some("healthy") => true,
+            Some("unhealthy") => {
+                return Err(not_ready(runtime, service, name, "its health check fails").await);
+            }
+            Some(_) => match health_test.and_then(exec_form) {
+                Some(command) => runtime
+                    .exec(name, &command)
+                    .await
+                    .is_ok_and(|code| code == 0),
+                None => false,
+            },
+            None => match host_port {
+                Some(port) => accepts_connections(port).await,
+                None => true,
+            },
+        };
+        if ready {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(not_ready(runtime, service, name, "it was not ready in time").await);
+        }
+        tokio::time::sleep(poll).await;
+        poll = (poll * 2).min(POLL_MAX);
+    }
+}
+
+/// A Docker health test as a command to exec: `["CMD", args…]` → args,
+/// `["CMD-SHELL", cmd]` → `/bin/sh -c cmd`.
+fn exec_form(test: &[String]) -> Option<Vec<String>> {
+    match test.split_first() {
+        Some((kind, args)) if kind == "CMD" && !args.is_empty() => Some(args.to_vec()),
+        Some((kind, [command])) if kind == "CMD-SHELL" => {
+            Some(vec!["/bin/sh".into(), "-c".into(), command.clone()])
+        }
+        _ => None,
+    }
+}
+
+/// Whether something serves on `127.0.0.1:port`. Docker's port proxy accepts connections even
+/// when nothing listens in the container, then closes them at once; a real server keeps the
+/// connection open (waiting for a request) or greets.
+pub(crate) async fn accepts_connections(port: u16) -> bool {
+    let connect = TcpStream::connect(("127.0.0.1", port));
+    let Ok(Ok(mut stream)) = tokio::time::timeout(Duration::from_secs(1), connect).await else {
+        return false;
+    };
+    let mut buf = [0u8; 1];
+    // The proxy's close comes within a millisecond on loopback; 50 ms tells the two apart.
+    match tokio::time::timeout(Duration::from_millis(50), stream.read(&mut buf)).await {
+        Err(_) => true,      // open and silent: a server waiting for the client
+        Ok(Ok(n)) => n > 0,  // a greeting, or EOF from a proxy with no backend
+        Ok(Err(_)) => false, // reset
+    }
+}
+
+async fn not_ready(runtime: &dyn Runtime, service: &str, name: &str, why: &str) -> TaskError {
+    let tail = runtime.logs(name, 20).await.unwrap_or_default();
+    let mut message = format!("service '{service}' is not ready: {why}");
+    if !tail.is_empty() {
+        message.push_str("; last log lines:\n");
+        message.push_str(&tail.join("\n"));
+    }
+    TaskError::new(NOT_READY, message)
+}

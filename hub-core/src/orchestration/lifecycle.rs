@@ -1,0 +1,653 @@
+//! Start, stop and restart of a project's stack, as task handlers.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
+
+use futures_util::future::try_join_all;
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::health::wait_ready;
+use super::{Orchestrator, container_name, networks_of, stack_name, volume_name};
+use crate::error::Entity;
+use crate::ports::is_port_free_on_host;
+use crate::project::{Health, Project, ProjectStatus};
+use crate::runtime::{ContainerInfo, ContainerSpec, HealthCheck, PublishedPort, labels};
+use crate::stack::{Mount, ServiceSpec, StackSpec, interpolate};
+use crate::tasks::{CancelReason, JobResult, TaskContext, TaskError, TaskState};
+
+/// Task error code of a start refused because a port is taken on the host.
+pub const PORT_IN_USE: &str = "port_in_use";
+/// Task error code of an image that is neither present nor pullable.
+pub const IMAGE_UNAVAILABLE: &str = "image_unavailable";
+
+/// Maps a phase's 0–100 onto a slice of the task's progress bar, so a restart's stop and start
+/// halves report one bar that only goes up.
+struct Phase<'a> {
+    ctx: &'a TaskContext,
+    from: u8,
+    to: u8,
+    /// Reports every step in this state instead of the phase's own (e.g. `RESTARTING`).
+    state: Option<TaskState>,
+}
+
+impl<'a> Phase<'a> {
+    fn whole(ctx: &'a TaskContext) -> Self {
+        Phase {
+            ctx,
+            from: 0,
+            to: 100,
+            state: None,
+        }
+    }
+
+    async fn report(&self, state: TaskState, percent: u8, step: impl Into<String>) {
+        let span = u16::from(self.to.saturating_sub(self.from));
+        let scaled = u16::from(self.from) + span * u16::from(percent.min(100)) / 100;
+        let state = self.state.unwrap_or(state);
+        // Progress is best effort: a failed report must not fail the operation.
+        let _ = self
+            .ctx
+            .progress(state, u8::try_from(scaled).unwrap_or(100), step)
+            .await;
+    }
+}
+
+/// What one start created, so that a revoked or failed start can take it away again.
+#[derive(Default)]
+struct Created {
+    network: Option<String>,
+    volumes: Vec<String>,
+}
+
+impl Orchestrator {
+    pub(super) async fn run_start(&self, ctx: &TaskContext, project_id: i64) -> JobResult {
+        let project = self.registry.get(project_id).await?;
+        self.start_stack(&project, &Phase::whole(ctx)).await
+    }
+
+    pub(super) async fn run_stop(&self, ctx: &TaskContext, project_id: i64) -> JobResult {
+        let project = self.registry.get(project_id).await?;
+        self.stop_stack(&project, &Phase::whole(ctx)).await
+    }
+
+    pub(super) async fn run_restart(&self, ctx: &TaskContext, project_id: i64) -> JobResult {
+        let project = self.registry.get(project_id).await?;
+        let stop = Phase {
+            ctx,
+            from: 0,
+            to: 40,
+            state: Some(TaskState::Restarting),
+        };
+        let stopped = self.stop_stack(&project, &stop).await?;
+        let start = Phase {
+            ctx,
+            from: 40,
+            to: 100,
+            state: None,
+        };
+        let started = self.start_stack(&project, &start).await?;
+        Ok(json!({"stopped": stopped["stopped"], "started": started["services"]}))
+    }
+
+    pub(super) async fn run_restart_service(
+        &self,
+        ctx: &TaskContext,
+        project_id: i64,
+        service: &str,
+    ) -> JobResult {
+        let project = self.registry.get(project_id).await?;
+        let phase = Phase {
+            state: Some(TaskState::Restarting),
+            ..Phase::whole(ctx)
+        };
+        let result = self.restart_one(&project, service, &phase).await;
+        if let Err(err) = &result {
+            self.registry
+                .set_status(
+                    project.id,
+                    ProjectStatus::Error,
+                    Health::Unhealthy,
+                    Some(&err.message),
+                )
+                .await?;
+        }
+        result
+    }
+
+    /// Brings the stack up; on failure or revoke, removes what this start created and records
+    /// the outcome on the project.
+    async fn start_stack(&self, project: &Project, phase: &Phase<'_>) -> JobResult {
+        let created = Mutex::new(Created::default());
+        let outcome = tokio::select! {
+            outcome = self.start_inner(project, phase, &created) => outcome,
+            () = phase.ctx.cancelled() => Err(TaskError::new(
+                "cancelled",
+                format!("start cancelled ({:?})", phase.ctx.cancel_reason()),
+            )),
+        };
+        match outcome {
+            Ok(result) => {
+                self.registry
+                    .set_status(project.id, ProjectStatus::Running, Health::Healthy, None)
+                    .await?;
+                tracing::info!(project = %project.slug, "stack running");
+                Ok(result)
+            }
+            Err(err) => {
+                if err.code != PORT_IN_USE && err.code != "invalid_input" {
+                    let created =
+                        std::mem::take(&mut *created.lock().unwrap_or_else(|p| p.into_inner()));
+                    self.undo_start(project, created).await;
+                }
+                let (status, error) = match phase.ctx.cancel_reason() {
+                    Some(CancelReason::Revoked) => (ProjectStatus::Stopped, None),
+                    _ => (ProjectStatus::Error, Some(err.message.as_str())),
+                };
+                self.registry
+                    .set_status(project.id, status, Health::Unknown, error)
+                    .await?;
+                tracing::warn!(project = %project.slug, error = %err, "start did not complete");
+                Err(err)
+            }
+        }
+    }
+
+    async fn start_inner(
+        &self,
+        project: &Project,
+        phase: &Phase<'_>,
+        created: &Mutex<Created>,
+    ) -> JobResult {
+        phase
+            .report(TaskState::Building, 2, "Reading the stack definition")
+            .await;
+        let stack = StackSpec::load(&project.path)?;
+        let vars = self.variables(project);
+        let specs: HashMap<&str, ContainerSpec> = stack
+            .services
+            .iter()
+            .map(|service| {
+                Ok((
+                    service.name.as_str(),
+                    self.container_spec(project, &stack, service, &vars)?,
+                ))
+            })
+            .collect::<Result<_, TaskError>>()?;
+
+        // Ports held by this project's own running containers are not "in use" by others.
+        let existing = self.containers(project.id).await?;
+        let own_ports: HashSet<u16> = existing
+            .iter()
+            .filter(|c| c.is_running())
+            .filter_map(|c| c.labels.get(labels::PUBLISHED_PORT)?.parse().ok())
+            .collect();
+        let busy: Vec<String> = stack
+            .published_roles()
+            .into_iter()
+            .map(|role| (role, project.ports.get(role)))
+            .filter(|(_, port)| !own_ports.contains(port) && !is_port_free_on_host(*port))
+            .map(|(role, port)| format!("{} port {port}", role.title()))
+            .collect();
+        if !busy.is_empty() {
+            return Err(TaskError::new(
+                PORT_IN_USE,
+                format!(
+                    "Cannot start project: The following ports are already in use: {}",
+                    busy.join(", ")
+                ),
+            ));
+        }
+
+        self.registry
+            .set_status(project.id, ProjectStatus::Starting, Health::Unknown, None)
+            .await?;
+        // A start replaces whatever containers an earlier run left.
+        for container in &existing {
+            self.runtime.remove_container(&container.name).await?;
+        }
+
+        let network = stack_name(project);
+        phase
+            .report(
+                TaskState::Building,
+                5,
+                format!("Creating network {network}"),
+            )
+            .await;
+        if self
+            .runtime
+            .ensure_network(
+                &network,
+                self.resource_labels(project, labels::COMPOSE_NETWORK, "default"),
+            )
+            .await?
+        {
+            lock(created).network = Some(network.clone());
+        }
+        let volumes: BTreeMap<String, &str> = stack
+            .services
+            .iter()
+            .flat_map(|s| &s.volumes)
+            .filter_map(|mount| match mount {
+                Mount::Volume { name, .. } => Some((volume_name(project, name), name.as_str())),
+                Mount::Bind { .. } => None,
+            })
+            .collect();
+        for (volume, short) in &volumes {
+            if self
+                .runtime
+                .ensure_volume(
+                    volume,
+                    self.resource_labels(project, labels::COMPOSE_VOLUME, short),
+                )
+                .await?
+            {
+                lock(created).volumes.push(volume.clone());
+            }
+        }
+
+        self.pull_missing(&stack, phase).await?;
+
+        // Creating copies image layers and runs nothing, so every container is created at once;
+        // only starting follows the dependency order.
+        phase
+            .report(
+                TaskState::Running,
+                40,
+                format!("Creating {} containers", specs.len()),
+            )
+            .await;
+        try_join_all(
+            specs
+                .values()
+                .map(|spec| self.runtime.create_container(spec)),
+        )
+        .await?;
+
+        let levels = stack.start_order();
+        let total = stack.services.len().max(1);
+        let deadline = Instant::now() + stack.health_timeout;
+        let mut done = 0;
+        for level in &levels {
+            let names: Vec<&str> = level.iter().map(|s| s.name.as_str()).collect();
+            let percent = 50 + 45 * done / total;
+            phase
+                .report(
+                    TaskState::Running,
+                    percent as u8,
+                    format!("Starting {}", names.join(", ")),
+                )
+                .await;
+            try_join_all(level.iter().map(|service| {
+                self.runtime
+                    .start_container(&specs[service.name.as_str()].name)
+            }))
+            .await?;
+            let percent = 50 + 45 * (2 * done + level.len()) / (2 * total);
+            phase
+                .report(
+                    TaskState::Running,
+                    percent as u8,
+                    format!("Waiting for {} to be healthy", names.join(", ")),
+                )
+                .await;
+            try_join_all(level.iter().map(|service| {
+                let host_port = service.publish.map(|p| project.ports.get(p.role));
+                let name = container_name(project, &service.name);
+                let test = service.healthcheck.as_ref().map(|h| h.test.as_slice());
+                async move {
+                    wait_ready(
+                        self.runtime.as_ref(),
+                        &service.name,
+                        &name,
+                        host_port,
+                        test,
+                        deadline,
+                    )
+                    .await
+                }
+            }))
+            .await?;
+            done += level.len();
+        }
+        phase
+            .report(TaskState::Running, 99, "All services are healthy")
+            .await;
+        let services: Vec<&str> = stack.services.iter().map(|s| s.name.as_str()).collect();
+        Ok(json!({"services": services, "ports": project.ports, "stack": stack.source}))
+    }
+
+    /// Pulls the images the stack needs that are not present, reporting per-image progress.
+    async fn pull_missing(&self, stack: &StackSpec, phase: &Phase<'_>) -> Result<(), TaskError> {
+        let mut images: Vec<&str> = stack.services.iter().map(|s| s.image.as_str()).collect();
+        images.sort();
+        images.dedup();
+        let mut missing = Vec::new();
+        for image in images {
+            if !self.runtime.image_exists(image).await? {
+                missing.push(image);
+            }
+        }
+        let count = missing.len();
+        for (i, image) in missing.into_iter().enumerate() {
+            let base = 10 + 30 * i / count;
+            let span = 30 / count;
+            let step = format!("Pulling {image} ({}/{count})", i + 1);
+            phase
+                .report(TaskState::Building, base as u8, step.clone())
+                .await;
+            let (sender, mut updates) = tokio::sync::mpsc::unbounded_channel();
+            // The sender lives in this block, so `forward` ends when the pull does.
+            let pull = async move {
+                let report = move |p| {
+                    let _ = sender.send(p);
+                };
+                self.runtime.pull_image(image, &report).await
+            };
+            let forward = async {
+                while let Some(progress) = updates.recv().await {
+                    let percent = base + span * usize::from(progress.percent()) / 100;
+                    phase
+                        .report(
+                            TaskState::Building,
+                            percent as u8,
+                            format!("{step}: {}%", progress.percent()),
+                        )
+                        .await;
+                }
+            };
+            let (pulled, ()) = tokio::join!(pull, forward);
+            pulled.map_err(|err| {
+                TaskError::new(
+                    IMAGE_UNAVAILABLE,
+                    format!(
+                        "image {image} is not available locally and could not be pulled: {err}"
+                    ),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Removes what a failed or revoked start created: the project's containers, and the
+    /// network and volumes this start made (volumes that existed before keep their data).
+    async fn undo_start(&self, project: &Project, created: Created) {
+        let result: crate::Result<()> = async {
+            for container in self.containers(project.id).await? {
+                self.runtime.remove_container(&container.name).await?;
+            }
+            if let Some(network) = created.network {
+                self.runtime.remove_network(&network).await?;
+            }
+            for volume in created.volumes {
+                self.runtime.remove_volume(&volume).await?;
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(err) = result {
+            tracing::warn!(project = %project.slug, error = %err, "cleaning up a failed start failed");
+        }
+    }
+
+    /// Stops and removes the stack's containers in reverse dependency order, then its network.
+    /// Named volumes stay.
+    async fn stop_stack(&self, project: &Project, phase: &Phase<'_>) -> JobResult {
+        self.registry
+            .set_status(project.id, ProjectStatus::Stopping, project.health, None)
+            .await?;
+        match self.stop_inner(project, phase).await {
+            Ok(result) => {
+                self.registry
+                    .set_status(project.id, ProjectStatus::Stopped, Health::Unknown, None)
+                    .await?;
+                Ok(result)
+            }
+            Err(err) => {
+                self.registry
+                    .set_status(
+                        project.id,
+                        ProjectStatus::Error,
+                        Health::Unknown,
+                        Some(&err.message),
+                    )
+                    .await?;
+                Err(err)
+            }
+        }
+    }
+
+    async fn stop_inner(&self, project: &Project, phase: &Phase<'_>) -> JobResult {
+        phase
+            .report(TaskState::Stopping, 5, "Looking up running services")
+            .await;
+        let containers = self.containers(project.id).await?;
+        let stack = StackSpec::load(&project.path).ok();
+        let grace = stack
+            .as_ref()
+            .map_or(std::time::Duration::from_secs(10), |s| s.stop_grace);
+        let levels = stop_order(stack.as_ref(), &containers);
+        let total = containers.len().max(1);
+        let mut done = 0;
+        for level in &levels {
+            let names: Vec<&str> = level.iter().map(|c| service_of(c)).collect();
+            phase
+                .report(
+                    TaskState::Stopping,
+                    (10 + 80 * done / total) as u8,
+                    format!("Stopping {}", names.join(", ")),
+                )
+                .await;
+            try_join_all(level.iter().map(|container| async {
+                self.runtime.stop_container(&container.name, grace).await?;
+                self.runtime.remove_container(&container.name).await
+            }))
+            .await?;
+            done += level.len();
+        }
+        phase
+            .report(TaskState::Stopping, 92, "Removing the network")
+            .await;
+        for network in networks_of(project, &containers) {
+            self.runtime.remove_network(&network).await?;
+        }
+        let stopped: Vec<&str> = containers.iter().map(service_of).collect();
+        Ok(json!({"stopped": stopped}))
+    }
+
+    async fn restart_one(&self, project: &Project, service: &str, phase: &Phase<'_>) -> JobResult {
+        let stack = StackSpec::load(&project.path)?;
+        let spec = stack.service(service).ok_or_else(|| {
+            TaskError::from(crate::HubError::not_found(
+                Entity::Service,
+                format!("{}/{service}", project.slug),
+            ))
+        })?;
+        let container = self.container_spec(project, &stack, spec, &self.variables(project))?;
+        phase
+            .report(TaskState::Restarting, 10, format!("Stopping {service}"))
+            .await;
+        self.runtime
+            .stop_container(&container.name, stack.stop_grace)
+            .await?;
+        self.runtime.remove_container(&container.name).await?;
+        self.runtime
+            .ensure_network(
+                &stack_name(project),
+                self.resource_labels(project, labels::COMPOSE_NETWORK, "default"),
+            )
+            .await?;
+        for mount in &spec.volumes {
+            if let Mount::Volume { name, .. } = mount {
+                self.runtime
+                    .ensure_volume(
+                        &volume_name(project, name),
+                        self.resource_labels(project, labels::COMPOSE_VOLUME, name),
+                    )
+                    .await?;
+            }
+        }
+        phase
+            .report(TaskState::Restarting, 40, format!("Starting {service}"))
+            .await;
+        self.runtime.create_container(&container).await?;
+        self.runtime.start_container(&container.name).await?;
+        phase
+            .report(
+                TaskState::Restarting,
+                70,
+                format!("Waiting for {service} to be healthy"),
+            )
+            .await;
+        let host_port = spec.publish.map(|p| project.ports.get(p.role));
+        wait_ready(
+            self.runtime.as_ref(),
+            service,
+            &container.name,
+            host_port,
+            spec.healthcheck.as_ref().map(|h| h.test.as_slice()),
+            Instant::now() + stack.health_timeout,
+        )
+        .await?;
+        Ok(json!({"restarted": service}))
+    }
+
+    /// The container a service of this project runs as.
+    fn container_spec(
+        &self,
+        project: &Project,
+        stack: &StackSpec,
+        service: &ServiceSpec,
+        vars: &BTreeMap<&'static str, String>,
+    ) -> Result<ContainerSpec, TaskError> {
+        let mut env = Vec::with_capacity(service.environment.len());
+        for (key, value) in &service.environment {
+            let value = interpolate(value, vars).map_err(|message| {
+                TaskError::new(
+                    "invalid_input",
+                    format!(
+                        "invalid {}: services.{}.environment.{key}: {message}",
+                        stack.source, service.name
+                    ),
+                )
+            })?;
+            env.push(format!("{key}={value}"));
+        }
+        let name = container_name(project, &service.name);
+        let mut labels = self.resource_labels(project, labels::COMPOSE_SERVICE, &service.name);
+        labels.insert(labels::COMPOSE_ONEOFF.into(), "False".into());
+        labels.insert(labels::COMPOSE_CONTAINER_NUMBER.into(), "1".into());
+        labels.insert(labels::SERVICE.into(), service.name.clone());
+        if let Some(publish) = service.publish {
+            labels.insert(labels::ROLE.into(), publish.role.to_string());
+            labels.insert(
+                labels::PUBLISHED_PORT.into(),
+                project.ports.get(publish.role).to_string(),
+            );
+        }
+        let mut volumes = Vec::new();
+        let mut binds = Vec::new();
+        for mount in &service.volumes {
+            match mount {
+                Mount::Volume { name, target } => {
+                    volumes.push((volume_name(project, name), target.clone()));
+                }
+                Mount::Bind { source, target } => {
+                    let host = project.path.join(source);
+                    binds.push((host.display().to_string(), target.clone()));
+                }
+            }
+        }
+        Ok(ContainerSpec {
+            name,
+            image: service.image.clone(),
+            command: service.command.clone(),
+            env,
+            working_dir: service.working_dir.clone(),
+            labels,
+            network: Some(stack_name(project)),
+            aliases: vec![service.name.clone()],
+            volumes,
+            binds,
+            publish: service.publish.map(|p| PublishedPort {
+                host_ip: "127.0.0.1".into(),
+                host_port: project.ports.get(p.role),
+                target: p.target,
+            }),
+            healthcheck: service.healthcheck.as_ref().map(|h| HealthCheck {
+                test: h.test.clone(),
+                interval: h.interval,
+                timeout: h.timeout,
+                retries: h.retries,
+                start_period: h.start_period,
+            }),
+        })
+    }
+
+    /// Labels of everything the hub creates for `project`, plus `kind = value`.
+    fn resource_labels(
+        &self,
+        project: &Project,
+        kind: &str,
+        value: &str,
+    ) -> HashMap<String, String> {
+        HashMap::from([
+            (labels::COMPOSE_PROJECT.to_owned(), stack_name(project)),
+            (
+                labels::COMPOSE_WORKING_DIR.to_owned(),
+                project.path.display().to_string(),
+            ),
+            (labels::MANAGED.to_owned(), "true".to_owned()),
+            (labels::INSTANCE.to_owned(), self.instance.to_string()),
+            (labels::PROJECT.to_owned(), self.project_label(project.id)),
+            (labels::PROJECT_ID.to_owned(), project.id.to_string()),
+            (labels::PROJECT_SLUG.to_owned(), project.slug.clone()),
+            (kind.to_owned(), value.to_owned()),
+        ])
+    }
+}
+
+fn lock(created: &Mutex<Created>) -> std::sync::MutexGuard<'_, Created> {
+    created
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn service_of(container: &ContainerInfo) -> &str {
+    container
+        .labels
+        .get(labels::SERVICE)
+        .map_or(container.name.as_str(), String::as_str)
+}
+
+/// Containers grouped for stopping: dependents before what they depend on. Containers the
+/// current definition does not know go first.
+fn stop_order<'a>(
+    stack: Option<&StackSpec>,
+    containers: &'a [ContainerInfo],
+) -> Vec<Vec<&'a ContainerInfo>> {
+    let Some(stack) = stack else {
+        return vec![containers.iter().collect()];
+    };
+    let mut levels: Vec<Vec<&ContainerInfo>> = Vec::new();
+    let known: HashSet<&str> = stack.services.iter().map(|s| s.name.as_str()).collect();
+    let unknown: Vec<&ContainerInfo> = containers
+        .iter()
+        .filter(|c| !known.contains(service_of(c)))
+        .collect();
+    if !unknown.is_empty() {
+        levels.push(unknown);
+    }
+    for level in stack.start_order().into_iter().rev() {
+        let names: HashSet<&str> = level.iter().map(|s| s.name.as_str()).collect();
+        let group: Vec<&ContainerInfo> = containers
+            .iter()
+            .filter(|c| names.contains(service_of(c)))
+            .collect();
+        if !group.is_empty() {
+            levels.push(group);
+        }
+    }
+    levels
+}

@@ -1,0 +1,486 @@
+//! Running project stacks: start, stop, restart (as background tasks), status, logs, and
+//! reconciling the registry with what the engine really runs.
+//!
+//! Everything the hub creates carries labels (see [`crate::runtime::labels`]); the engine, not
+//! memory, is the truth about what runs.
+
+mod health;
+mod lifecycle;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use futures_util::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+pub use health::NOT_READY;
+pub use lifecycle::{IMAGE_UNAVAILABLE, PORT_IN_USE};
+
+use crate::error::{Entity, HubError, Result};
+use crate::ports::PortRole;
+use crate::project::{Health, Project, ProjectStatus};
+use crate::registry::Registry;
+use crate::runtime::{ContainerInfo, Runtime, labels};
+use crate::stack::StackSpec;
+use crate::tasks::{Handlers, TaskBackend, TaskContext, TaskError, TaskQuery, TaskState};
+
+/// Job kinds of the built-in project operations.
+pub mod jobs {
+    /// Bring a project's stack up.
+    pub const START_PROJECT: &str = "start_project";
+    /// Take a project's stack down (volumes are kept).
+    pub const STOP_PROJECT: &str = "stop_project";
+    /// Stop, then start.
+    pub const RESTART_PROJECT: &str = "restart_project";
+    /// Recreate one service of a running stack.
+    pub const RESTART_SERVICE: &str = "restart_service";
+}
+
+/// The compose project / network name of a project: `hub-<slug>`.
+pub fn stack_name(project: &Project) -> String {
+    format!("hub-{}", project.slug)
+}
+
+/// The container name of a service: `hub-<slug>-<service>`.
+pub fn container_name(project: &Project, service: &str) -> String {
+    format!("hub-{}-{service}", project.slug)
+}
+
+/// The engine name of a project's named volume: `hub-<slug>-<volume>`.
+pub fn volume_name(project: &Project, volume: &str) -> String {
+    format!("hub-{}-{volume}", project.slug)
+}
+
+/// One service as the engine runs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    /// Service name.
+    pub name: String,
+    /// Container name.
+    pub container: String,
+    /// Image.
+    pub image: String,
+    /// Engine state (`running`, `exited`, …) or `missing`.
+    pub state: String,
+    /// `healthy`, `unhealthy`, `starting`, or `None` without a health check.
+    pub health: Option<String>,
+    /// The port role the service publishes.
+    pub role: Option<PortRole>,
+    /// The host port it is published on.
+    pub host_port: Option<u16>,
+    /// The container port behind it.
+    pub target_port: Option<u16>,
+}
+
+/// A project's stack as the engine runs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackStatus {
+    /// Project id.
+    pub project_id: i64,
+    /// Registry status.
+    pub status: ProjectStatus,
+    /// Registry health.
+    pub health: Health,
+    /// Where the stack definition came from.
+    pub stack_source: String,
+    /// Per-service state.
+    pub services: Vec<ServiceStatus>,
+}
+
+/// What reconciling changed for one project.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconcileChange {
+    /// Project id.
+    pub project_id: i64,
+    /// Status before.
+    pub from: ProjectStatus,
+    /// Status after.
+    pub to: ProjectStatus,
+    /// Health after.
+    pub health: Health,
+    /// Why.
+    pub reason: String,
+}
+
+/// Runs project stacks on a [`Runtime`], recording their state in the [`Registry`].
+pub struct Orchestrator {
+    registry: Arc<Registry>,
+    runtime: Arc<dyn Runtime>,
+    /// Per-hub secret from which per-project passwords derive (stable across starts and hosts).
+    secret: Uuid,
+    /// This hub's id on the engine: what it created carries it, so hubs sharing an engine never
+    /// touch each other's containers.
+    instance: Uuid,
+}
+
+impl std::fmt::Debug for Orchestrator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Orchestrator")
+            .field("runtime", &self.runtime.address())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Orchestrator {
+    /// An orchestrator over `registry` and `runtime`.
+    pub async fn new(registry: Arc<Registry>, runtime: Arc<dyn Runtime>) -> Result<Self> {
+        let db = registry.database();
+        let secret = stored_uuid(db, "stack_secret").await?;
+        let instance = stored_uuid(db, "hub_instance").await?;
+        Ok(Orchestrator {
+            registry,
+            runtime,
+            secret,
+            instance,
+        })
+    }
+
+    /// The value of the [`labels::PROJECT`] label of `project_id`'s resources.
+    pub fn project_label(&self, project_id: i64) -> String {
+        format!("{}/{project_id}", self.instance)
+    }
+
+    /// The runtime.
+    pub fn runtime(&self) -> &dyn Runtime {
+        self.runtime.as_ref()
+    }
+
+    /// The job handlers for the built-in project operations.
+    pub fn handlers(self: &Arc<Self>) -> Handlers {
+        let start = self.clone();
+        let stop = self.clone();
+        let restart = self.clone();
+        let restart_service = self.clone();
+        Handlers::new()
+            .register(
+                jobs::START_PROJECT,
+                move |ctx: TaskContext, payload: Value| {
+                    let this = start.clone();
+                    async move { this.run_start(&ctx, project_id(&payload)?).await }
+                },
+            )
+            .register(
+                jobs::STOP_PROJECT,
+                move |ctx: TaskContext, payload: Value| {
+                    let this = stop.clone();
+                    async move { this.run_stop(&ctx, project_id(&payload)?).await }
+                },
+            )
+            .register(
+                jobs::RESTART_PROJECT,
+                move |ctx: TaskContext, payload: Value| {
+                    let this = restart.clone();
+                    async move { this.run_restart(&ctx, project_id(&payload)?).await }
+                },
+            )
+            .register(
+                jobs::RESTART_SERVICE,
+                move |ctx: TaskContext, payload: Value| {
+                    let this = restart_service.clone();
+                    async move {
+                        let service = payload["service"].as_str().ok_or_else(|| {
+                            TaskError::new("invalid_input", "payload has no 'service'")
+                        })?;
+                        this.run_restart_service(&ctx, project_id(&payload)?, service)
+                            .await
+                    }
+                },
+            )
+    }
+
+    /// The values `${…}` placeholders of this project's stack take.
+    fn variables(&self, project: &Project) -> BTreeMap<&'static str, String> {
+        let derive = |purpose: &str| {
+            Uuid::new_v5(&self.secret, format!("{}/{purpose}", project.id).as_bytes())
+                .simple()
+                .to_string()
+        };
+        BTreeMap::from([
+            ("BACKEND_PORT", project.ports.backend.to_string()),
+            ("FRONTEND_PORT", project.ports.frontend.to_string()),
+            ("POSTGRES_PORT", project.ports.postgres.to_string()),
+            ("REDIS_PORT", project.ports.redis.to_string()),
+            ("PROJECT_SLUG", project.slug.clone()),
+            ("PROJECT_NAME", project.name.clone()),
+            ("POSTGRES_PASSWORD", derive("postgres-password")),
+            ("SECRET_KEY", derive("secret-key")),
+        ])
+    }
+
+    /// Containers of a project, as the engine has them.
+    async fn containers(&self, project_id: i64) -> Result<Vec<ContainerInfo>> {
+        self.runtime
+            .containers_with_label(labels::PROJECT, &self.project_label(project_id))
+            .await
+    }
+
+    /// Per-service state of a project's stack.
+    pub async fn status(&self, project: &Project) -> Result<StackStatus> {
+        let containers = self.containers(project.id).await?;
+        let stack = StackSpec::load(&project.path).ok();
+        let mut services: Vec<ServiceStatus> = Vec::new();
+        let mut seen = HashSet::new();
+        if let Some(stack) = &stack {
+            for spec in &stack.services {
+                let name = container_name(project, &spec.name);
+                let running = containers.iter().find(|c| c.name == name);
+                seen.insert(name.clone());
+                services.push(ServiceStatus {
+                    name: spec.name.clone(),
+                    container: name,
+                    image: running.map_or_else(|| spec.image.clone(), |c| c.image.clone()),
+                    state: running.map_or_else(|| "missing".into(), |c| c.state.clone()),
+                    health: running.and_then(|c| c.health.clone()),
+                    role: spec.publish.map(|p| p.role),
+                    host_port: spec.publish.map(|p| project.ports.get(p.role)),
+                    target_port: spec.publish.map(|p| p.target),
+                });
+            }
+        }
+        // Containers the current definition no longer names (the file changed since start).
+        for container in containers.iter().filter(|c| !seen.contains(&c.name)) {
+            let role = container
+                .labels
+                .get(labels::ROLE)
+                .and_then(|r| r.parse::<PortRole>().ok());
+            services.push(ServiceStatus {
+                name: container
+                    .labels
+                    .get(labels::SERVICE)
+                    .cloned()
+                    .unwrap_or_else(|| container.name.clone()),
+                container: container.name.clone(),
+                image: container.image.clone(),
+                state: container.state.clone(),
+                health: container.health.clone(),
+                role,
+                host_port: container
+                    .labels
+                    .get(labels::PUBLISHED_PORT)
+                    .and_then(|p| p.parse().ok()),
+                target_port: None,
+            });
+        }
+        Ok(StackStatus {
+            project_id: project.id,
+            status: project.status,
+            health: project.health,
+            stack_source: stack.map_or_else(|| "unreadable".into(), |s| s.source),
+            services,
+        })
+    }
+
+    /// The last `lines` lines of one service's output.
+    pub async fn logs(
+        &self,
+        project: &Project,
+        service: &str,
+        lines: usize,
+    ) -> Result<Vec<String>> {
+        let name = container_name(project, service);
+        if self.runtime.inspect_container(&name).await?.is_none() {
+            return Err(HubError::not_found(
+                Entity::Service,
+                format!("{}/{service}", project.slug),
+            ));
+        }
+        self.runtime.logs(&name, lines).await
+    }
+
+    /// The last `lines` lines of one service's output, then new ones as they come.
+    pub async fn follow_logs(
+        &self,
+        project: &Project,
+        service: &str,
+        lines: usize,
+    ) -> Result<BoxStream<'static, Result<String>>> {
+        let name = container_name(project, service);
+        self.runtime
+            .follow_logs(&name, lines)
+            .await
+            .map_err(|err| match err {
+                HubError::NotFound { .. } => {
+                    HubError::not_found(Entity::Service, format!("{}/{service}", project.slug))
+                }
+                other => other,
+            })
+    }
+
+    /// Removes a project's containers and network, and its volumes when `delete_data` is set.
+    pub async fn remove_resources(&self, project: &Project, delete_data: bool) -> Result<()> {
+        let containers = self.containers(project.id).await?;
+        for container in &containers {
+            self.runtime.remove_container(&container.name).await?;
+        }
+        for network in networks_of(project, &containers) {
+            self.runtime.remove_network(&network).await?;
+        }
+        if delete_data {
+            for volume in self
+                .runtime
+                .volumes_with_label(labels::PROJECT, &self.project_label(project.id))
+                .await?
+            {
+                self.runtime.remove_volume(&volume).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Brings the registry in line with the engine: a project recorded as running whose
+    /// containers died becomes `error` (or `stopped` when all are gone); one recorded as stopped
+    /// whose containers run becomes `running`. Projects with an operation in flight are left to
+    /// it.
+    pub async fn reconcile(&self, tasks: &dyn TaskBackend) -> Result<Vec<ReconcileChange>> {
+        let containers = self
+            .runtime
+            .containers_with_label(labels::INSTANCE, &self.instance.to_string())
+            .await?;
+        let mut by_project: HashMap<i64, Vec<&ContainerInfo>> = HashMap::new();
+        for container in &containers {
+            if let Some(id) = container
+                .labels
+                .get(labels::PROJECT_ID)
+                .and_then(|id| id.parse().ok())
+            {
+                by_project.entry(id).or_default().push(container);
+            }
+        }
+        let busy: HashSet<i64> = tasks
+            .list(&TaskQuery {
+                states: TaskState::ALL
+                    .into_iter()
+                    .filter(|s| !s.is_terminal())
+                    .collect(),
+                limit: 10_000,
+                ..TaskQuery::default()
+            })
+            .await?
+            .into_iter()
+            .filter_map(|t| t.project_id)
+            .collect();
+
+        let mut changes = Vec::new();
+        for project in self.registry.list().await? {
+            if busy.contains(&project.id) {
+                continue;
+            }
+            let mine = by_project.remove(&project.id).unwrap_or_default();
+            let Some((to, health, reason)) = judge(&project, &mine) else {
+                continue;
+            };
+            if to == project.status && health == project.health {
+                continue;
+            }
+            let error = (to == ProjectStatus::Error).then_some(reason.as_str());
+            self.registry
+                .set_status(project.id, to, health, error)
+                .await?;
+            tracing::info!(project = %project.slug, from = %project.status, %to, %reason, "reconciled");
+            changes.push(ReconcileChange {
+                project_id: project.id,
+                from: project.status,
+                to,
+                health,
+                reason,
+            });
+        }
+        Ok(changes)
+    }
+}
+
+/// What a project's status should be given its containers, or `None` to leave it.
+fn judge(
+    project: &Project,
+    containers: &[&ContainerInfo],
+) -> Option<(ProjectStatus, Health, String)> {
+    let running: Vec<&&ContainerInfo> = containers.iter().filter(|c| c.is_running()).collect();
+    let dead: Vec<&&ContainerInfo> = containers.iter().filter(|c| !c.is_running()).collect();
+    let health = if running
+        .iter()
+        .any(|c| c.health.as_deref() == Some("unhealthy"))
+    {
+        Health::Unhealthy
+    } else {
+        Health::Healthy
+    };
+    match project.status {
+        ProjectStatus::Running | ProjectStatus::Starting | ProjectStatus::Stopping => {
+            if containers.is_empty() {
+                Some((
+                    ProjectStatus::Stopped,
+                    Health::Unknown,
+                    "no container of the stack exists any more".into(),
+                ))
+            } else if !dead.is_empty() {
+                let names: Vec<String> = dead
+                    .iter()
+                    .map(|c| match c.exit_code {
+                        Some(code) => format!("{} ({}, exit code {code})", c.name, c.state),
+                        None => format!("{} ({})", c.name, c.state),
+                    })
+                    .collect();
+                Some((
+                    ProjectStatus::Error,
+                    Health::Unhealthy,
+                    format!("not running: {}", names.join(", ")),
+                ))
+            } else {
+                Some((
+                    ProjectStatus::Running,
+                    health,
+                    "every container runs".into(),
+                ))
+            }
+        }
+        ProjectStatus::Stopped | ProjectStatus::Error => {
+            if !running.is_empty() && dead.is_empty() {
+                Some((
+                    ProjectStatus::Running,
+                    health,
+                    "its containers run (started outside this hub, or before a restart)".into(),
+                ))
+            } else {
+                None
+            }
+        }
+    }
+}
+
+/// Networks a project's stack uses: its current name, and the names its containers were
+/// created under (the project may have been renamed since).
+fn networks_of(project: &Project, containers: &[ContainerInfo]) -> Vec<String> {
+    let mut names = vec![stack_name(project)];
+    for container in containers {
+        if let Some(name) = container.labels.get(labels::COMPOSE_PROJECT)
+            && !names.contains(name)
+        {
+            names.push(name.clone());
+        }
+    }
+    names
+}
+
+/// A UUID kept in the settings table under `key`, made on first use.
+async fn stored_uuid(db: &crate::db::Database, key: &str) -> Result<Uuid> {
+    db.setting_or_insert(key, || Uuid::new_v4().to_string())
+        .await?
+        .parse()
+        .map_err(|err| HubError::Internal(format!("stored {key} is not a UUID: {err}")))
+}
+
+fn project_id(payload: &Value) -> std::result::Result<i64, TaskError> {
+    payload["project_id"]
+        .as_i64()
+        .ok_or_else(|| TaskError::new("invalid_input", "payload has no integer 'project_id'"))
+}
+
+/// The payload of a project operation.
+pub fn payload(project_id: i64, service: Option<&str>) -> Value {
+    match service {
+        Some(service) => json!({"project_id": project_id, "service": service}),
+        None => json!({"project_id": project_id}),
+    }
+}

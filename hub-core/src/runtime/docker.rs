@@ -1,0 +1,581 @@
+//! [`Runtime`] on the Docker Engine API, through bollard.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::errors::Error as DockerError;
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, NetworkCreateRequest,
+    NetworkingConfig, PortBinding, VolumeCreateOptions,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListVolumesOptions,
+    LogsOptions, RemoveContainerOptions, RemoveVolumeOptions, StopContainerOptions,
+};
+use bollard::{API_DEFAULT_VERSION, Docker};
+use futures_util::stream::{BoxStream, StreamExt};
+use tokio::sync::Mutex;
+
+use super::{ContainerInfo, ContainerSpec, PullProgress, Runtime};
+use crate::error::{HubError, Result};
+
+/// The socket Docker listens on when nothing else is said.
+pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
+
+/// How long connecting (and negotiating the API version) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Per-request timeout of the HTTP client, in seconds; long enough for a slow pull's stream.
+const REQUEST_TIMEOUT_SECS: u64 = 600;
+
+/// The Docker engine at one address. Connects on first use and again after a connection
+/// failure, so a hub can start while the engine is down and use it once it is up.
+pub struct DockerRuntime {
+    address: String,
+    client: Mutex<Option<Docker>>,
+}
+
+impl std::fmt::Debug for DockerRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DockerRuntime")
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DockerRuntime {
+    /// A runtime for `address` (`unix:///path`, `/path`, `tcp://host:port`, `http://…`), or, when
+    /// `None`, for `HUB_DOCKER_HOST`, else `DOCKER_HOST`, else the default socket.
+    pub fn new(address: Option<&str>) -> Self {
+        DockerRuntime {
+            address: resolve_address(address),
+            client: Mutex::new(None),
+        }
+    }
+
+    async fn client(&self) -> Result<Docker> {
+        let mut cached = self.client.lock().await;
+        if let Some(client) = cached.as_ref() {
+            return Ok(client.clone());
+        }
+        let client = self.connect().await?;
+        *cached = Some(client.clone());
+        Ok(client)
+    }
+
+    async fn connect(&self) -> Result<Docker> {
+        let address = self.address.as_str();
+        let client = if let Some(path) = address.strip_prefix("unix://") {
+            Docker::connect_with_unix(path, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
+        } else if address.starts_with('/') {
+            Docker::connect_with_unix(address, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
+        } else if address.starts_with("tcp://") || address.starts_with("http://") {
+            Docker::connect_with_http(address, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
+        } else {
+            return Err(HubError::invalid(
+                "docker_host",
+                format!("'{address}' is not a unix://, tcp:// or http:// address"),
+            ));
+        }
+        .map_err(|err| self.unavailable(&err))?;
+        // Engines older than bollard's default API version (1.41 here) must still work.
+        let client = tokio::time::timeout(CONNECT_TIMEOUT, client.negotiate_version())
+            .await
+            .map_err(|_| HubError::RuntimeUnavailable {
+                address: self.address.clone(),
+                message: format!("no answer within {CONNECT_TIMEOUT:?}"),
+            })?
+            .map_err(|err| self.unavailable(&err))?;
+        tracing::debug!(address = %self.address, version = ?client.client_version(), "connected to docker");
+        Ok(client)
+    }
+
+    fn unavailable(&self, err: &DockerError) -> HubError {
+        HubError::RuntimeUnavailable {
+            address: self.address.clone(),
+            message: err.to_string(),
+        }
+    }
+
+    /// Maps an engine error; connection failures also drop the cached client.
+    async fn fail(&self, context: &str, err: DockerError) -> HubError {
+        match &err {
+            DockerError::DockerResponseServerError {
+                status_code,
+                message,
+            } => HubError::Internal(format!("docker: {context}: {message} (HTTP {status_code})")),
+            DockerError::DockerStreamError { error } => {
+                HubError::Internal(format!("docker: {context}: {error}"))
+            }
+            _ => {
+                *self.client.lock().await = None;
+                self.unavailable(&err)
+            }
+        }
+    }
+}
+
+/// The address a runtime given `explicit` talks to.
+pub fn resolve_address(explicit: Option<&str>) -> String {
+    explicit
+        .map(str::to_owned)
+        .or_else(|| std::env::var("HUB_DOCKER_HOST").ok())
+        .or_else(|| std::env::var("DOCKER_HOST").ok())
+        .filter(|address| !address.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_DOCKER_HOST.to_owned())
+}
+
+fn is_not_found(err: &DockerError) -> bool {
+    matches!(
+        err,
+        DockerError::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+fn label_filter(key: &str, value: &str) -> HashMap<String, Vec<String>> {
+    HashMap::from([("label".to_owned(), vec![format!("{key}={value}")])])
+}
+
+fn nanos(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl Runtime for DockerRuntime {
+    fn address(&self) -> String {
+        self.address.clone()
+    }
+
+    async fn ping(&self) -> Result<String> {
+        let client = self.client().await?;
+        match client.version().await {
+            Ok(version) => Ok(version.api_version.unwrap_or_default()),
+            Err(err) => Err(self.fail("ping", err).await),
+        }
+    }
+
+    async fn image_exists(&self, image: &str) -> Result<bool> {
+        let client = self.client().await?;
+        match client.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(err) if is_not_found(&err) => Ok(false),
+            Err(err) => Err(self.fail("inspect image", err).await),
+        }
+    }
+
+    async fn pull_image(
+        &self,
+        image: &str,
+        progress: &(dyn Fn(PullProgress) + Send + Sync),
+    ) -> Result<()> {
+        let client = self.client().await?;
+        let options = CreateImageOptions {
+            from_image: Some(image.to_owned()),
+            ..Default::default()
+        };
+        let mut stream = client.create_image(Some(options), None, None);
+        // Per-layer byte counts, summed into one figure for the whole image.
+        let mut layers: HashMap<String, (u64, u64)> = HashMap::new();
+        while let Some(item) = stream.next().await {
+            let info = match item {
+                Ok(info) => info,
+                Err(err) => return Err(self.fail(&format!("pull {image}"), err).await),
+            };
+            if let (Some(id), Some(detail)) = (info.id, info.progress_detail) {
+                let entry = layers.entry(id).or_default();
+                if let Some(total) = detail.total.and_then(|t| u64::try_from(t).ok()) {
+                    entry.1 = total;
+                }
+                if let Some(current) = detail.current.and_then(|c| u64::try_from(c).ok()) {
+                    entry.0 = current;
+                }
+                let (current, total) = layers
+                    .values()
+                    .fold((0, 0), |(c, t), (lc, lt)| (c + lc, t + lt));
+                progress(PullProgress { current, total });
+            }
+        }
+        Ok(())
+    }
+
+    async fn ensure_network(&self, name: &str, labels: HashMap<String, String>) -> Result<bool> {
+        let client = self.client().await?;
+        match client
+            .inspect_network(
+                name,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+        {
+            Ok(_) => return Ok(false),
+            Err(err) if is_not_found(&err) => {}
+            Err(err) => return Err(self.fail("inspect network", err).await),
+        }
+        let request = NetworkCreateRequest {
+            name: name.to_owned(),
+            driver: Some("bridge".into()),
+            labels: Some(labels),
+            ..Default::default()
+        };
+        match client.create_network(request).await {
+            Ok(_) => Ok(true),
+            Err(err) => Err(self.fail(&format!("create network {name}"), err).await),
+        }
+    }
+
+    async fn remove_network(&self, name: &str) -> Result<()> {
+        let client = self.client().await?;
+        match client.remove_network(name).await {
+            Ok(()) => Ok(()),
+            Err(err) if is_not_found(&err) => Ok(()),
+            Err(err) => Err(self.fail(&format!("remove network {name}"), err).await),
+        }
+    }
+
+    async fn ensure_volume(&self, name: &str, labels: HashMap<String, String>) -> Result<bool> {
+        let client = self.client().await?;
+        match client.inspect_volume(name).await {
+            Ok(_) => return Ok(false),
+            Err(err) if is_not_found(&err) => {}
+            Err(err) => return Err(self.fail("inspect volume", err).await),
+        }
+        let options = VolumeCreateOptions {
+            name: Some(name.to_owned()),
+            labels: Some(labels),
+            ..Default::default()
+        };
+        match client.create_volume(options).await {
+            Ok(_) => Ok(true),
+            Err(err) => Err(self.fail(&format!("create volume {name}"), err).await),
+        }
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<()> {
+        let client = self.client().await?;
+        let options = RemoveVolumeOptions { force: true };
+        match client.remove_volume(name, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(err) if is_not_found(&err) => Ok(()),
+            Err(err) => Err(self.fail(&format!("remove volume {name}"), err).await),
+        }
+    }
+
+    async fn volumes_with_label(&self, key: &str, value: &str) -> Result<Vec<String>> {
+        let client = self.client().await?;
+        let options = ListVolumesOptions {
+            filters: Some(label_filter(key, value)),
+        };
+        match client.list_volumes(Some(options)).await {
+            Ok(list) => Ok(list
+                .volumes
+                .unwrap_or_default()
+                .into_iter()
+                .map(|v| v.name)
+                .collect()),
+            Err(err) => Err(self.fail("list volumes", err).await),
+        }
+    }
+
+    async fn create_container(&self, spec: &ContainerSpec) -> Result<String> {
+        let client = self.client().await?;
+        let mut binds: Vec<String> = spec
+            .volumes
+            .iter()
+            .map(|(volume, path)| format!("{volume}:{path}"))
+            .collect();
+        binds.extend(
+            spec.binds
+                .iter()
+                .map(|(host, path)| format!("{host}:{path}")),
+        );
+        let (exposed_ports, port_bindings) = match &spec.publish {
+            Some(publish) => {
+                let key = format!("{}/tcp", publish.target);
+                (
+                    Some(HashMap::from([(key.clone(), HashMap::new())])),
+                    Some(HashMap::from([(
+                        key,
+                        Some(vec![PortBinding {
+                            host_ip: Some(publish.host_ip.clone()),
+                            host_port: Some(publish.host_port.to_string()),
+                        }]),
+                    )])),
+                )
+            }
+            None => (None, None),
+        };
+        let networking_config = spec.network.as_ref().map(|network| NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(
+                network.clone(),
+                EndpointSettings {
+                    aliases: Some(spec.aliases.clone()),
+                    ..Default::default()
+                },
+            )])),
+        });
+        let healthcheck = spec.healthcheck.as_ref().map(|check| HealthConfig {
+            test: Some(check.test.clone()),
+            interval: Some(nanos(check.interval)),
+            timeout: Some(nanos(check.timeout)),
+            retries: Some(i64::from(check.retries)),
+            start_period: Some(nanos(check.start_period)),
+            start_interval: None,
+        });
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            cmd: spec.command.clone(),
+            env: Some(spec.env.clone()),
+            working_dir: spec.working_dir.clone(),
+            labels: Some(spec.labels.clone()),
+            exposed_ports,
+            healthcheck,
+            host_config: Some(HostConfig {
+                binds: (!binds.is_empty()).then_some(binds),
+                port_bindings,
+                network_mode: spec.network.clone(),
+                ..Default::default()
+            }),
+            networking_config,
+            ..Default::default()
+        };
+        let options = CreateContainerOptions {
+            name: Some(spec.name.clone()),
+            ..Default::default()
+        };
+        match client.create_container(Some(options), body).await {
+            Ok(created) => Ok(created.id),
+            Err(err) => Err(self
+                .fail(&format!("create container {}", spec.name), err)
+                .await),
+        }
+    }
+
+    async fn start_container(&self, name: &str) -> Result<()> {
+        let client = self.client().await?;
+        match client
+            .start_container(
+                name,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(err) => Err(self.fail(&format!("start container {name}"), err).await),
+        }
+    }
+
+    async fn stop_container(&self, name: &str, grace: Duration) -> Result<()> {
+        let client = self.client().await?;
+        let options = StopContainerOptions {
+            t: Some(i32::try_from(grace.as_secs()).unwrap_or(i32::MAX)),
+            signal: None,
+        };
+        match client.stop_container(name, Some(options)).await {
+            Ok(()) => Ok(()),
+            // 304: already stopped.
+            Err(DockerError::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(err) if is_not_found(&err) => Ok(()),
+            Err(err) => Err(self.fail(&format!("stop container {name}"), err).await),
+        }
+    }
+
+    async fn remove_container(&self, name: &str) -> Result<()> {
+        let client = self.client().await?;
+        let options = RemoveContainerOptions {
+            force: true,
+            v: false,
+            link: false,
+        };
+        match client.remove_container(name, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(err) if is_not_found(&err) => Ok(()),
+            // 409: removal already in progress.
+            Err(DockerError::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(err) => Err(self.fail(&format!("remove container {name}"), err).await),
+        }
+    }
+
+    async fn inspect_container(&self, name: &str) -> Result<Option<ContainerInfo>> {
+        let client = self.client().await?;
+        let inspected = match client
+            .inspect_container(
+                name,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+        {
+            Ok(inspected) => inspected,
+            Err(err) if is_not_found(&err) => return Ok(None),
+            Err(err) => return Err(self.fail(&format!("inspect container {name}"), err).await),
+        };
+        let state = inspected.state.unwrap_or_default();
+        let config = inspected.config.unwrap_or_default();
+        Ok(Some(ContainerInfo {
+            id: inspected.id.unwrap_or_default(),
+            name: inspected
+                .name
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_owned(),
+            image: config.image.unwrap_or_default(),
+            state: state
+                .status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "unknown".into()),
+            health: state
+                .health
+                .and_then(|h| h.status)
+                .map(|s| s.to_string())
+                .filter(|s| !s.is_empty() && s != "none"),
+            exit_code: state.exit_code,
+            labels: config.labels.unwrap_or_default(),
+        }))
+    }
+
+    async fn containers_with_label(&self, key: &str, value: &str) -> Result<Vec<ContainerInfo>> {
+        let client = self.client().await?;
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(label_filter(key, value)),
+            ..Default::default()
+        };
+        let summaries = match client.list_containers(Some(options)).await {
+            Ok(list) => list,
+            Err(err) => return Err(self.fail("list containers", err).await),
+        };
+        // The list gives no health or exit code: inspect each (stacks are small).
+        let mut containers = Vec::with_capacity(summaries.len());
+        for summary in summaries {
+            if let Some(id) = summary.id
+                && let Some(info) = self.inspect_container(&id).await?
+            {
+                containers.push(info);
+            }
+        }
+        containers.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(containers)
+    }
+
+    async fn exec(&self, name: &str, command: &[String]) -> Result<i64> {
+        use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+        let client = self.client().await?;
+        let options = CreateExecOptions {
+            cmd: Some(command.to_vec()),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..Default::default()
+        };
+        let created = match client.create_exec(name, options).await {
+            Ok(created) => created,
+            Err(err) => return Err(self.fail(&format!("exec in {name}"), err).await),
+        };
+        let started = client
+            .start_exec(
+                &created.id,
+                Some(StartExecOptions {
+                    detach: false,
+                    ..Default::default()
+                }),
+            )
+            .await;
+        match started {
+            Ok(StartExecResults::Attached { mut output, .. }) => {
+                // Drain the output: the exit code is known once the stream ends.
+                while output.next().await.is_some() {}
+            }
+            Ok(StartExecResults::Detached) => {}
+            Err(err) => return Err(self.fail(&format!("exec in {name}"), err).await),
+        }
+        match client.inspect_exec(&created.id).await {
+            Ok(inspected) => Ok(inspected.exit_code.unwrap_or(-1)),
+            Err(err) => Err(self.fail(&format!("exec in {name}"), err).await),
+        }
+    }
+
+    async fn logs(&self, name: &str, tail: usize) -> Result<Vec<String>> {
+        let client = self.client().await?;
+        let options = LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: tail.to_string(),
+            ..Default::default()
+        };
+        let mut stream = client.logs(name, Some(options));
+        let mut text = String::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(output) => text.push_str(&output.to_string()),
+                Err(err) if is_not_found(&err) => {
+                    return Err(HubError::not_found(crate::Entity::Service, name));
+                }
+                Err(err) => return Err(self.fail(&format!("logs of {name}"), err).await),
+            }
+        }
+        Ok(text.lines().map(str::to_owned).collect())
+    }
+
+    async fn follow_logs(
+        &self,
+        name: &str,
+        tail: usize,
+    ) -> Result<BoxStream<'static, Result<String>>> {
+        let client = self.client().await?;
+        if self.inspect_container(name).await?.is_none() {
+            return Err(HubError::not_found(crate::Entity::Service, name));
+        }
+        let name = name.to_owned();
+        let options = LogsOptions {
+            follow: true,
+            stdout: true,
+            stderr: true,
+            tail: tail.to_string(),
+            ..Default::default()
+        };
+        // Docker sends chunks, not lines: split them, keeping a partial line for the next chunk.
+        let chunks = client.logs(&name, Some(options));
+        Ok(futures_util::stream::unfold(
+            (
+                chunks,
+                String::new(),
+                std::collections::VecDeque::<String>::new(),
+            ),
+            move |(mut chunks, mut partial, mut ready)| {
+                let name = name.clone();
+                async move {
+                    loop {
+                        if let Some(line) = ready.pop_front() {
+                            return Some((Ok(line), (chunks, partial, ready)));
+                        }
+                        match chunks.next().await {
+                            Some(Ok(output)) => {
+                                partial.push_str(&output.to_string());
+                                while let Some(end) = partial.find('\n') {
+                                    ready.push_back(partial[..end].to_owned());
+                                    partial.drain(..=end);
+                                }
+                            }
+                            Some(Err(err)) => {
+                                let err =
+                                    HubError::Internal(format!("docker: logs of {name}: {err}"));
+                                return Some((Err(err), (chunks, partial, ready)));
+                            }
+                            None if !partial.is_empty() => {
+                                let line = std::mem::take(&mut partial);
+                                return Some((Ok(line), (chunks, partial, ready)));
+                            }
+                            None => return None,
+                        }
+                    }
+                }
+            },
+        )
+        .boxed())
+    }
+}

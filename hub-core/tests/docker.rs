@@ -1,0 +1,648 @@
+//! Stacks on a real Docker engine, with the local test images `hubtest/busybox` and
+//! `hubtest/redis` (built by `scripts/build-test-images.sh`; `scripts/test.sh` starts the engine).
+//!
+//! Every test uses its own port range and project names, so tests can run side by side on one
+//! engine.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on setup failure by design
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hub_core::orchestration::{IMAGE_UNAVAILABLE, NOT_READY, PORT_IN_USE};
+use hub_core::runtime::{DockerRuntime, Runtime, labels};
+use hub_core::tasks::{TaskId, TaskRecord, TaskState};
+use hub_core::{
+    ErrorCode, Health, Hub, HubConfig, NewProject, PortConfig, PortSet, Project, ProjectStatus,
+};
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The 4-service test stack: two redis (one standing in for postgres) and two busybox httpd.
+const FOUR_SERVICES: &str = include_str!("../../tests/fixtures/four-services.toml");
+
+struct Fixture {
+    _dir: TempDir,
+    root: PathBuf,
+    hub: Hub,
+    tag: String,
+}
+
+/// A hub whose ports start at `base` (slot k: base + 10k + 0..3), so tests never share ports.
+async fn fixture(base: u16) -> Fixture {
+    fixture_with(base, HubConfig::with_data_dir("unused")).await
+}
+
+async fn fixture_with(base: u16, config: HubConfig) -> Fixture {
+    let dir = TempDir::new().unwrap();
+    let root = dir.path().to_path_buf();
+    let config = HubConfig {
+        data_dir: root.join("state"),
+        ports: PortConfig {
+            bases: PortSet {
+                backend: base,
+                frontend: base + 1,
+                postgres: base + 2,
+                redis: base + 3,
+            },
+            ..PortConfig::default()
+        },
+        ..config
+    };
+    let hub = Hub::open(config).await.unwrap();
+    let tag = uuid::Uuid::new_v4().simple().to_string()[..6].to_owned();
+    Fixture {
+        _dir: dir,
+        root,
+        hub,
+        tag,
+    }
+}
+
+impl Fixture {
+    /// Registers a project named `<name>-<tag>` whose folder holds `stack` as `hub.toml`.
+    async fn project(&self, name: &str, stack: &str) -> Project {
+        let name = format!("{name}-{}", self.tag);
+        let folder = self.root.join(&name);
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join("hub.toml"), stack).unwrap();
+        self.hub
+            .create_project(NewProject::new(&name, folder))
+            .await
+            .unwrap()
+    }
+
+    async fn wait(&self, id: TaskId) -> TaskRecord {
+        for _ in 0..1200 {
+            let record = self.hub.task(id).await.unwrap();
+            if record.ready() {
+                return record;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("task {id} did not finish in 120 s");
+    }
+
+    async fn start(&self, project: &Project) -> TaskRecord {
+        let id = self.hub.start_project(project.id).await.unwrap();
+        self.wait(id).await
+    }
+
+    async fn stop(&self, project: &Project) -> TaskRecord {
+        let id = self.hub.stop_project(project.id).await.unwrap();
+        self.wait(id).await
+    }
+
+    async fn containers(&self, project: &Project) -> Vec<String> {
+        self.hub
+            .runtime()
+            .containers_with_label(labels::COMPOSE_PROJECT, &format!("hub-{}", project.slug))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.name)
+            .collect()
+    }
+
+    async fn volumes(&self, project: &Project) -> Vec<String> {
+        let mut volumes = self
+            .hub
+            .runtime()
+            .volumes_with_label(labels::COMPOSE_PROJECT, &format!("hub-{}", project.slug))
+            .await
+            .unwrap();
+        volumes.sort();
+        volumes
+    }
+
+    /// Removes everything of `project` (the test's own clean-up).
+    async fn purge(&self, project: &Project) {
+        self.hub.delete_project(project.id, true).await.unwrap();
+    }
+}
+
+fn assert_success(record: &TaskRecord) {
+    assert_eq!(
+        record.state,
+        TaskState::Success,
+        "task failed: {:?}",
+        record.error
+    );
+}
+
+async fn network_exists(name: &str) -> bool {
+    let status = tokio::process::Command::new("docker")
+        .args(["network", "inspect", name])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .await
+        .unwrap();
+    status.success()
+}
+
+/// One request/response exchange on `127.0.0.1:port`.
+async fn exchange(port: u16, request: &[u8]) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
+    stream.write_all(request).await?;
+    let mut buf = vec![0; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+        .await
+        .map_err(|_| std::io::Error::other("timeout"))??;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+/// An HTTP/1.0 GET of `/`, read to the end (the server closes the connection).
+async fn http_get(port: u16) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
+    stream
+        .write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await?;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response))
+        .await
+        .map_err(|_| std::io::Error::other("timeout"))??;
+    Ok(String::from_utf8_lossy(&response).into_owned())
+}
+
+/// A redis command in RESP form.
+async fn redis(port: u16, args: &[&str]) -> std::io::Result<String> {
+    let mut request = format!("*{}\r\n", args.len());
+    for arg in args {
+        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    exchange(port, request.as_bytes()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_projects_run_side_by_side_each_on_its_own_ports() {
+    let fx = fixture(21000).await;
+    let a = fx.project("alpha", FOUR_SERVICES).await;
+    let b = fx.project("beta", FOUR_SERVICES).await;
+    assert_ne!(a.ports, b.ports);
+
+    let (ta, tb) = (
+        fx.hub.start_project(a.id).await.unwrap(),
+        fx.hub.start_project(b.id).await.unwrap(),
+    );
+    assert_success(&fx.wait(ta).await);
+    assert_success(&fx.wait(tb).await);
+
+    for project in [&a, &b] {
+        let page = http_get(project.ports.backend).await.unwrap();
+        assert!(
+            page.starts_with("HTTP/1.") && page.contains("hubtest"),
+            "{page}"
+        );
+        let page = http_get(project.ports.frontend).await.unwrap();
+        assert!(page.contains("hubtest"), "{page}");
+        assert_eq!(
+            redis(project.ports.redis, &["PING"]).await.unwrap(),
+            "+PONG\r\n"
+        );
+        assert_eq!(
+            redis(project.ports.postgres, &["PING"]).await.unwrap(),
+            "+PONG\r\n"
+        );
+        // Each project's redis is its own: a key set in one is absent from the other.
+        let stored = fx.hub.project(project.id).await.unwrap();
+        assert_eq!(stored.status, ProjectStatus::Running);
+        assert_eq!(stored.health, Health::Healthy);
+        assert!(stored.last_started.is_some());
+    }
+    redis(a.ports.redis, &["SET", "owner", "alpha"])
+        .await
+        .unwrap();
+    assert_eq!(
+        redis(b.ports.redis, &["GET", "owner"]).await.unwrap(),
+        "$-1\r\n"
+    );
+
+    // Nothing else is published: the next slot's ports are closed.
+    let next = PortSet {
+        backend: b.ports.backend + 10,
+        frontend: b.ports.frontend + 10,
+        postgres: b.ports.postgres + 10,
+        redis: b.ports.redis + 10,
+    };
+    for (_, port) in next.iter() {
+        assert!(
+            TcpStream::connect(("127.0.0.1", port)).await.is_err(),
+            "{port} open"
+        );
+    }
+
+    // Per-service status, with the compose labels desktop tools read.
+    let status = fx.hub.project_status(a.id).await.unwrap();
+    assert_eq!(status.services.len(), 4);
+    for service in &status.services {
+        assert_eq!(service.state, "running", "{service:?}");
+        assert!(service.host_port.is_some());
+    }
+    let backend = fx
+        .hub
+        .runtime()
+        .inspect_container(&format!("hub-{}-backend", a.slug))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        backend.labels[labels::COMPOSE_PROJECT],
+        format!("hub-{}", a.slug)
+    );
+    assert_eq!(backend.labels[labels::COMPOSE_SERVICE], "backend");
+    assert_eq!(backend.labels[labels::ROLE], "backend");
+    assert_eq!(
+        backend.labels[labels::PUBLISHED_PORT],
+        a.ports.backend.to_string()
+    );
+    assert!(network_exists(&format!("hub-{}", a.slug)).await);
+    assert!(network_exists(&format!("hub-{}", b.slug)).await);
+
+    assert_success(&fx.stop(&a).await);
+    assert_success(&fx.stop(&b).await);
+    fx.purge(&a).await;
+    fx.purge(&b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_keeps_volumes_so_data_survives_a_restart() {
+    let fx = fixture(22000).await;
+    let p = fx.project("keep", FOUR_SERVICES).await;
+    assert_success(&fx.start(&p).await);
+    assert_eq!(
+        redis(p.ports.redis, &["SET", "answer", "42"])
+            .await
+            .unwrap(),
+        "+OK\r\n"
+    );
+
+    let stop = fx.stop(&p).await;
+    assert_success(&stop);
+    assert!(
+        fx.containers(&p).await.is_empty(),
+        "containers left after stop"
+    );
+    assert!(
+        !network_exists(&format!("hub-{}", p.slug)).await,
+        "network left"
+    );
+    assert_eq!(
+        fx.volumes(&p).await,
+        [
+            format!("hub-{}-cache-data", p.slug),
+            format!("hub-{}-db-data", p.slug)
+        ]
+    );
+    let stopped = fx.hub.project(p.id).await.unwrap();
+    assert_eq!(stopped.status, ProjectStatus::Stopped);
+    assert!(stopped.last_stopped.is_some());
+
+    assert_success(&fx.start(&p).await);
+    assert_eq!(
+        redis(p.ports.redis, &["GET", "answer"]).await.unwrap(),
+        "$2\r\n42\r\n"
+    );
+
+    // Restart keeps the data too, and its progress only goes up.
+    let restart = fx.hub.restart_project(p.id).await.unwrap();
+    let mut events = fx.hub.subscribe(None);
+    let record = fx.wait(restart).await;
+    assert_success(&record);
+    let mut last = 0;
+    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(50), events.recv()).await
+    {
+        if event.task.id == restart {
+            assert!(event.task.progress >= last);
+            last = event.task.progress;
+        }
+    }
+    assert_eq!(
+        redis(p.ports.redis, &["GET", "answer"]).await.unwrap(),
+        "$2\r\n42\r\n"
+    );
+
+    // Deleting with its data removes the volumes.
+    assert_success(&fx.stop(&p).await);
+    fx.purge(&p).await;
+    assert!(
+        fx.volumes(&p).await.is_empty(),
+        "volumes left after delete_data"
+    );
+    // The engine agrees, seen from a runtime of its own.
+    let runtime = DockerRuntime::new(None);
+    let left = runtime
+        .volumes_with_label(labels::COMPOSE_PROJECT, &format!("hub-{}", p.slug))
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_without_data_keeps_the_volumes() {
+    let fx = fixture(22500).await;
+    let p = fx.project("soft", FOUR_SERVICES).await;
+    assert_success(&fx.start(&p).await);
+    let volumes = fx.volumes(&p).await;
+    assert_eq!(volumes.len(), 2);
+    fx.hub.delete_project(p.id, false).await.unwrap();
+    assert!(fx.containers(&p).await.is_empty());
+    assert_eq!(fx.volumes(&p).await, volumes);
+    for volume in volumes {
+        fx.hub.runtime().remove_volume(&volume).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_taken_by_another_process_fails_the_start_with_nothing_left_behind() {
+    let fx = fixture(23000).await;
+    let p = fx.project("busy", FOUR_SERVICES).await;
+    let _squatter = TcpListener::bind(("0.0.0.0", p.ports.frontend)).unwrap();
+
+    let record = fx.start(&p).await;
+    assert_eq!(record.state, TaskState::Failure);
+    let error = record.error.unwrap();
+    assert_eq!(error.code, PORT_IN_USE);
+    assert!(
+        error
+            .message
+            .contains(&format!("Frontend port {}", p.ports.frontend)),
+        "{}",
+        error.message
+    );
+    let project = fx.hub.project(p.id).await.unwrap();
+    assert_eq!(project.status, ProjectStatus::Error);
+    assert_eq!(project.last_error.as_deref(), Some(error.message.as_str()));
+    assert!(fx.containers(&p).await.is_empty());
+    assert!(fx.volumes(&p).await.is_empty());
+    assert!(!network_exists(&format!("hub-{}", p.slug)).await);
+    fx.purge(&p).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_start_removes_what_it_created() {
+    let fx = fixture(24000).await;
+    // The service never turns healthy, so the start waits until revoked.
+    let stack = r#"
+[hub]
+health_timeout = "5m"
+[services.stuck]
+image = "hubtest/busybox:latest"
+command = ["/bin/sleep", "600"]
+volumes = ["scratch:/scratch"]
+healthcheck = { test = ["CMD", "/bin/false"], interval = "1s", retries = 1000 }
+"#;
+    let p = fx.project("revoke", stack).await;
+    let id = fx.hub.start_project(p.id).await.unwrap();
+    let mut waiting = false;
+    for _ in 0..300 {
+        let record = fx.hub.task(id).await.unwrap();
+        if record
+            .status
+            .as_deref()
+            .is_some_and(|s| s.starts_with("Waiting for stuck"))
+        {
+            waiting = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(waiting, "start never reached the health wait");
+    assert_eq!(fx.containers(&p).await.len(), 1);
+
+    fx.hub.revoke(id, true).await.unwrap();
+    let record = fx.wait(id).await;
+    assert_eq!(record.state, TaskState::Revoked);
+    assert!(
+        fx.containers(&p).await.is_empty(),
+        "container left after revoke"
+    );
+    assert!(
+        fx.volumes(&p).await.is_empty(),
+        "volume made by the start left"
+    );
+    assert!(!network_exists(&format!("hub-{}", p.slug)).await);
+    assert_eq!(
+        fx.hub.project(p.id).await.unwrap().status,
+        ProjectStatus::Stopped
+    );
+    fx.purge(&p).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_notices_a_container_killed_behind_the_hubs_back() {
+    let fx = fixture(25000).await;
+    let p = fx.project("reconcile", FOUR_SERVICES).await;
+    assert_success(&fx.start(&p).await);
+
+    let cache = format!("hub-{}-cache", p.slug);
+    let killed = tokio::process::Command::new("docker")
+        .args(["kill", &cache])
+        .output()
+        .await
+        .unwrap();
+    assert!(killed.status.success());
+    let changes = fx.hub.reconcile().await.unwrap();
+    let change = changes.iter().find(|c| c.project_id == p.id).unwrap();
+    assert_eq!(
+        (change.from, change.to),
+        (ProjectStatus::Running, ProjectStatus::Error)
+    );
+    let project = fx.hub.project(p.id).await.unwrap();
+    assert_eq!(project.status, ProjectStatus::Error);
+    assert!(project.last_error.unwrap().contains(&cache));
+    let status = fx.hub.project_status(p.id).await.unwrap();
+    let service = status.services.iter().find(|s| s.name == "cache").unwrap();
+    assert_eq!(service.state, "exited");
+
+    // Everything removed outside the hub: the project is simply stopped.
+    for name in fx.containers(&p).await {
+        fx.hub.runtime().remove_container(&name).await.unwrap();
+    }
+    fx.hub
+        .registry()
+        .set_status(p.id, ProjectStatus::Running, Health::Healthy, None)
+        .await
+        .unwrap();
+    fx.hub.reconcile().await.unwrap();
+    assert_eq!(
+        fx.hub.project(p.id).await.unwrap().status,
+        ProjectStatus::Stopped
+    );
+    fx.purge(&p).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_engine_is_a_clear_error_not_a_hang() {
+    let fx = fixture_with(
+        26000,
+        HubConfig::with_data_dir("unused").docker_host("unix:///nonexistent/docker.sock"),
+    )
+    .await;
+    let p = fx.project("offline", FOUR_SERVICES).await;
+    let started = std::time::Instant::now();
+    let record = fx.start(&p).await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(record.state, TaskState::Failure);
+    let error = record.error.unwrap();
+    assert_eq!(error.code, "runtime_unavailable");
+    assert!(
+        error.message.contains("/nonexistent/docker.sock"),
+        "{}",
+        error.message
+    );
+    assert_eq!(
+        fx.hub.project(p.id).await.unwrap().status,
+        ProjectStatus::Error
+    );
+
+    let err = fx.hub.project_status(p.id).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::RuntimeUnavailable);
+    assert!(err.to_string().contains("/nonexistent/docker.sock"));
+    // The registry still works, and deleting without data is possible.
+    fx.hub.delete_project(p.id, false).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_operation_on_a_busy_project_is_a_conflict() {
+    let fx = fixture(27000).await;
+    let p = fx.project("twice", FOUR_SERVICES).await;
+    let (first, second) = tokio::join!(fx.hub.start_project(p.id), fx.hub.start_project(p.id));
+    let (ok, err) = match (first, second) {
+        (Ok(id), Err(err)) | (Err(err), Ok(id)) => (id, err),
+        other => panic!("expected one start and one conflict, got {other:?}"),
+    };
+    assert_eq!(err.code(), ErrorCode::Conflict);
+    let stop = fx.hub.stop_project(p.id).await.unwrap_err();
+    assert_eq!(stop.code(), ErrorCode::Conflict);
+    assert_success(&fx.wait(ok).await);
+    // Once it finished, the next operation is accepted.
+    assert_success(&fx.stop(&p).await);
+    fx.purge(&p).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_of_one_service_and_its_logs() {
+    let fx = fixture(28000).await;
+    let p = fx.project("logs", FOUR_SERVICES).await;
+    assert_success(&fx.start(&p).await);
+    let before = fx
+        .hub
+        .runtime()
+        .inspect_container(&format!("hub-{}-cache", p.slug))
+        .await
+        .unwrap()
+        .unwrap();
+
+    let id = fx.hub.restart_service(p.id, "cache").await.unwrap();
+    assert_success(&fx.wait(id).await);
+    let after = fx
+        .hub
+        .runtime()
+        .inspect_container(&format!("hub-{}-cache", p.slug))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(before.id, after.id, "the container was recreated");
+    assert_eq!(redis(p.ports.redis, &["PING"]).await.unwrap(), "+PONG\r\n");
+
+    let logs = fx.hub.logs(p.id, "cache", 50).await.unwrap();
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("Ready to accept connections")),
+        "{logs:?}"
+    );
+    let mut follow = fx.hub.follow_logs(p.id, "cache", 5).await.unwrap();
+    use futures_util::StreamExt;
+    let line = tokio::time::timeout(Duration::from_secs(5), follow.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(!line.is_empty());
+
+    let err = fx.hub.restart_service(p.id, "nope").await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NotFound);
+    let err = fx.hub.logs(p.id, "nope", 10).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NotFound);
+
+    assert_success(&fx.stop(&p).await);
+    fx.purge(&p).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_stack_file_fails_the_start_naming_line_and_field() {
+    let fx = fixture(29000).await;
+    let p = fx
+        .project(
+            "invalid",
+            "[services.web]\nimage = \"hubtest/busybox:latest\"\npublish = { role = \"http\", target = 80 }\n",
+        )
+        .await;
+    let record = fx.start(&p).await;
+    assert_eq!(record.state, TaskState::Failure);
+    let error = record.error.unwrap();
+    assert_eq!(error.code, "invalid_input");
+    assert!(
+        error.message.contains("services.web.publish.role"),
+        "{}",
+        error.message
+    );
+    assert!(error.message.contains("line 3"), "{}", error.message);
+    assert_eq!(
+        fx.hub.project(p.id).await.unwrap().status,
+        ProjectStatus::Error
+    );
+    fx.purge(&p).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_stack_starts_and_stops_at_once() {
+    let fx = fixture(30000).await;
+    let p = fx.project("empty", "").await;
+    assert_success(&fx.start(&p).await);
+    assert_eq!(
+        fx.hub.project(p.id).await.unwrap().status,
+        ProjectStatus::Running
+    );
+    assert_success(&fx.stop(&p).await);
+    assert_eq!(
+        fx.hub.project(p.id).await.unwrap().status,
+        ProjectStatus::Stopped
+    );
+    fx.purge(&p).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_image_or_a_dying_service_fails_cleanly() {
+    let fx = fixture(31000).await;
+    let p = fx
+        .project(
+            "noimage",
+            "[services.x]\nimage = \"hubtest/does-not-exist:1\"\n",
+        )
+        .await;
+    let record = fx.start(&p).await;
+    assert_eq!(record.state, TaskState::Failure);
+    assert_eq!(record.error.unwrap().code, IMAGE_UNAVAILABLE);
+    assert!(!network_exists(&format!("hub-{}", p.slug)).await);
+    fx.purge(&p).await;
+
+    let p = fx
+        .project(
+            "dies",
+            // Published, so readiness waits for a server that never comes.
+            "[services.x]\nimage = \"hubtest/busybox:latest\"\ncommand = [\"/bin/sh\", \"-c\", \"echo bye; sleep 1; exit 3\"]\npublish = { role = \"backend\", target = 8000 }\n",
+        )
+        .await;
+    let record = fx.start(&p).await;
+    assert_eq!(record.state, TaskState::Failure);
+    let error = record.error.unwrap();
+    assert_eq!(error.code, NOT_READY);
+    assert!(error.message.contains("exit code 3"), "{}", error.message);
+    assert!(error.message.contains("bye"), "{}", error.message);
+    assert!(fx.containers(&p).await.is_empty());
+    fx.purge(&p).await;
+}

@@ -40,7 +40,7 @@ async fn projects_registered_in_rust_are_served_over_http() {
     let (status, list) = get(addr, "/api/projects").await;
     assert_eq!(status, 200);
     assert_eq!(list[0]["slug"], "alpha");
-    assert_eq!(list[0]["ports"]["backend"], alpha.ports.backend);
+    assert_eq!(list[0]["backend_port"], alpha.ports.backend);
 
     let (status, err) = get(addr, "/api/projects/999").await;
     assert_eq!(status, 404);

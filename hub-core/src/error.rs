@@ -86,6 +86,13 @@ pub enum HubError {
         message: String,
     },
 
+    /// The caller may not see or do this (e.g. a folder outside the browse roots).
+    #[error("{message}")]
+    Forbidden {
+        /// Why.
+        message: String,
+    },
+
     /// The operation clashes with one already running (e.g. a second start of the same project).
     #[error("{message}")]
     Conflict {
@@ -147,6 +154,8 @@ pub enum ErrorCode {
     PortConflict,
     /// See [`HubError::PortUnavailable`].
     PortUnavailable,
+    /// See [`HubError::Forbidden`].
+    Forbidden,
     /// See [`HubError::Conflict`].
     Conflict,
     /// See [`HubError::BackendUnavailable`].
@@ -166,6 +175,7 @@ impl ErrorCode {
             ErrorCode::InvalidInput => "invalid_input",
             ErrorCode::PortConflict => "port_conflict",
             ErrorCode::PortUnavailable => "port_unavailable",
+            ErrorCode::Forbidden => "forbidden",
             ErrorCode::Conflict => "conflict",
             ErrorCode::BackendUnavailable => "backend_unavailable",
             ErrorCode::RuntimeUnavailable => "runtime_unavailable",
@@ -189,6 +199,7 @@ impl HubError {
             HubError::InvalidInput { .. } => ErrorCode::InvalidInput,
             HubError::PortConflict { .. } => ErrorCode::PortConflict,
             HubError::PortUnavailable { .. } => ErrorCode::PortUnavailable,
+            HubError::Forbidden { .. } => ErrorCode::Forbidden,
             HubError::Conflict { .. } => ErrorCode::Conflict,
             HubError::BackendUnavailable { .. } => ErrorCode::BackendUnavailable,
             HubError::RuntimeUnavailable { .. } => ErrorCode::RuntimeUnavailable,

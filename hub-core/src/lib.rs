@@ -18,6 +18,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod browse;
 pub mod config;
 pub mod db;
 pub mod error;

@@ -20,6 +20,7 @@ use crate::error::{HubError, Result};
 /// The role a published host port plays in a project's stack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum PortRole {
     /// The API server (original: 8000 + 10·k).
     Backend,
@@ -136,6 +137,7 @@ impl PortSet {
 
 /// Ports a caller asks for explicitly; roles left `None` are allocated.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PortRequest {
     /// Wanted backend port.
     pub backend: Option<u16>,
@@ -274,6 +276,7 @@ impl PortConfig {
 
 /// A port of a project that is busy on the host right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BusyPort {
     /// The role the port plays.
     pub role: PortRole,

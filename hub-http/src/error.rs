@@ -1,10 +1,12 @@
 //! One JSON error shape for every failure: `{"error": {"code", "message", "field"?}}`.
 
 use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use hub_core::{ErrorCode, HubError};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// An error as the API returns it. Built from a [`HubError`], whose code decides the status.
 #[derive(Debug)]
@@ -14,7 +16,7 @@ pub struct ApiError {
 }
 
 /// The `error` object of an error response.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
     /// Stable machine-readable code (`not_found`, `invalid_input`, …).
     pub code: String,
@@ -25,9 +27,11 @@ pub struct ErrorBody {
     pub field: Option<String>,
 }
 
-#[derive(Serialize)]
-struct Envelope<'a> {
-    error: &'a ErrorBody,
+/// The body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorEnvelope {
+    /// What went wrong.
+    pub error: ErrorBody,
 }
 
 /// The HTTP status for an error code; decided here once for every route.
@@ -37,8 +41,9 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         ErrorCode::AlreadyExists | ErrorCode::PortConflict | ErrorCode::Conflict => {
             StatusCode::CONFLICT
         }
-        ErrorCode::InvalidInput => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorCode::PortUnavailable => StatusCode::CONFLICT,
+        ErrorCode::InvalidInput => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
         ErrorCode::BackendUnavailable | ErrorCode::RuntimeUnavailable => {
             StatusCode::SERVICE_UNAVAILABLE
         }
@@ -47,7 +52,7 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
 }
 
 impl ApiError {
-    /// An error with an explicit status and code, for failures the core never sees (bad JSON…).
+    /// An error with an explicit status and code, for failures the core never sees.
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
         ApiError {
             status,
@@ -58,12 +63,23 @@ impl ApiError {
             },
         }
     }
+
+    /// Names the input field at fault.
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.body.field = Some(field.into());
+        self
+    }
+
+    /// The status this error is sent with.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
 }
 
 impl From<HubError> for ApiError {
     fn from(err: HubError) -> Self {
         let status = status_for(err.code());
-        if status.is_server_error() {
+        if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
             tracing::error!(error = %err, "request failed");
         }
         ApiError {
@@ -77,8 +93,51 @@ impl From<HubError> for ApiError {
     }
 }
 
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        let (status, code) = match &rejection {
+            JsonRejection::JsonSyntaxError(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
+            JsonRejection::JsonDataError(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input"),
+            JsonRejection::MissingJsonContentType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            JsonRejection::BytesRejection(_) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+            }
+            _ => (StatusCode::BAD_REQUEST, "bad_request"),
+        };
+        let message = rejection.body_text();
+        let field = field_of(&message);
+        let mut err = ApiError::new(status, code, message);
+        err.body.field = field;
+        err
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        let message = rejection.body_text();
+        let field = field_of(&message);
+        let mut err = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", message);
+        err.body.field = field;
+        err
+    }
+}
+
+/// The field serde names in a deserialisation message ("… at line 1 column 9: `name`: …" or
+/// "missing field `name`").
+fn field_of(message: &str) -> Option<String> {
+    let start = message.find('`')? + 1;
+    let end = start + message[start..].find('`')?;
+    Some(message[start..end].to_owned())
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        #[derive(Serialize)]
+        struct Envelope<'a> {
+            error: &'a ErrorBody,
+        }
         (self.status, Json(Envelope { error: &self.body })).into_response()
     }
 }

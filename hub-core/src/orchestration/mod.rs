@@ -55,6 +55,7 @@ pub fn volume_name(project: &Project, volume: &str) -> String {
 
 /// One service as the engine runs it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ServiceStatus {
     /// Service name.
     pub name: String,
@@ -76,6 +77,7 @@ pub struct ServiceStatus {
 
 /// A project's stack as the engine runs it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StackStatus {
     /// Project id.
     pub project_id: i64,
@@ -91,6 +93,7 @@ pub struct StackStatus {
 
 /// What reconciling changed for one project.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReconcileChange {
     /// Project id.
     pub project_id: i64,

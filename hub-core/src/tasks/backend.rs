@@ -89,6 +89,27 @@ impl EventSubscription {
         }
     }
 
+    /// The next event if one is already here (buffered or received), without waiting.
+    pub fn try_recv(&mut self) -> Option<TaskEvent> {
+        while let Some(event) = self.backlog.pop_front() {
+            if event.seq > self.last_seq {
+                self.last_seq = event.seq;
+                return Some(event);
+            }
+        }
+        loop {
+            match self.live.try_recv() {
+                Ok(event) if event.seq <= self.last_seq => continue,
+                Ok(event) => {
+                    self.last_seq = event.seq;
+                    return Some(event);
+                }
+                Err(broadcast::error::TryRecvError::Lagged(n)) => self.missed += n,
+                Err(_) => return None,
+            }
+        }
+    }
+
     /// Skips live events up to and including `seq` (the subscriber has seen them).
     pub fn skip_through(&mut self, seq: u64) {
         self.last_seq = self.last_seq.max(seq);

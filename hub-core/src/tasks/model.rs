@@ -17,6 +17,7 @@ pub type TaskId = Uuid;
 /// `PENDING → STARTED → (BUILDING | RUNNING | STOPPING | RESTARTING | FETCHING)* → terminal`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum TaskState {
     /// Queued, waiting for a worker.
     Pending,
@@ -382,10 +383,12 @@ pub enum CancelReason {
 
 /// One worker, as monitoring shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WorkerInfo {
     /// Worker name (`worker-1@host`).
     pub name: String,
     /// The task it runs now.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = Uuid))]
     pub current_task: Option<TaskId>,
     /// Tasks it finished since it started.
     pub processed: u64,
@@ -393,6 +396,7 @@ pub struct WorkerInfo {
 
 /// One queue, as monitoring shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QueueInfo {
     /// Queue name.
     pub name: String,
@@ -404,6 +408,7 @@ pub struct QueueInfo {
 
 /// Finished-task counts of one kind (kept apart from records, so expiry does not change them).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KindCounts {
     /// Job kind.
     pub kind: String,
@@ -419,6 +424,7 @@ pub struct KindCounts {
 
 /// What monitoring shows of a backend: workers, queues, history and rates.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BackendStats {
     /// `in_process` or `redis`.
     pub backend: String,

@@ -1,0 +1,144 @@
+//! Server-Sent Events: every state and progress change, pushed.
+//!
+//! Each event's `id` is the backend's sequence number; a client that reconnects with
+//! `Last-Event-ID` gets what it missed (as long as the hub still buffers it).
+
+use std::convert::Infallible;
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, KeepAliveStream, Sse};
+use futures_util::Stream;
+use hub_core::tasks::{TaskEvent, TaskRecord};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use utoipa::IntoParams;
+
+use super::tasks::task_id;
+use crate::dto::TaskStatusJson;
+use crate::extract::Query;
+use crate::{ApiError, AppState};
+
+type EventStream = Sse<KeepAliveStream<ReceiverStream<Result<Event, Infallible>>>>;
+
+fn last_event_id(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn task_event(seq: Option<u64>, task: &TaskRecord) -> Event {
+    let event = Event::default()
+        .event("task")
+        .json_data(TaskStatusJson::from(task))
+        .unwrap_or_else(|_| Event::default().event("task"));
+    match seq {
+        Some(seq) => event.id(seq.to_string()),
+        None => event,
+    }
+}
+
+fn end_event(task: &TaskRecord) -> Event {
+    Event::default()
+        .event("end")
+        .data(json!({"task_id": task.id, "state": task.state}).to_string())
+}
+
+fn sse<S>(stream: S) -> Sse<KeepAliveStream<S>>
+where
+    S: Stream<Item = Result<Event, Infallible>> + Send + 'static,
+{
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// Changes of one task: its current state first (or what followed `Last-Event-ID`), then every
+/// change, then an `end` event after the terminal one.
+#[utoipa::path(get, path = "/api/tasks/{task_id}/events", tag = "tasks",
+    params(("task_id" = String, Path), ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event")),
+    responses((status = 200, description = "text/event-stream of `task` events, then `end`", content_type = "text/event-stream"),
+        (status = 404, body = crate::error::ErrorEnvelope)))]
+pub(crate) async fn task_events(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+) -> Result<EventStream, ApiError> {
+    let id = task_id(&raw)?;
+    let since = last_event_id(&headers);
+    let mut subscription = state.hub.subscribe(since);
+    let current = state.hub.task(id).await?;
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        let send = |event: Event| {
+            let tx = tx.clone();
+            async move { tx.send(Ok(event)).await.is_ok() }
+        };
+        if since.is_none() || current.ready() {
+            // Whatever the client missed of a finished task is already buffered.
+            let mut saw_end = false;
+            if since.is_some() {
+                while let Some(event) = subscription.try_recv() {
+                    if event.task.id == id {
+                        saw_end |= event.task.ready();
+                        if !send(task_event(Some(event.seq), &event.task)).await {
+                            return;
+                        }
+                    }
+                }
+            }
+            if !saw_end && !send(task_event(None, &current)).await {
+                return;
+            }
+            if current.ready() {
+                let _ = send(end_event(&current)).await;
+                return;
+            }
+        }
+        while let Some(TaskEvent { seq, task }) = subscription.recv().await {
+            if task.id != id {
+                continue;
+            }
+            if !send(task_event(Some(seq), &task)).await {
+                return;
+            }
+            if task.ready() {
+                let _ = send(end_event(&task)).await;
+                return;
+            }
+        }
+    });
+    Ok(sse(ReceiverStream::new(rx)))
+}
+
+/// Filters of `GET /api/events`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub(crate) struct EventsQuery {
+    /// Only tasks about this project.
+    project_id: Option<i64>,
+}
+
+/// Changes of every task, as they happen (resumable with `Last-Event-ID`).
+#[utoipa::path(get, path = "/api/events", tag = "tasks",
+    params(EventsQuery, ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event")),
+    responses((status = 200, description = "text/event-stream of `task` events", content_type = "text/event-stream")))]
+pub(crate) async fn all_events(
+    State(state): State<AppState>,
+    Query(query): Query<EventsQuery>,
+    headers: HeaderMap,
+) -> EventStream {
+    let mut subscription = state.hub.subscribe(last_event_id(&headers));
+    let (tx, rx) = mpsc::channel(256);
+    tokio::spawn(async move {
+        while let Some(TaskEvent { seq, task }) = subscription.recv().await {
+            if query.project_id.is_some() && task.project_id != query.project_id {
+                continue;
+            }
+            if tx.send(Ok(task_event(Some(seq), &task))).await.is_err() {
+                return;
+            }
+        }
+    });
+    sse(ReceiverStream::new(rx))
+}

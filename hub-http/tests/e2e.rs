@@ -1,0 +1,766 @@
+//! End to end: the real `hub` binary on a free loopback port with a temporary data folder,
+//! driven over HTTP, against the real Docker engine with the local test images.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on setup failure by design
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+const FOUR_SERVICES: &str = include_str!("../../tests/fixtures/four-services.toml");
+
+/// A running `hub serve`.
+struct HubProcess {
+    child: Child,
+    port: u16,
+    data: PathBuf,
+    args: Vec<String>,
+    token: Option<String>,
+}
+
+impl HubProcess {
+    async fn start(data: &Path, extra: &[&str]) -> HubProcess {
+        let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let token = args
+            .iter()
+            .position(|a| a == "--token")
+            .map(|i| args[i + 1].clone());
+        let mut hub = HubProcess {
+            child: spawn(data, 0, &args),
+            port: 0,
+            data: data.to_path_buf(),
+            args,
+            token,
+        };
+        hub.child.kill().ok();
+        hub.child.wait().ok();
+        hub.port = free_port();
+        hub.child = spawn(data, hub.port, &hub.args);
+        hub.wait_ready().await;
+        hub
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok((200, _)) = request(self.port, "GET", "/health", None, &[]).await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("hub did not answer /health");
+    }
+
+    /// Stops the hub with SIGTERM (graceful) and starts it again on the same data folder.
+    async fn restart(&mut self) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(status.success());
+        let code = self.child.wait().unwrap();
+        assert!(code.success(), "hub exited with {code}");
+        self.child = spawn(&self.data, self.port, &self.args);
+        self.wait_ready().await;
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = auth
+            .as_deref()
+            .map(|a| vec![("Authorization", a)])
+            .unwrap_or_default();
+        let body = body.map(|b| b.to_string());
+        let (status, text) = request(self.port, method, path, body.as_deref(), &headers)
+            .await
+            .unwrap();
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, value)
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.call("GET", path, None).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call("POST", path, Some(body)).await
+    }
+
+    /// Polls a task's status until it is ready.
+    async fn wait_task(&self, task_id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            let (status, body) = self.get(&format!("/api/tasks/{task_id}/status")).await;
+            assert_eq!(status, 200, "{body}");
+            if body["ready"] == true {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("task {task_id} did not finish");
+    }
+
+    /// Registers a project whose folder holds `stack` as `hub.toml`.
+    async fn project(&self, root: &Path, name: &str, stack: &str) -> Value {
+        let folder = root.join(name);
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join("hub.toml"), stack).unwrap();
+        let (status, body) = self
+            .post("/api/projects", json!({"name": name, "path": folder}))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body
+    }
+}
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(data: &Path, port: u16, extra: &[String]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_hub"))
+        .arg("serve")
+        .args(["--bind", &format!("127.0.0.1:{port}")])
+        .args(["--data-dir", data.to_str().unwrap()])
+        .args(extra)
+        .env("HUB_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start hub")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One HTTP/1.0 exchange (the server closes the connection, so no chunking to undo).
+async fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
+    let mut head = format!("{method} {path} HTTP/1.0\r\nHost: localhost\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if let Some(body) = body {
+        head.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await?;
+    if let Some(body) = body {
+        stream.write_all(body.as_bytes()).await?;
+    }
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut response))
+        .await
+        .map_err(|_| std::io::Error::other("timeout"))??;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad response: {text}")))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// An open Server-Sent Events stream.
+struct Sse {
+    lines: tokio::io::Lines<BufReader<TcpStream>>,
+}
+
+/// One SSE event.
+#[derive(Debug, Clone)]
+struct SseEvent {
+    id: Option<u64>,
+    event: String,
+    data: Value,
+}
+
+impl Sse {
+    async fn open(port: u16, path: &str, last_event_id: Option<u64>) -> Sse {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let mut head =
+            format!("GET {path} HTTP/1.0\r\nHost: localhost\r\nAccept: text/event-stream\r\n");
+        if let Some(id) = last_event_id {
+            head.push_str(&format!("Last-Event-ID: {id}\r\n"));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut lines = BufReader::new(stream).lines();
+        let status = lines.next_line().await.unwrap().unwrap();
+        assert!(status.contains(" 200 "), "{status}");
+        while !lines.next_line().await.unwrap().unwrap().is_empty() {}
+        Sse { lines }
+    }
+
+    /// The next event (keep-alive comments skipped), or `None` when the stream ends.
+    async fn next(&mut self) -> Option<SseEvent> {
+        let (mut id, mut event, mut data) = (None, String::from("message"), String::new());
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(60), self.lines.next_line())
+                .await
+                .expect("event in time")
+                .ok()??;
+            if line.is_empty() {
+                if data.is_empty() {
+                    continue;
+                }
+                return Some(SseEvent {
+                    id,
+                    event,
+                    data: serde_json::from_str(&data).unwrap_or(Value::String(data)),
+                });
+            }
+            if let Some(v) = line.strip_prefix("id:") {
+                id = v.trim().parse().ok();
+            } else if let Some(v) = line.strip_prefix("event:") {
+                event = v.trim().to_owned();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data.push_str(v.trim_start());
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_original_e2e_flow_against_docker() {
+    let dir = TempDir::new().unwrap();
+    let hub = HubProcess::start(&dir.path().join("state"), &[]).await;
+
+    let (status, health) = hub.get("/health").await;
+    assert_eq!(status, 200);
+    assert_eq!(health["status"], "healthy");
+    assert_eq!(health["database"], "ok");
+    assert_eq!(health["docker"], "ok", "{health}");
+
+    let tag = uuid::Uuid::new_v4().simple().to_string()[..6].to_owned();
+    let project = hub
+        .project(dir.path(), &format!("e2e-{tag}"), FOUR_SERVICES)
+        .await;
+    let id = project["id"].as_i64().unwrap();
+    for field in [
+        "slug",
+        "path",
+        "backend_port",
+        "frontend_port",
+        "postgres_port",
+        "redis_port",
+        "status",
+        "health",
+        "last_error",
+        "created_at",
+        "updated_at",
+        "last_started",
+        "last_stopped",
+    ] {
+        assert!(project.get(field).is_some(), "missing {field}: {project}");
+    }
+    assert_eq!(project["status"], "stopped");
+
+    let (status, accepted) = hub
+        .post(&format!("/api/orchestration/{id}/start"), json!({}))
+        .await;
+    assert_eq!(status, 202, "{accepted}");
+    assert_eq!(accepted["status"], "pending");
+    let task_id = accepted["task_id"].as_str().unwrap().to_owned();
+    let (status, first) = hub.get(&format!("/api/task-status/{task_id}")).await;
+    assert_eq!(status, 200);
+    assert!(first["progress"].as_u64().unwrap() <= 100);
+
+    let done = hub.wait_task(&task_id).await;
+    assert_eq!(done["state"], "SUCCESS", "{done}");
+    assert_eq!(done["status"], "Completed successfully");
+    assert_eq!(done["progress"], 100);
+
+    let (_, running) = hub.get(&format!("/api/projects/{id}")).await;
+    assert_eq!(running["status"], "running");
+    let backend = running["backend_port"].as_u64().unwrap() as u16;
+    let (status, page) = request(backend, "GET", "/", None, &[]).await.unwrap();
+    assert_eq!(status, 200);
+    assert!(page.contains("hubtest"));
+
+    let (status, stack) = hub.get(&format!("/api/orchestration/{id}/status")).await;
+    assert_eq!(status, 200);
+    assert_eq!(stack["services"].as_array().unwrap().len(), 4);
+    let (status, logs) = hub
+        .get(&format!("/api/orchestration/{id}/logs/cache?lines=20"))
+        .await;
+    assert_eq!(status, 200, "{logs}");
+    assert_eq!(logs["service"], "cache");
+    assert!(logs["lines"].as_u64().unwrap() > 0);
+    let (status, _) = hub
+        .get(&format!("/api/v1/projects/{id}/logs/cache?tail=5"))
+        .await;
+    assert_eq!(status, 200);
+
+    let (status, accepted) = hub
+        .post(&format!("/api/orchestration/{id}/stop"), json!({}))
+        .await;
+    assert_eq!(status, 202);
+    let done = hub.wait_task(accepted["task_id"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "SUCCESS", "{done}");
+    let (_, stopped) = hub.get(&format!("/api/projects/{id}")).await;
+    assert_eq!(stopped["status"], "stopped");
+
+    let (status, _) = hub
+        .call(
+            "DELETE",
+            &format!("/api/projects/{id}?delete_data=true"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_delivers_progress_in_order_and_resumes_with_last_event_id() {
+    let dir = TempDir::new().unwrap();
+    let hub = HubProcess::start(&dir.path().join("state"), &[]).await;
+    let tag = uuid::Uuid::new_v4().simple().to_string()[..6].to_owned();
+    let project = hub.project(dir.path(), &format!("sse-{tag}"), "").await;
+    let id = project["id"].as_i64().unwrap();
+
+    let mut all = Sse::open(hub.port, "/api/events", None).await;
+    let (_, accepted) = hub
+        .post(&format!("/api/orchestration/{id}/start"), json!({}))
+        .await;
+    let task_id = accepted["task_id"].as_str().unwrap().to_owned();
+
+    let mut events = Vec::new();
+    while let Some(event) = all.next().await {
+        if event.data["task_id"] == task_id.as_str() {
+            let done = event.data["ready"] == true;
+            events.push(event);
+            if done {
+                break;
+            }
+        }
+    }
+    let states: Vec<&str> = events
+        .iter()
+        .map(|e| e.data["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states.first(), Some(&"PENDING"), "{states:?}");
+    assert_eq!(states.last(), Some(&"SUCCESS"), "{states:?}");
+    assert!(states.len() >= 4, "{states:?}");
+    let seqs: Vec<u64> = events.iter().map(|e| e.id.unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[1] > w[0]), "{seqs:?}");
+    let progress: Vec<u64> = events
+        .iter()
+        .map(|e| e.data["progress"].as_u64().unwrap())
+        .collect();
+    assert!(progress.windows(2).all(|w| w[1] >= w[0]), "{progress:?}");
+
+    // A client that saw the first two events resumes: it gets the rest, then `end`.
+    let mut resumed = Sse::open(
+        hub.port,
+        &format!("/api/tasks/{task_id}/events"),
+        Some(seqs[1]),
+    )
+    .await;
+    let mut rest = Vec::new();
+    while let Some(event) = resumed.next().await {
+        if event.event == "end" {
+            assert_eq!(event.data["state"], "SUCCESS");
+            break;
+        }
+        rest.push(event.id.unwrap());
+    }
+    assert_eq!(rest, seqs[2..].to_vec());
+
+    // A fresh subscriber to a finished task gets its final state and `end` at once.
+    let mut late = Sse::open(hub.port, &format!("/api/tasks/{task_id}/events"), None).await;
+    let first = late.next().await.unwrap();
+    assert_eq!(first.data["state"], "SUCCESS");
+    assert_eq!(late.next().await.unwrap().event, "end");
+    assert!(late.next().await.is_none(), "the stream closes after `end`");
+
+    let (_, accepted) = hub
+        .post(&format!("/api/orchestration/{id}/stop"), json!({}))
+        .await;
+    hub.wait_task(accepted["task_id"].as_str().unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_start_can_be_revoked() {
+    let dir = TempDir::new().unwrap();
+    let hub = HubProcess::start(&dir.path().join("state"), &[]).await;
+    let stack = r#"
+[hub]
+health_timeout = "5m"
+[services.stuck]
+image = "hubtest/busybox:latest"
+command = ["/bin/sleep", "600"]
+healthcheck = { test = ["CMD", "/bin/false"], interval = "1s", retries = 1000 }
+"#;
+    let tag = uuid::Uuid::new_v4().simple().to_string()[..6].to_owned();
+    let project = hub
+        .project(dir.path(), &format!("revoke-{tag}"), stack)
+        .await;
+    let id = project["id"].as_i64().unwrap();
+    let (_, accepted) = hub
+        .post(&format!("/api/orchestration/{id}/start"), json!({}))
+        .await;
+    let task_id = accepted["task_id"].as_str().unwrap().to_owned();
+
+    let mut task_events = Sse::open(hub.port, &format!("/api/tasks/{task_id}/events"), None).await;
+    while let Some(event) = task_events.next().await {
+        if event.data["status"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("Waiting"))
+        {
+            break;
+        }
+    }
+    // A second operation meanwhile is a conflict.
+    let (status, body) = hub
+        .post(&format!("/api/orchestration/{id}/stop"), json!({}))
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "conflict");
+
+    let (status, body) = hub
+        .post(
+            &format!("/api/tasks/{task_id}/revoke?terminate=true"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let done = hub.wait_task(&task_id).await;
+    assert_eq!(done["state"], "REVOKED");
+    let (_, project) = hub.get(&format!("/api/projects/{id}")).await;
+    assert_eq!(project["status"], "stopped");
+    // DELETE on a finished task leaves it as it is.
+    let (status, body) = hub
+        .call("DELETE", &format!("/api/tasks/{task_id}"), None)
+        .await;
+    assert_eq!((status, body["state"].as_str()), (200, Some("REVOKED")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_has_its_status_and_json_body_and_changes_nothing() {
+    let dir = TempDir::new().unwrap();
+    let hub = HubProcess::start(
+        &dir.path().join("state"),
+        &["--docker-host", "unix:///nonexistent/docker.sock"],
+    )
+    .await;
+    let folder = dir.path().join("alpha");
+    std::fs::create_dir_all(&folder).unwrap();
+    let (status, alpha) = hub
+        .post("/api/projects", json!({"name": "Alpha", "path": folder}))
+        .await;
+    assert_eq!(status, 201);
+
+    let expect = |status: u16, body: &Value, want: u16, code: &str| {
+        assert_eq!(status, want, "{body}");
+        assert_eq!(body["error"]["code"], code, "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    };
+    let (s, b) = hub.get("/api/projects/999").await;
+    expect(s, &b, 404, "not_found");
+    let (s, b) = hub.get("/api/projects/no-such-slug").await;
+    expect(s, &b, 404, "not_found");
+    for task in [uuid::Uuid::new_v4().to_string(), "not-a-task".to_string()] {
+        let (s, b) = hub.get(&format!("/api/tasks/{task}/status")).await;
+        expect(s, &b, 404, "not_found");
+        let (s, b) = hub.get(&format!("/api/task-status/{task}")).await;
+        expect(s, &b, 404, "not_found");
+        let (s, b) = hub
+            .post(&format!("/api/tasks/{task}/revoke"), json!({}))
+            .await;
+        expect(s, &b, 404, "not_found");
+    }
+    let (s, b) = hub.post("/api/projects", json!({"path": folder})).await;
+    expect(s, &b, 422, "invalid_input");
+    assert_eq!(b["error"]["field"], "name");
+    let (s, b) = hub
+        .post("/api/projects", json!({"name": 5, "path": folder}))
+        .await;
+    expect(s, &b, 422, "invalid_input");
+    let (s, b) = hub
+        .post(
+            "/api/projects",
+            json!({"name": "Rel", "path": "relative/dir"}),
+        )
+        .await;
+    expect(s, &b, 422, "invalid_input");
+    assert_eq!(b["error"]["field"], "path");
+    let (s, b) = hub
+        .post(
+            "/api/projects",
+            json!({"name": "Alpha", "path": dir.path()}),
+        )
+        .await;
+    expect(s, &b, 409, "already_exists");
+    assert_eq!(b["error"]["field"], "name");
+    let (s, b) = hub
+        .post(
+            "/api/projects",
+            json!({"name": "Clash", "path": dir.path(), "ports": {"backend": alpha["backend_port"]}}),
+        )
+        .await;
+    expect(s, &b, 409, "port_conflict");
+    let (s, b) = hub
+        .call("PATCH", "/api/projects/1", Some(json!({"name": ""})))
+        .await;
+    expect(s, &b, 422, "invalid_input");
+    let (s, b) = hub.get("/api/tasks?limit=-1").await;
+    expect(s, &b, 422, "invalid_input");
+    let (s, b) = hub.get("/api/tasks?state=DONE").await;
+    expect(s, &b, 422, "invalid_input");
+
+    let (s, text) = request(hub.port, "POST", "/api/projects", Some("{not json"), &[])
+        .await
+        .unwrap();
+    let b: Value = serde_json::from_str(&text).unwrap();
+    expect(s, &b, 400, "malformed_json");
+    let huge = format!(
+        "{{\"name\": \"{}\", \"path\": \"/\"}}",
+        "x".repeat(2 * 1024 * 1024)
+    );
+    let (s, text) = request(hub.port, "POST", "/api/projects", Some(&huge), &[])
+        .await
+        .unwrap();
+    assert_eq!(s, 413, "{text}");
+
+    // Docker unreachable: operations on the engine are 503, the registry still serves.
+    let (s, b) = hub
+        .get(&format!("/api/orchestration/{}/status", alpha["id"]))
+        .await;
+    expect(s, &b, 503, "runtime_unavailable");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/docker.sock")
+    );
+    let (s, health) = hub.get("/health").await;
+    assert_eq!(s, 200);
+    assert_eq!(health["status"], "healthy");
+    assert!(
+        health["docker"].as_str().unwrap().contains("nonexistent"),
+        "{health}"
+    );
+
+    // Nothing above changed the registry.
+    let (_, list) = hub.get("/api/projects").await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    let (_, stats) = hub.get("/api/projects/stats").await;
+    assert_eq!(stats["total_projects"], 1);
+    // Trailing slashes work, unknown routes are JSON 404s.
+    assert_eq!(hub.get("/api/projects/").await.0, 200);
+    let (s, b) = hub.get("/api/nothing-here").await;
+    expect(s, &b, 404, "not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_folder_browser_stays_inside_its_roots() {
+    let dir = TempDir::new().unwrap();
+    let root = dir.path().join("projects");
+    for sub in ["beta", "Alpha", ".hidden", "gamma/inner"] {
+        std::fs::create_dir_all(root.join(sub)).unwrap();
+    }
+    std::fs::write(root.join("notes.txt"), "x").unwrap();
+    std::fs::create_dir_all(dir.path().join("secret")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("secret"), root.join("escape")).unwrap();
+    let hub = HubProcess::start(
+        &dir.path().join("state"),
+        &["--browse-root", root.to_str().unwrap()],
+    )
+    .await;
+    let root = std::fs::canonicalize(&root).unwrap();
+
+    let (status, home) = hub.get("/api/filesystem/home").await;
+    assert_eq!(status, 200);
+    assert_eq!(home["path"], root.to_str().unwrap());
+    let (status, listing) = hub.get("/api/filesystem/browse").await;
+    assert_eq!(status, 200);
+    assert_eq!(listing["currentPath"], root.to_str().unwrap());
+    let names: Vec<&str> = listing["directories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Alpha", "beta", "gamma"]);
+    let gamma = root.join("gamma");
+    let (status, inner) = hub
+        .get(&format!("/api/filesystem/browse?path={}", gamma.display()))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(inner["parent"], root.to_str().unwrap());
+
+    for outside in [
+        dir.path().join("secret"),
+        root.join("escape"),
+        root.join(".."),
+        PathBuf::from("/etc"),
+    ] {
+        let (status, body) = hub
+            .get(&format!(
+                "/api/filesystem/browse?path={}",
+                outside.display()
+            ))
+            .await;
+        assert_eq!(status, 403, "{} → {body}", outside.display());
+        assert_eq!(body["error"]["code"], "forbidden");
+    }
+    let (status, _) = hub
+        .get(&format!(
+            "/api/filesystem/browse?path={}",
+            root.join("missing").display()
+        ))
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = hub
+        .get(&format!(
+            "/api/filesystem/browse?path={}",
+            root.join("notes.txt").display()
+        ))
+        .await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_guards_every_route_but_health() {
+    let dir = TempDir::new().unwrap();
+    let hub = HubProcess::start(&dir.path().join("state"), &["--token", "s3cret"]).await;
+    let port = hub.port;
+    assert_eq!(
+        request(port, "GET", "/health", None, &[]).await.unwrap().0,
+        200
+    );
+    for path in ["/", "/api/projects", "/openapi.json", "/api/tasks"] {
+        let (status, body) = request(port, "GET", path, None, &[]).await.unwrap();
+        assert_eq!(status, 401, "{path}: {body}");
+        assert!(body.contains("unauthorized"));
+        let (status, _) = request(
+            port,
+            "GET",
+            path,
+            None,
+            &[("Authorization", "Bearer wrong")],
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 401);
+        let (status, _) = request(
+            port,
+            "GET",
+            path,
+            None,
+            &[("Authorization", "Bearer s3cret")],
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 200, "{path}");
+    }
+    let (status, _) = request(port, "GET", "/api/projects?access_token=s3cret", None, &[])
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_hub_keeps_projects_and_task_history() {
+    let dir = TempDir::new().unwrap();
+    let mut hub = HubProcess::start(&dir.path().join("state"), &[]).await;
+    let tag = uuid::Uuid::new_v4().simple().to_string()[..6].to_owned();
+    let project = hub.project(dir.path(), &format!("keep-{tag}"), "").await;
+    let id = project["id"].as_i64().unwrap();
+    let (_, accepted) = hub
+        .post(&format!("/api/orchestration/{id}/start"), json!({}))
+        .await;
+    let task_id = accepted["task_id"].as_str().unwrap().to_owned();
+    assert_eq!(hub.wait_task(&task_id).await["state"], "SUCCESS");
+
+    hub.restart().await;
+
+    let (status, again) = hub.get(&format!("/api/projects/{id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(again["slug"], project["slug"]);
+    assert_eq!(again["backend_port"], project["backend_port"]);
+    let (status, task) = hub.get(&format!("/api/tasks/{task_id}/status")).await;
+    assert_eq!(status, 200);
+    assert_eq!(task["state"], "SUCCESS");
+    let (_, history) = hub
+        .get(&format!("/api/tasks?project_id={id}&state=SUCCESS"))
+        .await;
+    assert!(
+        history
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["task_id"] == task_id.as_str())
+    );
+    let (_, accepted) = hub
+        .post(&format!("/api/orchestration/{id}/stop"), json!({}))
+        .await;
+    hub.wait_task(accepted["task_id"].as_str().unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_describes_the_routes_and_cors_is_off_unless_allowed() {
+    let dir = TempDir::new().unwrap();
+    let hub = HubProcess::start(
+        &dir.path().join("state"),
+        &["--cors-origin", "http://dashboard.local"],
+    )
+    .await;
+    let (status, spec) = hub.get("/openapi.json").await;
+    assert_eq!(status, 200);
+    for path in [
+        "/api/projects",
+        "/api/projects/{id}",
+        "/api/orchestration/{id}/start",
+        "/api/tasks/{task_id}/status",
+        "/api/task-status/{task_id}",
+        "/api/tasks/{task_id}/events",
+        "/api/events",
+        "/api/filesystem/browse",
+        "/health",
+    ] {
+        assert!(
+            spec["paths"].get(path).is_some(),
+            "{path} missing from the spec"
+        );
+    }
+    let allowed = request(
+        hub.port,
+        "OPTIONS",
+        "/api/projects",
+        None,
+        &[
+            ("Origin", "http://dashboard.local"),
+            ("Access-Control-Request-Method", "GET"),
+        ],
+    );
+    let (status, _) = allowed.await.unwrap();
+    assert_eq!(status, 200);
+}

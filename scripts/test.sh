@@ -35,6 +35,12 @@ DOCKER_HOST=$(bash scripts/docker-up.sh | tail -n 1)
 export DOCKER_HOST
 echo "engine at $DOCKER_HOST"
 
+step "python tools (virtualenv)"
+if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install -q --disable-pip-version-check "maturin>=1.7,<2" pytest pytest-timeout schemathesis
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -44,11 +50,25 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test"
 cargo test --workspace --locked
 
+step "schemathesis: fuzzing the HTTP API from /openapi.json"
+# A hub of its own (temporary data, browse root and port); the never-ending event streams are
+# covered by the end-to-end tests instead.
+fuzz=$(mktemp -d)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+mkdir -p "$fuzz/browse"
+"$CARGO_TARGET_DIR/debug/hub" serve --bind "127.0.0.1:$port" --data-dir "$fuzz/state" \
+    --browse-root "$fuzz/browse" >"$fuzz/hub.log" 2>&1 &
+hub_pid=$!
+trap 'kill $hub_pid 2>/dev/null; rm -rf "$fuzz"' EXIT
+for _ in $(seq 1 100); do
+    python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/health')" 2>/dev/null && break
+    sleep 0.1
+done
+"$venv/bin/st" run "http://127.0.0.1:$port/openapi.json" \
+    --checks not_a_server_error,response_schema_conformance \
+    --max-examples 30 --request-timeout 10 --exclude-path-regex 'events$'
+
 step "python bindings (maturin) and pytest"
-if [ ! -x "$venv/bin/python" ]; then
-    python3 -m venv "$venv"
-fi
-"$venv/bin/pip" install -q --disable-pip-version-check "maturin>=1.7,<2" pytest pytest-timeout
 wheels=$cache/wheels
 rm -rf "$wheels"
 "$venv/bin/maturin" build --quiet --manifest-path hub-py/Cargo.toml --out "$wheels" \

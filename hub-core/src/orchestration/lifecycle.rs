@@ -207,23 +207,21 @@ impl Orchestrator {
             self.runtime.remove_container(&container.name).await?;
         }
 
+        // Engines have a limited pool of bridge networks (about 30 by default): an empty stack
+        // takes none.
         let network = stack_name(project);
-        phase
-            .report(
-                TaskState::Building,
-                5,
-                format!("Creating network {network}"),
-            )
-            .await;
-        if self
-            .runtime
-            .ensure_network(
-                &network,
-                self.resource_labels(project, labels::COMPOSE_NETWORK, "default"),
-            )
-            .await?
-        {
-            lock(created).network = Some(network.clone());
+        if !stack.services.is_empty() {
+            phase
+                .report(
+                    TaskState::Building,
+                    5,
+                    format!("Creating network {network}"),
+                )
+                .await;
+            let labels = self.resource_labels(project, labels::COMPOSE_NETWORK, "default");
+            if self.runtime.ensure_network(&network, labels).await? {
+                lock(created).network = Some(network.clone());
+            }
         }
         let volumes: BTreeMap<String, &str> = stack
             .services

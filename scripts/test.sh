@@ -39,7 +39,8 @@ step "python tools (virtualenv)"
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
-"$venv/bin/pip" install -q --disable-pip-version-check "maturin>=1.7,<2" pytest pytest-timeout schemathesis
+"$venv/bin/pip" install -q --disable-pip-version-check "maturin>=1.7,<2" pytest pytest-timeout \
+    schemathesis mypy
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -80,6 +81,10 @@ wheel=$(ls "$wheels"/commandcenter_hub-*.whl)
 python3 -m pip install -q --disable-pip-version-check --force-reinstall --no-deps "$wheel" \
     || echo "note: could not install the wheel into $(command -v python3); use $venv" >&2
 python3 -c "import commandcenter_hub; print('commandcenter_hub', commandcenter_hub.__version__, 'imports')"
+# The typed surface: the package itself and a typed example, under mypy --strict.
+"$venv/bin/mypy" --strict hub-py/examples/quickstart.py
+(cd hub-py/python && "$venv/bin/mypy" --strict -p commandcenter_hub)
+# The real thing: SQLite files, the Docker engine, the hub binary (CARGO_TARGET_DIR/debug/hub).
 "$venv/bin/python" -m pytest -q --timeout=600 hub-py/tests
 
 step "all checks passed"

@@ -155,7 +155,7 @@ impl From<&TaskRecord> for TaskStatusJson {
             task_id: task.id,
             state: task.state,
             ready: task.ready(),
-            status: status_text(task),
+            status: task.status_line(),
             progress: task.progress,
             result: task.result.clone(),
             error: task.error.as_ref().map(|e| e.message.clone()),
@@ -169,33 +169,6 @@ impl From<&TaskRecord> for TaskStatusJson {
             runtime: task.runtime(),
         }
     }
-}
-
-/// The step line: the handler's own while it runs, the original's texts where a state carries
-/// none.
-fn status_text(task: &TaskRecord) -> String {
-    let fixed = match task.state {
-        TaskState::Pending => "Task is queued, waiting to start...",
-        TaskState::Success => "Completed successfully",
-        TaskState::Failure => "Task failed",
-        TaskState::Revoked => "Task was revoked",
-        _ => "",
-    };
-    if !fixed.is_empty() {
-        return fixed.to_owned();
-    }
-    if let Some(step) = &task.status {
-        return step.clone();
-    }
-    match task.state {
-        TaskState::Started => "Starting...",
-        TaskState::Building => "Building...",
-        TaskState::Running => "Running...",
-        TaskState::Stopping => "Stopping...",
-        TaskState::Restarting => "Restarting...",
-        _ => "Fetching...",
-    }
-    .to_owned()
 }
 
 /// Filters of `GET /api/tasks`.

@@ -231,6 +231,34 @@ impl TaskRecord {
         self.state.is_terminal()
     }
 
+    /// The step line for people: the handler's own while the task runs, and the original hub's
+    /// texts where a state carries none ("Task is queued, waiting to start...",
+    /// "Completed successfully", …).
+    pub fn status_line(&self) -> String {
+        let fixed = match self.state {
+            TaskState::Pending => "Task is queued, waiting to start...",
+            TaskState::Success => "Completed successfully",
+            TaskState::Failure => "Task failed",
+            TaskState::Revoked => "Task was revoked",
+            _ => "",
+        };
+        if !fixed.is_empty() {
+            return fixed.to_owned();
+        }
+        if let Some(step) = &self.status {
+            return step.clone();
+        }
+        match self.state {
+            TaskState::Started => "Starting...",
+            TaskState::Building => "Building...",
+            TaskState::Running => "Running...",
+            TaskState::Stopping => "Stopping...",
+            TaskState::Restarting => "Restarting...",
+            _ => "Fetching...",
+        }
+        .to_owned()
+    }
+
     /// Seconds from start to finish (or to now, while running).
     pub fn runtime(&self) -> Option<f64> {
         let started = self.started_at?;

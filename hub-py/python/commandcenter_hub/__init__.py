@@ -1,5 +1,53 @@
-"""CommandCenter Hub for Python: the hub's engine, imported directly, no server needed."""
+"""CommandCenter Hub for Python: the hub's engine, imported directly — no server needed.
 
-from ._native import __version__, slugify
+>>> from commandcenter_hub import Hub
+>>> with Hub(data_dir="/tmp/hub") as hub:              # doctest: +SKIP
+...     project = hub.create_project("Alpha", "/srv/alpha")
+...     hub.start_project(project.id).wait(on_progress=print)
 
-__all__ = ["__version__", "slugify"]
+:mod:`commandcenter_hub.aio` has the same surface for asyncio.
+"""
+
+from . import aio
+from ._hub import Hub, ProjectKey, TaskHandle
+from ._native import (
+    AlreadyExistsError,
+    BackendUnavailableError,
+    ConflictError,
+    ForbiddenError,
+    HubError,
+    InvalidInputError,
+    NotFoundError,
+    PortConflictError,
+    RuntimeUnavailableError,
+    TaskFailedError,
+    __version__,
+    slugify,
+)
+from ._types import BusyPort, Ports, Project, ServiceStatus, StackStatus, Stats, TaskStatus
+
+__all__ = [
+    "AlreadyExistsError",
+    "BackendUnavailableError",
+    "BusyPort",
+    "ConflictError",
+    "ForbiddenError",
+    "Hub",
+    "HubError",
+    "InvalidInputError",
+    "NotFoundError",
+    "PortConflictError",
+    "Ports",
+    "Project",
+    "ProjectKey",
+    "RuntimeUnavailableError",
+    "ServiceStatus",
+    "StackStatus",
+    "Stats",
+    "TaskFailedError",
+    "TaskHandle",
+    "TaskStatus",
+    "__version__",
+    "aio",
+    "slugify",
+]

@@ -1,0 +1,60 @@
+"""Fixtures: a hub on a temporary folder, project folders with stack files, the `hub` binary."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import pathlib
+import uuid
+from typing import Iterator
+
+import pytest
+
+import commandcenter_hub as ch
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+FOUR_SERVICES = (REPO / "tests" / "fixtures" / "four-services.toml").read_text()
+STUCK = """
+[hub]
+health_timeout = "5m"
+[services.stuck]
+image = "hubtest/busybox:latest"
+command = ["/bin/sleep", "600"]
+healthcheck = { test = ["CMD", "/bin/false"], interval = "1s", retries = 1000 }
+"""
+
+# Each hub gets its own port range, so hubs of different tests never share host ports.
+_port_ranges = itertools.count(43000, 200)
+
+
+def port_bases() -> dict[str, int]:
+    base = next(_port_ranges)
+    return {"backend": base, "frontend": base + 1, "postgres": base + 2, "redis": base + 3}
+
+
+@pytest.fixture
+def tag() -> str:
+    return uuid.uuid4().hex[:6]
+
+
+@pytest.fixture
+def hub(tmp_path: pathlib.Path) -> Iterator[ch.Hub]:
+    with ch.Hub(data_dir=tmp_path / "state", port_bases=port_bases()) as hub:
+        yield hub
+
+
+def make_folder(root: pathlib.Path, name: str, stack: str | None = None) -> pathlib.Path:
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    if stack is not None:
+        (folder / "hub.toml").write_text(stack)
+    return folder
+
+
+@pytest.fixture
+def hub_binary() -> pathlib.Path:
+    target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
+    binary = pathlib.Path(os.environ.get("HUB_BIN", target / "debug" / "hub"))
+    if not binary.exists():
+        pytest.fail(f"the hub binary is not built at {binary} (run cargo build -p hub-http)")
+    return binary

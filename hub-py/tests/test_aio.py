@@ -1,0 +1,51 @@
+"""The asyncio surface."""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+
+import pytest
+
+import commandcenter_hub as ch
+from commandcenter_hub import aio
+from conftest import FOUR_SERVICES, make_folder, port_bases
+
+
+def test_the_async_hub_runs_a_stack(tmp_path: pathlib.Path, tag: str) -> None:
+    async def scenario() -> None:
+        async with aio.Hub(data_dir=tmp_path / "state", port_bases=port_bases()) as hub:
+            project = await hub.create_project(f"aio-{tag}", make_folder(tmp_path, "aio", FOUR_SERVICES))
+            assert (await hub.get_project(project.slug)) == project
+            assert len(await hub.list_projects()) == 1
+            with pytest.raises(ch.NotFoundError):
+                await hub.get_project(12345)
+
+            handle = await hub.start_project(project.id)
+            progress: list[int] = []
+            # Other coroutines run while the start is awaited.
+            ticker_ran = 0
+
+            async def ticker() -> None:
+                nonlocal ticker_ran
+                while True:
+                    ticker_ran += 1
+                    await asyncio.sleep(0.01)
+
+            tick = asyncio.create_task(ticker())
+            final = await handle.wait(timeout=120, on_progress=lambda s: progress.append(s.progress))
+            tick.cancel()
+            assert final.state == "SUCCESS"
+            assert progress == sorted(progress) and progress[-1] == 100
+            assert ticker_ran > 10
+
+            assert (await hub.get_project(project.id)).status == "running"
+            assert len((await hub.project_status(project.id)).services) == 4
+
+            stop = await hub.stop_project(project.id)
+            states = [s.state async for s in stop]
+            assert states[-1] == "SUCCESS"
+            assert (await hub.stats()).stopped == 1
+            await hub.delete_project(project.id, delete_data=True)
+
+    asyncio.run(scenario())

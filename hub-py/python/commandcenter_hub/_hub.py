@@ -16,9 +16,28 @@ ProjectKey = Union[int, str]
 ProgressCallback = Callable[[TaskStatus], None]
 
 
-def _config(**settings: Any) -> str:
-    clean = {k: (os.fspath(v) if isinstance(v, os.PathLike) else v) for k, v in settings.items()}
-    return json.dumps({k: v for k, v in clean.items() if v is not None})
+def _open(
+    data_dir: Optional[Union[str, "os.PathLike[str]"]],
+    database_url: Optional[str],
+    docker_host: Optional[str],
+    task_backend: Optional[str],
+    concurrency: int,
+    result_expires: Optional[float],
+    port_bases: Optional[Mapping[str, int]],
+    port_stride: Optional[int],
+) -> "_native.NativeHub":
+    """Opens the compiled hub; shared by the blocking and the asyncio surface."""
+    settings: Dict[str, Any] = {
+        "data_dir": os.fspath(data_dir) if data_dir is not None else None,
+        "database_url": database_url,
+        "docker_host": docker_host,
+        "task_backend": task_backend,
+        "concurrency": concurrency,
+        "result_expires": result_expires,
+        "port_bases": dict(port_bases) if port_bases is not None else None,
+        "port_stride": port_stride,
+    }
+    return _native.NativeHub(json.dumps({k: v for k, v in settings.items() if v is not None}))
 
 
 def _args(**args: Any) -> str:
@@ -120,17 +139,9 @@ class Hub:
         port_bases: Optional[Mapping[str, int]] = None,
         port_stride: Optional[int] = None,
     ) -> None:
-        self._native = _native.NativeHub(
-            _config(
-                data_dir=data_dir,
-                database_url=database_url,
-                docker_host=docker_host,
-                task_backend=task_backend,
-                concurrency=concurrency,
-                result_expires=result_expires,
-                port_bases=dict(port_bases) if port_bases is not None else None,
-                port_stride=port_stride,
-            )
+        self._native = _open(
+            data_dir, database_url, docker_host, task_backend, concurrency, result_expires,
+            port_bases, port_stride,
         )
         self._closed = False
 

@@ -14,8 +14,7 @@ import json
 import os
 from typing import Any, AsyncIterator, Dict, List, Mapping, Optional, Union
 
-from . import _native
-from ._hub import ProgressCallback, ProjectKey, _args, _config, _task_failed
+from ._hub import ProgressCallback, ProjectKey, _args, _open, _task_failed
 from ._types import BusyPort, Project, StackStatus, Stats, TaskStatus
 
 __all__ = ["Hub", "TaskHandle"]
@@ -86,17 +85,9 @@ class Hub:
         port_bases: Optional[Mapping[str, int]] = None,
         port_stride: Optional[int] = None,
     ) -> None:
-        self._native = _native.NativeHub(
-            _config(
-                data_dir=data_dir,
-                database_url=database_url,
-                docker_host=docker_host,
-                task_backend=task_backend,
-                concurrency=concurrency,
-                result_expires=result_expires,
-                port_bases=dict(port_bases) if port_bases is not None else None,
-                port_stride=port_stride,
-            )
+        self._native = _open(
+            data_dir, database_url, docker_host, task_backend, concurrency, result_expires,
+            port_bases, port_stride,
         )
         self._closed = False
 

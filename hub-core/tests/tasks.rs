@@ -833,3 +833,27 @@ async fn cancellation_reason_is_visible_to_handlers_that_poll() {
     assert_eq!(wait_done(&hub, id).await.state, TaskState::Revoked);
     assert!(saw.load(Ordering::SeqCst));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_of_a_finished_task_is_free_at_once() {
+    let dir = TempDir::new().unwrap();
+    let handlers = Handlers::new().register("noop", noop);
+    let hub = open(&dir, TaskConfig::default(), handlers).await;
+    let exclusive = || {
+        job("noop").options(JobOptions {
+            exclusive_key: Some("project:1".into()),
+            ..JobOptions::default()
+        })
+    };
+    let mut events = hub.subscribe(None);
+    let mut id = hub.submit(exclusive()).await.unwrap();
+    for round in 0..50 {
+        // As soon as the terminal event is out, the next operation must be accepted.
+        events_until_done(&mut events, id).await;
+        id = match hub.submit(exclusive()).await {
+            Ok(next) => next,
+            Err(err) => panic!("round {round}: {err}"),
+        };
+    }
+    events_until_done(&mut events, id).await;
+}

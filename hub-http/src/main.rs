@@ -26,6 +26,8 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Print the OpenAPI description of the HTTP API.
     Openapi,
+    /// Print an example stack file (`hub.toml`): the default CommandCenter stack.
+    StackTemplate,
 }
 
 #[derive(Debug, Args)]
@@ -84,6 +86,11 @@ async fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match Cli::parse().command {
+        Command::StackTemplate => {
+            use std::io::Write;
+            let _ = write!(std::io::stdout(), "{}", hub_core::stack::DEFAULT_STACK_TOML);
+            Ok(())
+        }
         Command::Serve(args) => serve(*args).await,
         Command::Openapi => hub_http::openapi::ApiDoc::openapi()
             .to_pretty_json()

@@ -73,6 +73,11 @@ def test_every_exception_class_from_real_failures(hub: ch.Hub, tmp_path: pathlib
     with pytest.raises(ch.ForbiddenError):
         hub.browse("/etc", roots=[str(tmp_path)])
 
+    with pytest.raises(ch.BackendUnavailableError) as unavailable:
+        # A read-only database that does not exist cannot be opened.
+        ch.Hub(database_url=f"sqlite://{tmp_path}/missing/hub.db?mode=ro")
+    assert unavailable.value.code == "backend_unavailable"
+
     # All of them are HubErrors.
     for cls in (ch.NotFoundError, ch.AlreadyExistsError, ch.InvalidInputError, ch.PortConflictError,
                 ch.ConflictError, ch.RuntimeUnavailableError, ch.BackendUnavailableError,

@@ -38,12 +38,19 @@ def test_start_and_stop_a_stack_with_progress(hub: ch.Hub, tmp_path: pathlib.Pat
 
     restart = hub.restart_service(project.id, "backend").wait(timeout=120)
     assert restart.state == "SUCCESS"
+    again = hub.restart_project(project.id).wait(timeout=120)
+    assert again.state == "SUCCESS" and hub.get_project(project.id).status == "running"
+    assert hub.reconcile() == []  # the registry already agrees with the engine
+    monitoring = hub.monitoring()
+    assert monitoring["backend"] == "in_process" and len(monitoring["workers"]) == 2
 
     stopped = hub.stop_project(project.id).wait(timeout=120)
     assert stopped.state == "SUCCESS"
     assert hub.get_project(project.id).status == "stopped"
     history = hub.tasks(project_id=project.id)
-    assert [t.kind for t in history][:3] == ["stop_project", "restart_service", "start_project"]
+    assert [t.kind for t in history][:4] == [
+        "stop_project", "restart_project", "restart_service", "start_project"
+    ]
     hub.delete_project(project.id, delete_data=True)
 
 

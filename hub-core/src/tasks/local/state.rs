@@ -132,8 +132,8 @@ impl Shared {
             seq: live.seq,
             exclusive_key: None,
         };
+        let _ = self.writer.send(WriteOp::Put(stored.clone()));
         self.publish(&mut live, &stored);
-        let _ = self.writer.send(WriteOp::Put(stored));
     }
 
     pub(super) fn apply(&self, id: TaskId, change: Change) -> Option<TaskRecord> {
@@ -199,10 +199,12 @@ impl Shared {
         let task = live.tasks.get_mut(&id)?;
         task.stored.seq = seq;
         let stored = task.stored.clone();
-        self.publish(live, &stored);
+        // The writer gets the change before anyone hears of it: a subscriber that reacts at once
+        // (say, queues the next operation on the project) must find it stored ahead of its own.
         if changed {
             let _ = self.writer.send(WriteOp::Put(stored.clone()));
         }
+        self.publish(live, &stored);
         Some(stored.record)
     }
 

@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-cache=${XDG_CACHE_HOME:-$HOME/.cache}/commandcenter-hub
+cache=${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/commandcenter-hub
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$cache/target}
 venv=${HUB_VENV:-$cache/venv}
 

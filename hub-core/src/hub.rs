@@ -15,7 +15,7 @@ use crate::runtime::{DockerRuntime, Runtime};
 use crate::stack::StackSpec;
 use crate::tasks::{
     BackendKind, BackendStats, EventSubscription, Handlers, JobOptions, JobRequest, LocalBackend,
-    TaskBackend, TaskId, TaskQuery, TaskRecord, TaskState,
+    TaskBackend, TaskId, TaskQuery, TaskRecord,
 };
 
 /// A running hub: registry, port allocator, task backend and container runtime.
@@ -175,20 +175,9 @@ impl Hub {
 
     /// Fails with `conflict` while a task for `project` is queued or running.
     async fn ensure_idle(&self, project: &Project) -> Result<()> {
-        let unfinished = self
-            .inner
-            .tasks
-            .list(&TaskQuery {
-                states: TaskState::ALL
-                    .into_iter()
-                    .filter(|s| !s.is_terminal())
-                    .collect(),
-                project_id: Some(project.id),
-                limit: 1,
-                ..TaskQuery::default()
-            })
-            .await?;
-        match unfinished.first() {
+        let unfinished =
+            orchestration::unfinished_task(self.inner.tasks.as_ref(), project.id).await?;
+        match unfinished {
             Some(task) => Err(HubError::Conflict {
                 message: format!(
                     "task {} ({}) is still {} for project '{}'; wait for it or revoke it",

@@ -607,6 +607,12 @@ async fn an_empty_stack_starts_and_stops_at_once() {
         fx.hub.project(p.id).await.unwrap().status,
         ProjectStatus::Running
     );
+    // Running with no container is right for a stack that defines none.
+    fx.hub.reconcile().await.unwrap();
+    assert_eq!(
+        fx.hub.project(p.id).await.unwrap().status,
+        ProjectStatus::Running
+    );
     assert_success(&fx.stop(&p).await);
     assert_eq!(
         fx.hub.project(p.id).await.unwrap().status,

@@ -371,10 +371,21 @@ impl Orchestrator {
                 continue;
             }
             let mine = by_project.remove(&project.id).unwrap_or_default();
+            // A stack that defines no services runs with no containers: nothing to judge.
+            let defines_services = StackSpec::load(&project.path)
+                .map(|stack| !stack.services.is_empty())
+                .unwrap_or(true);
+            if !defines_services && mine.is_empty() {
+                continue;
+            }
             let Some((to, health, reason)) = judge(&project, &mine) else {
                 continue;
             };
             if to == project.status && health == project.health {
+                continue;
+            }
+            // An operation may have started since the list above: it owns the status then.
+            if unfinished_task(tasks, project.id).await?.is_some() {
                 continue;
             }
             let error = (to == ProjectStatus::Error).then_some(reason.as_str());
@@ -392,6 +403,25 @@ impl Orchestrator {
         }
         Ok(changes)
     }
+}
+
+/// A queued or running task of `project_id`, if there is one.
+pub(crate) async fn unfinished_task(
+    tasks: &dyn TaskBackend,
+    project_id: i64,
+) -> Result<Option<crate::tasks::TaskRecord>> {
+    let mut unfinished = tasks
+        .list(&TaskQuery {
+            states: TaskState::ALL
+                .into_iter()
+                .filter(|s| !s.is_terminal())
+                .collect(),
+            project_id: Some(project_id),
+            limit: 1,
+            ..TaskQuery::default()
+        })
+        .await?;
+    Ok(unfinished.pop())
 }
 
 /// What a project's status should be given its containers, or `None` to leave it.

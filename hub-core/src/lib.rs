@@ -29,6 +29,7 @@ pub mod project;
 pub mod registry;
 pub mod runtime;
 pub mod stack;
+mod sync;
 pub mod tasks;
 
 pub use config::HubConfig;

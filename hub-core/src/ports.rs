@@ -160,6 +160,16 @@ impl PortRequest {
         }
     }
 
+    /// These requests, with `fallback`'s filling the roles left open.
+    pub fn or(self, fallback: PortRequest) -> PortRequest {
+        PortRequest {
+            backend: self.backend.or(fallback.backend),
+            frontend: self.frontend.or(fallback.frontend),
+            postgres: self.postgres.or(fallback.postgres),
+            redis: self.redis.or(fallback.redis),
+        }
+    }
+
     /// Whether no port was requested.
     pub fn is_empty(&self) -> bool {
         PortRole::ALL.iter().all(|role| self.get(*role).is_none())

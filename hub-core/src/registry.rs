@@ -14,8 +14,7 @@ use tokio::sync::Mutex;
 use crate::db::{Database, from_millis, now_millis};
 use crate::error::{Entity, HubError, Result};
 use crate::ports::{
-    BusyPort, PortAllocator, PortConfig, PortRequest, PortRole, PortSet, busy_host_ports,
-    port_from_db,
+    BusyPort, PortAllocator, PortConfig, PortRequest, PortSet, busy_host_ports, port_from_db,
 };
 use crate::project::{
     Health, NewProject, Project, ProjectKey, ProjectStats, ProjectStatus, ProjectUpdate,
@@ -146,12 +145,7 @@ impl Registry {
         let ports = if update.ports.is_empty() {
             current.ports
         } else {
-            let mut wanted = PortRequest::from(current.ports);
-            for role in PortRole::ALL {
-                if let Some(port) = update.ports.get(role) {
-                    set_request(&mut wanted, role, port);
-                }
-            }
+            let wanted = update.ports.or(PortRequest::from(current.ports));
             allocator.choose(&mut tx, wanted, Some(current.id)).await?
         };
 
@@ -265,15 +259,6 @@ impl Registry {
             return Err(HubError::not_found(Entity::Project, id));
         }
         self.get(id).await
-    }
-}
-
-fn set_request(request: &mut PortRequest, role: PortRole, port: u16) {
-    match role {
-        PortRole::Backend => request.backend = Some(port),
-        PortRole::Frontend => request.frontend = Some(port),
-        PortRole::Postgres => request.postgres = Some(port),
-        PortRole::Redis => request.redis = Some(port),
     }
 }
 

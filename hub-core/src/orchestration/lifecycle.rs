@@ -14,6 +14,7 @@ use crate::ports::is_port_free_on_host;
 use crate::project::{Health, Project, ProjectStatus};
 use crate::runtime::{ContainerInfo, ContainerSpec, HealthCheck, PublishedPort, labels};
 use crate::stack::{Mount, ServiceSpec, StackSpec, interpolate};
+use crate::sync::lock;
 use crate::tasks::{CancelReason, JobResult, TaskContext, TaskError, TaskState};
 
 /// Task error code of a start refused because a port is taken on the host.
@@ -136,8 +137,7 @@ impl Orchestrator {
             }
             Err(err) => {
                 if err.code != PORT_IN_USE && err.code != "invalid_input" {
-                    let created =
-                        std::mem::take(&mut *created.lock().unwrap_or_else(|p| p.into_inner()));
+                    let created = std::mem::take(&mut *lock(&created));
                     self.undo_start(project, created).await;
                 }
                 let (status, error) = match phase.ctx.cancel_reason() {
@@ -604,12 +604,6 @@ impl Orchestrator {
             (kind.to_owned(), value.to_owned()),
         ])
     }
-}
-
-fn lock(created: &Mutex<Created>) -> std::sync::MutexGuard<'_, Created> {
-    created
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn service_of(container: &ContainerInfo) -> &str {

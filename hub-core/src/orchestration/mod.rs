@@ -351,25 +351,8 @@ impl Orchestrator {
                 by_project.entry(id).or_default().push(container);
             }
         }
-        let busy: HashSet<i64> = tasks
-            .list(&TaskQuery {
-                states: TaskState::ALL
-                    .into_iter()
-                    .filter(|s| !s.is_terminal())
-                    .collect(),
-                limit: 10_000,
-                ..TaskQuery::default()
-            })
-            .await?
-            .into_iter()
-            .filter_map(|t| t.project_id)
-            .collect();
-
         let mut changes = Vec::new();
         for project in self.registry.list().await? {
-            if busy.contains(&project.id) {
-                continue;
-            }
             let mine = by_project.remove(&project.id).unwrap_or_default();
             // A stack that defines no services runs with no containers: nothing to judge.
             let defines_services = StackSpec::load(&project.path)
@@ -384,7 +367,8 @@ impl Orchestrator {
             if to == project.status && health == project.health {
                 continue;
             }
-            // An operation may have started since the list above: it owns the status then.
+            // A project with an operation queued or running is left to it: checked right before
+            // writing, so an operation that started meanwhile is seen.
             if unfinished_task(tasks, project.id).await?.is_some() {
                 continue;
             }

@@ -16,7 +16,7 @@ const ROUNDS: usize = 7;
 const STACK: &str = include_str!("../tests/fixtures/four-services.toml");
 
 async fn wait_done(hub: &Hub, id: TaskId) {
-    let mut events = hub.subscribe(None);
+    let mut events = hub.subscribe(None).await.expect("subscribe");
     if hub.task(id).await.expect("task").ready() {
         return;
     }

@@ -27,8 +27,44 @@ pub struct HubConfig {
     /// Docker engine address (`unix:///…`, `tcp://…`); `None` means `HUB_DOCKER_HOST`, else
     /// `DOCKER_HOST`, else the default socket.
     pub docker_host: Option<String>,
-    /// Reconcile project statuses with the engine right after opening (on by default).
+    /// Reconcile project statuses with the engine right after opening (on by default; never
+    /// in [`HubMode::Client`]).
     pub reconcile_on_open: bool,
+    /// What this process does with tasks: submit and run them, only submit, or only run.
+    pub mode: HubMode,
+}
+
+/// What a process that opens a hub does with tasks. Several processes may share one store, each
+/// in its own mode; see the README's process model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HubMode {
+    /// Submits tasks and runs them (the tasks it submits, and any queued by clients): `hub
+    /// serve`, and the Python `Hub` by default. Registers as a worker and recovers tasks whose
+    /// worker is gone.
+    #[default]
+    Embedded,
+    /// Submits tasks and reads them, never runs or recovers any: `hub serve --no-worker`, the
+    /// Python `Hub(run_tasks=False)` beside a running server.
+    Client,
+    /// Runs tasks that others queue, and serves nothing: `hub worker`.
+    Worker,
+}
+
+impl HubMode {
+    /// `embedded`, `client` or `worker`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HubMode::Embedded => "embedded",
+            HubMode::Client => "client",
+            HubMode::Worker => "worker",
+        }
+    }
+
+    /// Whether a process in this mode runs tasks.
+    pub fn runs_tasks(self) -> bool {
+        self != HubMode::Client
+    }
 }
 
 impl Default for HubConfig {
@@ -40,6 +76,7 @@ impl Default for HubConfig {
             tasks: TaskConfig::default(),
             docker_host: None,
             reconcile_on_open: true,
+            mode: HubMode::Embedded,
         }
     }
 }
@@ -68,6 +105,12 @@ impl HubConfig {
     /// Uses the task settings `tasks`.
     pub fn tasks(mut self, tasks: TaskConfig) -> Self {
         self.tasks = tasks;
+        self
+    }
+
+    /// Opens in `mode` (embedded, client or worker).
+    pub fn mode(mut self, mode: HubMode) -> Self {
+        self.mode = mode;
         self
     }
 

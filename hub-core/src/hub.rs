@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use futures_util::stream::BoxStream;
 
-use crate::config::HubConfig;
+use crate::config::{HubConfig, HubMode};
 use crate::db::Database;
 use crate::error::{Entity, HubError, Result};
 use crate::orchestration::{self, Orchestrator, ReconcileChange, StackStatus, jobs};
@@ -14,8 +14,8 @@ use crate::registry::Registry;
 use crate::runtime::{DockerRuntime, Runtime};
 use crate::stack::StackSpec;
 use crate::tasks::{
-    BackendKind, BackendStats, EventSubscription, Handlers, JobOptions, JobRequest, LocalBackend,
-    TaskBackend, TaskId, TaskQuery, TaskRecord,
+    BackendContext, BackendFactory, BackendStats, EventCursor, EventSubscription, Handlers,
+    JobOptions, JobRequest, TaskBackend, TaskId, TaskQuery, TaskRecord,
 };
 
 /// A running hub: registry, port allocator, task backend and container runtime.
@@ -43,40 +43,91 @@ impl std::fmt::Debug for Hub {
     }
 }
 
-impl Hub {
-    /// Opens the hub `config` describes, creating its data folder and database if needed.
-    pub async fn open(config: HubConfig) -> Result<Self> {
-        Hub::open_with(config, Handlers::new()).await
+/// Chooses how a [`Hub`] opens: its mode, job handlers, container runtime and task backend.
+///
+/// ```no_run
+/// # async fn demo() -> hub_core::Result<()> {
+/// use hub_core::{Hub, HubConfig, HubMode};
+///
+/// // Beside a running `hub serve` on the same folder: submit and read, never run tasks.
+/// let client = Hub::builder(HubConfig::with_data_dir("/tmp/hub"))
+///     .mode(HubMode::Client)
+///     .open()
+///     .await?;
+/// # Ok(()) }
+/// ```
+pub struct HubBuilder {
+    config: HubConfig,
+    handlers: Handlers,
+    runtime: Option<Arc<dyn Runtime>>,
+    backend: Option<Arc<dyn BackendFactory>>,
+}
+
+impl std::fmt::Debug for HubBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubBuilder")
+            .field("config", &self.config)
+            .field("handlers", &self.handlers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HubBuilder {
+    /// Embedded (submit and run), client (submit and read) or worker (run only).
+    pub fn mode(mut self, mode: HubMode) -> Self {
+        self.config.mode = mode;
+        self
     }
 
-    /// Opens the hub with extra job handlers (they win over built-in ones of the same kind).
+    /// Extra job handlers (they win over built-in ones of the same kind).
+    pub fn handlers(mut self, handlers: Handlers) -> Self {
+        self.handlers = handlers;
+        self
+    }
+
+    /// The container runtime (default: the Docker engine of the configuration).
+    pub fn runtime(mut self, runtime: Arc<dyn Runtime>) -> Self {
+        self.runtime = Some(runtime);
+        self
+    }
+
+    /// The task backend (default: the one the configuration names).
+    pub fn task_backend(mut self, factory: impl BackendFactory + 'static) -> Self {
+        self.backend = Some(Arc::new(factory));
+        self
+    }
+
+    /// Opens the hub, creating its data folder and database if needed.
     ///
     /// The container engine is not needed to open: the registry and tasks work without it, and
-    /// operations that need it fail with `runtime_unavailable` until it answers. Once open, the
-    /// hub reconciles the registry with the engine in the background.
-    pub async fn open_with(config: HubConfig, handlers: Handlers) -> Result<Self> {
-        let runtime = Arc::new(DockerRuntime::new(config.docker_host.as_deref()));
-        Hub::open_with_runtime(config, handlers, runtime).await
-    }
-
-    /// Opens the hub on a runtime of the caller's choice.
-    pub async fn open_with_runtime(
-        config: HubConfig,
-        handlers: Handlers,
-        runtime: Arc<dyn Runtime>,
-    ) -> Result<Self> {
+    /// operations that need it fail with `runtime_unavailable` until it answers. Once open, a
+    /// hub that runs tasks reconciles the registry with the engine in the background.
+    pub async fn open(self) -> Result<Hub> {
+        let HubBuilder {
+            config,
+            handlers,
+            runtime,
+            backend,
+        } = self;
+        let runtime =
+            runtime.unwrap_or_else(|| Arc::new(DockerRuntime::new(config.docker_host.as_deref())));
         let db = Database::open(&config.effective_database_url()).await?;
         let registry = Arc::new(Registry::open(db.clone(), config.ports.clone()).await?);
         let orchestrator = Arc::new(Orchestrator::new(registry.clone(), runtime).await?);
         let handlers = orchestrator.handlers().merge(handlers);
-        let tasks: Arc<dyn TaskBackend> = match &config.tasks.backend {
-            BackendKind::InProcess => {
-                Arc::new(LocalBackend::open(db, config.tasks.clone(), handlers).await?)
-            }
-        };
+        let factory = backend.unwrap_or_else(|| config.tasks.backend.factory());
+        let tasks = factory
+            .open(BackendContext {
+                db,
+                config: config.tasks.clone(),
+                handlers,
+                mode: config.mode,
+            })
+            .await?;
         tracing::info!(
             database = %registry.database().display_url(),
             tasks = tasks.name(),
+            mode = config.mode.as_str(),
             docker = %orchestrator.runtime().address(),
             "hub opened"
         );
@@ -88,7 +139,8 @@ impl Hub {
                 orchestrator,
             }),
         };
-        if !hub.inner.config.reconcile_on_open {
+        // A client leaves the registry to the processes that run the stacks.
+        if !hub.inner.config.reconcile_on_open || !hub.inner.config.mode.runs_tasks() {
             return Ok(hub);
         }
         let background = hub.clone();
@@ -105,6 +157,41 @@ impl Hub {
             }
         });
         Ok(hub)
+    }
+}
+
+impl Hub {
+    /// A builder for a hub opened with `config`.
+    pub fn builder(config: HubConfig) -> HubBuilder {
+        HubBuilder {
+            config,
+            handlers: Handlers::new(),
+            runtime: None,
+            backend: None,
+        }
+    }
+
+    /// Opens the hub `config` describes, creating its data folder and database if needed.
+    pub async fn open(config: HubConfig) -> Result<Self> {
+        Hub::builder(config).open().await
+    }
+
+    /// Opens the hub with extra job handlers (they win over built-in ones of the same kind).
+    pub async fn open_with(config: HubConfig, handlers: Handlers) -> Result<Self> {
+        Hub::builder(config).handlers(handlers).open().await
+    }
+
+    /// Opens the hub on a runtime of the caller's choice.
+    pub async fn open_with_runtime(
+        config: HubConfig,
+        handlers: Handlers,
+        runtime: Arc<dyn Runtime>,
+    ) -> Result<Self> {
+        Hub::builder(config)
+            .handlers(handlers)
+            .runtime(runtime)
+            .open()
+            .await
     }
 
     /// The configuration the hub was opened with.
@@ -244,7 +331,7 @@ impl Hub {
         let job = JobRequest::new(kind, orchestration::payload(project.id, service))
             .project(project.id)
             .options(JobOptions {
-                exclusive_key: Some(format!("project:{}", project.id)),
+                exclusive_key: Some(orchestration::exclusive_key(project.id)),
                 ..JobOptions::default()
             });
         self.submit(job).await
@@ -309,9 +396,12 @@ impl Hub {
             .ok_or_else(|| HubError::not_found(Entity::Task, id))
     }
 
-    /// Task records matching `query`, newest first.
+    /// Task records matching `query`, newest first (when the backend keeps a history).
     pub async fn tasks(&self, query: &TaskQuery) -> Result<Vec<TaskRecord>> {
-        self.inner.tasks.list(query).await
+        match self.inner.tasks.history() {
+            Some(history) => history.list(query).await,
+            None => Err(unsupported(self.inner.tasks.name(), "task history")),
+        }
     }
 
     /// Revokes a task (see [`TaskBackend::revoke`]).
@@ -319,14 +409,18 @@ impl Hub {
         self.inner.tasks.revoke(id, terminate).await
     }
 
-    /// Task events after sequence number `since` (still buffered), then live ones.
-    pub fn subscribe(&self, since: Option<u64>) -> EventSubscription {
-        self.inner.tasks.subscribe(since)
+    /// Every task event after `after` (`None`: from now on), then live ones — from every process
+    /// sharing the store.
+    pub async fn subscribe(&self, after: Option<EventCursor>) -> Result<EventSubscription> {
+        self.inner.tasks.subscribe(after).await
     }
 
     /// Workers, queues, task history and rates.
     pub async fn task_stats(&self) -> Result<BackendStats> {
-        self.inner.tasks.stats().await
+        match self.inner.tasks.monitor() {
+            Some(monitor) => monitor.stats().await,
+            None => Err(unsupported(self.inner.tasks.name(), "monitoring")),
+        }
     }
 
     /// Stops taking tasks, lets running ones finish within the configured grace period
@@ -341,5 +435,11 @@ impl Hub {
             tracing::warn!(error = %err, "task backend did not stop cleanly");
         }
         self.inner.registry.database().close().await;
+    }
+}
+
+fn unsupported(backend: &str, what: &str) -> HubError {
+    HubError::BackendUnavailable {
+        message: format!("the {backend} task backend does not offer {what}"),
     }
 }

@@ -32,9 +32,9 @@ pub mod stack;
 mod sync;
 pub mod tasks;
 
-pub use config::HubConfig;
+pub use config::{HubConfig, HubMode};
 pub use error::{Entity, ErrorCode, HubError, Result};
-pub use hub::Hub;
+pub use hub::{Hub, HubBuilder};
 pub use ports::{BusyPort, PortAllocator, PortConfig, PortRequest, PortRole, PortSet};
 pub use project::{
     Health, NewProject, Project, ProjectKey, ProjectStats, ProjectStatus, ProjectUpdate, slugify,

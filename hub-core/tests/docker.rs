@@ -308,7 +308,7 @@ async fn stop_keeps_volumes_so_data_survives_a_restart() {
 
     // Restart keeps the data too, and its progress only goes up.
     let restart = fx.hub.restart_project(p.id).await.unwrap();
-    let mut events = fx.hub.subscribe(None);
+    let mut events = fx.hub.subscribe(None).await.unwrap();
     let record = fx.wait(restart).await;
     assert_success(&record);
     let mut last = 0;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use hub_core::browse::FolderBrowser;
 use hub_core::tasks::{EventSubscription, TaskConfig, TaskId, TaskQuery, TaskRecord, TaskState};
 use hub_core::{
-    ErrorCode, Hub, HubConfig, HubError, NewProject, PortConfig, PortRequest, PortSet,
+    ErrorCode, Hub, HubConfig, HubError, HubMode, NewProject, PortConfig, PortRequest, PortSet,
     ProjectUpdate,
 };
 use pyo3::exceptions::PyException;
@@ -274,8 +274,13 @@ fn config_from(args: &Args) -> Result<HubConfig, HubError> {
     }
     config.tasks = TaskConfig {
         concurrency: args.opt("concurrency")?.unwrap_or(2),
+        worker_name: Some(args.opt("worker_name")?.unwrap_or_else(|| "python".into())),
         ..TaskConfig::default()
     };
+    // Beside a server on the same store, a client submits and reads; the server runs.
+    if !args.opt::<bool>("run_tasks")?.unwrap_or(true) {
+        config.mode = HubMode::Client;
+    }
     if let Some(secs) = args.opt::<f64>("result_expires")? {
         config.tasks.result_expires = Duration::try_from_secs_f64(secs)
             .map_err(|err| HubError::invalid("result_expires", err.to_string()))?;
@@ -339,15 +344,19 @@ impl NativeHub {
     }
 
     /// Follows one task's changes.
-    fn watch(&self, task_id: &str) -> PyResult<NativeWatch> {
+    fn watch(&self, py: Python<'_>, task_id: &str) -> PyResult<NativeWatch> {
         let id: TaskId = task_id
             .parse()
             .map_err(|_| to_py_err(HubError::not_found(hub_core::Entity::Task, task_id)))?;
+        let hub = self.hub.clone();
+        let subscription = py
+            .detach(|| runtime().block_on(async move { hub.subscribe(None).await }))
+            .map_err(to_py_err)?;
         Ok(NativeWatch {
             hub: self.hub.clone(),
             id,
             state: Arc::new(Mutex::new(WatchState {
-                subscription: self.hub.subscribe(None),
+                subscription,
                 first: true,
             })),
         })

@@ -24,7 +24,9 @@ use crate::project::{Health, Project, ProjectStatus};
 use crate::registry::Registry;
 use crate::runtime::{ContainerInfo, Runtime, labels};
 use crate::stack::StackSpec;
-use crate::tasks::{Handlers, TaskBackend, TaskContext, TaskError, TaskQuery, TaskState};
+use crate::tasks::{
+    Handlers, JobHandler, JobResult, TaskBackend, TaskContext, TaskError, TaskRecord,
+};
 
 /// Job kinds of the built-in project operations.
 pub mod jobs {
@@ -91,6 +93,40 @@ pub struct StackStatus {
     pub services: Vec<ServiceStatus>,
 }
 
+/// The exclusive key of operations on a project: one at a time.
+pub fn exclusive_key(project_id: i64) -> String {
+    format!("project:{project_id}")
+}
+
+/// A built-in project operation as a job handler.
+struct ProjectJob {
+    orchestrator: Arc<Orchestrator>,
+    kind: &'static str,
+}
+
+#[async_trait::async_trait]
+impl JobHandler for ProjectJob {
+    async fn run(&self, ctx: TaskContext, payload: Value) -> JobResult {
+        let this = &self.orchestrator;
+        let project_id = project_id(&payload)?;
+        match self.kind {
+            jobs::START_PROJECT => this.run_start(&ctx, project_id).await,
+            jobs::STOP_PROJECT => this.run_stop(&ctx, project_id).await,
+            jobs::RESTART_PROJECT => this.run_restart(&ctx, project_id).await,
+            _ => {
+                let service = payload["service"]
+                    .as_str()
+                    .ok_or_else(|| TaskError::new("invalid_input", "payload has no 'service'"))?;
+                this.run_restart_service(&ctx, project_id, service).await
+            }
+        }
+    }
+
+    async fn lost(&self, task: &TaskRecord) {
+        self.orchestrator.recover_lost(task).await;
+    }
+}
+
 /// What reconciling changed for one project.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -152,45 +188,75 @@ impl Orchestrator {
 
     /// The job handlers for the built-in project operations.
     pub fn handlers(self: &Arc<Self>) -> Handlers {
-        let start = self.clone();
-        let stop = self.clone();
-        let restart = self.clone();
-        let restart_service = self.clone();
-        Handlers::new()
-            .register(
-                jobs::START_PROJECT,
-                move |ctx: TaskContext, payload: Value| {
-                    let this = start.clone();
-                    async move { this.run_start(&ctx, project_id(&payload)?).await }
+        [
+            jobs::START_PROJECT,
+            jobs::STOP_PROJECT,
+            jobs::RESTART_PROJECT,
+            jobs::RESTART_SERVICE,
+        ]
+        .into_iter()
+        .fold(Handlers::new(), |handlers, kind| {
+            handlers.register(
+                kind,
+                ProjectJob {
+                    orchestrator: self.clone(),
+                    kind,
                 },
             )
-            .register(
-                jobs::STOP_PROJECT,
-                move |ctx: TaskContext, payload: Value| {
-                    let this = stop.clone();
-                    async move { this.run_stop(&ctx, project_id(&payload)?).await }
-                },
+        })
+    }
+
+    /// After the worker running an operation on a project was lost (and the task ended
+    /// `interrupted`): a project left `starting` or `stopping` is marked `error` with the
+    /// reason, then judged again from what the engine runs.
+    pub async fn recover_lost(&self, task: &TaskRecord) {
+        let Some(project_id) = task.project_id else {
+            return;
+        };
+        let Ok(project) = self.registry.get(project_id).await else {
+            return;
+        };
+        if !matches!(
+            project.status,
+            ProjectStatus::Starting | ProjectStatus::Stopping
+        ) {
+            return;
+        }
+        let message = format!(
+            "{} was interrupted: the worker running it stopped (task {})",
+            task.kind, task.id
+        );
+        if let Err(err) = self
+            .registry
+            .set_status(
+                project.id,
+                ProjectStatus::Error,
+                Health::Unknown,
+                Some(&message),
             )
-            .register(
-                jobs::RESTART_PROJECT,
-                move |ctx: TaskContext, payload: Value| {
-                    let this = restart.clone();
-                    async move { this.run_restart(&ctx, project_id(&payload)?).await }
-                },
-            )
-            .register(
-                jobs::RESTART_SERVICE,
-                move |ctx: TaskContext, payload: Value| {
-                    let this = restart_service.clone();
-                    async move {
-                        let service = payload["service"].as_str().ok_or_else(|| {
-                            TaskError::new("invalid_input", "payload has no 'service'")
-                        })?;
-                        this.run_restart_service(&ctx, project_id(&payload)?, service)
-                            .await
-                    }
-                },
-            )
+            .await
+        {
+            tracing::warn!(project = %project.slug, error = %err, "cannot record a lost operation");
+            return;
+        }
+        // What the engine runs may say better: containers all up, or none left.
+        let Ok(containers) = self.containers(project.id).await else {
+            return;
+        };
+        let mine: Vec<&ContainerInfo> = containers.iter().collect();
+        let starting = Project {
+            status: ProjectStatus::Starting,
+            ..project
+        };
+        if let Some((to, health, reason)) = judge(&starting, &mine)
+            && to != ProjectStatus::Error
+        {
+            tracing::info!(project = %starting.slug, %to, %reason, "project judged after a lost operation");
+            let _ = self
+                .registry
+                .set_status(starting.id, to, health, None)
+                .await;
+        }
     }
 
     /// The values `${…}` placeholders of this project's stack take.
@@ -389,23 +455,12 @@ impl Orchestrator {
     }
 }
 
-/// A queued or running task of `project_id`, if there is one.
+/// The queued or running operation on `project_id`, if there is one.
 pub(crate) async fn unfinished_task(
     tasks: &dyn TaskBackend,
     project_id: i64,
-) -> Result<Option<crate::tasks::TaskRecord>> {
-    let mut unfinished = tasks
-        .list(&TaskQuery {
-            states: TaskState::ALL
-                .into_iter()
-                .filter(|s| !s.is_terminal())
-                .collect(),
-            project_id: Some(project_id),
-            limit: 1,
-            ..TaskQuery::default()
-        })
-        .await?;
-    Ok(unfinished.pop())
+) -> Result<Option<TaskRecord>> {
+    tasks.holder(&exclusive_key(project_id)).await
 }
 
 /// What a project's status should be given its containers, or `None` to leave it.

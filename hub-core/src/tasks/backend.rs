@@ -2,49 +2,105 @@
 //! every backend hands out.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
-use super::model::{BackendStats, JobRequest, TaskEvent, TaskId, TaskQuery, TaskRecord};
+use super::config::TaskConfig;
+use super::handler::Handlers;
+use super::model::{
+    BackendStats, EventCursor, JobRequest, TaskEvent, TaskId, TaskQuery, TaskRecord,
+};
+use crate::config::HubMode;
+use crate::db::Database;
 use crate::error::Result;
 
-/// Where tasks are queued, run, recorded and watched. The in-process backend is the default; a
-/// Redis backend serves workers on many hosts behind the same trait.
+/// Where tasks are queued, run, recorded and watched: the core every backend implements. The
+/// in-process backend is the default; a Redis backend serves workers on many hosts behind the
+/// same trait. What only some backends can do (history queries, monitoring) lives in the
+/// capability traits [`TaskHistory`] and [`TaskMonitor`].
+///
+/// Every backend gives the same answer from every process that shares its store: a task's
+/// record, its exclusive key and its events are the store's, never one process's memory.
 #[async_trait]
 pub trait TaskBackend: Send + Sync + 'static {
     /// A short name for monitoring (`in_process`, `redis`).
     fn name(&self) -> &'static str;
 
-    /// Queues a job and returns its id as soon as the job is durably recorded.
+    /// Queues a job and returns its id. With an exclusive key, answers once the store has
+    /// decided the key was free (`conflict` otherwise).
     async fn enqueue(&self, job: JobRequest) -> Result<TaskId>;
 
     /// The task's record; `None` for an id the backend never saw (or whose record expired).
     async fn get(&self, id: TaskId) -> Result<Option<TaskRecord>>;
 
-    /// Records matching `query`, newest first.
-    async fn list(&self, query: &TaskQuery) -> Result<Vec<TaskRecord>>;
-
     /// Revokes a task: a pending one never runs; a running one is cancelled when `terminate` is
-    /// set (and otherwise left to finish, as Celery does). A finished task is left as it is.
-    /// Returns the record after the call.
+    /// set (and otherwise left to finish, as Celery does), whichever process runs it. A finished
+    /// task is left as it is. Returns the record after the call.
     async fn revoke(&self, id: TaskId, terminate: bool) -> Result<TaskRecord>;
 
-    /// Events after sequence number `since` (those still buffered), then live ones.
-    fn subscribe(&self, since: Option<u64>) -> EventSubscription;
+    /// Every event after `after` (from the store when needed), then live ones, from every
+    /// process sharing the store. `None` starts with the next event.
+    async fn subscribe(&self, after: Option<EventCursor>) -> Result<EventSubscription>;
 
+    /// The unfinished task holding exclusive key `key`, if any.
+    async fn holder(&self, key: &str) -> Result<Option<TaskRecord>>;
+
+    /// Stops taking work, lets running tasks finish within `grace`, then interrupts the rest;
+    /// tasks it had reserved but not started go back to the queue.
+    async fn shutdown(&self, grace: Duration) -> Result<()>;
+
+    /// Task history queries, when the backend keeps a history.
+    fn history(&self) -> Option<&dyn TaskHistory> {
+        None
+    }
+
+    /// Workers, queues and rates, when the backend can tell them.
+    fn monitor(&self) -> Option<&dyn TaskMonitor> {
+        None
+    }
+}
+
+/// A backend that can list its tasks.
+#[async_trait]
+pub trait TaskHistory: Send + Sync {
+    /// Records matching `query`, newest first.
+    async fn list(&self, query: &TaskQuery) -> Result<Vec<TaskRecord>>;
+}
+
+/// A backend that can describe its workers, queues and rates.
+#[async_trait]
+pub trait TaskMonitor: Send + Sync {
     /// Workers, queues, history and rates.
     async fn stats(&self) -> Result<BackendStats>;
+}
 
-    /// Stops taking work, lets running tasks finish within `grace`, then interrupts the rest.
-    async fn shutdown(&self, grace: Duration) -> Result<()>;
+/// What a backend is opened with.
+#[derive(Debug, Clone)]
+pub struct BackendContext {
+    /// The hub's database (registry and, for the in-process backend, the task store).
+    pub db: Database,
+    /// Task settings.
+    pub config: TaskConfig,
+    /// Handlers by job kind.
+    pub handlers: Handlers,
+    /// Whether this process runs tasks, only submits them, or only runs them.
+    pub mode: HubMode,
+}
+
+/// Opens a [`TaskBackend`]: how a hub is given its backend (see `Hub::builder`).
+#[async_trait]
+pub trait BackendFactory: Send + Sync {
+    /// Opens the backend.
+    async fn open(&self, context: BackendContext) -> Result<Arc<dyn TaskBackend>>;
 }
 
 /// A subscriber's view of the event stream: buffered events first, then live ones.
 ///
-/// Sequence numbers increase by one per event; when a subscriber falls too far behind, older
-/// events are dropped and [`EventSubscription::missed`] counts them.
+/// Sequence numbers increase by one per event across the whole store; when a subscriber falls
+/// too far behind, older events are dropped and [`EventSubscription::missed`] counts them.
 #[derive(Debug)]
 pub struct EventSubscription {
     backlog: VecDeque<TaskEvent>,
@@ -110,9 +166,14 @@ impl EventSubscription {
         }
     }
 
-    /// Skips live events up to and including `seq` (the subscriber has seen them).
-    pub fn skip_through(&mut self, seq: u64) {
-        self.last_seq = self.last_seq.max(seq);
+    /// Skips events up to and including `cursor` (the subscriber has seen them).
+    pub fn skip_through(&mut self, cursor: EventCursor) {
+        self.last_seq = self.last_seq.max(cursor.seq());
+    }
+
+    /// Where the subscriber is: the cursor of the last event it received.
+    pub fn cursor(&self) -> EventCursor {
+        EventCursor::after(self.last_seq)
     }
 
     /// How many events were dropped because this subscriber fell behind.

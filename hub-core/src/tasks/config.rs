@@ -17,6 +17,15 @@ pub enum BackendKind {
     InProcess,
 }
 
+impl BackendKind {
+    /// What opens a backend of this kind.
+    pub fn factory(&self) -> std::sync::Arc<dyn super::BackendFactory> {
+        match self {
+            BackendKind::InProcess => std::sync::Arc::new(super::local::LocalBackendFactory),
+        }
+    }
+}
+
 /// How tasks are queued, run and kept.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -41,8 +50,27 @@ pub struct TaskConfig {
     /// How long shutdown waits for running tasks before interrupting them.
     #[serde(with = "duration_secs")]
     pub shutdown_grace: Duration,
-    /// Recent events kept for subscribers that resume (`Last-Event-ID`).
+    /// Recent events kept in memory for subscribers that resume (`Last-Event-ID`); older
+    /// ones are read back from the store.
     pub event_buffer: usize,
+    /// How long a worker holds a task without renewing it (default 30 s). A worker that stops
+    /// heartbeating (killed, paused, cut off) loses its tasks this long after its last renewal.
+    #[serde(with = "duration_secs")]
+    pub lease: Duration,
+    /// How often a worker renews its leases and looks for expired ones (default 10 s).
+    #[serde(with = "duration_secs")]
+    pub heartbeat: Duration,
+    /// How often a process looks in the store for other processes' events and queued tasks
+    /// (default 50 ms).
+    #[serde(with = "duration_secs")]
+    pub poll_interval: Duration,
+    /// Runs a task of a kind safe to retry gets when its worker is lost (default 3).
+    pub max_attempts: u32,
+    /// Queues this process takes tasks from; empty: every queue.
+    pub queues: Vec<String>,
+    /// The name this process registers as a worker under (default: the mode, `embedded` or
+    /// `worker`).
+    pub worker_name: Option<String>,
 }
 
 impl Default for TaskConfig {
@@ -57,6 +85,12 @@ impl Default for TaskConfig {
             revoke_grace: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
             event_buffer: 4096,
+            lease: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(10),
+            poll_interval: Duration::from_millis(50),
+            max_attempts: 3,
+            queues: Vec::new(),
+            worker_name: None,
         }
     }
 }
@@ -81,6 +115,30 @@ impl TaskConfig {
                 "tasks.sweep_interval",
                 "must be above zero",
             ));
+        }
+        if self.heartbeat.is_zero() || self.lease <= self.heartbeat {
+            return Err(HubError::invalid(
+                "tasks.lease",
+                format!(
+                    "the lease ({:?}) must be longer than the heartbeat ({:?}), or every lease lapses between two renewals",
+                    self.lease, self.heartbeat
+                ),
+            ));
+        }
+        if self.max_attempts == 0 {
+            return Err(HubError::invalid(
+                "tasks.max_attempts",
+                "must be at least 1",
+            ));
+        }
+        if self.poll_interval.is_zero() {
+            return Err(HubError::invalid(
+                "tasks.poll_interval",
+                "must be above zero",
+            ));
+        }
+        if self.queues.iter().any(|q| q.trim().is_empty()) {
+            return Err(HubError::invalid("tasks.queues", "a queue name is empty"));
         }
         Ok(())
     }

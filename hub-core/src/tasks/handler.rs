@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
-use super::model::{CancelReason, TaskError, TaskId, TaskState};
+use super::model::{CancelReason, TaskError, TaskId, TaskRecord, TaskState};
 use crate::error::{HubError, Result};
 
 /// What a handler returns: a JSON result, or why it failed.
@@ -20,6 +20,38 @@ pub trait JobHandler: Send + Sync + 'static {
     /// Runs the job. Report progress through `ctx`; watch `ctx.cancelled()` to stop early and
     /// clean up (a handler that ignores cancellation is aborted after a grace period).
     async fn run(&self, ctx: TaskContext, payload: serde_json::Value) -> JobResult;
+
+    /// Whether a task of this kind may run again when its worker is lost mid-run (its lease
+    /// expired). `false` by default: the task ends `FAILURE` / `interrupted` instead, and
+    /// [`JobHandler::lost`] is called. Wrap a handler in [`Retryable`] to say yes.
+    fn retry_when_lost(&self) -> bool {
+        false
+    }
+
+    /// Called, in the process that found it, after a task of this kind was ended `FAILURE` /
+    /// `interrupted` because its worker was lost: a chance to put right what the lost run left
+    /// half done. Nothing by default.
+    async fn lost(&self, _task: &TaskRecord) {}
+}
+
+/// A handler whose tasks run again when their worker is lost mid-run (at most the backend's
+/// attempt limit), for jobs that are safe to repeat.
+#[derive(Debug, Clone)]
+pub struct Retryable<H>(pub H);
+
+#[async_trait]
+impl<H: JobHandler> JobHandler for Retryable<H> {
+    async fn run(&self, ctx: TaskContext, payload: serde_json::Value) -> JobResult {
+        self.0.run(ctx, payload).await
+    }
+
+    fn retry_when_lost(&self) -> bool {
+        true
+    }
+
+    async fn lost(&self, task: &TaskRecord) {
+        self.0.lost(task).await;
+    }
 }
 
 #[async_trait]
@@ -73,6 +105,18 @@ impl Handlers {
     /// Whether a handler is registered for `kind`.
     pub fn contains(&self, kind: &str) -> bool {
         self.by_kind.contains_key(kind)
+    }
+
+    /// The kinds whose tasks may run again when their worker is lost.
+    pub fn retryable_kinds(&self) -> Vec<String> {
+        let mut kinds: Vec<String> = self
+            .by_kind
+            .iter()
+            .filter(|(_, handler)| handler.retry_when_lost())
+            .map(|(kind, _)| kind.clone())
+            .collect();
+        kinds.sort();
+        kinds
     }
 }
 

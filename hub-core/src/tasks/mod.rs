@@ -3,7 +3,8 @@
 //! - [`model`] — states, records, events, queries;
 //! - [`backend`] — the [`TaskBackend`] trait the hub depends on;
 //! - [`handler`] — [`JobHandler`]s per job kind and the [`TaskContext`] they report through;
-//! - [`local`] — the in-process backend (the default);
+//! - [`local`] — the in-process backend (the default): tokio workers, the hub's database as the
+//!   one store every process shares;
 //! - [`config`] — [`TaskConfig`].
 
 pub mod backend;
@@ -13,11 +14,13 @@ pub mod local;
 pub mod model;
 mod store;
 
-pub use backend::{EventSubscription, TaskBackend};
+pub use backend::{
+    BackendContext, BackendFactory, EventSubscription, TaskBackend, TaskHistory, TaskMonitor,
+};
 pub use config::{BackendKind, TaskConfig};
-pub use handler::{Handlers, JobHandler, JobResult, ProgressSink, TaskContext};
-pub use local::LocalBackend;
+pub use handler::{Handlers, JobHandler, JobResult, ProgressSink, Retryable, TaskContext};
+pub use local::{LocalBackend, LocalBackendFactory};
 pub use model::{
-    BackendStats, CancelReason, JobOptions, JobRequest, KindCounts, QueueInfo, TaskError,
-    TaskEvent, TaskId, TaskQuery, TaskRecord, TaskState, TimeLimits, WorkerInfo, codes,
+    BackendStats, CancelReason, EventCursor, JobOptions, JobRequest, KindCounts, QueueInfo,
+    TaskError, TaskEvent, TaskId, TaskQuery, TaskRecord, TaskState, TimeLimits, WorkerInfo, codes,
 };

@@ -186,6 +186,10 @@ pub mod codes {
     pub const SOFT_TIME_LIMIT: &str = "soft_time_limit";
     /// The handler panicked.
     pub const PANIC: &str = "panic";
+    /// The task was revoked.
+    pub const REVOKED: &str = "revoked";
+    /// A task safe to retry lost its worker on every attempt allowed.
+    pub const WORKER_LOST: &str = "worker_lost";
 }
 
 /// Everything known about one task.
@@ -357,10 +361,54 @@ impl JobRequest {
 /// A change of a task, as published on the event stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskEvent {
-    /// Strictly increasing per backend; a gap means the subscriber missed events.
+    /// Position in the store's one event log: strictly increasing across every process that
+    /// shares the store; consecutive numbers mean nothing was missed.
     pub seq: u64,
     /// The task as it is after the change.
     pub task: TaskRecord,
+}
+
+impl TaskEvent {
+    /// The cursor to resume after this event.
+    pub fn cursor(&self) -> EventCursor {
+        EventCursor(self.seq)
+    }
+}
+
+/// Where a subscriber is in the event log, to resume from (an SSE `Last-Event-ID`). Opaque:
+/// its text form is what a client sends back; only the backend that made it reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct EventCursor(pub(crate) u64);
+
+impl EventCursor {
+    /// The cursor before event `seq` was published (resuming from it yields `seq` onward).
+    pub fn after(seq: u64) -> Self {
+        EventCursor(seq)
+    }
+
+    /// The sequence number of the last event seen.
+    pub fn seq(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for EventCursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl FromStr for EventCursor {
+    type Err = HubError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        s.trim().parse().map(EventCursor).map_err(|_| {
+            HubError::invalid(
+                "Last-Event-ID",
+                format!("'{s}' is not an event id this hub gave out"),
+            )
+        })
+    }
 }
 
 /// Filters for listing tasks; every field narrows the result.
@@ -407,17 +455,38 @@ pub enum CancelReason {
     SoftTimeLimit,
     /// The hub is shutting down.
     Shutdown,
+    /// This worker no longer holds the task (its lease expired and another process took it
+    /// over): whatever the run does from now on is discarded.
+    LeaseLost,
 }
 
-/// One worker, as monitoring shows it.
+/// One worker process, as monitoring shows it: a process that runs tasks (`hub serve`, `hub
+/// worker`, an embedded hub) with `concurrency` slots.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WorkerInfo {
-    /// Worker name (`worker-1@host`).
+    /// Unique id: `name@host:pid/instance`; what task records name as their `worker`.
+    pub id: String,
+    /// The name it was given (`serve`, `worker`, …).
     pub name: String,
-    /// The task it runs now.
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = Uuid))]
-    pub current_task: Option<TaskId>,
+    /// Host name.
+    pub host: String,
+    /// Process id.
+    pub pid: u32,
+    /// `embedded` (submits and runs) or `worker` (runs only).
+    pub mode: String,
+    /// Tasks it runs at once.
+    pub concurrency: u32,
+    /// Queues it takes tasks from (empty: every queue).
+    pub queues: Vec<String>,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// Its last heartbeat.
+    pub last_heartbeat: DateTime<Utc>,
+    /// `true` while its lease is current (it heartbeats); `false` once stopped or gone.
+    pub online: bool,
+    /// Tasks it holds now (running or reserved).
+    pub active: u64,
     /// Tasks it finished since it started.
     pub processed: u64,
 }

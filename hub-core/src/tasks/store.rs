@@ -1,58 +1,77 @@
-//! SQL persistence of task records and history counters (portable SQL, see [`crate::db`]).
+//! SQL persistence of the task store every process shares: records with their owner and lease,
+//! the event log, workers, revoke requests and history counters (portable SQL, see
+//! [`crate::db`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use super::model::{KindCounts, TaskError, TaskId, TaskQuery, TaskRecord, TaskState, TimeLimits};
+use super::model::{
+    KindCounts, TaskError, TaskId, TaskQuery, TaskRecord, TaskState, TimeLimits, WorkerInfo, codes,
+};
 use crate::db::{Database, from_millis, now_millis};
 use crate::error::{HubError, Result};
 
 const COLUMNS: &str = "id, kind, queue, project_id, payload, state, progress, status, result, \
      error_code, error_message, attempt, worker, soft_limit_ms, hard_limit_ms, queued_at, \
-     started_at, finished_at, seq, exclusive_key";
-const COLUMN_COUNT: usize = 20;
-/// Rows per multi-row upsert; keeps statements well under every engine's parameter limit.
+     started_at, finished_at, queue_order, exclusive_key, owner, lease_until";
+const COLUMN_COUNT: usize = 22;
+/// Rows per multi-row statement; keeps statements well under every engine's parameter limit.
 const ROWS_PER_STATEMENT: usize = 64;
+/// States in which a task is held by a worker.
+const ACTIVE: &str = "('STARTED', 'BUILDING', 'RUNNING', 'STOPPING', 'RESTARTING', 'FETCHING')";
+/// States that end a task.
+const TERMINAL: &str = "('SUCCESS', 'FAILURE', 'REVOKED')";
 
-/// A record as the writer stores it.
+/// A record as the store keeps it: the public record plus who holds it.
 #[derive(Debug, Clone)]
 pub(crate) struct StoredTask {
     pub(crate) record: TaskRecord,
-    pub(crate) seq: u64,
+    /// Held while the task is unfinished; released by its terminal write.
     pub(crate) exclusive_key: Option<String>,
+    /// The worker holding the task (reserved while pending, running after); `None`: free to
+    /// claim. Every change a worker writes is fenced on it and on the attempt.
+    pub(crate) owner: Option<String>,
+    /// Until when (Unix ms) the owner's lease runs.
+    pub(crate) lease_until: Option<i64>,
+    /// FIFO tie-break among tasks queued in the same millisecond.
+    pub(crate) queue_order: i64,
 }
 
-/// Inserts or updates `tasks` (at most one entry per id).
-pub(crate) async fn upsert(conn: &mut AnyConnection, tasks: &[&StoredTask]) -> Result<()> {
+/// Writes changes made by the worker that holds each task; returns the ids whose change was
+/// stored. A change is discarded when the stored task is no longer that worker's current
+/// attempt (its lease expired and the task was taken over, ended or revoked meanwhile): fencing.
+pub(crate) async fn update_fenced(
+    conn: &mut AnyConnection,
+    tasks: &[&StoredTask],
+) -> Result<HashSet<TaskId>> {
+    let mut applied = HashSet::with_capacity(tasks.len());
     for chunk in tasks.chunks(ROWS_PER_STATEMENT) {
-        let mut sql = format!("INSERT INTO tasks ({COLUMNS}) VALUES ");
-        for row in 0..chunk.len() {
-            sql.push_str(if row == 0 { "(" } else { ", (" });
-            for col in 0..COLUMN_COUNT {
-                let sep = if col == 0 { "" } else { ", " };
-                let _ = write!(sql, "{sep}${}", row * COLUMN_COUNT + col + 1);
-            }
-            sql.push(')');
-        }
-        sql.push_str(
-            " ON CONFLICT (id) DO UPDATE SET state = excluded.state, progress = excluded.progress, \
-             status = excluded.status, result = excluded.result, error_code = excluded.error_code, \
-             error_message = excluded.error_message, attempt = excluded.attempt, \
-             worker = excluded.worker, started_at = excluded.started_at, \
-             finished_at = excluded.finished_at, seq = excluded.seq, \
-             exclusive_key = excluded.exclusive_key",
+        // An upsert whose insert never happens (the rows exist): one statement for many rows,
+        // with the fence in the update's WHERE.
+        let sql = format!(
+            "INSERT INTO tasks ({COLUMNS}) VALUES {} ON CONFLICT (id) DO UPDATE SET \
+             state = excluded.state, progress = excluded.progress, status = excluded.status, \
+             result = excluded.result, error_code = excluded.error_code, \
+             error_message = excluded.error_message, worker = excluded.worker, \
+             started_at = excluded.started_at, finished_at = excluded.finished_at, \
+             exclusive_key = excluded.exclusive_key \
+             WHERE tasks.owner IS excluded.owner AND tasks.attempt = excluded.attempt \
+             AND tasks.state NOT IN {TERMINAL} RETURNING id",
+            row_placeholders(chunk.len())
         );
         let mut query = sqlx::query(&sql);
         for task in chunk {
             query = bind_task(query, task);
         }
-        query.execute(&mut *conn).await?;
+        for row in query.fetch_all(&mut *conn).await? {
+            applied.insert(parse_id(&row.try_get::<String, _>(0)?)?);
+        }
     }
-    Ok(())
+    Ok(applied)
 }
 
 /// Inserts `task` unless an unfinished task holds its exclusive key; returns whether it did.
@@ -64,13 +83,26 @@ pub(crate) async fn insert_if_key_free(
     let values: Vec<String> = (1..=COLUMN_COUNT).map(|i| format!("${i}")).collect();
     let sql = format!(
         "INSERT INTO tasks ({COLUMNS}) SELECT {} WHERE NOT EXISTS \
-         (SELECT 1 FROM tasks WHERE exclusive_key = ${COLUMN_COUNT})",
+         (SELECT 1 FROM tasks WHERE exclusive_key = $20)",
         values.join(", ")
     );
     let done = bind_task(sqlx::query(&sql), task)
         .execute(&mut *conn)
         .await?;
     Ok(done.rows_affected() == 1)
+}
+
+fn row_placeholders(rows: usize) -> String {
+    let mut sql = String::new();
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for col in 0..COLUMN_COUNT {
+            let sep = if col == 0 { "" } else { ", " };
+            let _ = write!(sql, "{sep}${}", row * COLUMN_COUNT + col + 1);
+        }
+        sql.push(')');
+    }
+    sql
 }
 
 /// Binds the columns of `task` in [`COLUMNS`] order.
@@ -98,21 +130,339 @@ fn bind_task<'q>(
         .bind(r.queued_at.timestamp_millis())
         .bind(r.started_at.map(|t| t.timestamp_millis()))
         .bind(r.finished_at.map(|t| t.timestamp_millis()))
-        .bind(i64::try_from(task.seq).unwrap_or(i64::MAX))
+        .bind(task.queue_order)
         .bind(task.exclusive_key.clone())
+        .bind(task.owner.clone())
+        .bind(task.lease_until)
 }
 
 /// The unfinished task holding `key`, if any.
 pub(crate) async fn exclusive_holder(
     conn: &mut AnyConnection,
     key: &str,
-) -> Result<Option<String>> {
-    Ok(
-        sqlx::query_scalar("SELECT id FROM tasks WHERE exclusive_key = $1")
-            .bind(key)
-            .fetch_optional(&mut *conn)
-            .await?,
+) -> Result<Option<TaskRecord>> {
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM tasks WHERE exclusive_key = $1"
+    ))
+    .bind(key)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|row| stored_from_row(&row).map(|t| t.record))
+        .transpose()
+}
+
+/// Claims up to `max` unowned queued tasks (of `queues`, or any queue when empty) for `owner`,
+/// oldest first.
+pub(crate) async fn claim(
+    conn: &mut AnyConnection,
+    owner: &str,
+    lease_until: i64,
+    queues: &[String],
+    max: usize,
+) -> Result<Vec<StoredTask>> {
+    let queue_filter = if queues.is_empty() {
+        String::new()
+    } else {
+        let list: Vec<String> = (0..queues.len()).map(|i| format!("${}", i + 4)).collect();
+        format!(" AND queue IN ({})", list.join(", "))
+    };
+    let sql = format!(
+        "UPDATE tasks SET owner = $1, lease_until = $2 WHERE id IN (SELECT id FROM tasks \
+         WHERE state = 'PENDING' AND owner IS NULL{queue_filter} \
+         ORDER BY queued_at, queue_order LIMIT $3) RETURNING {COLUMNS}"
+    );
+    let mut query = sqlx::query(&sql)
+        .bind(owner)
+        .bind(lease_until)
+        .bind(i64::try_from(max).unwrap_or(i64::MAX));
+    for queue in queues {
+        query = query.bind(queue.clone());
+    }
+    let mut claimed = query
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(stored_from_row)
+        .collect::<Result<Vec<_>>>()?;
+    // RETURNING comes in no particular order.
+    claimed.sort_by_key(|t| (t.record.queued_at, t.queue_order));
+    Ok(claimed)
+}
+
+/// Whether any queued task (of `queues`, or any queue when empty) waits for a worker: a read, so
+/// idle workers can look often without taking the write lock.
+pub(crate) async fn has_claimable(db: &Database, queues: &[String]) -> Result<bool> {
+    let mut sql = String::from("SELECT id FROM tasks WHERE state = 'PENDING' AND owner IS NULL");
+    if !queues.is_empty() {
+        let list: Vec<String> = (1..=queues.len()).map(|i| format!("${i}")).collect();
+        let _ = write!(sql, " AND queue IN ({})", list.join(", "));
+    }
+    sql.push_str(" LIMIT 1");
+    let mut query = sqlx::query_scalar::<_, String>(&sql);
+    for queue in queues {
+        query = query.bind(queue.clone());
+    }
+    Ok(query.fetch_optional(db.pool()).await?.is_some())
+}
+
+/// Renews the lease of every unfinished task `owner` holds.
+pub(crate) async fn renew_leases(
+    conn: &mut AnyConnection,
+    owner: &str,
+    lease_until: i64,
+) -> Result<u64> {
+    let done = sqlx::query(&format!(
+        "UPDATE tasks SET lease_until = $2 WHERE owner = $1 AND state NOT IN {TERMINAL}"
+    ))
+    .bind(owner)
+    .bind(lease_until)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Puts the queued tasks `owner` reserved but never started back in the queue.
+pub(crate) async fn release_reserved(conn: &mut AnyConnection, owner: &str) -> Result<u64> {
+    let done = sqlx::query(
+        "UPDATE tasks SET owner = NULL, lease_until = NULL WHERE owner = $1 AND state = 'PENDING'",
     )
+    .bind(owner)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// What recovery did with the tasks of workers whose lease expired.
+#[derive(Debug, Default)]
+pub(crate) struct Reclaimed {
+    /// Queued tasks a lost worker had reserved, back in the queue.
+    pub(crate) released: u64,
+    /// Running tasks queued again for another attempt (kinds safe to retry).
+    pub(crate) retried: Vec<TaskRecord>,
+    /// Running tasks ended `FAILURE` (`interrupted`, or `worker_lost` past the attempt limit).
+    pub(crate) failed: Vec<TaskRecord>,
+}
+
+/// Recovery: takes back the tasks whose owner's lease expired before `now` (their worker is
+/// gone). Tasks of a live owner are never touched.
+pub(crate) async fn reclaim_expired(
+    conn: &mut AnyConnection,
+    now: i64,
+    retryable: &HashSet<String>,
+    max_attempts: u32,
+) -> Result<Reclaimed> {
+    let released = sqlx::query(
+        "UPDATE tasks SET owner = NULL, lease_until = NULL WHERE state = 'PENDING' \
+         AND owner IS NOT NULL AND (lease_until IS NULL OR lease_until < $1)",
+    )
+    .bind(now)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    let mut reclaimed = Reclaimed {
+        released,
+        ..Reclaimed::default()
+    };
+    // A running task without an owner was left by a hub from before leases: its process is
+    // gone too.
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM tasks WHERE state IN {ACTIVE} \
+         AND (owner IS NULL OR lease_until IS NULL OR lease_until < $1) ORDER BY queued_at"
+    ))
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await?;
+    let finished_at = from_millis(now)?;
+    for row in &rows {
+        let mut task = stored_from_row(row)?;
+        let lost_worker = task.owner.clone().unwrap_or_else(|| "unknown".into());
+        let record = &mut task.record;
+        if retryable.contains(&record.kind) && record.attempt < max_attempts {
+            record.state = TaskState::Pending;
+            record.attempt += 1;
+            record.progress = 0;
+            record.status = None;
+            record.worker = None;
+            record.started_at = None;
+            task.owner = None;
+            task.lease_until = None;
+            reclaimed.retried.push(task.record.clone());
+        } else {
+            let (code, message) = if retryable.contains(&record.kind) {
+                (
+                    codes::WORKER_LOST,
+                    format!(
+                        "its worker {lost_worker} was lost on attempt {} of {max_attempts}",
+                        record.attempt
+                    ),
+                )
+            } else {
+                (
+                    codes::INTERRUPTED,
+                    format!("its worker {lost_worker} stopped while the task ran (lease expired)"),
+                )
+            };
+            record.state = TaskState::Failure;
+            record.error = Some(TaskError::new(code, message));
+            record.finished_at = Some(finished_at);
+            task.exclusive_key = None;
+            task.owner = None;
+            task.lease_until = None;
+            reclaimed.failed.push(task.record.clone());
+        }
+        // The whole row: the fence (owner, attempt) moves with it.
+        sqlx::query(
+            "UPDATE tasks SET state = $2, progress = $3, status = $4, error_code = $5, \
+             error_message = $6, attempt = $7, worker = $8, started_at = $9, finished_at = $10, \
+             exclusive_key = $11, owner = NULL, lease_until = NULL WHERE id = $1",
+        )
+        .bind(task.record.id.to_string())
+        .bind(task.record.state.as_str())
+        .bind(i64::from(task.record.progress))
+        .bind(task.record.status.clone())
+        .bind(task.record.error.as_ref().map(|e| e.code.clone()))
+        .bind(task.record.error.as_ref().map(|e| e.message.clone()))
+        .bind(i64::from(task.record.attempt))
+        .bind(task.record.worker.clone())
+        .bind(task.record.started_at.map(|t| t.timestamp_millis()))
+        .bind(task.record.finished_at.map(|t| t.timestamp_millis()))
+        .bind(task.exclusive_key.clone())
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(reclaimed)
+}
+
+/// Revokes `id` if it is still queued; returns the record after the change.
+pub(crate) async fn revoke_queued(
+    conn: &mut AnyConnection,
+    id: TaskId,
+    now: i64,
+) -> Result<Option<TaskRecord>> {
+    let row = sqlx::query(&format!(
+        "UPDATE tasks SET state = 'REVOKED', error_code = $2, error_message = $3, \
+         finished_at = $4, exclusive_key = NULL WHERE id = $1 AND state = 'PENDING' \
+         RETURNING {COLUMNS}"
+    ))
+    .bind(id.to_string())
+    .bind(codes::REVOKED)
+    .bind("revoked before it started")
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|row| stored_from_row(&row).map(|t| t.record))
+        .transpose()
+}
+
+/// Asks the worker running `id` to cancel it.
+pub(crate) async fn request_revoke(conn: &mut AnyConnection, id: TaskId, now: i64) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO task_revokes (task_id, requested_at) VALUES ($1, $2) \
+         ON CONFLICT (task_id) DO NOTHING",
+    )
+    .bind(id.to_string())
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Running tasks of `owner` that someone asked to cancel.
+pub(crate) async fn revoke_requests(db: &Database, owner: &str) -> Result<Vec<TaskId>> {
+    let ids: Vec<String> = sqlx::query_scalar(&format!(
+        "SELECT r.task_id FROM task_revokes r JOIN tasks t ON t.id = r.task_id \
+         WHERE t.owner = $1 AND t.state IN {ACTIVE}"
+    ))
+    .bind(owner)
+    .fetch_all(db.pool())
+    .await?;
+    ids.iter().map(|id| parse_id(id)).collect()
+}
+
+/// Appends one event per record, in order; returns their sequence numbers.
+pub(crate) async fn insert_events(
+    conn: &mut AnyConnection,
+    origin: &str,
+    records: &[TaskRecord],
+) -> Result<Vec<u64>> {
+    let mut seqs = Vec::with_capacity(records.len());
+    let now = now_millis();
+    for chunk in records.chunks(ROWS_PER_STATEMENT * 4) {
+        let mut sql = String::from("INSERT INTO task_events (task_id, origin, at, record) VALUES ");
+        for row in 0..chunk.len() {
+            let n = row * 4;
+            let sep = if row == 0 { "" } else { ", " };
+            let _ = write!(sql, "{sep}(${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4);
+        }
+        sql.push_str(" RETURNING seq");
+        let mut query = sqlx::query(&sql);
+        for record in chunk {
+            let json = serde_json::to_string(record)
+                .map_err(|err| HubError::Internal(format!("cannot encode a task event: {err}")))?;
+            query = query
+                .bind(record.id.to_string())
+                .bind(origin)
+                .bind(now)
+                .bind(json);
+        }
+        let mut chunk_seqs = query
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|row| {
+                row.try_get::<i64, _>(0)
+                    .map(|seq| u64::try_from(seq).unwrap_or(0))
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        // One statement's rows take consecutive numbers in VALUES order; RETURNING may list them
+        // in any order.
+        chunk_seqs.sort_unstable();
+        seqs.extend(chunk_seqs);
+    }
+    Ok(seqs)
+}
+
+/// Events after `after`, oldest first, at most `limit`. Those written by `local_origin` come
+/// without their record (the caller has it in memory).
+pub(crate) async fn events_after(
+    db: &Database,
+    after: u64,
+    local_origin: Option<&str>,
+    limit: usize,
+) -> Result<Vec<(u64, Option<TaskRecord>)>> {
+    let rows = sqlx::query(
+        "SELECT seq, CASE WHEN origin = $2 THEN NULL ELSE record END FROM task_events \
+         WHERE seq > $1 ORDER BY seq LIMIT $3",
+    )
+    .bind(i64::try_from(after).unwrap_or(i64::MAX))
+    .bind(local_origin.unwrap_or(""))
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let seq = u64::try_from(row.try_get::<i64, _>(0)?).unwrap_or(0);
+            let record = row
+                .try_get::<Option<String>, _>(1)?
+                .map(|json| {
+                    serde_json::from_str(&json).map_err(|err| {
+                        HubError::Internal(format!(
+                            "stored task event {seq} is not a record: {err}"
+                        ))
+                    })
+                })
+                .transpose()?;
+            Ok((seq, record))
+        })
+        .collect()
+}
+
+/// The highest event sequence number stored (0 when there is none).
+pub(crate) async fn last_event_seq(db: &Database) -> Result<u64> {
+    let max: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM task_events")
+        .fetch_one(db.pool())
+        .await?;
+    Ok(u64::try_from(max.unwrap_or(0)).unwrap_or(0))
 }
 
 /// Adds finished-task counts: `(minute, kind, state) → (count, runtime_ms)`.
@@ -144,8 +494,14 @@ pub(crate) async fn get(db: &Database, id: TaskId) -> Result<Option<TaskRecord>>
         .bind(id.to_string())
         .fetch_optional(db.pool())
         .await?;
-    row.map(|row| record_from_row(&row).map(|(r, _)| r))
+    row.map(|row| stored_from_row(&row).map(|t| t.record))
         .transpose()
+}
+
+/// The unfinished task holding `key`, if any (on the pool).
+pub(crate) async fn holder(db: &Database, key: &str) -> Result<Option<TaskRecord>> {
+    let mut conn = db.pool().acquire().await?;
+    exclusive_holder(&mut conn, key).await
 }
 
 /// Records matching `query`, newest first.
@@ -178,7 +534,7 @@ pub(crate) async fn list(db: &Database, query: &TaskQuery) -> Result<Vec<TaskRec
     }
     let _ = write!(
         sql,
-        " ORDER BY queued_at DESC, seq DESC LIMIT ${} OFFSET ${}",
+        " ORDER BY queued_at DESC, queue_order DESC LIMIT ${} OFFSET ${}",
         next(),
         next()
     );
@@ -201,86 +557,177 @@ pub(crate) async fn list(db: &Database, query: &TaskQuery) -> Result<Vec<TaskRec
     q = q.bind(i64::from(query.limit)).bind(i64::from(query.offset));
     let rows = q.fetch_all(db.pool()).await?;
     rows.iter()
-        .map(|row| record_from_row(row).map(|(r, _)| r))
+        .map(|row| stored_from_row(row).map(|t| t.record))
         .collect()
 }
 
-/// Recovery after a restart: tasks left running become `FAILURE interrupted` (returned, so
-/// their events can be published); tasks left pending are returned in queue order, to re-queue.
-pub(crate) async fn recover(db: &Database) -> Result<(Vec<StoredTask>, Vec<TaskRecord>)> {
+/// Deletes finished records older than `older_than`; returns how many.
+/// Events and revoke requests of purged tasks go with them.
+pub(crate) async fn purge_finished(db: &Database, older_than: Duration) -> Result<u64> {
+    let cutoff = now_millis() - millis(older_than);
     let mut tx = db.begin_write().await?;
-    let active: Vec<&str> = TaskState::ALL
-        .iter()
-        .filter(|s| s.is_active())
-        .map(|s| s.as_str())
-        .collect();
-    let in_list = active
-        .iter()
-        .map(|s| format!("'{s}'"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let rows = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM tasks WHERE state IN ({in_list}) ORDER BY queued_at"
-    ))
-    .fetch_all(&mut *tx)
-    .await?;
-    let now = now_millis();
-    let mut interrupted = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let (mut record, _) = record_from_row(row)?;
-        record.state = TaskState::Failure;
-        record.error = Some(TaskError::new(
-            super::model::codes::INTERRUPTED,
-            "the hub stopped while this task was running",
-        ));
-        record.finished_at = Some(from_millis(now)?);
-        interrupted.push(record);
-    }
-    sqlx::query(&format!(
-        "UPDATE tasks SET state = 'FAILURE', error_code = $1, error_message = $2, \
-         finished_at = $3, exclusive_key = NULL WHERE state IN ({in_list})"
-    ))
-    .bind(super::model::codes::INTERRUPTED)
-    .bind("the hub stopped while this task was running")
-    .bind(now)
+    let done = sqlx::query("DELETE FROM tasks WHERE finished_at IS NOT NULL AND finished_at < $1")
+        .bind(cutoff)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "DELETE FROM task_events WHERE at < $1 AND task_id NOT IN \
+         (SELECT id FROM tasks WHERE finished_at IS NULL)",
+    )
+    .bind(cutoff)
     .execute(&mut *tx)
     .await?;
-    let rows = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM tasks WHERE state = 'PENDING' ORDER BY queued_at, seq"
-    ))
-    .fetch_all(&mut *tx)
+    sqlx::query(
+        "DELETE FROM task_revokes WHERE task_id NOT IN \
+         (SELECT id FROM tasks WHERE finished_at IS NULL)",
+    )
+    .execute(&mut *tx)
     .await?;
-    let pending = rows
+    // Workers gone for longer than records are kept are forgotten.
+    sqlx::query("DELETE FROM workers WHERE lease_until < $1")
+        .bind(cutoff)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(done.rows_affected())
+}
+
+/// Unfinished tasks by queue: `(queue, pending, active)`.
+pub(crate) async fn queue_depths(db: &Database) -> Result<Vec<(String, u64, u64)>> {
+    let rows = sqlx::query(&format!(
+        "SELECT queue, state, COUNT(*) FROM tasks WHERE state NOT IN {TERMINAL} \
+         GROUP BY queue, state ORDER BY queue"
+    ))
+    .fetch_all(db.pool())
+    .await?;
+    let mut depths: Vec<(String, u64, u64)> = Vec::new();
+    for row in rows {
+        let queue: String = row.try_get(0)?;
+        let state: TaskState = row.try_get::<String, _>(1)?.parse()?;
+        let count = u64::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0);
+        if depths.last().is_none_or(|(q, _, _)| *q != queue) {
+            depths.push((queue, 0, 0));
+        }
+        if let Some(entry) = depths.last_mut() {
+            if state == TaskState::Pending {
+                entry.1 += count;
+            } else {
+                entry.2 += count;
+            }
+        }
+    }
+    Ok(depths)
+}
+
+/// A worker process as registered in the store.
+#[derive(Debug, Clone)]
+pub(crate) struct WorkerRow {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) host: String,
+    pub(crate) pid: u32,
+    pub(crate) mode: String,
+    pub(crate) concurrency: u32,
+    pub(crate) queues: Vec<String>,
+    pub(crate) started_at: i64,
+}
+
+/// Registers a worker with a fresh heartbeat.
+pub(crate) async fn register_worker(
+    conn: &mut AnyConnection,
+    worker: &WorkerRow,
+    lease_until: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO workers (id, name, host, pid, mode, concurrency, queues, started_at, \
+         heartbeat_at, lease_until, stopped_at, processed) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, NULL, 0) \
+         ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, \
+         lease_until = excluded.lease_until, stopped_at = NULL",
+    )
+    .bind(worker.id.clone())
+    .bind(worker.name.clone())
+    .bind(worker.host.clone())
+    .bind(i64::from(worker.pid))
+    .bind(worker.mode.clone())
+    .bind(i64::from(worker.concurrency))
+    .bind(worker.queues.join(","))
+    .bind(worker.started_at)
+    .bind(lease_until)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Records a worker's heartbeat and how many tasks it finished since the last one.
+pub(crate) async fn worker_heartbeat(
+    conn: &mut AnyConnection,
+    id: &str,
+    now: i64,
+    lease_until: i64,
+    processed: u64,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE workers SET heartbeat_at = $2, lease_until = $3, processed = processed + $4 \
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(now)
+    .bind(lease_until)
+    .bind(i64::try_from(processed).unwrap_or(i64::MAX))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Marks a worker stopped (a clean shutdown).
+pub(crate) async fn stop_worker(conn: &mut AnyConnection, id: &str, now: i64) -> Result<()> {
+    sqlx::query("UPDATE workers SET stopped_at = $2, lease_until = $2 WHERE id = $1")
+        .bind(id)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Every registered worker, with how many tasks each holds; online ones first.
+pub(crate) async fn workers(db: &Database, now: i64) -> Result<Vec<WorkerInfo>> {
+    let rows = sqlx::query(&format!(
+        "SELECT w.id, w.name, w.host, w.pid, w.mode, w.concurrency, w.queues, w.started_at, \
+         w.heartbeat_at, w.lease_until, w.stopped_at, w.processed, \
+         (SELECT COUNT(*) FROM tasks t WHERE t.owner = w.id AND t.state NOT IN {TERMINAL}) \
+         FROM workers w ORDER BY w.started_at DESC"
+    ))
+    .fetch_all(db.pool())
+    .await?;
+    let mut workers = rows
         .iter()
         .map(|row| {
-            let (record, exclusive_key) = record_from_row(row)?;
-            Ok(StoredTask {
-                seq: 0,
-                record,
-                exclusive_key,
+            let queues: String = row.try_get(6)?;
+            let lease_until: i64 = row.try_get(9)?;
+            let stopped: Option<i64> = row.try_get(10)?;
+            Ok(WorkerInfo {
+                id: row.try_get(0)?,
+                name: row.try_get(1)?,
+                host: row.try_get(2)?,
+                pid: u32::try_from(row.try_get::<i64, _>(3)?).unwrap_or(0),
+                mode: row.try_get(4)?,
+                concurrency: u32::try_from(row.try_get::<i64, _>(5)?).unwrap_or(0),
+                queues: queues
+                    .split(',')
+                    .filter(|q| !q.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+                started_at: from_millis(row.try_get(7)?)?,
+                last_heartbeat: from_millis(row.try_get(8)?)?,
+                online: stopped.is_none() && lease_until >= now,
+                processed: u64::try_from(row.try_get::<i64, _>(11)?).unwrap_or(0),
+                active: u64::try_from(row.try_get::<i64, _>(12)?).unwrap_or(0),
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    tx.commit().await?;
-    Ok((pending, interrupted))
-}
-
-/// The highest event sequence number stored.
-pub(crate) async fn max_seq(db: &Database) -> Result<u64> {
-    let max: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM tasks")
-        .fetch_one(db.pool())
-        .await?;
-    Ok(u64::try_from(max.unwrap_or(0)).unwrap_or(0))
-}
-
-/// Deletes finished records older than `older_than`; returns how many.
-pub(crate) async fn purge_finished(db: &Database, older_than: Duration) -> Result<u64> {
-    let cutoff = now_millis() - millis(older_than);
-    let done = sqlx::query("DELETE FROM tasks WHERE finished_at IS NOT NULL AND finished_at < $1")
-        .bind(cutoff)
-        .execute(db.pool())
-        .await?;
-    Ok(done.rows_affected())
+    workers.sort_by_key(|w| !w.online);
+    Ok(workers)
 }
 
 /// All-time finished counts by kind.
@@ -341,11 +788,13 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-fn record_from_row(row: &AnyRow) -> Result<(TaskRecord, Option<String>)> {
-    let id: String = row.try_get("id")?;
-    let id = id
-        .parse()
-        .map_err(|err| HubError::Internal(format!("stored task id '{id}' is not a UUID: {err}")))?;
+fn parse_id(id: &str) -> Result<TaskId> {
+    id.parse()
+        .map_err(|err| HubError::Internal(format!("stored task id '{id}' is not a UUID: {err}")))
+}
+
+fn stored_from_row(row: &AnyRow) -> Result<StoredTask> {
+    let id = parse_id(&row.try_get::<String, _>("id")?)?;
     let json = |column: &str| -> Result<Option<serde_json::Value>> {
         row.try_get::<Option<String>, _>(column)?
             .map(|text| {
@@ -392,5 +841,11 @@ fn record_from_row(row: &AnyRow) -> Result<(TaskRecord, Option<String>)> {
             hard: duration("hard_limit_ms")?,
         },
     };
-    Ok((record, row.try_get("exclusive_key")?))
+    Ok(StoredTask {
+        record,
+        exclusive_key: row.try_get("exclusive_key")?,
+        owner: row.try_get("owner")?,
+        lease_until: row.try_get("lease_until")?,
+        queue_order: row.try_get("queue_order")?,
+    })
 }

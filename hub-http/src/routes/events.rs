@@ -1,7 +1,8 @@
 //! Server-Sent Events: every state and progress change, pushed.
 //!
-//! Each event's `id` is the backend's sequence number; a client that reconnects with
-//! `Last-Event-ID` gets what it missed (as long as the hub still buffers it).
+//! Each event's `id` is its place in the store's one event log, the same on every process that
+//! shares the store; a client that reconnects with `Last-Event-ID` (to this process or another)
+//! gets what it missed, as long as the store keeps it.
 
 use std::convert::Infallible;
 
@@ -9,7 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, KeepAliveStream, Sse};
 use futures_util::Stream;
-use hub_core::tasks::{TaskEvent, TaskRecord};
+use hub_core::tasks::{EventCursor, TaskEvent, TaskRecord};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -23,11 +24,11 @@ use crate::{ApiError, AppState};
 
 type EventStream = Sse<KeepAliveStream<ReceiverStream<Result<Event, Infallible>>>>;
 
-fn last_event_id(headers: &HeaderMap) -> Option<u64> {
+fn last_event_id(headers: &HeaderMap) -> Option<EventCursor> {
     headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
+        .and_then(|v| v.parse().ok())
 }
 
 fn task_event(seq: Option<u64>, task: &TaskRecord) -> Event {
@@ -67,7 +68,7 @@ pub(crate) async fn task_events(
 ) -> Result<EventStream, ApiError> {
     let id = task_id(&raw)?;
     let since = last_event_id(&headers);
-    let mut subscription = state.hub.subscribe(since);
+    let mut subscription = state.hub.subscribe(since).await?;
     let current = state.hub.task(id).await?;
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
@@ -127,8 +128,8 @@ pub(crate) async fn all_events(
     State(state): State<AppState>,
     Query(query): Query<EventsQuery>,
     headers: HeaderMap,
-) -> EventStream {
-    let mut subscription = state.hub.subscribe(last_event_id(&headers));
+) -> Result<EventStream, ApiError> {
+    let mut subscription = state.hub.subscribe(last_event_id(&headers)).await?;
     let (tx, rx) = mpsc::channel(256);
     tokio::spawn(async move {
         while let Some(TaskEvent { seq, task }) = subscription.recv().await {
@@ -140,5 +141,5 @@ pub(crate) async fn all_events(
             }
         }
     });
-    sse(ReceiverStream::new(rx))
+    Ok(sse(ReceiverStream::new(rx)))
 }

@@ -25,6 +25,7 @@ def _open(
     result_expires: Optional[float],
     port_bases: Optional[Mapping[str, int]],
     port_stride: Optional[int],
+    run_tasks: bool = True,
 ) -> "_native.NativeHub":
     """Opens the compiled hub; shared by the blocking and the asyncio surface."""
     settings: Dict[str, Any] = {
@@ -36,6 +37,7 @@ def _open(
         "result_expires": result_expires,
         "port_bases": dict(port_bases) if port_bases is not None else None,
         "port_stride": port_stride,
+        "run_tasks": run_tasks,
     }
     return _native.NativeHub(json.dumps({k: v for k, v in settings.items() if v is not None}))
 
@@ -126,6 +128,14 @@ class Hub:
         with Hub(data_dir="/tmp/hub") as hub:
             project = hub.create_project("Alpha", "/srv/alpha")
             hub.start_project(project.id).wait(on_progress=print)
+
+    ``run_tasks`` chooses the process's part when several share one data folder:
+
+    - ``True`` (the default, *embedded*): this process runs the tasks it submits, and any queued
+      by clients. Closing it lets running tasks finish within the grace period.
+    - ``False`` (*client*): this process only submits and reads; a running ``hub serve`` (or
+      ``hub worker``) on the same folder runs the tasks. Use it beside a server: closing a
+      client never touches the server's tasks, and its handles follow them all the same.
     """
 
     def __init__(
@@ -138,10 +148,11 @@ class Hub:
         result_expires: Optional[float] = None,
         port_bases: Optional[Mapping[str, int]] = None,
         port_stride: Optional[int] = None,
+        run_tasks: bool = True,
     ) -> None:
         self._native = _open(
             data_dir, database_url, docker_host, task_backend, concurrency, result_expires,
-            port_bases, port_stride,
+            port_bases, port_stride, run_tasks,
         )
         self._closed = False
 

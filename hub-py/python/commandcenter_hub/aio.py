@@ -72,7 +72,10 @@ class TaskHandle:
 
 
 class Hub:
-    """The hub for asyncio code; an async context manager. Opening it blocks briefly."""
+    """The hub for asyncio code; an async context manager. Opening it blocks briefly.
+
+    ``run_tasks=False`` opens a client beside a running server (see ``commandcenter_hub.Hub``).
+    """
 
     def __init__(
         self,
@@ -84,10 +87,11 @@ class Hub:
         result_expires: Optional[float] = None,
         port_bases: Optional[Mapping[str, int]] = None,
         port_stride: Optional[int] = None,
+        run_tasks: bool = True,
     ) -> None:
         self._native = _open(
             data_dir, database_url, docker_host, task_backend, concurrency, result_expires,
-            port_bases, port_stride,
+            port_bases, port_stride, run_tasks,
         )
         self._closed = False
 

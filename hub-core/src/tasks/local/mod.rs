@@ -1,47 +1,55 @@
-//! The in-process task backend: tokio workers in this process, records in the hub's database.
+//! The in-process backend: tokio workers in this process, the hub's database as the task store
+//! that every process opening it shares.
 //!
-//! Live state (unfinished tasks, the event ring) is kept in memory behind one mutex, the only
-//! place state changes are decided, so events come out in sequence order. Every change is also
-//! sent, in order, to a single writer task that stores batches in one transaction each ("group
-//! commit"); a finished record leaves memory once it is stored.
+//! The store is the one truth (see the README's process model). A task is held by one worker
+//! process at a time — its *owner* — under a lease the owner renews by heartbeat; every change
+//! the owner writes is fenced on owner and attempt, so a worker that lost its lease cannot
+//! overwrite what replaced it. Processes that run tasks also recover the tasks of workers whose
+//! lease expired. Events get their sequence number from the store's event log, so every process
+//! publishes the same sequence.
 //!
-//! Enqueue answers as soon as the task is queued in memory and handed to the writer, which
-//! commits it within milliseconds — like a broker's publish, a crash in that window loses the
-//! task (a clean shutdown loses nothing). An enqueue with an exclusive key is the exception: it
-//! must ask the database whether the key is free, so it waits for its commit.
+//! In memory, each process keeps only what it holds (see [`state`]): changes reach the store
+//! through one writer per process in batches ("group commit"). A plain enqueue answers once
+//! the task is handed to the writer, which commits it within milliseconds — like a broker's
+//! publish, a crash in that window loses the task (a clean shutdown loses nothing). An enqueue
+//! with an exclusive key waits for its commit, because the store decides whether the key is
+//! free.
 
+mod events;
 mod state;
 mod worker;
 mod writer;
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use tokio::sync::{Notify, broadcast, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use self::state::{Change, Live, Shared, lock, writer_gone};
-use self::worker::{hostname, sweep_loop, worker_loop};
+use self::events::{EventLog, pump_loop};
+use self::state::{Change, Live, Shared, lock};
+use self::worker::{feeder_loop, heartbeat_loop, hostname, recover, sweep_loop, worker_loop};
 use self::writer::{WriteOp, writer_loop};
-use super::backend::{EventSubscription, TaskBackend};
-use super::config::TaskConfig;
-use super::handler::Handlers;
-use super::model::{
-    BackendStats, CancelReason, JobRequest, QueueInfo, TaskError, TaskId, TaskQuery, TaskRecord,
-    TaskState, TimeLimits, WorkerInfo,
+use super::backend::{
+    BackendContext, BackendFactory, EventSubscription, TaskBackend, TaskHistory, TaskMonitor,
 };
-use super::store::{self, StoredTask};
-use crate::db::Database;
+use super::model::{
+    BackendStats, EventCursor, JobRequest, QueueInfo, TaskError, TaskId, TaskQuery, TaskRecord,
+    TaskState, TimeLimits, codes,
+};
+use super::store::{self, StoredTask, WorkerRow};
+use crate::db::now_millis;
 use crate::error::{HubError, Result};
 
-/// The in-process backend. Dropping it stops its workers abruptly (as a crash would: running
-/// tasks are marked interrupted on the next open); call [`TaskBackend::shutdown`] to stop cleanly.
+/// The in-process backend. Dropping it stops its workers abruptly, as a crash would: the tasks
+/// it held are recovered by another process once their lease expires. Call
+/// [`TaskBackend::shutdown`] to stop cleanly.
 pub struct LocalBackend {
     shared: Arc<Shared>,
     background: Mutex<Background>,
@@ -51,17 +59,17 @@ pub struct LocalBackend {
 #[derive(Default)]
 struct Background {
     writer: Option<JoinHandle<()>>,
+    pump: Option<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
-    sweeper: Option<JoinHandle<()>>,
+    /// Feeder, heartbeat and sweep.
+    upkeep: Vec<JoinHandle<()>>,
 }
 
 impl Background {
     fn abort_all(&mut self) {
         self.workers.drain(..).for_each(|h| h.abort());
-        for handle in [self.sweeper.take(), self.writer.take()]
-            .into_iter()
-            .flatten()
-        {
+        self.upkeep.drain(..).for_each(|h| h.abort());
+        for handle in [self.pump.take(), self.writer.take()].into_iter().flatten() {
             handle.abort();
         }
     }
@@ -70,85 +78,117 @@ impl Background {
 impl std::fmt::Debug for LocalBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalBackend")
+            .field("worker", &self.shared.me.id)
+            .field("mode", &self.shared.mode)
             .field("config", &self.shared.config)
             .field("handlers", &self.shared.handlers)
             .finish_non_exhaustive()
     }
 }
 
-impl LocalBackend {
-    /// Opens the backend on `db`: recovers what a previous run left (pending tasks are queued
-    /// again, running ones become `FAILURE` with code `interrupted`), then starts the workers,
-    /// the writer and the expiry sweep. Must be called inside a tokio runtime.
-    pub async fn open(db: Database, config: TaskConfig, handlers: Handlers) -> Result<Self> {
-        config.validate()?;
-        let (pending, interrupted) = store::recover(&db).await?;
-        // Sequence numbers keep increasing across restarts: start above both what was stored
-        // and the current time in microseconds (no run emits events faster than that).
-        let seq = store::max_seq(&db)
-            .await?
-            .max(u64::try_from(Utc::now().timestamp_micros()).unwrap_or(0));
+/// Opens [`LocalBackend`]s: the default [`BackendFactory`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LocalBackendFactory;
 
+#[async_trait]
+impl BackendFactory for LocalBackendFactory {
+    async fn open(&self, context: BackendContext) -> Result<Arc<dyn TaskBackend>> {
+        Ok(Arc::new(LocalBackend::open(context).await?))
+    }
+}
+
+impl LocalBackend {
+    /// Opens the backend on the context's database. A process that runs tasks registers as a
+    /// worker, takes back the tasks of workers whose lease expired, then starts its workers;
+    /// a client only submits and reads. Must be called inside a tokio runtime.
+    pub async fn open(context: BackendContext) -> Result<Self> {
+        let BackendContext {
+            db,
+            config,
+            handlers,
+            mode,
+        } = context;
+        config.validate()?;
+        let host = hostname();
+        let pid = std::process::id();
+        let name = config
+            .worker_name
+            .clone()
+            .unwrap_or_else(|| mode.as_str().to_owned());
+        let instance = Uuid::new_v4().simple().to_string();
+        let me = WorkerRow {
+            id: format!("{name}@{host}:{pid}/{}", &instance[..8]),
+            name,
+            host,
+            pid,
+            mode: mode.as_str().to_owned(),
+            concurrency: config.concurrency,
+            queues: config.queues.clone(),
+            started_at: now_millis(),
+        };
+        let last = store::last_event_seq(&db).await?;
         let (writer_tx, writer_rx) = mpsc::unbounded_channel();
         let (queue_tx, queue_rx) = mpsc::unbounded_channel();
-        let (events, _) = broadcast::channel(config.event_buffer.max(16));
-        let host = hostname();
-        let workers = (1..=config.concurrency)
-            .map(|i| WorkerInfo {
-                name: format!("worker-{i}@{host}"),
-                current_task: None,
-                processed: 0,
-            })
-            .collect();
-        let live = Arc::new(Mutex::new(Live {
-            tasks: HashMap::new(),
-            seq,
-            recent: VecDeque::new(),
-            workers,
-        }));
         let shared = Arc::new(Shared {
-            db: db.clone(),
-            config: config.clone(),
+            db,
+            log: EventLog::new(last, config.event_buffer),
+            config,
             handlers,
-            live: live.clone(),
-            events,
+            mode,
+            me,
+            live: Mutex::new(Live::default()),
             writer: writer_tx,
             queue_tx,
             queue_rx: tokio::sync::Mutex::new(queue_rx),
             stop_taking: CancellationToken::new(),
             accepting: AtomicBool::new(true),
             finished: Notify::new(),
+            hungry: Notify::new(),
+            processed: AtomicU64::new(0),
+            order: AtomicI64::new(0),
         });
-
         let mut background = Background {
-            writer: Some(tokio::spawn(writer_loop(db, live, writer_rx))),
+            writer: Some(tokio::spawn(writer_loop(shared.clone(), writer_rx))),
+            pump: Some(tokio::spawn(pump_loop(shared.clone()))),
             ..Background::default()
         };
-        for record in interrupted {
-            tracing::warn!(task = %record.id, kind = %record.kind, "task interrupted by a restart");
-            shared.announce(record);
-        }
-        let requeued = pending.len();
-        for task in pending {
-            let id = task.record.id;
-            shared.admit(task);
-            let _ = shared.queue_tx.send(id);
-        }
-        if requeued > 0 {
-            tracing::info!(requeued, "pending tasks queued again after restart");
-        }
-        for index in 0..config.concurrency as usize {
+        if mode.runs_tasks() {
+            let opened = async {
+                shared.request(WriteOp::Register).await?;
+                recover(&shared).await;
+                Ok::<(), HubError>(())
+            };
+            if let Err(err) = opened.await {
+                background.abort_all();
+                return Err(err);
+            }
+            for _ in 0..shared.config.concurrency {
+                background
+                    .workers
+                    .push(tokio::spawn(worker_loop(shared.clone())));
+            }
             background
-                .workers
-                .push(tokio::spawn(worker_loop(shared.clone(), index)));
-        }
-        if !config.result_expires.is_zero() {
-            background.sweeper = Some(tokio::spawn(sweep_loop(shared.clone())));
+                .upkeep
+                .push(tokio::spawn(feeder_loop(shared.clone())));
+            background
+                .upkeep
+                .push(tokio::spawn(heartbeat_loop(shared.clone())));
+            if !shared.config.result_expires.is_zero() {
+                background
+                    .upkeep
+                    .push(tokio::spawn(sweep_loop(shared.clone())));
+            }
+            tracing::info!(worker = %shared.me.id, concurrency = shared.config.concurrency, "task worker registered");
         }
         Ok(LocalBackend {
             shared,
             background: Mutex::new(background),
         })
+    }
+
+    /// This process's worker id: what the tasks it runs name as their `worker`.
+    pub fn worker_id(&self) -> &str {
+        self.shared.id()
     }
 
     /// Waits until every change made so far is stored.
@@ -160,6 +200,12 @@ impl LocalBackend {
     /// periodically); returns how many were deleted.
     pub async fn purge_expired(&self) -> Result<u64> {
         self.shared.purge_expired().await
+    }
+
+    /// Takes back the tasks of workers whose lease expired now (runners do this every
+    /// heartbeat).
+    pub async fn recover_lost(&self) {
+        recover(&self.shared).await;
     }
 }
 
@@ -188,7 +234,8 @@ impl TaskBackend for LocalBackend {
                 message: "the task backend is shutting down".into(),
             });
         }
-        if !shared.handlers.contains(&job.kind) {
+        // A runner refuses kinds it cannot run; a client trusts the workers to know them.
+        if shared.mode.runs_tasks() && !shared.handlers.contains(&job.kind) {
             return Err(HubError::invalid(
                 "kind",
                 format!("no handler is registered for job kind '{}'", job.kind),
@@ -207,13 +254,18 @@ impl TaskBackend for LocalBackend {
         if limits.hard.is_zero() {
             return Err(HubError::invalid("hard_time_limit", "must be above zero"));
         }
+        let queue = job
+            .options
+            .queue
+            .unwrap_or_else(|| shared.config.default_queue.clone());
+        // An embedded process runs what it submits (when it takes that queue): it reserves the
+        // task at once, with no claim round trip. A client leaves it for any worker to claim.
+        let runs_here = shared.mode.runs_tasks()
+            && (shared.config.queues.is_empty() || shared.config.queues.contains(&queue));
         let record = TaskRecord {
             id: Uuid::new_v4(),
             kind: job.kind,
-            queue: job
-                .options
-                .queue
-                .unwrap_or_else(|| shared.config.default_queue.clone()),
+            queue,
             project_id: job.project_id,
             payload: job.payload,
             state: TaskState::Pending,
@@ -231,25 +283,22 @@ impl TaskBackend for LocalBackend {
         let id = record.id;
         let stored = StoredTask {
             record,
-            seq: 0,
             exclusive_key: job.options.exclusive_key,
+            owner: runs_here.then(|| shared.me.id.clone()),
+            lease_until: runs_here.then(|| shared.lease_until()),
+            queue_order: shared.next_order(),
         };
         if stored.exclusive_key.is_some() {
-            let (ack, committed) = oneshot::channel();
-            shared.send(WriteOp::Insert(stored.clone(), Some(ack)))?;
-            committed.await.map_err(|_| writer_gone())??;
-            shared.admit(stored);
+            // The writer queues it once stored, whether or not this caller is still waiting.
+            shared
+                .request(|ack| WriteOp::Insert {
+                    task: stored,
+                    ack: Some(ack),
+                })
+                .await?;
         } else {
-            // Admitted under the same lock that orders writes, so the insert reaches the writer
-            // before any change a worker makes to the task.
             shared.admit_and_store(stored)?;
         }
-        shared
-            .queue_tx
-            .send(id)
-            .map_err(|_| HubError::BackendUnavailable {
-                message: "the task queue is closed".into(),
-            })?;
         Ok(id)
     }
 
@@ -260,105 +309,56 @@ impl TaskBackend for LocalBackend {
         store::get(&self.shared.db, id).await
     }
 
-    async fn list(&self, query: &TaskQuery) -> Result<Vec<TaskRecord>> {
-        self.shared.flush().await?;
-        store::list(&self.shared.db, query).await
-    }
-
     async fn revoke(&self, id: TaskId, terminate: bool) -> Result<TaskRecord> {
         let shared = &self.shared;
-        let in_memory = {
+        let held_here = {
             let mut live = lock(&shared.live);
-            match live.tasks.get(&id).map(|task| task.stored.record.state) {
-                Some(TaskState::Pending) => {
-                    let change = Change::Finish {
-                        state: TaskState::Revoked,
-                        result: None,
-                        error: Some(TaskError::new("revoked", "revoked before it started")),
-                    };
-                    shared.apply_locked(&mut live, id, change);
-                }
-                Some(state) if state.is_active() && terminate => {
-                    if let Some(run) = live.tasks.get(&id).and_then(|task| task.run.as_ref()) {
-                        run.ctx.cancel(CancelReason::Revoked);
-                        run.revoke.notify_one();
+            match live.tasks.get(&id) {
+                Some(task) if task.stored.owner.as_deref() == Some(shared.id()) => {
+                    match task.stored.record.state {
+                        TaskState::Pending => {
+                            let change = Change::Finish {
+                                state: TaskState::Revoked,
+                                result: None,
+                                error: Some(TaskError::new(
+                                    codes::REVOKED,
+                                    "revoked before it started",
+                                )),
+                            };
+                            shared.apply_locked(&mut live, id, change);
+                        }
+                        state if state.is_active() && terminate => {
+                            if let Some(run) = live.tasks.get(&id).and_then(|t| t.run.as_ref()) {
+                                run.ctx.cancel(super::model::CancelReason::Revoked);
+                                run.revoke.notify_one();
+                            }
+                        }
+                        _ => {}
                     }
+                    live.tasks.get(&id).map(|task| task.stored.record.clone())
                 }
-                _ => {}
+                _ => None,
             }
-            live.tasks.get(&id).map(|task| task.stored.record.clone())
         };
-        match in_memory {
-            Some(record) => Ok(record),
-            // Not live: finished and stored, or unknown.
-            None => store::get(&shared.db, id)
-                .await?
-                .ok_or_else(|| HubError::not_found(crate::Entity::Task, id)),
+        if let Some(record) = held_here {
+            return Ok(record);
         }
+        // Held by another process, queued for any, or finished: the store decides.
+        shared
+            .request(|ack| WriteOp::Revoke { id, terminate, ack })
+            .await?;
+        store::get(&shared.db, id)
+            .await?
+            .ok_or_else(|| HubError::not_found(crate::Entity::Task, id))
     }
 
-    fn subscribe(&self, since: Option<u64>) -> EventSubscription {
-        // Under the lock, so no event falls between the backlog and the live receiver.
-        let live = lock(&self.shared.live);
-        let receiver = self.shared.events.subscribe();
-        let backlog = match since {
-            Some(since) => live
-                .recent
-                .iter()
-                .filter(|event| event.seq > since)
-                .cloned()
-                .collect(),
-            None => VecDeque::new(),
-        };
-        let mut subscription = EventSubscription::new(backlog, receiver);
-        if let Some(since) = since {
-            subscription.skip_through(since);
-        }
-        subscription
+    async fn subscribe(&self, after: Option<EventCursor>) -> Result<EventSubscription> {
+        self.shared.log.subscribe(&self.shared.db, after).await
     }
 
-    async fn stats(&self) -> Result<BackendStats> {
-        let shared = &self.shared;
-        shared.flush().await?;
-        let (workers, queues) = {
-            let live = lock(&shared.live);
-            let mut queues: HashMap<&str, QueueInfo> = HashMap::new();
-            queues.insert(
-                &shared.config.default_queue,
-                QueueInfo {
-                    name: shared.config.default_queue.clone(),
-                    pending: 0,
-                    active: 0,
-                },
-            );
-            for task in live.tasks.values() {
-                let record = &task.stored.record;
-                let entry = queues.entry(&record.queue).or_insert_with(|| QueueInfo {
-                    name: record.queue.clone(),
-                    pending: 0,
-                    active: 0,
-                });
-                match record.state {
-                    TaskState::Pending => entry.pending += 1,
-                    state if state.is_active() => entry.active += 1,
-                    _ => {}
-                }
-            }
-            let mut queues: Vec<QueueInfo> = queues.into_values().collect();
-            queues.sort_by(|a, b| a.name.cmp(&b.name));
-            (live.workers.clone(), queues)
-        };
-        let minute = Utc::now().timestamp() / 60;
-        let last_15 = store::finished_since(&shared.db, minute - 14).await?;
-        Ok(BackendStats {
-            backend: self.name().to_owned(),
-            concurrency: shared.config.concurrency,
-            workers,
-            queues,
-            kinds: store::kind_counts(&shared.db).await?,
-            finished_last_minute: store::finished_since(&shared.db, minute).await?,
-            rate_per_minute_15m: last_15 as f64 / 15.0,
-        })
+    async fn holder(&self, key: &str) -> Result<Option<TaskRecord>> {
+        self.shared.flush().await?;
+        store::holder(&self.shared.db, key).await
     }
 
     async fn shutdown(&self, grace: Duration) -> Result<()> {
@@ -383,26 +383,98 @@ impl TaskBackend for LocalBackend {
                 "tasks still running at the end of the shutdown grace period"
             );
         }
-        let (workers, sweeper) = {
+        let (workers, upkeep) = {
             let mut background = lock(&self.background);
             (
                 std::mem::take(&mut background.workers),
-                background.sweeper.take(),
+                std::mem::take(&mut background.upkeep),
             )
         };
-        if let Some(sweeper) = sweeper {
-            sweeper.abort();
-        }
+        upkeep.iter().for_each(JoinHandle::abort);
         for worker in workers {
             let _ = worker.await;
         }
+        if shared.mode.runs_tasks() {
+            // What this worker reserved but never started goes back to the queue.
+            let released = shared.request(WriteOp::Release).await?;
+            if released > 0 {
+                tracing::info!(released, "queued tasks handed back for other workers");
+            }
+        }
+        shared.flush().await?;
+        // Publish the last events before the pump stops.
+        if let Err(err) = shared.log.publish_new(&shared.db, shared.id(), true).await {
+            tracing::debug!(error = %err, "last events not published");
+        }
         // The writer goes last, once every change is stored; stopping it returns its connection
         // to the pool, which closing the database waits for.
-        shared.flush().await?;
-        if let Some(writer) = lock(&self.background).writer.take() {
-            writer.abort();
-        }
+        lock(&self.background).abort_all();
         tracing::info!("task backend stopped");
         Ok(())
+    }
+
+    fn history(&self) -> Option<&dyn TaskHistory> {
+        Some(self)
+    }
+
+    fn monitor(&self) -> Option<&dyn TaskMonitor> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl TaskHistory for LocalBackend {
+    async fn list(&self, query: &TaskQuery) -> Result<Vec<TaskRecord>> {
+        self.shared.flush().await?;
+        store::list(&self.shared.db, query).await
+    }
+}
+
+#[async_trait]
+impl TaskMonitor for LocalBackend {
+    async fn stats(&self) -> Result<BackendStats> {
+        let shared = &self.shared;
+        shared.flush().await?;
+        let mut workers = store::workers(&shared.db, now_millis()).await?;
+        // This process's own count is current, not as of its last heartbeat.
+        if let Some(me) = workers.iter_mut().find(|w| w.id == shared.me.id) {
+            me.processed += shared.processed.load(Ordering::Relaxed);
+        }
+        let mut queues: HashMap<String, QueueInfo> = HashMap::new();
+        queues.insert(
+            shared.config.default_queue.clone(),
+            QueueInfo {
+                name: shared.config.default_queue.clone(),
+                pending: 0,
+                active: 0,
+            },
+        );
+        for (name, pending, active) in store::queue_depths(&shared.db).await? {
+            queues.insert(
+                name.clone(),
+                QueueInfo {
+                    name,
+                    pending,
+                    active,
+                },
+            );
+        }
+        let mut queues: Vec<QueueInfo> = queues.into_values().collect();
+        queues.sort_by(|a, b| a.name.cmp(&b.name));
+        let minute = Utc::now().timestamp() / 60;
+        let last_15 = store::finished_since(&shared.db, minute - 14).await?;
+        Ok(BackendStats {
+            backend: self.name().to_owned(),
+            concurrency: workers
+                .iter()
+                .filter(|w| w.online)
+                .map(|w| w.concurrency)
+                .sum(),
+            workers,
+            queues,
+            kinds: store::kind_counts(&shared.db).await?,
+            finished_last_minute: store::finished_since(&shared.db, minute).await?,
+            rate_per_minute_15m: last_15 as f64 / 15.0,
+        })
     }
 }

@@ -1,53 +1,72 @@
-//! The live state of the backend and the one place its changes are decided.
+//! What this process holds of the task store, and the one place its changes are decided.
+//!
+//! The store is the truth. In memory live only the tasks this process holds (queued for its
+//! workers, or running) — ahead of the store by the writer's few milliseconds — plus new tasks
+//! not yet committed. Every change goes to the writer, which stores it only while this process
+//! still holds the task (fencing); a change the store refuses means the task was taken over or
+//! revoked elsewhere, and its run here stops.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::AtomicBool;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::Utc;
-use tokio::sync::{Notify, broadcast, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::events::EventLog;
 use super::writer::WriteOp;
-use crate::db::Database;
+use crate::config::HubMode;
+use crate::db::{Database, now_millis};
 use crate::error::{HubError, Result};
 use crate::tasks::config::TaskConfig;
 use crate::tasks::handler::{Handlers, ProgressSink, TaskContext};
-use crate::tasks::model::{
-    CancelReason, TaskError, TaskEvent, TaskId, TaskRecord, TaskState, WorkerInfo,
-};
-use crate::tasks::store::{self, StoredTask};
+use crate::tasks::model::{CancelReason, TaskError, TaskEvent, TaskId, TaskRecord, TaskState};
+use crate::tasks::store::{self, StoredTask, WorkerRow};
 
-/// What the backend's handle, its workers, the sweep and task contexts share.
+/// What the backend's handle, its workers, writer, event pump and task contexts share.
 pub(super) struct Shared {
     pub(super) db: Database,
     pub(super) config: TaskConfig,
     pub(super) handlers: Handlers,
-    pub(super) live: Arc<Mutex<Live>>,
-    pub(super) events: broadcast::Sender<TaskEvent>,
+    pub(super) mode: HubMode,
+    /// This process as a worker: its id owns what it runs and marks the events it writes.
+    pub(super) me: WorkerRow,
+    pub(super) live: Mutex<Live>,
+    pub(super) log: EventLog,
     pub(super) writer: mpsc::UnboundedSender<WriteOp>,
     pub(super) queue_tx: mpsc::UnboundedSender<TaskId>,
     pub(super) queue_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<TaskId>>,
-    /// Fired at shutdown: workers stop taking tasks.
+    /// Fired at shutdown: workers and the feeder stop taking tasks.
     pub(super) stop_taking: CancellationToken,
     pub(super) accepting: AtomicBool,
     /// Woken whenever a task finishes, for shutdown to wait on.
     pub(super) finished: Notify,
+    /// Woken when a worker finds the local queue empty: the feeder claims more.
+    pub(super) hungry: Notify,
+    /// Tasks finished since the last heartbeat.
+    pub(super) processed: AtomicU64,
+    /// Last FIFO tie-break handed out (microseconds, strictly increasing).
+    pub(super) order: AtomicI64,
 }
 
-/// What lives in memory: unfinished tasks (and finished ones not yet stored), the sequence
-/// counter, recent events for late subscribers, and the workers.
+/// The tasks this process holds, and counters the feeder needs without scanning them.
+#[derive(Default)]
 pub(super) struct Live {
     pub(super) tasks: HashMap<TaskId, LiveTask>,
-    pub(super) seq: u64,
-    pub(super) recent: VecDeque<TaskEvent>,
-    pub(super) workers: Vec<WorkerInfo>,
+    /// Tasks in the local queue not yet taken by a worker.
+    pub(super) queued: usize,
+    /// Tasks whose handler runs now.
+    pub(super) running: usize,
 }
 
 pub(super) struct LiveTask {
     pub(super) stored: StoredTask,
+    /// Bumped by every change; the writer drops a finished task from memory only once its
+    /// latest version is stored.
+    pub(super) version: u64,
     pub(super) run: Option<RunControl>,
 }
 
@@ -56,17 +75,15 @@ pub(super) struct RunControl {
     pub(super) ctx: TaskContext,
     /// Notified by `revoke(terminate = true)`.
     pub(super) revoke: Arc<Notify>,
-    /// Notified at the end of a shutdown's grace period.
+    /// Notified to stop the handler now (end of a shutdown's grace, or the task was lost).
     pub(super) interrupt: Arc<Notify>,
     /// Aborts the handler when the backend is dropped.
     pub(super) abort: Option<AbortHandle>,
 }
 
-/// A state change, applied under the live lock by [`Shared::apply`].
+/// A state change, applied under the live lock by [`Shared::apply_locked`].
 pub(super) enum Change {
-    Start {
-        worker: String,
-    },
+    Start,
     Progress {
         state: TaskState,
         percent: u8,
@@ -77,14 +94,25 @@ pub(super) enum Change {
         result: Option<serde_json::Value>,
         error: Option<TaskError>,
     },
-    /// Announces a task just stored (or recovered) as queued; nothing changes, so nothing is
-    /// written.
-    Queued,
 }
 
 impl Shared {
+    pub(super) fn id(&self) -> &str {
+        &self.me.id
+    }
+
     pub(super) fn send(&self, op: WriteOp) -> Result<()> {
         self.writer.send(op).map_err(|_| writer_gone())
+    }
+
+    /// Sends an op that answers, and waits for its answer.
+    pub(super) async fn request<T>(
+        &self,
+        op: impl FnOnce(oneshot::Sender<Result<T>>) -> WriteOp,
+    ) -> Result<T> {
+        let (ack, answer) = oneshot::channel();
+        self.send(op(ack))?;
+        answer.await.map_err(|_| writer_gone())?
     }
 
     pub(super) async fn flush(&self) -> Result<()> {
@@ -105,35 +133,68 @@ impl Shared {
         Ok(purged)
     }
 
-    /// Puts a stored task into live state and announces it as queued.
-    pub(super) fn admit(&self, stored: StoredTask) {
-        let id = stored.record.id;
-        let mut live = lock(&self.live);
-        live.tasks.insert(id, LiveTask { stored, run: None });
-        self.apply_locked(&mut live, id, Change::Queued);
+    /// The next FIFO tie-break: the time in microseconds, never twice the same.
+    pub(super) fn next_order(&self) -> i64 {
+        let now = Utc::now().timestamp_micros();
+        let mut previous = self.order.load(Ordering::Acquire);
+        loop {
+            let next = now.max(previous + 1);
+            match self.order.compare_exchange_weak(
+                previous,
+                next,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return next,
+                Err(actual) => previous = actual,
+            }
+        }
     }
 
-    /// Like [`Shared::admit`], for a task not stored yet: hands the insert to the writer first.
+    /// When a lease taken now runs out (Unix ms).
+    pub(super) fn lease_until(&self) -> i64 {
+        now_millis() + i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX / 2)
+    }
+
+    /// Puts a task this process holds into memory and its local queue.
+    pub(super) fn admit_locked(&self, live: &mut Live, stored: StoredTask) {
+        let id = stored.record.id;
+        live.tasks.insert(
+            id,
+            LiveTask {
+                stored,
+                version: 0,
+                run: None,
+            },
+        );
+        live.queued += 1;
+        // The workers hold the receiver for as long as this process runs tasks.
+        let _ = self.queue_tx.send(id);
+    }
+
+    /// Stores a new task behind the caller (write-behind) and, when this process holds it,
+    /// queues it here. Under the lock that orders writes, so the insert reaches the writer
+    /// before any change a worker makes to the task.
     pub(super) fn admit_and_store(&self, stored: StoredTask) -> Result<()> {
-        let id = stored.record.id;
         let mut live = lock(&self.live);
-        self.send(WriteOp::Insert(stored.clone(), None))?;
-        live.tasks.insert(id, LiveTask { stored, run: None });
-        self.apply_locked(&mut live, id, Change::Queued);
+        self.send(WriteOp::Insert {
+            task: stored.clone(),
+            ack: None,
+        })?;
+        if stored.owner.as_deref() == Some(self.id()) {
+            self.admit_locked(&mut live, stored);
+        } else {
+            // Kept until stored, so that a read right after the enqueue finds it.
+            live.tasks.insert(
+                stored.record.id,
+                LiveTask {
+                    stored,
+                    version: 0,
+                    run: None,
+                },
+            );
+        }
         Ok(())
-    }
-
-    /// Publishes a record that is not live (a task finished by recovery) and stores it.
-    pub(super) fn announce(&self, record: TaskRecord) {
-        let mut live = lock(&self.live);
-        live.seq += 1;
-        let stored = StoredTask {
-            record,
-            seq: live.seq,
-            exclusive_key: None,
-        };
-        let _ = self.writer.send(WriteOp::Put(stored.clone()));
-        self.publish(&mut live, &stored);
     }
 
     pub(super) fn apply(&self, id: TaskId, change: Change) -> Option<TaskRecord> {
@@ -141,9 +202,9 @@ impl Shared {
         self.apply_locked(&mut live, id, change)
     }
 
-    /// Applies `change` to live task `id` if the rules allow it: states only move forward,
-    /// progress never goes down, nothing changes after a terminal state. Publishes the event and
-    /// sends the record to the writer. Returns the record after the change.
+    /// Applies `change` to task `id` if the rules allow it: states only move forward, progress
+    /// never goes down, nothing changes after a terminal state. Sends the new version to the
+    /// writer; its event is published once stored. Returns the record after the change.
     pub(super) fn apply_locked(
         &self,
         live: &mut Live,
@@ -153,15 +214,13 @@ impl Shared {
         let task = live.tasks.get_mut(&id)?;
         let record = &mut task.stored.record;
         let now = Utc::now();
-        let changed = !matches!(change, Change::Queued);
         match change {
-            Change::Queued => {}
-            Change::Start { worker } => {
+            Change::Start => {
                 if !record.state.can_move_to(TaskState::Started) {
                     return None;
                 }
                 record.state = TaskState::Started;
-                record.worker = Some(worker);
+                record.worker = Some(self.me.id.clone());
                 record.started_at = Some(now);
             }
             Change::Progress {
@@ -194,39 +253,60 @@ impl Shared {
                 task.stored.exclusive_key = None;
             }
         }
-        live.seq += 1;
-        let seq = live.seq;
-        let task = live.tasks.get_mut(&id)?;
-        task.stored.seq = seq;
-        let stored = task.stored.clone();
-        // The writer gets the change before anyone hears of it: a subscriber that reacts at once
-        // (say, queues the next operation on the project) must find it stored ahead of its own.
-        if changed {
-            let _ = self.writer.send(WriteOp::Put(stored.clone()));
-        }
-        self.publish(live, &stored);
-        Some(stored.record)
+        task.version += 1;
+        let _ = self.writer.send(WriteOp::Put {
+            task: task.stored.clone(),
+            version: task.version,
+        });
+        Some(task.stored.record.clone())
     }
 
-    pub(super) fn publish(&self, live: &mut Live, stored: &StoredTask) {
-        let event = TaskEvent {
-            seq: stored.seq,
-            task: stored.record.clone(),
+    /// This process no longer holds task `id` (the store refused its change, or another process
+    /// changed it): a queued one leaves memory, a running one is stopped at once and its result
+    /// discarded.
+    pub(super) fn lose(&self, live: &mut Live, id: TaskId, reason: CancelReason) {
+        let Some(task) = live.tasks.get(&id) else {
+            return;
         };
-        if live.recent.len() >= self.config.event_buffer {
-            live.recent.pop_front();
+        match &task.run {
+            Some(run) => {
+                tracing::warn!(task = %id, ?reason, "task taken away from this worker; stopping its run");
+                run.ctx.cancel(reason);
+                if reason == CancelReason::Revoked {
+                    run.revoke.notify_one();
+                } else {
+                    run.interrupt.notify_one();
+                }
+            }
+            None => {
+                live.tasks.remove(&id);
+            }
         }
-        live.recent.push_back(event.clone());
-        // No subscriber is fine.
-        let _ = self.events.send(event);
+    }
+
+    /// An event another process wrote: if it is about a task held here, this process lost it.
+    pub(super) fn foreign_event(&self, event: &TaskEvent) {
+        let mut live = lock(&self.live);
+        if live.tasks.contains_key(&event.task.id) {
+            let reason = if event.task.state == TaskState::Revoked {
+                CancelReason::Revoked
+            } else {
+                CancelReason::LeaseLost
+            };
+            self.lose(&mut live, event.task.id, reason);
+        }
+    }
+
+    /// Asks the running task `id` to stop (a revoke with `terminate`).
+    pub(super) fn terminate(&self, id: TaskId) {
+        if let Some(run) = lock(&self.live).tasks.get(&id).and_then(|t| t.run.as_ref()) {
+            run.ctx.cancel(CancelReason::Revoked);
+            run.revoke.notify_one();
+        }
     }
 
     pub(super) fn running_count(&self) -> usize {
-        lock(&self.live)
-            .tasks
-            .values()
-            .filter(|task| task.run.is_some())
-            .count()
+        lock(&self.live).running
     }
 
     /// Tells every running task to stop now; returns how many there were.
@@ -241,16 +321,6 @@ impl Shared {
             }
         }
         count
-    }
-
-    pub(super) fn set_worker(&self, index: usize, current: Option<TaskId>, finished_one: bool) {
-        let mut live = lock(&self.live);
-        if let Some(worker) = live.workers.get_mut(index) {
-            worker.current_task = current;
-            if finished_one {
-                worker.processed += 1;
-            }
-        }
     }
 }
 

@@ -1,12 +1,16 @@
 //! Workers: take queued tasks in order and run each under its limits.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use tokio::sync::Notify;
 
 use super::state::{Change, RunControl, Shared, lock};
+use super::writer::WriteOp;
 use crate::tasks::handler::{JobResult, ProgressSink, TaskContext};
 use crate::tasks::model::{CancelReason, TaskError, TaskId, TaskState, codes};
+use crate::tasks::store;
 
 pub(super) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -17,12 +21,7 @@ pub(super) fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-pub(super) async fn worker_loop(shared: Arc<Shared>, index: usize) {
-    let name = lock(&shared.live)
-        .workers
-        .get(index)
-        .map(|w| w.name.clone())
-        .unwrap_or_default();
+pub(super) async fn worker_loop(shared: Arc<Shared>) {
     loop {
         let next = tokio::select! {
             biased;
@@ -30,7 +29,15 @@ pub(super) async fn worker_loop(shared: Arc<Shared>, index: usize) {
             next = async { shared.queue_rx.lock().await.recv().await } => next,
         };
         let Some(id) = next else { break };
-        run_task(&shared, index, &name, id).await;
+        let drained = {
+            let mut live = lock(&shared.live);
+            live.queued = live.queued.saturating_sub(1);
+            live.queued == 0
+        };
+        if drained {
+            shared.hungry.notify_one();
+        }
+        run_task(&shared, id).await;
     }
 }
 
@@ -43,15 +50,16 @@ enum Outcome {
     Interrupted,
 }
 
-async fn run_task(shared: &Arc<Shared>, index: usize, worker: &str, id: TaskId) {
+async fn run_task(shared: &Arc<Shared>, id: TaskId) {
     let revoke = Arc::new(Notify::new());
     let interrupt = Arc::new(Notify::new());
     let prepared = {
         let mut live = lock(&shared.live);
+        // Gone from memory: revoked or taken over while queued.
         let Some(task) = live.tasks.get(&id) else {
             return;
         };
-        // Revoked while queued: skip it. Shutting down: leave it queued for the next run.
+        // Revoked while queued: skip it. Shutting down: it goes back to the queue.
         if task.stored.record.state != TaskState::Pending || shared.stop_taking.is_cancelled() {
             return;
         }
@@ -80,17 +88,11 @@ async fn run_task(shared: &Arc<Shared>, index: usize, worker: &str, id: TaskId) 
                 abort: None,
             });
         }
-        shared.apply_locked(
-            &mut live,
-            id,
-            Change::Start {
-                worker: worker.to_owned(),
-            },
-        );
+        live.running += 1;
+        shared.apply_locked(&mut live, id, Change::Start);
         (handler, ctx, payload, limits)
     };
     let (handler, ctx, payload, limits) = prepared;
-    shared.set_worker(index, Some(id), false);
 
     let mut handle = {
         let ctx = ctx.clone();
@@ -199,21 +201,28 @@ async fn run_task(shared: &Arc<Shared>, index: usize, worker: &str, id: TaskId) 
     };
     {
         let mut live = lock(&shared.live);
+        live.running = live.running.saturating_sub(1);
         if let Some(task) = live.tasks.get_mut(&id) {
             task.run = None;
         }
-        shared.apply_locked(
-            &mut live,
-            id,
-            Change::Finish {
-                state,
-                result,
-                error,
-            },
-        );
+        if reason == Some(CancelReason::LeaseLost) {
+            // Not this worker's any more: whatever the run ended with is discarded.
+            live.tasks.remove(&id);
+        } else {
+            shared.apply_locked(
+                &mut live,
+                id,
+                Change::Finish {
+                    state,
+                    result,
+                    error,
+                },
+            );
+        }
     }
-    shared.set_worker(index, None, true);
+    shared.processed.fetch_add(1, Ordering::Relaxed);
     shared.finished.notify_waiters();
+    shared.hungry.notify_one();
 }
 
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
@@ -225,6 +234,8 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
 }
 
 pub(super) async fn sweep_loop(shared: Arc<Shared>) {
+    // Never at the same moment as other processes' sweeps, most of the time.
+    tokio::time::sleep(Duration::from_millis(u64::from(std::process::id() % 1000))).await;
     let every = shared.config.sweep_interval;
     loop {
         tokio::select! {
@@ -233,6 +244,99 @@ pub(super) async fn sweep_loop(shared: Arc<Shared>) {
         }
         if let Err(err) = shared.purge_expired().await {
             tracing::warn!(error = %err, "expired task sweep failed");
+        }
+    }
+}
+
+/// Keeps the local queue fed from the store: when workers run short, claims queued tasks no
+/// worker holds (queued by clients, or handed back), at most as many as there are free slots.
+/// Also passes on revoke requests for tasks running here.
+pub(super) async fn feeder_loop(shared: Arc<Shared>) {
+    let every = shared.config.poll_interval;
+    let slots = shared.config.concurrency as usize;
+    loop {
+        let free = {
+            let live = lock(&shared.live);
+            slots.saturating_sub(live.running + live.queued)
+        };
+        let mut full_claim = false;
+        if free > 0 {
+            let claimed = async {
+                if !store::has_claimable(&shared.db, &shared.config.queues).await? {
+                    return Ok(0);
+                }
+                shared
+                    .request(|ack| WriteOp::Claim { max: free, ack })
+                    .await
+            };
+            match claimed.await {
+                Ok(claimed) => full_claim = claimed > 0 && claimed == free,
+                Err(err) => tracing::warn!(error = %err, "claiming queued tasks failed"),
+            }
+        }
+        match store::revoke_requests(&shared.db, shared.id()).await {
+            Ok(ids) => ids.into_iter().for_each(|id| shared.terminate(id)),
+            Err(err) => tracing::warn!(error = %err, "reading revoke requests failed"),
+        }
+        if full_claim {
+            continue;
+        }
+        tokio::select! {
+            () = shared.stop_taking.cancelled() => break,
+            () = shared.hungry.notified() => {}
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// Renews this worker's leases every `heartbeat`, and takes back the tasks of workers whose
+/// lease expired.
+pub(super) async fn heartbeat_loop(shared: Arc<Shared>) {
+    let every = shared.config.heartbeat;
+    loop {
+        tokio::select! {
+            () = shared.stop_taking.cancelled() => break,
+            () = tokio::time::sleep(every) => {}
+        }
+        let processed = shared.processed.swap(0, Ordering::Relaxed);
+        let beat = shared
+            .request(|ack| WriteOp::Heartbeat { processed, ack })
+            .await;
+        if let Err(err) = beat {
+            shared.processed.fetch_add(processed, Ordering::Relaxed);
+            tracing::error!(error = %err, "heartbeat failed: this worker's leases run out unless the store comes back");
+        }
+        recover(&shared).await;
+    }
+}
+
+/// Takes back the tasks of lost workers (see [`crate::tasks::store::reclaim_expired`]) and
+/// tells their handlers.
+pub(super) async fn recover(shared: &Arc<Shared>) {
+    let reclaimed = match shared.request(WriteOp::Reclaim).await {
+        Ok(reclaimed) => reclaimed,
+        Err(err) => {
+            tracing::warn!(error = %err, "recovering tasks of lost workers failed");
+            return;
+        }
+    };
+    if reclaimed.released > 0 {
+        tracing::info!(
+            released = reclaimed.released,
+            "queued tasks of a lost worker handed back"
+        );
+    }
+    for task in &reclaimed.retried {
+        tracing::warn!(task = %task.id, kind = %task.kind, attempt = task.attempt, "task of a lost worker queued again");
+    }
+    if !reclaimed.retried.is_empty() {
+        shared.hungry.notify_one();
+    }
+    for task in reclaimed.failed {
+        tracing::warn!(task = %task.id, kind = %task.kind, "task of a lost worker ended as interrupted");
+        if let Some(handler) = shared.handlers.get(&task.kind) {
+            // Hooks may take a while (they talk to the engine): off the heartbeat's path.
+            tokio::spawn(async move { handler.lost(&task).await });
         }
     }
 }

@@ -1,143 +1,207 @@
-//! The writer: stores the backend's changes in batches, one transaction per batch.
+//! The writer: every task write of this process, in batches, one transaction per batch (group
+//! commit), with the events of what it stored.
+//!
+//! Being the one writer of the process keeps its connections from queueing on SQLite's write
+//! lock, and makes the order of changes the order of their events.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
-use sqlx::{Any, Connection};
+use sqlx::{Any, AnyConnection, Connection};
 use tokio::sync::{mpsc, oneshot};
 
-use super::state::{Live, lock};
-use crate::db::Database;
+use super::state::{Shared, lock};
+use crate::db::now_millis;
 use crate::error::{HubError, Result};
-use crate::tasks::model::{TaskId, TaskState};
-use crate::tasks::store::{self, StoredTask};
+use crate::tasks::model::{CancelReason, TaskEvent, TaskId, TaskRecord, TaskState};
+use crate::tasks::store::{self, Reclaimed, StoredTask};
 
 /// Ops queued to the writer at most per transaction.
 const MAX_BATCH: usize = 2048;
+/// Longest wait between two tries when the store fails.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+type Ack<T> = oneshot::Sender<Result<T>>;
 
 pub(super) enum WriteOp {
-    /// Store this version of a record (written behind).
-    Put(StoredTask),
-    /// Store a new record; with an exclusive key, report when it is committed (or refused
-    /// because the key is held).
-    Insert(StoredTask, Option<oneshot::Sender<Result<()>>>),
-    /// Report when everything sent before is committed.
+    /// Store a new task; with an exclusive key, answer once the store decided (`conflict` when
+    /// the key is held) — and queue it here if this process holds it.
+    Insert {
+        task: StoredTask,
+        ack: Option<Ack<()>>,
+    },
+    /// Store a change of a task this process holds (fenced on owner and attempt).
+    Put { task: StoredTask, version: u64 },
+    /// Take up to `max` unowned queued tasks for this worker and queue them here.
+    Claim { max: usize, ack: Ack<usize> },
+    /// Register this process as a worker.
+    Register(Ack<()>),
+    /// Renew this worker's leases and heartbeat.
+    Heartbeat { processed: u64, ack: Ack<()> },
+    /// End or re-queue tasks whose worker's lease expired.
+    Reclaim(Ack<Reclaimed>),
+    /// Revoke a task this process does not hold: a queued one at once, a running one by asking
+    /// its worker (`terminate`).
+    Revoke {
+        id: TaskId,
+        terminate: bool,
+        ack: Ack<()>,
+    },
+    /// Hand this worker's reserved, unstarted tasks back to the queue and sign it off.
+    Release(Ack<u64>),
+    /// Report when everything sent before is stored.
     Flush(oneshot::Sender<()>),
 }
 
-/// Stores batches of changes, one transaction per batch, until every sender is gone.
+/// Stores batches of ops until every sender is gone.
 ///
 /// The writer keeps one connection of its own: a pool round trip per batch would cost more than
 /// the batch's statements.
-pub(super) async fn writer_loop(
-    db: Database,
-    live: Arc<Mutex<Live>>,
-    mut ops: mpsc::UnboundedReceiver<WriteOp>,
-) {
+pub(super) async fn writer_loop(shared: Arc<Shared>, mut ops: mpsc::UnboundedReceiver<WriteOp>) {
     let mut batch = Vec::new();
     let mut conn: Option<PoolConnection<Any>> = None;
     while ops.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        write_batch(&db, &mut conn, &live, std::mem::take(&mut batch)).await;
+        write_batch(&shared, &mut conn, std::mem::take(&mut batch)).await;
     }
 }
 
-/// A batch turned into steps: plain upserts are merged (latest version per task wins); an insert
-/// with an exclusive key is a step of its own, checked against everything stored before it.
-enum Step {
-    Upsert(Vec<StoredTask>),
-    InsertExclusive(Box<StoredTask>, usize),
+/// A new task or a change, as one entry of a merged write.
+struct Entry {
+    task: StoredTask,
+    /// 0 for an insert.
+    version: u64,
 }
 
-async fn write_batch(
-    db: &Database,
-    conn: &mut Option<PoolConnection<Any>>,
-    live: &Mutex<Live>,
-    ops: Vec<WriteOp>,
-) {
+/// A batch turned into steps, run in order in one transaction. Plain writes are merged (the
+/// latest version per task wins; every version still gets its event).
+enum Step {
+    Write {
+        entries: Vec<Entry>,
+        /// Every version in arrival order: `(task, record)` — the events, if stored.
+        versions: Vec<TaskRecord>,
+    },
+    InsertExclusive(Box<StoredTask>, Ack<()>),
+    Claim(usize, Ack<usize>),
+    Register(Ack<()>),
+    Heartbeat(u64, Ack<()>),
+    Reclaim(Ack<Reclaimed>),
+    Revoke(TaskId, bool, Ack<()>),
+    Release(Ack<u64>),
+}
+
+impl Step {
+    fn has_ack(&self) -> bool {
+        !matches!(self, Step::Write { .. })
+    }
+
+    /// Fails the caller waiting on this step.
+    fn fail(self, err: &HubError) {
+        let unavailable = || HubError::BackendUnavailable {
+            message: format!("cannot store tasks: {err}"),
+        };
+        match self {
+            Step::Write { .. } => {}
+            Step::InsertExclusive(_, ack) | Step::Register(ack) | Step::Heartbeat(_, ack) => {
+                let _ = ack.send(Err(unavailable()));
+            }
+            Step::Revoke(_, _, ack) => {
+                let _ = ack.send(Err(unavailable()));
+            }
+            Step::Claim(_, ack) => {
+                let _ = ack.send(Err(unavailable()));
+            }
+            Step::Reclaim(ack) => {
+                let _ = ack.send(Err(unavailable()));
+            }
+            Step::Release(ack) => {
+                let _ = ack.send(Err(unavailable()));
+            }
+        }
+    }
+}
+
+/// What a step did, to act on once the transaction committed.
+enum Done {
+    /// Ids of the write's tasks whose change was stored.
+    Written(HashSet<TaskId>),
+    Inserted(Result<()>),
+    Claimed(Vec<StoredTask>),
+    Unit,
+    Reclaimed(Reclaimed),
+    Released(u64),
+}
+
+fn plan(ops: Vec<WriteOp>) -> (Vec<Step>, Vec<oneshot::Sender<()>>) {
     let mut steps: Vec<Step> = Vec::new();
-    let mut acks: Vec<oneshot::Sender<Result<()>>> = Vec::new();
-    let mut plain_acks: Vec<usize> = Vec::new();
     let mut flushes = Vec::new();
     let mut merged: HashMap<TaskId, usize> = HashMap::new();
-    let mut counts: HashMap<(i64, String, TaskState), (i64, i64)> = HashMap::new();
-
+    let mut write = |steps: &mut Vec<Step>, task: StoredTask, version: u64| {
+        if !matches!(steps.last(), Some(Step::Write { .. })) {
+            steps.push(Step::Write {
+                entries: Vec::new(),
+                versions: Vec::new(),
+            });
+            merged.clear();
+        }
+        if let Some(Step::Write { entries, versions }) = steps.last_mut() {
+            versions.push(task.record.clone());
+            match merged.get(&task.record.id) {
+                Some(&i) => entries[i] = Entry { task, version },
+                None => {
+                    merged.insert(task.record.id, entries.len());
+                    entries.push(Entry { task, version });
+                }
+            }
+        }
+    };
     for op in ops {
         match op {
-            WriteOp::Put(task) => {
-                let r = &task.record;
-                if r.state.is_terminal()
-                    && let Some(finished) = r.finished_at
-                {
-                    let runtime = r.runtime().map_or(0, |s| (s * 1000.0) as i64);
-                    let entry = counts
-                        .entry((finished.timestamp() / 60, r.kind.clone(), r.state))
-                        .or_default();
-                    entry.0 += 1;
-                    entry.1 += runtime;
-                }
-                push_upsert(&mut steps, &mut merged, task);
+            WriteOp::Insert {
+                task,
+                ack: Some(ack),
+            } => steps.push(Step::InsertExclusive(Box::new(task), ack)),
+            WriteOp::Insert { task, ack: None } => write(&mut steps, task, 0),
+            WriteOp::Put { task, version } => write(&mut steps, task, version),
+            WriteOp::Claim { max, ack } => steps.push(Step::Claim(max, ack)),
+            WriteOp::Register(ack) => steps.push(Step::Register(ack)),
+            WriteOp::Heartbeat { processed, ack } => steps.push(Step::Heartbeat(processed, ack)),
+            WriteOp::Reclaim(ack) => steps.push(Step::Reclaim(ack)),
+            WriteOp::Revoke { id, terminate, ack } => {
+                steps.push(Step::Revoke(id, terminate, ack));
             }
-            WriteOp::Insert(task, Some(ack)) if task.exclusive_key.is_some() => {
-                acks.push(ack);
-                steps.push(Step::InsertExclusive(Box::new(task), acks.len() - 1));
-            }
-            WriteOp::Insert(task, ack) => {
-                if let Some(ack) = ack {
-                    acks.push(ack);
-                    plain_acks.push(acks.len() - 1);
-                }
-                push_upsert(&mut steps, &mut merged, task);
-            }
+            WriteOp::Release(ack) => steps.push(Step::Release(ack)),
             WriteOp::Flush(done) => flushes.push(done),
         }
     }
+    (steps, flushes)
+}
 
-    let mut outcome = Err(HubError::Internal("batch not attempted".into()));
-    for attempt in 1..=3 {
-        outcome = execute_steps(db, conn, &steps, &counts, acks.len()).await;
-        match &outcome {
-            Ok(_) => break,
+async fn write_batch(shared: &Shared, conn: &mut Option<PoolConnection<Any>>, ops: Vec<WriteOp>) {
+    let (mut steps, flushes) = plan(ops);
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match execute(shared, conn, &steps).await {
+            Ok(done) => {
+                finish(shared, steps, done);
+                break;
+            }
             Err(err) => {
-                tracing::error!(attempt, error = %err, "storing task changes failed");
+                tracing::error!(error = %err, "storing task changes failed; retrying");
                 // The connection may be what broke: take a fresh one next time.
                 *conn = None;
-                tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
-            }
-        }
-    }
-
-    match outcome {
-        Ok(mut results) => {
-            for i in plain_acks {
-                results[i] = Ok(());
-            }
-            // Finished records are now in the database: they need not stay in memory.
-            let mut live = lock(live);
-            for step in &steps {
-                if let Step::Upsert(tasks) = step {
-                    for task in tasks.iter().filter(|t| t.record.state.is_terminal()) {
-                        let stored_is_latest = live
-                            .tasks
-                            .get(&task.record.id)
-                            .is_some_and(|l| l.stored.seq <= task.seq && l.run.is_none());
-                        if stored_is_latest {
-                            live.tasks.remove(&task.record.id);
-                        }
-                    }
+                // Callers waiting on an answer get the error now; changes already made are
+                // never dropped: they are tried again until the store takes them.
+                let (waiting, kept): (Vec<Step>, Vec<Step>) =
+                    steps.into_iter().partition(Step::has_ack);
+                waiting.into_iter().for_each(|step| step.fail(&err));
+                steps = kept;
+                if steps.is_empty() {
+                    break;
                 }
-            }
-            drop(live);
-            for (ack, result) in acks.into_iter().zip(results) {
-                let _ = ack.send(result);
-            }
-        }
-        Err(err) => {
-            for ack in acks {
-                let _ = ack.send(Err(HubError::BackendUnavailable {
-                    message: format!("cannot store the task: {err}"),
-                }));
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     }
@@ -146,62 +210,185 @@ async fn write_batch(
     }
 }
 
-/// Adds `task` to the trailing upsert step, replacing an older version of the same task.
-fn push_upsert(steps: &mut Vec<Step>, merged: &mut HashMap<TaskId, usize>, task: StoredTask) {
-    if !matches!(steps.last(), Some(Step::Upsert(_))) {
-        steps.push(Step::Upsert(Vec::new()));
-        merged.clear();
-    }
-    if let Some(Step::Upsert(tasks)) = steps.last_mut() {
-        match merged.get(&task.record.id) {
-            Some(&i) => tasks[i] = task,
-            None => {
-                merged.insert(task.record.id, tasks.len());
-                tasks.push(task);
-            }
-        }
-    }
-}
-
-/// Runs the steps in one write transaction; returns a result per insert ack.
-async fn execute_steps(
-    db: &Database,
+/// Runs the steps in one write transaction and commits it under the event log's gate, with the
+/// events of what was stored.
+async fn execute(
+    shared: &Shared,
     conn: &mut Option<PoolConnection<Any>>,
     steps: &[Step],
-    counts: &HashMap<(i64, String, TaskState), (i64, i64)>,
-    ack_count: usize,
-) -> Result<Vec<Result<()>>> {
-    let mut results: Vec<Result<()>> = (0..ack_count).map(|_| Ok(())).collect();
-    if steps.is_empty() && counts.is_empty() {
-        return Ok(results);
+) -> Result<Vec<Done>> {
+    if steps.is_empty() {
+        return Ok(Vec::new());
     }
     let conn = match conn {
         Some(conn) => conn,
-        None => conn.insert(db.pool().acquire().await?),
+        None => conn.insert(shared.db.pool().acquire().await?),
     };
-    let mut tx = conn.begin_with(db.begin_write_statement()).await?;
+    let mut tx = conn.begin_with(shared.db.begin_write_statement()).await?;
+    let mut done = Vec::with_capacity(steps.len());
+    let mut events: Vec<TaskRecord> = Vec::new();
     for step in steps {
-        match step {
-            Step::Upsert(tasks) => {
-                let refs: Vec<&StoredTask> = tasks.iter().collect();
-                store::upsert(&mut tx, &refs).await?;
-            }
-            Step::InsertExclusive(task, ack) => {
-                let key = task.exclusive_key.as_deref().unwrap_or_default();
-                if !store::insert_if_key_free(&mut tx, task).await? {
-                    let holder = store::exclusive_holder(&mut tx, key)
-                        .await?
-                        .unwrap_or_else(|| "unknown".into());
-                    results[*ack] = Err(HubError::Conflict {
-                        message: format!(
-                            "another operation ({holder}) is still running for {key}; wait for it or revoke it"
-                        ),
-                    });
-                }
-            }
+        done.push(run_step(shared, &mut tx, step, &mut events).await?);
+    }
+    let mut counts: HashMap<(i64, String, TaskState), (i64, i64)> = HashMap::new();
+    for record in events.iter().filter(|r| r.state.is_terminal()) {
+        if let Some(finished) = record.finished_at {
+            let runtime = record.runtime().map_or(0, |s| (s * 1000.0) as i64);
+            let entry = counts
+                .entry((finished.timestamp() / 60, record.kind.clone(), record.state))
+                .or_default();
+            entry.0 += 1;
+            entry.1 += runtime;
         }
     }
-    store::add_counts(&mut tx, counts).await?;
+    store::add_counts(&mut tx, &counts).await?;
+    let seqs = store::insert_events(&mut tx, shared.id(), &events).await?;
+    // Under the gate: the event pump either sees these events with the commit or not at all.
+    let mut committed = shared.log.committed.lock().await;
     tx.commit().await?;
-    Ok(results)
+    committed.extend(
+        seqs.into_iter()
+            .zip(events)
+            .map(|(seq, task)| TaskEvent { seq, task }),
+    );
+    drop(committed);
+    shared.log.wake.notify_one();
+    Ok(done)
+}
+
+async fn run_step(
+    shared: &Shared,
+    tx: &mut AnyConnection,
+    step: &Step,
+    events: &mut Vec<TaskRecord>,
+) -> Result<Done> {
+    let me = shared.id();
+    Ok(match step {
+        Step::Write { entries, versions } => {
+            let tasks: Vec<&StoredTask> = entries.iter().map(|e| &e.task).collect();
+            let stored = store::update_fenced(tx, &tasks).await?;
+            events.extend(
+                versions
+                    .iter()
+                    .filter(|record| stored.contains(&record.id))
+                    .cloned(),
+            );
+            Done::Written(stored)
+        }
+        Step::InsertExclusive(task, _) => {
+            let key = task.exclusive_key.as_deref().unwrap_or_default();
+            if store::insert_if_key_free(tx, task).await? {
+                events.push(task.record.clone());
+                Done::Inserted(Ok(()))
+            } else {
+                let holder = store::exclusive_holder(tx, key)
+                    .await?
+                    .map_or_else(|| "unknown".into(), |t| format!("{} {}", t.kind, t.id));
+                Done::Inserted(Err(HubError::Conflict {
+                    message: format!(
+                        "another operation ({holder}) is still running for {key}; wait for it or revoke it"
+                    ),
+                }))
+            }
+        }
+        Step::Claim(max, _) => Done::Claimed(
+            store::claim(tx, me, shared.lease_until(), &shared.config.queues, *max).await?,
+        ),
+        Step::Register(_) => {
+            store::register_worker(tx, &shared.me, shared.lease_until()).await?;
+            Done::Unit
+        }
+        Step::Heartbeat(processed, _) => {
+            let until = shared.lease_until();
+            store::renew_leases(tx, me, until).await?;
+            store::worker_heartbeat(tx, me, now_millis(), until, *processed).await?;
+            Done::Unit
+        }
+        Step::Reclaim(_) => {
+            let retryable: HashSet<String> =
+                shared.handlers.retryable_kinds().into_iter().collect();
+            let reclaimed =
+                store::reclaim_expired(tx, now_millis(), &retryable, shared.config.max_attempts)
+                    .await?;
+            events.extend(reclaimed.retried.iter().cloned());
+            events.extend(reclaimed.failed.iter().cloned());
+            Done::Reclaimed(reclaimed)
+        }
+        Step::Revoke(id, terminate, _) => {
+            let now = now_millis();
+            match store::revoke_queued(tx, *id, now).await? {
+                Some(record) => events.push(record),
+                None if *terminate => store::request_revoke(tx, *id, now).await?,
+                None => {}
+            }
+            Done::Unit
+        }
+        Step::Release(_) => {
+            let released = store::release_reserved(tx, me).await?;
+            store::stop_worker(tx, me, now_millis()).await?;
+            Done::Released(released)
+        }
+    })
+}
+
+/// Acts on a committed batch: answers callers, queues what this process now holds, drops from
+/// memory what is stored and no longer needed, and stops runs the store refused.
+fn finish(shared: &Shared, steps: Vec<Step>, done: Vec<Done>) {
+    let me = shared.id();
+    for (step, done) in steps.into_iter().zip(done) {
+        match (step, done) {
+            (Step::Write { entries, .. }, Done::Written(stored)) => {
+                let mut live = lock(&shared.live);
+                for Entry { task, version } in entries {
+                    let id = task.record.id;
+                    if !stored.contains(&id) {
+                        tracing::warn!(task = %id, "change refused by the store: the task is no longer this worker's");
+                        shared.lose(&mut live, id, CancelReason::LeaseLost);
+                        continue;
+                    }
+                    let done_here =
+                        task.record.state.is_terminal() || task.owner.as_deref() != Some(me);
+                    let latest = live
+                        .tasks
+                        .get(&id)
+                        .is_some_and(|l| l.version <= version && l.run.is_none());
+                    if done_here && latest {
+                        live.tasks.remove(&id);
+                    }
+                }
+            }
+            (Step::InsertExclusive(task, ack), Done::Inserted(result)) => {
+                if result.is_ok() && task.owner.as_deref() == Some(me) {
+                    // Queued by the writer, not the caller: a caller that gives up after the
+                    // commit cannot leave a stored task unqueued.
+                    shared.admit_locked(&mut lock(&shared.live), *task);
+                }
+                let _ = ack.send(result);
+            }
+            (Step::Claim(_, ack), Done::Claimed(tasks)) => {
+                let count = tasks.len();
+                let mut live = lock(&shared.live);
+                for task in tasks {
+                    shared.admit_locked(&mut live, task);
+                }
+                drop(live);
+                let _ = ack.send(Ok(count));
+            }
+            (Step::Register(ack) | Step::Heartbeat(_, ack) | Step::Revoke(_, _, ack), _) => {
+                let _ = ack.send(Ok(()));
+            }
+            (Step::Reclaim(ack), Done::Reclaimed(reclaimed)) => {
+                let _ = ack.send(Ok(reclaimed));
+            }
+            (Step::Release(ack), Done::Released(count)) => {
+                let mut live = lock(&shared.live);
+                live.tasks.retain(|_, task| {
+                    task.run.is_some() || task.stored.record.state != TaskState::Pending
+                });
+                drop(live);
+                let _ = ack.send(Ok(count));
+            }
+            (step, _) => step.fail(&HubError::Internal("a write step lost its result".into())),
+        }
+    }
 }

@@ -1,0 +1,11 @@
+//! The task backends' behaviour suite (`suite/`), run unchanged against every backend there is.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic on failure by design
+
+#[macro_use]
+mod suite;
+
+/// The in-process backend, its store a SQLite file.
+mod in_process {
+    behaviour_suite!(crate::suite::Fixture::in_process());
+}

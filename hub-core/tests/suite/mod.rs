@@ -1,0 +1,1378 @@
+//! The behaviour suite of task backends: every case takes a [`Fixture`] that opens hubs on one
+//! backend, and `tests/backends.rs` runs every case unchanged against every backend there is.
+//! A new backend adds one line there.
+//!
+//! Cases that open several hubs on one store stand for several processes: each hub has its own
+//! worker id, writer, event pump and memory, and shares only the store.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code, unreachable_pub)] // test helpers panic on setup failure by design
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use hub_core::tasks::{
+    BackendFactory, CancelReason, Handlers, JobHandler, JobOptions, JobRequest, JobResult,
+    LocalBackendFactory, Retryable, TaskConfig, TaskContext, TaskError, TaskEvent, TaskId,
+    TaskQuery, TaskRecord, TaskState, codes,
+};
+use hub_core::{ErrorCode, Hub, HubConfig, HubMode};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::sync::{Mutex, Notify};
+
+/// Opens hubs on one backend; several hubs opened on the same folder share one store.
+#[derive(Clone)]
+pub struct Fixture {
+    name: &'static str,
+    factory: Arc<dyn BackendFactory>,
+}
+
+impl Fixture {
+    /// The in-process backend on a SQLite file in the test's folder.
+    pub fn in_process() -> Self {
+        Fixture {
+            name: "in_process",
+            factory: Arc::new(LocalBackendFactory),
+        }
+    }
+
+    fn config(&self, dir: &TempDir, tasks: TaskConfig, mode: HubMode) -> HubConfig {
+        let mut config = HubConfig::with_data_dir(dir.path().join("state"))
+            .tasks(tasks)
+            .mode(mode);
+        // No engine is needed here, and none is asked.
+        config.reconcile_on_open = false;
+        config
+    }
+
+    /// A hub that submits and runs tasks.
+    pub async fn open(&self, dir: &TempDir, tasks: TaskConfig, handlers: Handlers) -> Hub {
+        self.open_as(dir, tasks, handlers, HubMode::Embedded).await
+    }
+
+    /// A hub in `mode` (one "process" sharing the store).
+    pub async fn open_as(
+        &self,
+        dir: &TempDir,
+        tasks: TaskConfig,
+        handlers: Handlers,
+        mode: HubMode,
+    ) -> Hub {
+        let hub = Hub::builder(self.config(dir, tasks, mode))
+            .handlers(handlers)
+            .task_backend(SharedFactory(self.factory.clone()))
+            .open()
+            .await
+            .unwrap();
+        assert_eq!(hub.task_backend().name(), self.name);
+        hub
+    }
+}
+
+/// A factory shared between hubs of one test.
+struct SharedFactory(Arc<dyn BackendFactory>);
+
+#[async_trait::async_trait]
+impl BackendFactory for SharedFactory {
+    async fn open(
+        &self,
+        context: hub_core::tasks::BackendContext,
+    ) -> hub_core::Result<Arc<dyn hub_core::tasks::TaskBackend>> {
+        self.0.open(context).await
+    }
+}
+
+/// Short leases, so that lost workers are noticed within a test's patience.
+fn short_leases(tasks: TaskConfig) -> TaskConfig {
+    TaskConfig {
+        lease: Duration::from_millis(1000),
+        heartbeat: Duration::from_millis(200),
+        ..tasks
+    }
+}
+
+fn job(kind: &str) -> JobRequest {
+    JobRequest::new(kind, json!({}))
+}
+
+async fn noop(_: TaskContext, _: Value) -> Result<Value, TaskError> {
+    Ok(json!(null))
+}
+
+/// Polls until the task is terminal (10 s at most).
+async fn wait_done(hub: &Hub, id: TaskId) -> TaskRecord {
+    for _ in 0..1000 {
+        let record = hub.task(id).await.unwrap();
+        if record.ready() {
+            return record;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("task {id} did not finish");
+}
+
+/// Polls until the task reaches `state` (5 s at most).
+async fn wait_state(hub: &Hub, id: TaskId, state: TaskState) {
+    for _ in 0..500 {
+        if hub.task(id).await.unwrap().state == state {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("task {id} never reached {state}");
+}
+
+/// Events of task `id` until its terminal one.
+async fn events_until_done(
+    subscription: &mut hub_core::tasks::EventSubscription,
+    id: TaskId,
+) -> Vec<TaskEvent> {
+    let mut events = Vec::new();
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), subscription.recv())
+            .await
+            .expect("event in time")
+            .expect("stream open");
+        if event.task.id != id {
+            continue;
+        }
+        let done = event.task.ready();
+        events.push(event);
+        if done {
+            return events;
+        }
+    }
+}
+
+pub async fn a_job_lives_through_its_states_with_progress_events_in_order(backend: &Fixture) {
+    let dir = TempDir::new().unwrap();
+    let handlers =
+        Handlers::new().register("build", |ctx: TaskContext, payload: Value| async move {
+            ctx.progress(TaskState::Building, 10, "Initializing...")
+                .await?;
+            ctx.progress(TaskState::Building, 30, "Building containers...")
+                .await?;
+            ctx.progress(TaskState::Running, 80, "Starting services...")
+                .await?;
+            Ok(json!({"echo": payload["n"]}))
+        });
+    let hub = backend.open(&dir, TaskConfig::default(), handlers).await;
+    let mut events = hub.subscribe(None).await.unwrap();
+    let id = hub
+        .submit(JobRequest::new("build", json!({"n": 7})).project(42))
+        .await
+        .unwrap();
+
+    let events = events_until_done(&mut events, id).await;
+    let states: Vec<TaskState> = events.iter().map(|e| e.task.state).collect();
+    assert_eq!(
+        states,
+        [
+            TaskState::Pending,
+            TaskState::Started,
+            TaskState::Building,
+            TaskState::Building,
+            TaskState::Running,
+            TaskState::Success
+        ]
+    );
+    let progress: Vec<u8> = events.iter().map(|e| e.task.progress).collect();
+    assert_eq!(progress, [0, 0, 10, 30, 80, 100]);
+    let steps: Vec<Option<&str>> = events.iter().map(|e| e.task.status.as_deref()).collect();
+    assert_eq!(steps[3], Some("Building containers..."));
+    assert!(events.windows(2).all(|w| w[1].seq > w[0].seq));
+    let ready: Vec<bool> = events.iter().map(|e| e.task.ready()).collect();
+    assert_eq!(ready, [false, false, false, false, false, true]);
+
+    let record = hub.task(id).await.unwrap();
+    assert_eq!(record.state, TaskState::Success);
+    assert_eq!(record.result, Some(json!({"echo": 7})));
+    assert_eq!(record.project_id, Some(42));
+    assert_eq!(record.kind, "build");
+    assert_eq!(record.queue, "orchestration");
+    assert_eq!(record.attempt, 1);
+    let worker = record.worker.clone().unwrap();
+    assert!(worker.starts_with("embedded@"), "{worker}");
+    assert!(record.started_at.is_some() && record.finished_at.is_some());
+    assert!(record.runtime().unwrap() >= 0.0);
+}
+
+pub async fn a_failing_handler_ends_in_failure_with_its_error_kept(backend: &Fixture) {
+    let dir = TempDir::new().unwrap();
+    let handlers = Handlers::new().register("fail", |ctx: TaskContext, _: Value| async move {
+        ctx.progress(TaskState::Building, 40, "half way").await?;
+        Err(TaskError::new(
+            "port_in_use",
+            "Frontend port 3010 is in use",
+        ))
+    });
+    let hub = backend.open(&dir, TaskConfig::default(), handlers).await;
+    let id = hub.submit(job("fail")).await.unwrap();
+    let record = wait_done(&hub, id).await;
+    assert_eq!(record.state, TaskState::Failure);
+    assert!(record.ready());
+    let error = record.error.unwrap();
+    assert_eq!(error.code, "port_in_use");
+    assert_eq!(error.message, "Frontend port 3010 is in use");
+    // Progress does not go backwards on failure.
+    assert_eq!(record.progress, 40);
+    assert_eq!(record.result, None);
+
+    // Also once it is only in the database.
+    let listed = hub.tasks(&TaskQuery::default()).await.unwrap();
+    assert_eq!(listed[0].error.as_ref().unwrap().code, "port_in_use");
+    let stored = hub.task(id).await.unwrap();
+    assert_eq!(stored.state, TaskState::Failure);
+}
+
+pub async fn a_panicking_handler_fails_the_task_not_the_worker(backend: &Fixture) {
+    let dir = TempDir::new().unwrap();
+    let handlers = Handlers::new()
+        .register("panic", |_: TaskContext, _: Value| async move {
+            if true {
+                panic!("boom");
+            }
+            Ok(json!(null))
+        })
+        .register("noop", noop);
+    let hub = backend.open(&dir, TaskConfig::default(), handlers).await;
+    let id = hub.submit(job("panic")).await.unwrap();
+    let record = wait_done(&hub, id).await;
+    assert_eq!(record.state, TaskState::Failure);
+    assert_eq!(record.error.as_ref().unwrap().code, codes::PANIC);
+    assert!(record.error.unwrap().message.contains("boom"));
+    // The worker goes on.
+    let next = hub.submit(job("noop")).await.unwrap();
+    assert_eq!(wait_done(&hub, next).await.state, TaskState::Success);
+}
+
+pub async fn an_unknown_task_id_is_not_found_never_pending(backend: &Fixture) {
+    let dir = TempDir::new().unwrap();
+    let hub = backend
+        .open(&dir, TaskConfig::default(), Handlers::new())
+        .await;
+    let err = hub.task(uuid::Uuid::new_v4()).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NotFound);
+    let err = hub.revoke(uuid::Uuid::new_v4(), true).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NotFound);
+}
+
+pub async fn a_job_without_a_handler_is_refused_at_enqueue(backend: &Fixture) {
+    let dir = TempDir::new().unwrap();
+    let hub = backend
+        .open(&dir, TaskConfig::default(), Handlers::new())
+        .await;
+    let err = hub.submit(job("nope")).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidInput);
+    assert_eq!(err.field(), Some("kind"));
+    assert!(hub.tasks(&TaskQuery::default()).await.unwrap().is_empty());
+}
+
+pub async fn two_workers_never_run_three_handlers_at_once(backend: &Fixture) {
+    let dir = TempDir::new().unwrap();
+    let running = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let (r, p) = (running.clone(), peak.clone());
+    let handlers = Handlers::new().register("work", move |_: TaskContext, _: Value| {
+        let (running, peak) = (r.clone(), p.clone());
+        async move {
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            running.fetch_sub(1, Ordering::SeqCst);
+            Ok(json!(null))
+        }
+    });
+    let hub = backend.open(&dir, TaskConfig::default(), handlers).await;
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        ids.push(hub.submit(job("work")).await.unwrap());
+    }
+    for id in ids {
+        assert_eq!(wait_done(&hub, id).await.state, TaskState::Success);
+    }
+    assert_eq!(
+        peak.load(Ordering::SeqCst),
+        2,
+        "both workers used, never more"
+    );
+}
+
+pub async fn tasks_run_in_fifo_order(backend: &Fixture) {
+    let dir = TempDir::new().unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let o = order.clone();
+    let handlers = Handlers::new().register("record", move |_: TaskContext, payload: Value| {
+        let order = o.clone();
+        async move {
+            order.lock().await.push(payload["i"].as_u64().unwrap());
+            Ok(json!(null))
+        }
+    });
+    let tasks = TaskConfig {
+        concurrency: 1,
+        ..TaskConfig::default()
+    };
+    let hub = backend.open(&dir, tasks, handlers).await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(
+            hub.submit(JobRequest::new("record", json!({"i": i})))
+                .await
+                .unwrap(),
+        );
+    }
+    for id in &ids {
+        wait_done(&hub, *id).await;
+    }
+    assert_eq!(*order.lock().await, (0..20).collect::<Vec<u64>>());
+}
+
+/// A handler that blocks until released (or cancelled), reporting what it saw.
+#[derive(Clone, Default)]
+struct Gate {
+    release: Arc<Notify>,
+    started: Arc<AtomicUsize>,
+    saw_cancel: Arc<Mutex<Option<CancelReason>>>,
+}
+
+impl Gate {
+    fn handlers(&self) -> Handlers {
+        let gate = self.clone();
+        Handlers::new()
+            .register("gate", move |ctx: TaskContext, _: Value| {
+                let gate = gate.clone();
+                async move {
+                    gate.started.fetch_add(1, Ordering::SeqCst);
+                    ctx.progress(TaskState::Running, 50, "waiting").await?;
+                    tokio::select! {
+                        () = gate.release.notified() => Ok(json!("released")),
+                        () = ctx.cancelled() => {
+                            *gate.saw_cancel.lock().await = ctx.cancel_reason();
+                            Err(TaskError::new("cancelled", "stopped early"))
+                        }
+                    }
+                }
+            })
+            .register("stubborn", |_: TaskContext, _: Value| async move {
+                // Ignores cancellation entirely.
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Ok(json!(null))
+            })
+            .register("noop", noop)
+    }
+}
+
+pub async fn a_task_revoked_before_it_starts_never_runs(backend: &Fixture) {
+    let dir = TempDir::new().unwrap();
+    let gate = Gate::default();
+    let tasks = TaskConfig {
+        concurrency: 1,
+        ..TaskConfig::default()
+    };
+    let hub = backend.open(&dir, tasks, gate.handlers()).await;
+    let first = hub.submit(job("gate")).await.unwrap();
+    let second = hub.submit(job("gate")).await.unwrap();
+    wait_state(&hub, first, TaskState::Running).await;
+
+    let revoked = hub.revoke(second, false).await.unwrap();
+    assert_eq!(revoked.state, TaskState::Revoked);
+    assert!(revoked.ready());
+
+    gate.release.notify_one();
+    assert_eq!(wait_done(&hub, first).await.state, TaskState::Success);
+    // Give the worker the chance to (wrongly) pick the revoked task up.
+    let after = hub.submit(job("noop")).await.unwrap();
+    wait_done(&hub, after).await;
+    assert_eq!(gate.started.load(Ordering::SeqCst), 1);
+    assert_eq!(hub.task(second).await.unwrap().state, TaskState::Revoked);
+}
+
+pub async fn revoking_a_running_task_with_terminate_cancels_its_handler(backend: &Fixture) {
+    let dir = TempDir::new().unwrap();
+    let gate = Gate::default();
+    let hub = backend
+        .open(&dir, TaskConfig::default(), gate.handlers())
+        .await;
+    let id = hub.submit(job("gate")).await.unwrap();
+    wait_state(&hub, id, TaskState::Running).await;
+
+    // Without terminate a running task is left to finish (Celery's rule).
+    let still = hub.revoke(id, false).await.unwrap();
+    assert_eq!(still.state, TaskState::Running);
+
+    hub.revoke(id, true).await.unwrap();
+    let record = wait_done(&hub, id).await;
+    assert_eq!(record.state, TaskState::Revoked);
+    assert_eq!(*gate.saw_cancel.lock().await, Some(CancelReason::Revoked));
+}
+
+pub async fn a_handler_that_ignores_revoke_is_aborted_after_the_grace_period(backend: &Fixture) {
+    let dir = TempDir::new().unwrap();
+    let tasks = TaskConfig {
+        revoke_grace: Duration::from_millis(200),
+        ..TaskConfig::default()
+    };
+    let hub = backend.open(&dir, tasks, Gate::default().handlers()).await;
+    let id = hub.submit(job("stubborn")).await.unwrap();
+    wait_state(&hub, id, TaskState::Started).await;
+    let asked = std::time::Instant::now();
+    hub.revoke(id, true).await.unwrap();
+    let record = wait_done(&hub, id).await;
+    assert_eq!(record.state, TaskState::Revoked);
+    assert!(asked.elapsed() >= Duration::from_millis(200));
+    assert!(asked.elapsed() < Duration::from_secs(5));
+}
+
+pub async fn soft_time_limit_cancels_the_handler_with_its_reason(backend: &Fixture) {
+    let dir = TempDir::new().unwrap();
+    let gate = Gate::default();
+    let hub = backend
+        .open(&dir, TaskConfig::default(), gate.handlers())
+        .await;
+    let options = JobOptions {
+        soft_time_limit: Some(Duration::from_millis(150)),
+        ..JobOptions::default()
+    };
+    let id = hub.submit(job("gate").options(options)).await.unwrap();
+    let record = wait_done(&hub, id).await;
+    assert_eq!(
+        *gate.saw_cancel.lock().await,
+        Some(CancelReason::SoftTimeLimit)
+    );
+    // The handler chose to give up: its error is kept.
+    assert_eq!(record.state, TaskState::Failure);
+    assert_eq!(record.error.unwrap().code, "cancelled");
+    assert_eq!(record.limits.soft, Duration::from_millis(150));
+}
+
+pub async fn hard_time_limit_aborts_the_handler(backend: &Fixture) {
+    let dir = TempDir::new().unwrap();
+    let hub = backend
+        .open(&dir, TaskConfig::default(), Gate::default().handlers())
+        .await;
+    let options = JobOptions {
+        soft_time_limit: Some(Duration::from_millis(100)),
+        hard_time_limit: Some(Duration::from_millis(300)),
+        ..JobOptions::default()
+    };
+    let started = std::time::Instant::now();
+    let id = hub.submit(job("stubborn").options(options)).await.unwrap();
+    let record = wait_done(&hub, id).await;
+    assert_eq!(record.state, TaskState::Failure);
+    assert_eq!(record.error.unwrap().code, codes::TIME_LIMIT);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+pub async fn expired_results_are_swept_but_history_counters_stay(backend: &Fixture) {
+    let dir = TempDir::new().unwrap();
+    let tasks = TaskConfig {
+        result_expires: Duration::from_millis(300),
+        sweep_interval: Duration::from_millis(100),
+        ..TaskConfig::default()
+    };
+    let handlers = Handlers::new()
+        .register("noop", noop)
+        .register("fail", |_: TaskContext, _: Value| async move {
+            Err(TaskError::new("nope", "nope"))
+        });
+    let hub = backend.open(&dir, tasks, handlers).await;
+    let ok = hub.submit(job("noop")).await.unwrap();
+    let failed = hub.submit(job("fail")).await.unwrap();
+    wait_done(&hub, ok).await;
+    wait_done(&hub, failed).await;
+
+    let mut gone = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if hub.task(ok).await.is_err() && hub.task(failed).await.is_err() {
+            gone = true;
+            break;
+        }
+    }
+    assert!(gone, "expired records were not swept");
+    assert_eq!(hub.task(ok).await.unwrap_err().code(), ErrorCode::NotFound);
+    let stats = hub.task_stats().await.unwrap();
+    let noop = stats.kinds.iter().find(|k| k.kind == "noop").unwrap();
+    let fail = stats.kinds.iter().find(|k| k.kind == "fail").unwrap();
+    assert_eq!((noop.succeeded, noop.failed), (1, 0));
+    assert_eq!((fail.succeeded, fail.failed), (0, 1));
+    assert_eq!(stats.finished_last_minute, 2);
+}
+
+/// Handlers for the restart test: `hang` never finishes, `mark` records that it ran.
+fn restart_handlers(ran: Arc<AtomicUsize>) -> Handlers {
+    Handlers::new()
+        .register("hang", |ctx: TaskContext, _: Value| async move {
+            ctx.progress(TaskState::Building, 20, "hanging").await?;
+            std::future::pending::<()>().await;
+            Ok(json!(null))
+        })
+        .register("mark", move |_: TaskContext, _: Value| {
+            let ran = ran.clone();
+            async move {
+                ran.fetch_add(1, Ordering::SeqCst);
+                Ok(json!("ran"))
+            }
+        })
+}
+
+pub async fn after_a_crash_queued_tasks_rerun_and_running_ones_end_once_their_lease_expires(
+    backend: &Fixture,
+) {
+    let dir = TempDir::new().unwrap();
+    let tasks = TaskConfig {
+        concurrency: 1,
+        lease: Duration::from_secs(2),
+        heartbeat: Duration::from_millis(200),
+        ..TaskConfig::default()
+    };
+    let ran = Arc::new(AtomicUsize::new(0));
+
+    // First life: one task hangs in a worker, two wait behind it. Then the process "dies":
+    // the hub is dropped without a shutdown, its workers and heartbeat with it.
+    let hub = backend
+        .open(&dir, tasks.clone(), restart_handlers(ran.clone()))
+        .await;
+    let hanging = hub.submit(job("hang")).await.unwrap();
+    let queued = vec![
+        hub.submit(job("mark")).await.unwrap(),
+        hub.submit(job("mark")).await.unwrap(),
+    ];
+    wait_state(&hub, hanging, TaskState::Building).await;
+    // Listing flushes the writer, as time would.
+    hub.tasks(&TaskQuery::default()).await.unwrap();
+    drop(hub);
+    let died = std::time::Instant::now();
+    assert_eq!(ran.load(Ordering::SeqCst), 0);
+
+    let hub = backend
+        .open(&dir, tasks, restart_handlers(ran.clone()))
+        .await;
+    // Until the lease runs out, nobody may assume the worker is gone.
+    let still = hub.task(hanging).await.unwrap();
+    if died.elapsed() < Duration::from_millis(1500) {
+        assert_eq!(still.state, TaskState::Building);
+    }
+    let interrupted = wait_done(&hub, hanging).await;
+    // The lease runs from the last renewal, at most one heartbeat before the crash.
+    assert!(
+        died.elapsed() >= Duration::from_millis(1800),
+        "reclaimed before the lease expired"
+    );
+    assert_eq!(interrupted.state, TaskState::Failure);
+    assert_eq!(interrupted.error.unwrap().code, codes::INTERRUPTED);
+    for id in &queued {
+        let record = wait_done(&hub, *id).await;
+        assert_eq!(record.state, TaskState::Success);
+        assert_eq!(record.result, Some(json!("ran")));
+    }
+    assert_eq!(ran.load(Ordering::SeqCst), 2);
+    hub.close().await;
+}
+
+pub async fn graceful_shutdown_lets_quick_tasks_finish_and_interrupts_the_rest(backend: &Fixture) {
+    let dir = TempDir::new().unwrap();
+    let tasks = TaskConfig {
+        concurrency: 2,
+        shutdown_grace: Duration::from_millis(300),
+        ..TaskConfig::default()
+    };
+    let handlers = Handlers::new()
+        .register("quick", |_: TaskContext, _: Value| async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok(json!("done"))
+        })
+        .register("hang", |_: TaskContext, _: Value| async move {
+            std::future::pending::<()>().await;
+            Ok(json!(null))
+        });
+    let hub = backend.open(&dir, tasks.clone(), handlers.clone()).await;
+    let quick = hub.submit(job("quick")).await.unwrap();
+    let hang = hub.submit(job("hang")).await.unwrap();
+    let waiting = hub.submit(job("quick")).await.unwrap();
+    wait_state(&hub, hang, TaskState::Started).await;
+    hub.close().await;
+
+    let hub = backend.open(&dir, tasks, handlers).await;
+    assert_eq!(hub.task(quick).await.unwrap().state, TaskState::Success);
+    let hung = hub.task(hang).await.unwrap();
+    assert_eq!(hung.state, TaskState::Failure);
+    assert_eq!(hung.error.unwrap().code, codes::INTERRUPTED);
+    // Queued but never started: it runs in the next life.
+    assert_eq!(wait_done(&hub, waiting).await.state, TaskState::Success);
+}
+
+pub async fn five_long_jobs_across_projects_all_progress_together(backend: &Fixture) {
+    let dir = TempDir::new().unwrap();
+    let handlers = Handlers::new().register("long", |ctx: TaskContext, _: Value| async move {
+        for step in 1..=5u8 {
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            ctx.progress(TaskState::Running, step * 20, format!("step {step}/5"))
+                .await?;
+        }
+        Ok(json!(null))
+    });
+    let tasks = TaskConfig {
+        concurrency: 5,
+        ..TaskConfig::default()
+    };
+    let hub = backend.open(&dir, tasks, handlers).await;
+    let mut subscription = hub.subscribe(None).await.unwrap();
+    let mut ids = Vec::new();
+    for project in 1..=5 {
+        ids.push(hub.submit(job("long").project(project)).await.unwrap());
+    }
+    // Track every task's progress; count how many were mid-flight at once.
+    let mut progress = std::collections::HashMap::<TaskId, Vec<u8>>::new();
+    let mut peak_in_flight = 0;
+    let mut finished = 0;
+    while finished < ids.len() {
+        let event = tokio::time::timeout(Duration::from_secs(10), subscription.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let task = &event.task;
+        if task.state == TaskState::Running {
+            progress.entry(task.id).or_default().push(task.progress);
+        }
+        if task.ready() {
+            finished += 1;
+            assert_eq!(task.state, TaskState::Success);
+        }
+        let in_flight = progress
+            .iter()
+            .filter(|(_, p)| p.last().is_some_and(|last| *last < 100))
+            .count();
+        peak_in_flight = peak_in_flight.max(in_flight);
+    }
+    assert_eq!(peak_in_flight, 5, "all five progressed side by side");
+    for id in &ids {
+        assert_eq!(progress[id], [20, 40, 60, 80, 100]);
+    }
+    let projects: Vec<Option<i64>> = {
+        let mut all: Vec<_> = hub
+            .tasks(&TaskQuery::default())
+            .await
+            .unwrap()
+            .iter()
+            .map(|t| t.project_id)
+            .collect();
+        all.sort();
+        all
+    };
+    assert_eq!(projects, (1..=5).map(Some).collect::<Vec<_>>());
+}
+
+pub async fn progress_never_goes_back_and_nothing_changes_after_the_end(backend: &Fixture) {
+    let dir = TempDir::new().unwrap();
+    let late = Arc::new(Mutex::new(None::<TaskContext>));
+    let l = late.clone();
+    let handlers = Handlers::new().register("zigzag", move |ctx: TaskContext, _: Value| {
+        let late = l.clone();
+        async move {
+            ctx.progress(TaskState::Running, 80, "high").await?;
+            ctx.progress(TaskState::Building, 30, "lower").await?;
+            assert!(ctx.progress(TaskState::Success, 100, "no").await.is_err());
+            *late.lock().await = Some(ctx);
+            Ok(json!(null))
+        }
+    });
+    let hub = backend.open(&dir, TaskConfig::default(), handlers).await;
+    let mut subscription = hub.subscribe(None).await.unwrap();
+    let id = hub.submit(job("zigzag")).await.unwrap();
+    let events = events_until_done(&mut subscription, id).await;
+    let progress: Vec<u8> = events.iter().map(|e| e.task.progress).collect();
+    assert!(progress.windows(2).all(|w| w[1] >= w[0]), "{progress:?}");
+    assert_eq!(events[3].task.progress, 80);
+    assert_eq!(events[3].task.status.as_deref(), Some("lower"));
+
+    // A context kept past the end cannot change the finished task.
+    let ctx = late.lock().await.take().unwrap();
+    ctx.progress(TaskState::Running, 90, "too late")
+        .await
+        .unwrap();
+    let record = hub.task(id).await.unwrap();
+    assert_eq!(record.state, TaskState::Success);
+    assert_eq!(record.progress, 100);
+}
+
+pub async fn an_exclusive_key_allows_one_unfinished_task_at_a_time(backend: &Fixture) {
+    let dir = TempDir::new().unwrap();
+    let gate = Gate::default();
+    let hub = backend
+        .open(&dir, TaskConfig::default(), gate.handlers())
+        .await;
+    let exclusive = |key: &str| JobOptions {
+        exclusive_key: Some(key.into()),
+        ..JobOptions::default()
+    };
+    let first = hub
+        .submit(job("gate").options(exclusive("project:1")))
+        .await
+        .unwrap();
+    let err = hub
+        .submit(job("gate").options(exclusive("project:1")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Conflict);
+    // Another key is independent.
+    let other = hub
+        .submit(job("noop").options(exclusive("project:2")))
+        .await
+        .unwrap();
+    wait_done(&hub, other).await;
+
+    wait_state(&hub, first, TaskState::Running).await;
+    gate.release.notify_one();
+    wait_done(&hub, first).await;
+    let again = hub
+        .submit(job("noop").options(exclusive("project:1")))
+        .await
+        .unwrap();
+    assert_eq!(wait_done(&hub, again).await.state, TaskState::Success);
+}
+
+pub async fn concurrent_exclusive_submits_let_exactly_one_through(backend: &Fixture) {
+    let dir = TempDir::new().unwrap();
+    let hub = backend
+        .open(&dir, TaskConfig::default(), Gate::default().handlers())
+        .await;
+    let mut handles = Vec::new();
+    for _ in 0..10 {
+        let hub = hub.clone();
+        handles.push(tokio::spawn(async move {
+            hub.submit(job("gate").options(JobOptions {
+                exclusive_key: Some("project:7".into()),
+                ..JobOptions::default()
+            }))
+            .await
+        }));
+    }
+    let mut accepted = 0;
+    for handle in handles {
+        match handle.await.unwrap() {
+            Ok(_) => accepted += 1,
+            Err(err) => assert_eq!(err.code(), ErrorCode::Conflict),
+        }
+    }
+    assert_eq!(accepted, 1);
+}
+
+pub async fn tasks_can_be_listed_and_filtered(backend: &Fixture) {
+    let dir = TempDir::new().unwrap();
+    let handlers = Handlers::new()
+        .register("noop", noop)
+        .register("fail", |_: TaskContext, _: Value| async move {
+            Err(TaskError::new("x", "x"))
+        });
+    let hub = backend.open(&dir, TaskConfig::default(), handlers).await;
+    let before = chrono::Utc::now();
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let kind = if i % 3 == 0 { "fail" } else { "noop" };
+        ids.push(hub.submit(job(kind).project(i % 2)).await.unwrap());
+    }
+    for id in &ids {
+        wait_done(&hub, *id).await;
+    }
+    let all = hub.tasks(&TaskQuery::default()).await.unwrap();
+    assert_eq!(all.len(), 6);
+    assert_eq!(all[0].id, ids[5], "newest first");
+
+    let failed = hub
+        .tasks(&TaskQuery {
+            states: vec![TaskState::Failure],
+            ..TaskQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(failed.len(), 2);
+    let noop_in_project_1 = hub
+        .tasks(&TaskQuery {
+            kind: Some("noop".into()),
+            project_id: Some(1),
+            ..TaskQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(noop_in_project_1.len(), 2);
+    let page = hub
+        .tasks(&TaskQuery {
+            limit: 2,
+            offset: 1,
+            ..TaskQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        page.iter().map(|t| t.id).collect::<Vec<_>>(),
+        [ids[4], ids[3]]
+    );
+    let none = hub
+        .tasks(&TaskQuery {
+            queued_before: Some(before),
+            ..TaskQuery::default()
+        })
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    let stats = hub.task_stats().await.unwrap();
+    assert_eq!(stats.workers.len(), 1, "one process");
+    assert_eq!(stats.workers[0].concurrency, 2);
+    assert!(stats.workers[0].online);
+    assert_eq!(stats.workers[0].processed, 6);
+    assert_eq!(stats.queues[0].name, "orchestration");
+}
+
+pub async fn a_subscriber_resumes_after_the_last_event_it_saw(backend: &Fixture) {
+    let dir = TempDir::new().unwrap();
+    let handlers = Handlers::new().register("steps", |ctx: TaskContext, _: Value| async move {
+        for p in [25, 50, 75] {
+            ctx.progress(TaskState::Running, p, format!("{p}%")).await?;
+        }
+        Ok(json!(null))
+    });
+    let hub = backend.open(&dir, TaskConfig::default(), handlers).await;
+    let mut first = hub.subscribe(None).await.unwrap();
+    let id = hub.submit(job("steps")).await.unwrap();
+    let all = events_until_done(&mut first, id).await;
+    assert_eq!(all.len(), 6);
+
+    // A client that saw the first three resumes from the third's sequence number.
+    let mut resumed = hub.subscribe(Some(all[2].cursor())).await.unwrap();
+    let mut rest = Vec::new();
+    for _ in 0..3 {
+        rest.push(resumed.recv().await.unwrap());
+    }
+    assert_eq!(rest, all[3..].to_vec());
+}
+
+pub async fn the_event_sequence_keeps_increasing_across_restarts(backend: &Fixture) {
+    let dir = TempDir::new().unwrap();
+    let handlers = Handlers::new().register("noop", noop);
+    let hub = backend
+        .open(&dir, TaskConfig::default(), handlers.clone())
+        .await;
+    let mut events = hub.subscribe(None).await.unwrap();
+    let id = hub.submit(job("noop")).await.unwrap();
+    let last = events_until_done(&mut events, id).await.pop().unwrap().seq;
+    hub.close().await;
+
+    let hub = backend.open(&dir, TaskConfig::default(), handlers).await;
+    let mut events = hub.subscribe(None).await.unwrap();
+    let id = hub.submit(job("noop")).await.unwrap();
+    let first_after = events_until_done(&mut events, id).await[0].seq;
+    assert!(first_after > last);
+}
+
+pub async fn enqueue_after_shutdown_is_refused(backend: &Fixture) {
+    let dir = TempDir::new().unwrap();
+    let hub = backend
+        .open(
+            &dir,
+            TaskConfig::default(),
+            Handlers::new().register("noop", noop),
+        )
+        .await;
+    hub.task_backend()
+        .shutdown(Duration::from_millis(10))
+        .await
+        .unwrap();
+    let err = hub.submit(job("noop")).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::BackendUnavailable);
+}
+
+pub async fn cancellation_reason_is_visible_to_handlers_that_poll(backend: &Fixture) {
+    let dir = TempDir::new().unwrap();
+    let saw = Arc::new(AtomicBool::new(false));
+    let s = saw.clone();
+    let handlers = Handlers::new().register("poll", move |ctx: TaskContext, _: Value| {
+        let saw = s.clone();
+        async move {
+            while !ctx.is_cancelled() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            saw.store(
+                ctx.cancel_reason() == Some(CancelReason::Revoked),
+                Ordering::SeqCst,
+            );
+            Err(TaskError::new("stopped", "stopped"))
+        }
+    });
+    let hub = backend.open(&dir, TaskConfig::default(), handlers).await;
+    let id = hub.submit(job("poll")).await.unwrap();
+    wait_state(&hub, id, TaskState::Started).await;
+    hub.revoke(id, true).await.unwrap();
+    assert_eq!(wait_done(&hub, id).await.state, TaskState::Revoked);
+    assert!(saw.load(Ordering::SeqCst));
+}
+
+pub async fn the_key_of_a_finished_task_is_free_at_once(backend: &Fixture) {
+    let dir = TempDir::new().unwrap();
+    let handlers = Handlers::new().register("noop", noop);
+    let hub = backend.open(&dir, TaskConfig::default(), handlers).await;
+    let exclusive = || {
+        job("noop").options(JobOptions {
+            exclusive_key: Some("project:1".into()),
+            ..JobOptions::default()
+        })
+    };
+    let mut events = hub.subscribe(None).await.unwrap();
+    let mut id = hub.submit(exclusive()).await.unwrap();
+    for round in 0..50 {
+        // As soon as the terminal event is out, the next operation must be accepted.
+        events_until_done(&mut events, id).await;
+        id = match hub.submit(exclusive()).await {
+            Ok(next) => next,
+            Err(err) => panic!("round {round}: {err}"),
+        };
+    }
+    events_until_done(&mut events, id).await;
+}
+
+// ---- Several processes on one store --------------------------------------------------------
+
+fn exclusive(kind: &str, key: &str) -> JobRequest {
+    job(kind).options(JobOptions {
+        exclusive_key: Some(key.into()),
+        ..JobOptions::default()
+    })
+}
+
+/// Polls `hub` until the task reaches `state` as the store says (10 s at most).
+async fn wait_seen(hub: &Hub, id: TaskId, state: TaskState) -> TaskRecord {
+    for _ in 0..1000 {
+        if let Ok(record) = hub.task(id).await
+            && record.state == state
+        {
+            return record;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("task {id} never reached {state}");
+}
+
+pub async fn opening_and_closing_a_second_process_leaves_a_running_task_alone(backend: &Fixture) {
+    let dir = TempDir::new().unwrap();
+    let gate = Gate::default();
+    let first = backend
+        .open(&dir, TaskConfig::default(), gate.handlers())
+        .await;
+    let id = first.submit(exclusive("gate", "project:1")).await.unwrap();
+    wait_state(&first, id, TaskState::Running).await;
+
+    for mode in [HubMode::Embedded, HubMode::Client] {
+        let second = backend
+            .open_as(&dir, TaskConfig::default(), gate.handlers(), mode)
+            .await;
+        // One truth: the second process sees the task running, and its key held.
+        assert_eq!(
+            wait_seen(&second, id, TaskState::Running).await.state,
+            TaskState::Running
+        );
+        let err = second
+            .submit(exclusive("gate", "project:1"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Conflict, "{mode:?}");
+        second.close().await;
+        // Closing it touched nothing of the first's.
+        assert_eq!(first.task(id).await.unwrap().state, TaskState::Running);
+        let err = first
+            .submit(exclusive("gate", "project:1"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Conflict);
+    }
+    gate.release.notify_one();
+    assert_eq!(wait_done(&first, id).await.state, TaskState::Success);
+    let third = backend
+        .open_as(
+            &dir,
+            TaskConfig::default(),
+            Handlers::new(),
+            HubMode::Client,
+        )
+        .await;
+    assert_eq!(third.task(id).await.unwrap().state, TaskState::Success);
+    third.close().await;
+    first.close().await;
+}
+
+pub async fn a_client_submits_and_a_worker_process_runs(backend: &Fixture) {
+    let dir = TempDir::new().unwrap();
+    let handlers = Handlers::new().register("noop", noop);
+    let client = backend
+        .open_as(
+            &dir,
+            TaskConfig::default(),
+            Handlers::new(),
+            HubMode::Client,
+        )
+        .await;
+    let id = client.submit(job("noop")).await.unwrap();
+    // No worker yet: it waits, visible to all.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(client.task(id).await.unwrap().state, TaskState::Pending);
+    let stats = client.task_stats().await.unwrap();
+    assert!(stats.workers.iter().all(|w| !w.online));
+    assert_eq!(stats.queues.iter().map(|q| q.pending).sum::<u64>(), 1);
+
+    let worker = backend
+        .open_as(&dir, TaskConfig::default(), handlers, HubMode::Worker)
+        .await;
+    let done = wait_seen(&client, id, TaskState::Success).await;
+    let stats = client.task_stats().await.unwrap();
+    let online: Vec<_> = stats.workers.iter().filter(|w| w.online).collect();
+    assert_eq!(online.len(), 1);
+    assert_eq!(online[0].mode, "worker");
+    assert_eq!(done.worker.as_deref(), Some(online[0].id.as_str()));
+    worker.close().await;
+    let stats = client.task_stats().await.unwrap();
+    assert!(
+        stats.workers.iter().all(|w| !w.online),
+        "a stopped worker is offline"
+    );
+    client.close().await;
+}
+
+pub async fn every_process_publishes_one_event_sequence_without_gaps(backend: &Fixture) {
+    let dir = TempDir::new().unwrap();
+    let handlers = Handlers::new().register("steps", |ctx: TaskContext, _: Value| async move {
+        ctx.progress(TaskState::Running, 50, "half").await?;
+        Ok(json!(null))
+    });
+    let worker = backend
+        .open_as(
+            &dir,
+            TaskConfig::default(),
+            handlers.clone(),
+            HubMode::Worker,
+        )
+        .await;
+    let embedded = backend.open(&dir, TaskConfig::default(), handlers).await;
+    let client = backend
+        .open_as(
+            &dir,
+            TaskConfig::default(),
+            Handlers::new(),
+            HubMode::Client,
+        )
+        .await;
+    let mut events = client.subscribe(None).await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        let hub = if i % 2 == 0 { &client } else { &embedded };
+        ids.push(hub.submit(job("steps")).await.unwrap());
+    }
+    let mut seen: std::collections::HashMap<TaskId, Vec<TaskState>> = Default::default();
+    let mut last_seq = None;
+    let mut finished = 0;
+    while finished < ids.len() {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .expect("events keep coming")
+            .unwrap();
+        if let Some(last) = last_seq {
+            assert_eq!(event.seq, last + 1, "no gap, no duplicate");
+        }
+        last_seq = Some(event.seq);
+        if event.task.ready() {
+            finished += 1;
+        }
+        seen.entry(event.task.id)
+            .or_default()
+            .push(event.task.state);
+    }
+    for id in &ids {
+        assert_eq!(
+            seen[id],
+            [
+                TaskState::Pending,
+                TaskState::Started,
+                TaskState::Running,
+                TaskState::Success
+            ],
+            "every change of {id}, in order"
+        );
+    }
+    // Resuming on another process from a cursor gives the same sequence.
+    let first = ids[0];
+    let mut again = embedded
+        .subscribe(Some(hub_core::tasks::EventCursor::after(0)))
+        .await
+        .unwrap();
+    let replayed = events_until_done(&mut again, first).await;
+    assert_eq!(replayed.len(), 4);
+    for hub in [client, embedded, worker] {
+        hub.close().await;
+    }
+}
+
+/// A handler whose `lost` hook records what it was told.
+#[derive(Clone, Default)]
+struct Watched {
+    lost: Arc<Mutex<Vec<TaskId>>>,
+}
+
+#[async_trait::async_trait]
+impl JobHandler for Watched {
+    async fn run(&self, ctx: TaskContext, _: Value) -> JobResult {
+        ctx.progress(TaskState::Running, 10, "hanging").await?;
+        std::future::pending::<()>().await;
+        Ok(json!(null))
+    }
+
+    async fn lost(&self, task: &TaskRecord) {
+        self.lost.lock().await.push(task.id);
+    }
+}
+
+pub async fn a_lost_worker_s_task_ends_interrupted_its_key_freed_and_its_handler_told(
+    backend: &Fixture,
+) {
+    let dir = TempDir::new().unwrap();
+    let watched = Watched::default();
+    let handlers = Handlers::new()
+        .register("watched", watched.clone())
+        .register("noop", noop);
+    let tasks = short_leases(TaskConfig::default());
+    let doomed = backend.open(&dir, tasks.clone(), handlers.clone()).await;
+    let survivor = backend.open(&dir, tasks, handlers).await;
+    let id = doomed
+        .submit(exclusive("watched", "project:9"))
+        .await
+        .unwrap();
+    wait_seen(&survivor, id, TaskState::Running).await;
+    drop(doomed); // kill -9
+    let record = wait_seen(&survivor, id, TaskState::Failure).await;
+    assert_eq!(record.error.unwrap().code, codes::INTERRUPTED);
+    let next = survivor
+        .submit(exclusive("noop", "project:9"))
+        .await
+        .unwrap();
+    assert_eq!(wait_done(&survivor, next).await.state, TaskState::Success);
+    for _ in 0..100 {
+        if !watched.lost.lock().await.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(*watched.lost.lock().await, [id]);
+    survivor.close().await;
+}
+
+pub async fn a_task_safe_to_retry_runs_again_when_its_worker_is_lost(backend: &Fixture) {
+    let dir = TempDir::new().unwrap();
+    let handlers = Handlers::new().register(
+        "flaky",
+        Retryable(|ctx: TaskContext, _: Value| async move {
+            if ctx.attempt() == 1 {
+                std::future::pending::<()>().await;
+            }
+            Ok(json!({"attempt": ctx.attempt()}))
+        }),
+    );
+    let tasks = short_leases(TaskConfig::default());
+    let doomed = backend.open(&dir, tasks.clone(), handlers.clone()).await;
+    let id = doomed.submit(job("flaky")).await.unwrap();
+    wait_state(&doomed, id, TaskState::Started).await;
+    doomed.tasks(&TaskQuery::default()).await.unwrap();
+    drop(doomed);
+    let survivor = backend.open(&dir, tasks, handlers).await;
+    let record = wait_done(&survivor, id).await;
+    assert_eq!(record.state, TaskState::Success);
+    assert_eq!(record.attempt, 2);
+    assert_eq!(record.result, Some(json!({"attempt": 2})));
+    survivor.close().await;
+}
+
+pub async fn revokes_reach_the_process_that_holds_the_task(backend: &Fixture) {
+    let dir = TempDir::new().unwrap();
+    let gate = Gate::default();
+    let tasks = TaskConfig {
+        concurrency: 1,
+        ..TaskConfig::default()
+    };
+    let runner = backend.open(&dir, tasks.clone(), gate.handlers()).await;
+    let running = runner.submit(job("gate")).await.unwrap();
+    let queued = runner.submit(job("gate")).await.unwrap();
+    wait_state(&runner, running, TaskState::Running).await;
+    runner.tasks(&TaskQuery::default()).await.unwrap();
+
+    let client = backend
+        .open_as(&dir, tasks, Handlers::new(), HubMode::Client)
+        .await;
+    // Queued on the runner: revoked at once, and it never runs.
+    let revoked = client.revoke(queued, false).await.unwrap();
+    assert_eq!(revoked.state, TaskState::Revoked);
+    // Running there: cancelled there, within a second.
+    let asked = std::time::Instant::now();
+    client.revoke(running, true).await.unwrap();
+    let record = wait_seen(&client, running, TaskState::Revoked).await;
+    assert!(asked.elapsed() < Duration::from_secs(2));
+    assert_eq!(record.state, TaskState::Revoked);
+    assert_eq!(*gate.saw_cancel.lock().await, Some(CancelReason::Revoked));
+    let after = runner.submit(job("noop")).await.unwrap();
+    wait_done(&runner, after).await;
+    assert_eq!(
+        gate.started.load(Ordering::SeqCst),
+        1,
+        "the revoked one never ran"
+    );
+    assert_eq!(runner.task(queued).await.unwrap().state, TaskState::Revoked);
+    client.close().await;
+    runner.close().await;
+}
+
+/// Opens a worker hub on a thread of its own with a single-threaded runtime, so that a handler
+/// that blocks the thread freezes the whole process's view of time — its heartbeat included —
+/// as `SIGSTOP` would.
+fn freezable_worker(
+    backend: Fixture,
+    dir: std::path::PathBuf,
+    tasks: TaskConfig,
+    handlers: Handlers,
+) -> (
+    Hub,
+    std::sync::mpsc::Sender<()>,
+    std::thread::JoinHandle<()>,
+) {
+    let (hub_tx, hub_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let mut config = HubConfig::with_data_dir(dir)
+                .tasks(tasks)
+                .mode(HubMode::Worker);
+            config.reconcile_on_open = false;
+            let hub = Hub::builder(config)
+                .handlers(handlers)
+                .task_backend(SharedFactory(backend.factory.clone()))
+                .open()
+                .await
+                .unwrap();
+            hub_tx.send(hub.clone()).unwrap();
+            while stop_rx.try_recv().is_err() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            hub.close().await;
+        });
+    });
+    (hub_rx.recv().unwrap(), stop_tx, thread)
+}
+
+pub async fn a_worker_frozen_past_its_lease_cannot_overwrite_what_replaced_it(backend: &Fixture) {
+    let dir = TempDir::new().unwrap();
+    let frozen_for = Duration::from_millis(2500);
+    let handlers = Handlers::new().register(
+        "freeze",
+        Retryable(move |ctx: TaskContext, _: Value| async move {
+            ctx.progress(TaskState::Running, 10, "working").await?;
+            if ctx.attempt() == 1 {
+                // Let the writer store that it runs, then freeze.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                // Blocks the worker's only thread: heartbeat, writer and all stop, as if the
+                // process were stopped.
+                std::thread::sleep(frozen_for);
+                return Ok(json!("stale result of attempt 1"));
+            }
+            Ok(json!("attempt 2"))
+        }),
+    );
+    let tasks = short_leases(TaskConfig::default());
+    let client = backend
+        .open_as(&dir, tasks.clone(), Handlers::new(), HubMode::Client)
+        .await;
+    let (frozen, stop, thread) = freezable_worker(
+        backend.clone(),
+        dir.path().join("state"),
+        tasks.clone(),
+        handlers.clone(),
+    );
+    let id = client
+        .submit(exclusive("freeze", "project:3"))
+        .await
+        .unwrap();
+    wait_seen(&client, id, TaskState::Running).await;
+    // Another worker takes over once the frozen one's lease expires.
+    let other = backend
+        .open_as(&dir, tasks, handlers, HubMode::Worker)
+        .await;
+    let replaced = wait_seen(&client, id, TaskState::Success).await;
+    assert_eq!(replaced.attempt, 2);
+    assert_eq!(replaced.result, Some(json!("attempt 2")));
+    // The frozen worker wakes up and finishes attempt 1: its write is refused.
+    tokio::time::sleep(frozen_for).await;
+    frozen.task(id).await.unwrap();
+    frozen.tasks(&TaskQuery::default()).await.unwrap();
+    let record = client.task(id).await.unwrap();
+    assert_eq!(
+        record.result,
+        Some(json!("attempt 2")),
+        "attempt 1 overwrote attempt 2"
+    );
+    assert_eq!(record.attempt, 2);
+    stop.send(()).unwrap();
+    tokio::task::spawn_blocking(move || thread.join().unwrap())
+        .await
+        .unwrap();
+    other.close().await;
+    client.close().await;
+}
+
+/// Runs every case of the suite against one backend: `behaviour_suite!(Fixture::…())` in a
+/// module of its own.
+macro_rules! behaviour_suite {
+    ($fixture:expr) => {
+        behaviour_suite!(@cases $fixture;
+            a_job_lives_through_its_states_with_progress_events_in_order,
+            a_failing_handler_ends_in_failure_with_its_error_kept,
+            a_panicking_handler_fails_the_task_not_the_worker,
+            an_unknown_task_id_is_not_found_never_pending,
+            a_job_without_a_handler_is_refused_at_enqueue,
+            two_workers_never_run_three_handlers_at_once,
+            tasks_run_in_fifo_order,
+            a_task_revoked_before_it_starts_never_runs,
+            revoking_a_running_task_with_terminate_cancels_its_handler,
+            a_handler_that_ignores_revoke_is_aborted_after_the_grace_period,
+            soft_time_limit_cancels_the_handler_with_its_reason,
+            hard_time_limit_aborts_the_handler,
+            expired_results_are_swept_but_history_counters_stay,
+            after_a_crash_queued_tasks_rerun_and_running_ones_end_once_their_lease_expires,
+            graceful_shutdown_lets_quick_tasks_finish_and_interrupts_the_rest,
+            five_long_jobs_across_projects_all_progress_together,
+            progress_never_goes_back_and_nothing_changes_after_the_end,
+            an_exclusive_key_allows_one_unfinished_task_at_a_time,
+            concurrent_exclusive_submits_let_exactly_one_through,
+            tasks_can_be_listed_and_filtered,
+            a_subscriber_resumes_after_the_last_event_it_saw,
+            the_event_sequence_keeps_increasing_across_restarts,
+            enqueue_after_shutdown_is_refused,
+            cancellation_reason_is_visible_to_handlers_that_poll,
+            the_key_of_a_finished_task_is_free_at_once,
+            opening_and_closing_a_second_process_leaves_a_running_task_alone,
+            a_client_submits_and_a_worker_process_runs,
+            every_process_publishes_one_event_sequence_without_gaps,
+            a_lost_worker_s_task_ends_interrupted_its_key_freed_and_its_handler_told,
+            a_task_safe_to_retry_runs_again_when_its_worker_is_lost,
+            revokes_reach_the_process_that_holds_the_task,
+            a_worker_frozen_past_its_lease_cannot_overwrite_what_replaced_it,
+        );
+    };
+    (@cases $fixture:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                crate::suite::$case(&$fixture).await;
+            }
+        )*
+    };
+}

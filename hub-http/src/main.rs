@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use hub_core::tasks::TaskConfig;
-use hub_core::{Hub, HubConfig};
+use hub_core::{Hub, HubConfig, HubMode};
 use hub_http::ServeOptions;
 use tracing_subscriber::EnvFilter;
 use utoipa::OpenApi;
@@ -22,20 +22,20 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve the HTTP API (embedded SQLite registry, in-process task workers).
+    /// Serve the HTTP API and run tasks (embedded SQLite registry, in-process task workers).
     Serve(Box<ServeArgs>),
+    /// Run tasks from the shared store, serving nothing (beside `hub serve --no-worker`, or
+    /// more workers beside `hub serve`).
+    Worker(Box<WorkerArgs>),
     /// Print the OpenAPI description of the HTTP API.
     Openapi,
     /// Print an example stack file (`hub.toml`): the default CommandCenter stack.
     StackTemplate,
 }
 
+/// Where the hub keeps its state, and how it runs tasks: shared by `serve` and `worker`.
 #[derive(Debug, Args)]
-struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "HUB_BIND", default_value = "127.0.0.1:9002")]
-    bind: SocketAddr,
-
+struct StoreArgs {
     /// Folder for the embedded database and other state [default: the platform data folder].
     #[arg(long, env = "HUB_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -47,6 +47,78 @@ struct ServeArgs {
     /// Docker engine address [default: DOCKER_HOST, else unix:///var/run/docker.sock].
     #[arg(long, env = "HUB_DOCKER_HOST")]
     docker_host: Option<String>,
+
+    /// Background tasks this process runs at once.
+    #[arg(long, env = "HUB_CONCURRENCY", default_value_t = 2)]
+    concurrency: u32,
+
+    /// Seconds finished task records are kept (0 = forever).
+    #[arg(long, env = "HUB_RESULT_EXPIRES", default_value_t = 3600)]
+    result_expires: u64,
+
+    /// Seconds running tasks get to finish when this process shuts down.
+    #[arg(long, env = "HUB_SHUTDOWN_GRACE", default_value_t = 30)]
+    shutdown_grace: u64,
+
+    /// Seconds a worker holds a task without renewing it: a process that stops (killed,
+    /// paused) loses its tasks this long after its last heartbeat.
+    #[arg(long, env = "HUB_TASK_LEASE", default_value_t = 30.0)]
+    task_lease: f64,
+
+    /// Seconds between two heartbeats (lease renewals); must be shorter than the lease.
+    #[arg(long, env = "HUB_TASK_HEARTBEAT", default_value_t = 10.0)]
+    task_heartbeat: f64,
+
+    /// The name this process registers under as a worker [default: serve, or worker].
+    #[arg(long = "worker-name", env = "HUB_WORKER_NAME")]
+    worker_name: Option<String>,
+}
+
+impl StoreArgs {
+    fn config(self, mode: HubMode) -> Result<HubConfig, Box<dyn std::error::Error>> {
+        let seconds = |flag: &str, value: f64| {
+            Duration::try_from_secs_f64(value).map_err(|err| format!("--{flag} {value}: {err}"))
+        };
+        let default_name = match mode {
+            HubMode::Worker => "worker",
+            _ => "serve",
+        };
+        let config = HubConfig {
+            data_dir: self
+                .data_dir
+                .unwrap_or_else(hub_core::config::default_data_dir),
+            database_url: self.database_url,
+            docker_host: self.docker_host,
+            mode,
+            tasks: TaskConfig {
+                concurrency: self.concurrency,
+                result_expires: Duration::from_secs(self.result_expires),
+                shutdown_grace: Duration::from_secs(self.shutdown_grace),
+                lease: seconds("task-lease", self.task_lease)?,
+                heartbeat: seconds("task-heartbeat", self.task_heartbeat)?,
+                worker_name: Some(self.worker_name.unwrap_or_else(|| default_name.into())),
+                ..TaskConfig::default()
+            },
+            ..HubConfig::default()
+        };
+        config.tasks.validate()?;
+        Ok(config)
+    }
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "HUB_BIND", default_value = "127.0.0.1:9002")]
+    bind: SocketAddr,
+
+    #[command(flatten)]
+    store: StoreArgs,
+
+    /// Run no tasks here: only submit and serve them (`hub worker` processes on the same
+    /// store run them).
+    #[arg(long, env = "HUB_NO_WORKER")]
+    no_worker: bool,
 
     /// Require this bearer token on every route but /health.
     #[arg(long, env = "HUB_API_TOKEN", hide_env_values = true)]
@@ -60,21 +132,15 @@ struct ServeArgs {
     #[arg(long = "browse-root", env = "HUB_BROWSE_ROOT", value_delimiter = ',')]
     browse_roots: Vec<PathBuf>,
 
-    /// Background tasks run at once.
-    #[arg(long, env = "HUB_CONCURRENCY", default_value_t = 2)]
-    concurrency: u32,
-
-    /// Seconds finished task records are kept (0 = forever).
-    #[arg(long, env = "HUB_RESULT_EXPIRES", default_value_t = 3600)]
-    result_expires: u64,
-
-    /// Seconds running tasks get to finish when the hub shuts down.
-    #[arg(long, env = "HUB_SHUTDOWN_GRACE", default_value_t = 30)]
-    shutdown_grace: u64,
-
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "HUB_BODY_LIMIT", default_value_t = 1024 * 1024)]
     body_limit: usize,
+}
+
+#[derive(Debug, Args)]
+struct WorkerArgs {
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 #[tokio::main]
@@ -92,6 +158,7 @@ async fn main() -> std::process::ExitCode {
             Ok(())
         }
         Command::Serve(args) => serve(*args).await,
+        Command::Worker(args) => worker(*args).await,
         Command::Openapi => hub_http::openapi::ApiDoc::openapi()
             .to_pretty_json()
             .map(|json| {
@@ -110,21 +177,12 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let config = HubConfig {
-        data_dir: args
-            .data_dir
-            .unwrap_or_else(hub_core::config::default_data_dir),
-        database_url: args.database_url,
-        docker_host: args.docker_host,
-        tasks: TaskConfig {
-            concurrency: args.concurrency,
-            result_expires: Duration::from_secs(args.result_expires),
-            shutdown_grace: Duration::from_secs(args.shutdown_grace),
-            ..TaskConfig::default()
-        },
-        ..HubConfig::default()
+    let mode = if args.no_worker {
+        HubMode::Client
+    } else {
+        HubMode::Embedded
     };
-    let hub = Hub::open(config).await?;
+    let hub = Hub::open(args.store.config(mode)?).await?;
     let options = ServeOptions {
         token: args.token,
         cors_origins: args.cors_origins,
@@ -141,6 +199,19 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     // Running tasks get the configured grace period; the rest are marked interrupted.
     hub.close().await;
     tracing::info!("hub stopped");
+    Ok(())
+}
+
+async fn worker(args: WorkerArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let hub = Hub::open(args.store.config(HubMode::Worker)?).await?;
+    tracing::info!(
+        concurrency = hub.config().tasks.concurrency,
+        "worker running tasks"
+    );
+    shutdown_signal().await;
+    // Running tasks get the grace period; reserved, unstarted ones go back to the queue.
+    hub.close().await;
+    tracing::info!("worker stopped");
     Ok(())
 }
 

@@ -7,10 +7,13 @@ import pathlib
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 
+import pytest
+
 import commandcenter_hub as ch
-from conftest import make_folder
+from conftest import STUCK, make_folder
 
 
 def free_port() -> int:
@@ -56,3 +59,87 @@ def test_hub_serve_and_python_see_the_same_projects(tmp_path: pathlib.Path, hub_
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def _get(base: str, path: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"{base}{path}") as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as err:
+        return err.code, json.load(err)
+
+
+def _post(base: str, path: str, body: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        f"{base}{path}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as err:
+        return err.code, json.load(err)
+
+
+def _serve(hub_binary: pathlib.Path, data: pathlib.Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    server = subprocess.Popen(
+        [str(hub_binary), "serve", "--bind", f"127.0.0.1:{port}", "--data-dir", str(data)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"{base}/health")
+            break
+        except OSError:
+            time.sleep(0.1)
+    return server, base
+
+
+def test_a_python_hub_opened_beside_the_server_leaves_its_running_task_alone(
+    tmp_path: pathlib.Path, hub_binary: pathlib.Path, tag: str
+) -> None:
+    """The four steps of the reproduction: a server runs a start that waits on a health check;
+    Python opens and closes a hub on the same folder, in either mode; the server's task stays
+    running, one truth for all, and its project still refuses a second operation."""
+    data = tmp_path / "state"
+    server, base = _serve(hub_binary, data)
+    try:
+        folder = make_folder(tmp_path, f"stuck-{tag}", STUCK)
+        status, project = _post(base, "/api/projects", {"name": f"stuck-{tag}", "path": str(folder)})
+        assert status == 201, project
+        status, accepted = _post(base, f"/api/orchestration/{project['id']}/start", {})
+        assert status == 202, accepted
+        task_id = accepted["task_id"]
+        for _ in range(600):
+            _, task = _get(base, f"/api/tasks/{task_id}/status")
+            if task["state"] == "RUNNING":
+                break
+            time.sleep(0.1)
+        assert task["state"] == "RUNNING", task
+
+        for run_tasks in (True, False):
+            with ch.Hub(data_dir=data, run_tasks=run_tasks) as hub:
+                # One truth: Python reads what the server runs.
+                assert hub.task(task_id).state == "RUNNING"
+                with pytest.raises(ch.ConflictError):
+                    hub.stop_project(project["id"])
+            _, after = _get(base, f"/api/tasks/{task_id}/status")
+            assert after["state"] == "RUNNING", after
+            status, body = _post(base, f"/api/orchestration/{project['id']}/stop", {})
+            assert status == 409, body
+
+        # A client handle follows the server's task to its end.
+        with ch.Hub(data_dir=data, run_tasks=False) as client:
+            _post(base, f"/api/tasks/{task_id}/revoke?terminate=true", {})
+            final = client.task(task_id)
+            for _ in range(300):
+                final = client.task(task_id)
+                if final.ready:
+                    break
+                time.sleep(0.1)
+            assert final.state == "REVOKED"
+    finally:
+        server.terminate()
+        server.wait(timeout=60)

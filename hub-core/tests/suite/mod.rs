@@ -1030,6 +1030,16 @@ pub async fn a_client_submits_and_a_worker_process_runs(backend: &Fixture) {
     assert_eq!(online.len(), 1);
     assert_eq!(online[0].mode, "worker");
     assert_eq!(done.worker.as_deref(), Some(online[0].id.as_str()));
+    // Queued while the worker runs: its enqueue event reaching the worker after the claim
+    // must not make it drop the task.
+    let mut events = client.subscribe(None).await.unwrap();
+    let second = client.submit(job("noop")).await.unwrap();
+    let seen = events_until_done(&mut events, second).await;
+    let states: Vec<TaskState> = seen.iter().map(|e| e.task.state).collect();
+    assert_eq!(
+        states,
+        [TaskState::Pending, TaskState::Started, TaskState::Success]
+    );
     worker.close().await;
     let stats = client.task_stats().await.unwrap();
     assert!(

@@ -284,16 +284,25 @@ impl Shared {
         }
     }
 
-    /// An event another process wrote: if it is about a task held here, this process lost it.
+    /// An event another process wrote about a task held here: if it shows the task ended,
+    /// retried or run by someone else, this process lost it. (Events from before this process
+    /// took the task — its enqueue — arrive too, and change nothing.)
     pub(super) fn foreign_event(&self, event: &TaskEvent) {
         let mut live = lock(&self.live);
-        if live.tasks.contains_key(&event.task.id) {
-            let reason = if event.task.state == TaskState::Revoked {
+        let Some(held) = live.tasks.get(&event.task.id) else {
+            return;
+        };
+        let theirs = &event.task;
+        let lost = theirs.state.is_terminal()
+            || theirs.attempt > held.stored.record.attempt
+            || (theirs.state.is_active() && theirs.worker.as_deref() != Some(self.id()));
+        if lost {
+            let reason = if theirs.state == TaskState::Revoked {
                 CancelReason::Revoked
             } else {
                 CancelReason::LeaseLost
             };
-            self.lose(&mut live, event.task.id, reason);
+            self.lose(&mut live, theirs.id, reason);
         }
     }
 

@@ -1,0 +1,269 @@
+//! Helpers of the tests that run the real `hub` binary: processes, HTTP/1.0 requests and
+//! Server-Sent Events over plain sockets.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code, unreachable_pub)] // test helpers panic on setup failure by design
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// The 4-service test stack (`tests/fixtures/four-services.toml`).
+pub const FOUR_SERVICES: &str = include_str!("../../../tests/fixtures/four-services.toml");
+
+/// A running `hub serve`.
+pub struct HubProcess {
+    pub child: Child,
+    pub port: u16,
+    data: PathBuf,
+    args: Vec<String>,
+    token: Option<String>,
+}
+
+impl HubProcess {
+    /// `hub serve` on a free port with `data` as its data folder, once it answers.
+    pub async fn start(data: &Path, extra: &[&str]) -> HubProcess {
+        let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let token = args
+            .iter()
+            .position(|a| a == "--token")
+            .map(|i| args[i + 1].clone());
+        let port = free_port();
+        let hub = HubProcess {
+            child: spawn(data, port, &args),
+            port,
+            data: data.to_path_buf(),
+            args,
+            token,
+        };
+        hub.wait_ready().await;
+        hub
+    }
+
+    /// Sends `signal` (`KILL`, `STOP`, `CONT`, `TERM`) to the process.
+    pub fn signal(&self, signal: &str) {
+        send_signal(&self.child, signal);
+    }
+
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok((200, _)) = request(self.port, "GET", "/health", None, &[]).await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("hub did not answer /health");
+    }
+
+    /// Stops the hub with SIGTERM (graceful) and starts it again on the same data folder.
+    pub async fn restart(&mut self) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(status.success());
+        let code = self.child.wait().unwrap();
+        assert!(code.success(), "hub exited with {code}");
+        self.child = spawn(&self.data, self.port, &self.args);
+        self.wait_ready().await;
+    }
+
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = auth
+            .as_deref()
+            .map(|a| vec![("Authorization", a)])
+            .unwrap_or_default();
+        let body = body.map(|b| b.to_string());
+        let (status, text) = request(self.port, method, path, body.as_deref(), &headers)
+            .await
+            .unwrap();
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.call("GET", path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call("POST", path, Some(body)).await
+    }
+
+    /// Polls a task's status until it is ready.
+    pub async fn wait_task(&self, task_id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            let (status, body) = self.get(&format!("/api/tasks/{task_id}/status")).await;
+            assert_eq!(status, 200, "{body}");
+            if body["ready"] == true {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("task {task_id} did not finish");
+    }
+
+    /// Registers a project whose folder holds `stack` as `hub.toml`.
+    pub async fn project(&self, root: &Path, name: &str, stack: &str) -> Value {
+        let folder = root.join(name);
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join("hub.toml"), stack).unwrap();
+        let (status, body) = self
+            .post("/api/projects", json!({"name": name, "path": folder}))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body
+    }
+}
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(data: &Path, port: u16, extra: &[String]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_hub"))
+        .arg("serve")
+        .args(["--bind", &format!("127.0.0.1:{port}")])
+        .args(["--data-dir", data.to_str().unwrap()])
+        .args(extra)
+        .env("HUB_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start hub")
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One HTTP/1.0 exchange (the server closes the connection, so no chunking to undo).
+pub async fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
+    let mut head = format!("{method} {path} HTTP/1.0\r\nHost: localhost\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if let Some(body) = body {
+        head.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await?;
+    if let Some(body) = body {
+        stream.write_all(body.as_bytes()).await?;
+    }
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut response))
+        .await
+        .map_err(|_| std::io::Error::other("timeout"))??;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad response: {text}")))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// An open Server-Sent Events stream.
+pub struct Sse {
+    lines: tokio::io::Lines<BufReader<TcpStream>>,
+}
+
+/// One SSE event.
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    pub id: Option<u64>,
+    pub event: String,
+    pub data: Value,
+}
+
+impl Sse {
+    pub async fn open(port: u16, path: &str, last_event_id: Option<u64>) -> Sse {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let mut head =
+            format!("GET {path} HTTP/1.0\r\nHost: localhost\r\nAccept: text/event-stream\r\n");
+        if let Some(id) = last_event_id {
+            head.push_str(&format!("Last-Event-ID: {id}\r\n"));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut lines = BufReader::new(stream).lines();
+        let status = lines.next_line().await.unwrap().unwrap();
+        assert!(status.contains(" 200 "), "{status}");
+        while !lines.next_line().await.unwrap().unwrap().is_empty() {}
+        Sse { lines }
+    }
+
+    /// The next event (keep-alive comments skipped), or `None` when the stream ends.
+    pub async fn next(&mut self) -> Option<SseEvent> {
+        let (mut id, mut event, mut data) = (None, String::from("message"), String::new());
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(60), self.lines.next_line())
+                .await
+                .expect("event in time")
+                .ok()??;
+            if line.is_empty() {
+                if data.is_empty() {
+                    continue;
+                }
+                return Some(SseEvent {
+                    id,
+                    event,
+                    data: serde_json::from_str(&data).unwrap_or(Value::String(data)),
+                });
+            }
+            if let Some(v) = line.strip_prefix("id:") {
+                id = v.trim().parse().ok();
+            } else if let Some(v) = line.strip_prefix("event:") {
+                event = v.trim().to_owned();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data.push_str(v.trim_start());
+            }
+        }
+    }
+}
+
+/// Sends `signal` to a child process.
+pub fn send_signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} failed");
+}
+
+/// A `hub worker` on `data`, with `extra` flags; its log goes to `log`.
+pub fn spawn_worker(data: &Path, extra: &[&str], log: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_hub"))
+        .arg("worker")
+        .args(["--data-dir", data.to_str().unwrap()])
+        .args(extra)
+        .env("HUB_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("start hub worker")
+}

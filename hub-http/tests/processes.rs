@@ -1,0 +1,297 @@
+//! Several real processes on one data folder: `hub serve`, `hub serve --no-worker` and `hub
+//! worker`, killed (`SIGKILL`), paused (`SIGSTOP`) and resumed, against the real Docker engine.
+//! One store, one truth: a task belongs to the worker that holds its lease, and to no one else.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic on failure by design
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{HubProcess, Sse, send_signal, spawn_worker};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+/// Leases short enough for a test: a lost worker is noticed within about three seconds.
+const SHORT_LEASE: [&str; 4] = ["--task-lease", "2", "--task-heartbeat", "0.5"];
+
+/// A stack whose start waits on a health check that never passes: the task stays running.
+const NEVER_HEALTHY: &str = r#"
+[hub]
+health_timeout = "5m"
+stop_grace = "1s"
+[services.stuck]
+image = "hubtest/busybox:latest"
+command = ["/bin/sleep", "600"]
+healthcheck = { test = ["CMD", "/bin/false"], interval = "1s", retries = 1000 }
+"#;
+
+/// A stack whose service turns healthy five seconds after it starts.
+const SLOW_HEALTHY: &str = r#"
+[hub]
+health_timeout = "2m"
+stop_grace = "1s"
+[services.slow]
+image = "hubtest/busybox:latest"
+command = ["/bin/sh", "-c", "sleep 5; touch /tmp/ready; exec sleep 600"]
+healthcheck = { test = ["CMD", "/bin/test", "-f", "/tmp/ready"], interval = "300ms", retries = 1000 }
+"#;
+
+fn tag() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..6].to_owned()
+}
+
+/// Polls until the task's state (as `hub` answers it) is one of `states`.
+async fn wait_state(hub: &HubProcess, task_id: &str, states: &[&str], within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let (status, body) = hub.get(&format!("/api/tasks/{task_id}/status")).await;
+        assert_eq!(status, 200, "{body}");
+        if states.iter().any(|s| body["state"] == *s) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "task {task_id} never reached {states:?}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn start(hub: &HubProcess, project: i64) -> String {
+    let (status, body) = hub
+        .post(&format!("/api/orchestration/{project}/start"), json!({}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    body["task_id"].as_str().unwrap().to_owned()
+}
+
+/// Stops the project through `hub` (removing its containers) and waits for it.
+async fn stop(hub: &HubProcess, project: i64) {
+    let (status, body) = hub
+        .post(&format!("/api/orchestration/{project}/stop"), json!({}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let done = hub.wait_task(body["task_id"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "SUCCESS", "{done}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_leaves_the_first_ones_operation_alone_until_its_owner_dies() {
+    let dir = TempDir::new().unwrap();
+    let data = dir.path().join("state");
+    let first = HubProcess::start(&data, &SHORT_LEASE).await;
+    let project = first
+        .project(dir.path(), &format!("stuck-{}", tag()), NEVER_HEALTHY)
+        .await;
+    let id = project["id"].as_i64().unwrap();
+    let task = start(&first, id).await;
+    let running = wait_state(&first, &task, &["RUNNING"], Duration::from_secs(60)).await;
+    assert_eq!(running["ready"], false);
+
+    // A second server on the same folder sees the task running and refuses a second operation.
+    let second = HubProcess::start(&data, &SHORT_LEASE).await;
+    let seen = wait_state(&second, &task, &["RUNNING"], Duration::from_secs(5)).await;
+    assert_eq!(seen["ready"], false);
+    for op in ["start", "stop", "restart"] {
+        let (status, body) = second
+            .post(&format!("/api/orchestration/{id}/{op}"), json!({}))
+            .await;
+        assert_eq!(status, 409, "{op}: {body}");
+        assert_eq!(body["error"]["code"], "conflict");
+    }
+
+    // A third one that opens the folder and then fails to bind its port changes nothing.
+    let status = Command::new(env!("CARGO_BIN_EXE_hub"))
+        .args(["serve", "--bind", &format!("127.0.0.1:{}", first.port)])
+        .args(["--data-dir", data.to_str().unwrap()])
+        .env("HUB_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "a busy port must fail the third server");
+    let (_, after) = first.get(&format!("/api/tasks/{task}/status")).await;
+    assert_eq!(after["state"], "RUNNING", "{after}");
+    let (status, _) = first
+        .post(&format!("/api/orchestration/{id}/stop"), json!({}))
+        .await;
+    assert_eq!(status, 409, "the key is still held");
+
+    // The owner dies: once its lease expires, the open second server ends the task.
+    first.signal("KILL");
+    let killed = Instant::now();
+    let ended = wait_state(&second, &task, &["FAILURE"], Duration::from_secs(15)).await;
+    assert_eq!(ended["error_code"], "interrupted", "{ended}");
+    assert!(
+        killed.elapsed() >= Duration::from_millis(1400),
+        "ended before the lease could expire"
+    );
+    let mut status_now = Value::Null;
+    for _ in 0..50 {
+        let (_, project) = second.get(&format!("/api/projects/{id}")).await;
+        status_now = project["status"].clone();
+        if status_now != "starting" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_ne!(status_now, "starting", "the project was left starting");
+    // And the project takes operations again.
+    stop(&second, id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_beside_a_client_server_run_500_jobs_each_exactly_once() {
+    let dir = TempDir::new().unwrap();
+    let data = dir.path().join("state");
+    let server = HubProcess::start(&data, &["--no-worker"]).await;
+    let logs: Vec<_> = (1..=2)
+        .map(|i| dir.path().join(format!("worker-{i}.log")))
+        .collect();
+    let mut workers: Vec<_> = logs
+        .iter()
+        .enumerate()
+        .map(|(i, log)| {
+            let name = format!("w{}", i + 1);
+            spawn_worker(&data, &["--worker-name", &name, "--concurrency", "2"], log)
+        })
+        .collect();
+
+    // 100 projects with empty stacks: each operation succeeds at once, with no container.
+    let mut projects = Vec::new();
+    for i in 0..100 {
+        let project = server
+            .project(dir.path(), &format!("p{i}-{}", tag()), "# no services\n")
+            .await;
+        projects.push(project["id"].as_i64().unwrap());
+    }
+    let mut events = Sse::open(server.port, "/api/events", None).await;
+    let mut tasks: HashSet<String> = HashSet::new();
+    for op in ["start", "stop", "start", "stop", "start"] {
+        let mut round = Vec::new();
+        for id in &projects {
+            let (status, body) = server
+                .post(&format!("/api/orchestration/{id}/{op}"), json!({}))
+                .await;
+            assert_eq!(status, 202, "{body}");
+            round.push(body["task_id"].as_str().unwrap().to_owned());
+        }
+        for task in &round {
+            let done = server.wait_task(task).await;
+            assert_eq!(done["state"], "SUCCESS", "{done}");
+        }
+        tasks.extend(round);
+    }
+    assert_eq!(tasks.len(), 500);
+
+    // Every event reached the server's subscriber in order, with no gap or duplicate.
+    let mut last: Option<u64> = None;
+    let mut starts: HashMap<String, usize> = HashMap::new();
+    let mut ends: HashMap<String, usize> = HashMap::new();
+    let mut ran_on: HashMap<String, String> = HashMap::new();
+    while ends.len() < 500 || ends.values().any(|n| *n == 0) {
+        let event = events.next().await.expect("stream open");
+        let seq = event.id.expect("every event has an id");
+        if let Some(last) = last {
+            assert_eq!(seq, last + 1, "gap or duplicate after {last}");
+        }
+        last = Some(seq);
+        let task = event.data["task_id"].as_str().unwrap().to_owned();
+        assert!(tasks.contains(&task), "an event of an unknown task");
+        match event.data["state"].as_str().unwrap() {
+            "STARTED" => {
+                *starts.entry(task.clone()).or_default() += 1;
+                ran_on.insert(task, event.data["worker"].as_str().unwrap_or("").to_owned());
+            }
+            "SUCCESS" | "FAILURE" | "REVOKED" => *ends.entry(task).or_default() += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(starts.len(), 500, "every task started");
+    assert!(starts.values().all(|n| *n == 1), "a task started twice");
+    assert!(ends.values().all(|n| *n == 1), "a task ended twice");
+    let by_worker: HashSet<&str> = ran_on
+        .values()
+        .map(|w| w.split('@').next().unwrap())
+        .collect();
+    assert_eq!(
+        by_worker,
+        HashSet::from(["w1", "w2"]),
+        "both workers ran tasks, the server none"
+    );
+
+    let (_, monitoring) = server.get("/api/monitoring").await;
+    let online: Vec<&Value> = monitoring["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["online"] == true)
+        .collect();
+    assert_eq!(online.len(), 2, "{monitoring}");
+    // SIGTERM drains a worker and signs it off.
+    for worker in &mut workers {
+        send_signal(worker, "TERM");
+        assert!(worker.wait().unwrap().success());
+    }
+    let (_, monitoring) = server.get("/api/monitoring").await;
+    assert!(
+        monitoring["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|w| w["online"] == false),
+        "{monitoring}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_paused_past_its_lease_cannot_overwrite_what_replaced_it() {
+    let dir = TempDir::new().unwrap();
+    let data = dir.path().join("state");
+    let server = HubProcess::start(&data, &["--no-worker"]).await;
+    let log = dir.path().join("paused.log");
+    let mut paused = spawn_worker(
+        &data,
+        &[&SHORT_LEASE[..], &["--worker-name", "paused"]].concat(),
+        &log,
+    );
+    let project = server
+        .project(dir.path(), &format!("slow-{}", tag()), SLOW_HEALTHY)
+        .await;
+    let id = project["id"].as_i64().unwrap();
+    let task = start(&server, id).await;
+    let running = wait_state(&server, &task, &["RUNNING"], Duration::from_secs(60)).await;
+    assert!(running["worker"].as_str().unwrap().starts_with("paused@"));
+
+    // Pause it past its lease; another worker recovers the task meanwhile.
+    send_signal(&paused, "STOP");
+    let rescuer_log = dir.path().join("rescuer.log");
+    let mut rescuer = spawn_worker(
+        &data,
+        &[&SHORT_LEASE[..], &["--worker-name", "rescuer"]].concat(),
+        &rescuer_log,
+    );
+    let ended = wait_state(&server, &task, &["FAILURE"], Duration::from_secs(15)).await;
+    assert_eq!(ended["error_code"], "interrupted", "{ended}");
+
+    // Resumed, the paused worker goes on where it stopped — its service turns healthy — but
+    // what it writes of the replaced attempt is refused.
+    send_signal(&paused, "CONT");
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let (_, after) = server.get(&format!("/api/tasks/{task}/status")).await;
+    assert_eq!(
+        after["state"], "FAILURE",
+        "the paused worker overwrote the result: {after}"
+    );
+    assert_eq!(after["error_code"], "interrupted");
+    assert_eq!(after["progress"], ended["progress"]);
+
+    stop(&server, id).await;
+    for worker in [&mut paused, &mut rescuer] {
+        send_signal(worker, "TERM");
+        worker.wait().unwrap();
+    }
+}

@@ -69,7 +69,9 @@ impl Database {
                         // across application crashes, which is what a local registry needs.
                         conn.execute(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; \
+                             PRAGMA cache_size = -32768; PRAGMA mmap_size = 268435456; \
+                             PRAGMA wal_autocheckpoint = 10000;",
                         )
                         .await?;
                     }

@@ -2,7 +2,7 @@
 //! the event log, workers, revoke requests and history counters (portable SQL, see
 //! [`crate::db`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -10,7 +10,8 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use super::model::{
-    KindCounts, TaskError, TaskId, TaskQuery, TaskRecord, TaskState, TimeLimits, WorkerInfo, codes,
+    KindCounts, TaskError, TaskEvent, TaskId, TaskQuery, TaskRecord, TaskState, TimeLimits,
+    WorkerInfo, codes,
 };
 use crate::db::{Database, from_millis, now_millis};
 use crate::error::{HubError, Result};
@@ -19,8 +20,9 @@ const COLUMNS: &str = "id, kind, queue, project_id, payload, state, progress, st
      error_code, error_message, attempt, worker, soft_limit_ms, hard_limit_ms, queued_at, \
      started_at, finished_at, queue_order, exclusive_key, owner, lease_until";
 const COLUMN_COUNT: usize = 22;
-/// Rows per multi-row statement; keeps statements well under every engine's parameter limit.
-const ROWS_PER_STATEMENT: usize = 64;
+/// Rows per multi-row statement: a batch is usually one statement (one round trip), and the 64
+/// statement texts this allows all stay prepared in the connection's statement cache.
+pub(crate) const ROWS_PER_STATEMENT: usize = 64;
 /// States in which a task is held by a worker.
 const ACTIVE: &str = "('STARTED', 'BUILDING', 'RUNNING', 'STOPPING', 'RESTARTING', 'FETCHING')";
 /// States that end a task.
@@ -48,7 +50,7 @@ pub(crate) async fn update_fenced(
     conn: &mut AnyConnection,
     tasks: &[&StoredTask],
 ) -> Result<HashSet<TaskId>> {
-    let mut applied = HashSet::with_capacity(tasks.len());
+    let mut refused = Vec::new();
     for chunk in tasks.chunks(ROWS_PER_STATEMENT) {
         // An upsert whose insert never happens (the rows exist): one statement for many rows,
         // with the fence in the update's WHERE.
@@ -60,18 +62,49 @@ pub(crate) async fn update_fenced(
              started_at = excluded.started_at, finished_at = excluded.finished_at, \
              exclusive_key = excluded.exclusive_key \
              WHERE tasks.owner IS excluded.owner AND tasks.attempt = excluded.attempt \
-             AND tasks.state NOT IN {TERMINAL} RETURNING id",
-            row_placeholders(chunk.len())
+             AND tasks.state NOT IN {TERMINAL}",
+            row_placeholders(chunk.len(), COLUMN_COUNT)
         );
         let mut query = sqlx::query(&sql);
         for task in chunk {
             query = bind_task(query, task);
         }
-        for row in query.fetch_all(&mut *conn).await? {
-            applied.insert(parse_id(&row.try_get::<String, _>(0)?)?);
+        // Every row counts as changed unless its fence held it back: the usual case costs no
+        // read-back.
+        let changed = query.execute(&mut *conn).await?.rows_affected();
+        if changed < chunk.len() as u64 {
+            refused.extend(refused_among(conn, chunk).await?);
         }
     }
-    Ok(applied)
+    Ok(tasks
+        .iter()
+        .map(|t| t.record.id)
+        .filter(|id| !refused.contains(id))
+        .collect())
+}
+
+/// Which of `tasks` the store did not take: those whose stored row is no longer their owner's
+/// attempt in their state.
+async fn refused_among(conn: &mut AnyConnection, tasks: &[&StoredTask]) -> Result<Vec<TaskId>> {
+    let mut refused = Vec::new();
+    for task in tasks {
+        let row = sqlx::query("SELECT owner, attempt, state FROM tasks WHERE id = $1")
+            .bind(task.record.id.to_string())
+            .fetch_optional(&mut *conn)
+            .await?;
+        let took = match row {
+            Some(row) => {
+                row.try_get::<Option<String>, _>(0)? == task.owner
+                    && row.try_get::<i64, _>(1)? == i64::from(task.record.attempt)
+                    && row.try_get::<String, _>(2)? == task.record.state.as_str()
+            }
+            None => false,
+        };
+        if !took {
+            refused.push(task.record.id);
+        }
+    }
+    Ok(refused)
 }
 
 /// Inserts `task` unless an unfinished task holds its exclusive key; returns whether it did.
@@ -92,17 +125,15 @@ pub(crate) async fn insert_if_key_free(
     Ok(done.rows_affected() == 1)
 }
 
-fn row_placeholders(rows: usize) -> String {
-    let mut sql = String::new();
-    for row in 0..rows {
-        sql.push_str(if row == 0 { "(" } else { ", (" });
-        for col in 0..COLUMN_COUNT {
-            let sep = if col == 0 { "" } else { ", " };
-            let _ = write!(sql, "{sep}${}", row * COLUMN_COUNT + col + 1);
-        }
-        sql.push(')');
-    }
-    sql
+/// `rows` rows of `columns` positional placeholders: `(?, ?, …), (?, ?, …)`.
+///
+/// Multi-row statements bind hundreds of parameters. SQLite resolves a numbered `$n` by a
+/// linear search of the statement's parameter names, once per parameter — quadratic in their
+/// count, and the single largest cost of a batch when measured. Anonymous `?` parameters are
+/// bound by position at no such cost; every one is used once, in order.
+fn row_placeholders(rows: usize, columns: usize) -> String {
+    let row = format!("({})", vec!["?"; columns].join(", "));
+    vec![row; rows].join(", ")
 }
 
 /// Binds the columns of `task` in [`COLUMNS`] order.
@@ -333,7 +364,9 @@ pub(crate) async fn reclaim_expired(
     Ok(reclaimed)
 }
 
-/// Revokes `id` if it is still queued; returns the record after the change.
+/// Revokes `id` if it is queued and no live worker holds it (unowned, or its owner's lease
+/// expired); returns the record after the change. A task a live worker reserved is revoked by
+/// that worker (see [`request_revoke`]), so that it cannot start in between.
 pub(crate) async fn revoke_queued(
     conn: &mut AnyConnection,
     id: TaskId,
@@ -341,7 +374,8 @@ pub(crate) async fn revoke_queued(
 ) -> Result<Option<TaskRecord>> {
     let row = sqlx::query(&format!(
         "UPDATE tasks SET state = 'REVOKED', error_code = $2, error_message = $3, \
-         finished_at = $4, exclusive_key = NULL WHERE id = $1 AND state = 'PENDING' \
+         finished_at = $4, exclusive_key = NULL, owner = NULL, lease_until = NULL \
+         WHERE id = $1 AND state = 'PENDING' AND (owner IS NULL OR lease_until < $4) \
          RETURNING {COLUMNS}"
     ))
     .bind(id.to_string())
@@ -354,121 +388,100 @@ pub(crate) async fn revoke_queued(
         .transpose()
 }
 
-/// Asks the worker running `id` to cancel it.
-pub(crate) async fn request_revoke(conn: &mut AnyConnection, id: TaskId, now: i64) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO task_revokes (task_id, requested_at) VALUES ($1, $2) \
-         ON CONFLICT (task_id) DO NOTHING",
-    )
+/// Asks the live worker holding `id` to revoke it: a queued task is revoked there before it can
+/// start; a running one is cancelled when `terminate` is set. Returns whether a request was
+/// left (the task is unfinished and held).
+pub(crate) async fn request_revoke(
+    conn: &mut AnyConnection,
+    id: TaskId,
+    terminate: bool,
+    now: i64,
+) -> Result<bool> {
+    let done = sqlx::query(&format!(
+        "INSERT INTO task_revokes (task_id, requested_at, terminate) \
+         SELECT id, $2, $3 FROM tasks WHERE id = $1 AND owner IS NOT NULL \
+         AND (state = 'PENDING' OR ($3 = 1 AND state IN {ACTIVE})) \
+         ON CONFLICT (task_id) DO UPDATE SET terminate = MAX(terminate, excluded.terminate)"
+    ))
     .bind(id.to_string())
     .bind(now)
+    .bind(i64::from(terminate))
     .execute(&mut *conn)
     .await?;
-    Ok(())
+    Ok(done.rows_affected() > 0)
 }
 
-/// Running tasks of `owner` that someone asked to cancel.
-pub(crate) async fn revoke_requests(db: &Database, owner: &str) -> Result<Vec<TaskId>> {
-    let ids: Vec<String> = sqlx::query_scalar(&format!(
-        "SELECT r.task_id FROM task_revokes r JOIN tasks t ON t.id = r.task_id \
-         WHERE t.owner = $1 AND t.state IN {ACTIVE}"
+/// Revoke requests for unfinished tasks `owner` holds: `(task, terminate)`.
+pub(crate) async fn revoke_requests(db: &Database, owner: &str) -> Result<Vec<(TaskId, bool)>> {
+    let rows = sqlx::query(&format!(
+        "SELECT r.task_id, r.terminate FROM task_revokes r JOIN tasks t ON t.id = r.task_id \
+         WHERE t.owner = $1 AND t.state NOT IN {TERMINAL}"
     ))
     .bind(owner)
     .fetch_all(db.pool())
     .await?;
-    ids.iter().map(|id| parse_id(id)).collect()
+    rows.iter()
+        .map(|row| {
+            Ok((
+                parse_id(&row.try_get::<String, _>(0)?)?,
+                row.try_get::<i64, _>(1)? != 0,
+            ))
+        })
+        .collect()
 }
 
-/// Appends one event per record, in order; returns their sequence numbers.
+/// Appends one event per record, in order: the record's changing columns.
+/// Returns their sequence numbers: consecutive, since the caller's write transaction keeps
+/// every other writer out while they are numbered.
 pub(crate) async fn insert_events(
     conn: &mut AnyConnection,
     origin: &str,
     records: &[TaskRecord],
 ) -> Result<Vec<u64>> {
-    let mut seqs = Vec::with_capacity(records.len());
+    if records.is_empty() {
+        return Ok(Vec::new());
+    }
+    /// The columns an event is written with (its `seq` comes from the store).
+    const EVENT_COLUMNS: usize = 13;
     let now = now_millis();
-    for chunk in records.chunks(ROWS_PER_STATEMENT * 4) {
-        let mut sql = String::from("INSERT INTO task_events (task_id, origin, at, record) VALUES ");
-        for row in 0..chunk.len() {
-            let n = row * 4;
-            let sep = if row == 0 { "" } else { ", " };
-            let _ = write!(sql, "{sep}(${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4);
-        }
-        sql.push_str(" RETURNING seq");
+    for chunk in records.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO task_events (task_id, origin, at, state, progress, status, result, \
+             error_code, error_message, attempt, worker, started_at, finished_at) VALUES {}",
+            row_placeholders(chunk.len(), EVENT_COLUMNS)
+        );
         let mut query = sqlx::query(&sql);
-        for record in chunk {
-            let json = serde_json::to_string(record)
-                .map_err(|err| HubError::Internal(format!("cannot encode a task event: {err}")))?;
+        for r in chunk {
             query = query
-                .bind(record.id.to_string())
+                .bind(r.id.to_string())
                 .bind(origin)
                 .bind(now)
-                .bind(json);
+                .bind(r.state.as_str())
+                .bind(i64::from(r.progress))
+                .bind(r.status.clone())
+                .bind(r.result.as_ref().map(|v| v.to_string()))
+                .bind(r.error.as_ref().map(|e| e.code.clone()))
+                .bind(r.error.as_ref().map(|e| e.message.clone()))
+                .bind(i64::from(r.attempt))
+                .bind(r.worker.clone())
+                .bind(r.started_at.map(|t| t.timestamp_millis()))
+                .bind(r.finished_at.map(|t| t.timestamp_millis()));
         }
-        let mut chunk_seqs = query
-            .fetch_all(&mut *conn)
-            .await?
-            .iter()
-            .map(|row| {
-                row.try_get::<i64, _>(0)
-                    .map(|seq| u64::try_from(seq).unwrap_or(0))
-            })
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        // One statement's rows take consecutive numbers in VALUES order; RETURNING may list them
-        // in any order.
-        chunk_seqs.sort_unstable();
-        seqs.extend(chunk_seqs);
+        query.execute(&mut *conn).await?;
     }
-    Ok(seqs)
-}
-
-/// Events after `after`, oldest first, at most `limit`. Those written by `local_origin` come
-/// without their record (the caller has it in memory).
-pub(crate) async fn events_after(
-    db: &Database,
-    after: u64,
-    local_origin: Option<&str>,
-    limit: usize,
-) -> Result<Vec<(u64, Option<TaskRecord>)>> {
-    let rows = sqlx::query(
-        "SELECT seq, CASE WHEN origin = $2 THEN NULL ELSE record END FROM task_events \
-         WHERE seq > $1 ORDER BY seq LIMIT $3",
-    )
-    .bind(i64::try_from(after).unwrap_or(i64::MAX))
-    .bind(local_origin.unwrap_or(""))
-    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-    .fetch_all(db.pool())
-    .await?;
-    rows.iter()
-        .map(|row| {
-            let seq = u64::try_from(row.try_get::<i64, _>(0)?).unwrap_or(0);
-            let record = row
-                .try_get::<Option<String>, _>(1)?
-                .map(|json| {
-                    serde_json::from_str(&json).map_err(|err| {
-                        HubError::Internal(format!(
-                            "stored task event {seq} is not a record: {err}"
-                        ))
-                    })
-                })
-                .transpose()?;
-            Ok((seq, record))
-        })
-        .collect()
-}
-
-/// The highest event sequence number stored (0 when there is none).
-pub(crate) async fn last_event_seq(db: &Database) -> Result<u64> {
-    let max: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM task_events")
-        .fetch_one(db.pool())
+    // The Any driver does not pass SQLite's last row id on; ask for it.
+    let last: i64 = sqlx::query_scalar("SELECT last_insert_rowid()")
+        .fetch_one(&mut *conn)
         .await?;
-    Ok(u64::try_from(max.unwrap_or(0)).unwrap_or(0))
+    let last = u64::try_from(last).unwrap_or(0);
+    let count = records.len() as u64;
+    Ok((last + 1 - count..=last).collect())
 }
 
 /// Adds finished-task counts: `(minute, kind, state) → (count, runtime_ms)`.
 pub(crate) async fn add_counts(
     conn: &mut AnyConnection,
-    counts: &HashMap<(i64, String, TaskState), (i64, i64)>,
+    counts: &std::collections::HashMap<(i64, String, TaskState), (i64, i64)>,
 ) -> Result<()> {
     for ((minute, kind, state), (count, runtime_ms)) in counts {
         sqlx::query(
@@ -486,6 +499,61 @@ pub(crate) async fn add_counts(
         .await?;
     }
     Ok(())
+}
+
+const EVENT_SELECT: &str = "SELECT e.seq, e.task_id AS id, t.kind, t.queue, t.project_id, \
+     t.payload, e.state, e.progress, e.status, e.result, e.error_code, e.error_message, \
+     e.attempt, e.worker, t.soft_limit_ms, t.hard_limit_ms, t.queued_at, e.started_at, \
+     e.finished_at FROM task_events e JOIN tasks t ON t.id = e.task_id";
+
+/// Events after `after`, oldest first, at most `limit`: each the task as it was after the
+/// change (its fixed fields — kind, payload, limits — from its record).
+pub(crate) async fn events_after(
+    db: &Database,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<TaskEvent>> {
+    let rows = sqlx::query(&format!(
+        "{EVENT_SELECT} WHERE e.seq > $1 ORDER BY e.seq LIMIT $2"
+    ))
+    .bind(i64::try_from(after).unwrap_or(i64::MAX))
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter().map(event_from_row).collect()
+}
+
+/// Like [`events_after`], only the events another process than `origin` wrote.
+pub(crate) async fn foreign_events_after(
+    db: &Database,
+    after: u64,
+    origin: &str,
+    limit: usize,
+) -> Result<Vec<TaskEvent>> {
+    let rows = sqlx::query(&format!(
+        "{EVENT_SELECT} WHERE e.seq > $1 AND e.origin <> $2 ORDER BY e.seq LIMIT $3"
+    ))
+    .bind(i64::try_from(after).unwrap_or(i64::MAX))
+    .bind(origin)
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter().map(event_from_row).collect()
+}
+
+fn event_from_row(row: &AnyRow) -> Result<TaskEvent> {
+    Ok(TaskEvent {
+        seq: u64::try_from(row.try_get::<i64, _>("seq")?).unwrap_or(0),
+        task: record_from_row(row)?,
+    })
+}
+
+/// The highest event sequence number stored (0 when there is none).
+pub(crate) async fn last_event_seq(db: &Database) -> Result<u64> {
+    let max: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM task_events")
+        .fetch_one(db.pool())
+        .await?;
+    Ok(u64::try_from(max.unwrap_or(0)).unwrap_or(0))
 }
 
 /// One record.
@@ -566,17 +634,17 @@ pub(crate) async fn list(db: &Database, query: &TaskQuery) -> Result<Vec<TaskRec
 pub(crate) async fn purge_finished(db: &Database, older_than: Duration) -> Result<u64> {
     let cutoff = now_millis() - millis(older_than);
     let mut tx = db.begin_write().await?;
-    let done = sqlx::query("DELETE FROM tasks WHERE finished_at IS NOT NULL AND finished_at < $1")
-        .bind(cutoff)
-        .execute(&mut *tx)
-        .await?;
     sqlx::query(
-        "DELETE FROM task_events WHERE at < $1 AND task_id NOT IN \
-         (SELECT id FROM tasks WHERE finished_at IS NULL)",
+        "DELETE FROM task_events WHERE task_id IN \
+         (SELECT id FROM tasks WHERE finished_at IS NOT NULL AND finished_at < $1)",
     )
     .bind(cutoff)
     .execute(&mut *tx)
     .await?;
+    let done = sqlx::query("DELETE FROM tasks WHERE finished_at IS NOT NULL AND finished_at < $1")
+        .bind(cutoff)
+        .execute(&mut *tx)
+        .await?;
     sqlx::query(
         "DELETE FROM task_revokes WHERE task_id NOT IN \
          (SELECT id FROM tasks WHERE finished_at IS NULL)",
@@ -794,6 +862,17 @@ fn parse_id(id: &str) -> Result<TaskId> {
 }
 
 fn stored_from_row(row: &AnyRow) -> Result<StoredTask> {
+    Ok(StoredTask {
+        record: record_from_row(row)?,
+        exclusive_key: row.try_get("exclusive_key")?,
+        owner: row.try_get("owner")?,
+        lease_until: row.try_get("lease_until")?,
+        queue_order: row.try_get("queue_order")?,
+    })
+}
+
+/// The record in a row that has the record's columns (of `tasks`, or an event joined to it).
+fn record_from_row(row: &AnyRow) -> Result<TaskRecord> {
     let id = parse_id(&row.try_get::<String, _>("id")?)?;
     let json = |column: &str| -> Result<Option<serde_json::Value>> {
         row.try_get::<Option<String>, _>(column)?
@@ -841,11 +920,5 @@ fn stored_from_row(row: &AnyRow) -> Result<StoredTask> {
             hard: duration("hard_limit_ms")?,
         },
     };
-    Ok(StoredTask {
-        record,
-        exclusive_key: row.try_get("exclusive_key")?,
-        owner: row.try_get("owner")?,
-        lease_until: row.try_get("lease_until")?,
-        queue_order: row.try_get("queue_order")?,
-    })
+    Ok(record)
 }

@@ -76,7 +76,7 @@ impl EventLog {
             self.publish(own.clone());
             return Ok(Vec::new());
         }
-        let rows = match store::events_after(db, last, Some(origin), READ_BATCH).await {
+        let foreign = match store::foreign_events_after(db, last, origin, READ_BATCH).await {
             Ok(rows) => rows,
             Err(err) => {
                 // Keep our own events for the next round rather than lose them.
@@ -84,35 +84,28 @@ impl EventLog {
                 return Err(err);
             }
         };
-        let complete = rows.len() < READ_BATCH;
-        let upto = rows.last().map_or(last, |(seq, _)| *seq);
+        let complete = foreign.len() < READ_BATCH;
+        let upto = foreign.last().map_or(u64::MAX, |e| e.seq);
+        // Own and foreign events interleave by sequence number; with the gate held, every own
+        // event the store has is in memory.
         let mut own = own.into_iter().peekable();
-        let mut out = Vec::with_capacity(rows.len());
-        let mut foreign = Vec::new();
-        for (seq, record) in rows {
-            match record {
-                Some(task) => {
-                    let event = TaskEvent { seq, task };
-                    foreign.push(event.clone());
-                    out.push(event);
-                }
-                None => {
-                    // An own event: the gate guarantees memory has it.
-                    while let Some(event) = own.next_if(|e| e.seq <= seq) {
-                        if event.seq == seq {
-                            out.push(event);
-                        }
-                    }
-                }
+        let mut out = Vec::with_capacity(foreign.len());
+        for event in &foreign {
+            while let Some(mine) = own.next_if(|e| e.seq < event.seq) {
+                out.push(mine);
             }
+            out.push(event.clone());
         }
         // Own events past what the store returned: publish them now only if the read saw
-        // everything (none of another process can lie between).
+        // everything (no other process's event can lie between).
         let rest: Vec<TaskEvent> = own.collect();
         if complete {
-            out.extend(rest.into_iter().filter(|e| e.seq > upto));
+            out.extend(rest);
         } else {
-            *committed = rest;
+            let (now, later): (Vec<TaskEvent>, Vec<TaskEvent>) =
+                rest.into_iter().partition(|e| e.seq < upto);
+            out.extend(now);
+            *committed = later;
         }
         drop(committed);
         self.publish(out);
@@ -173,10 +166,10 @@ impl EventLog {
             let limit = usize::try_from(first_in_memory - after - 1)
                 .unwrap_or(MAX_REPLAY)
                 .min(MAX_REPLAY);
-            let older = store::events_after(db, after, None, limit).await?;
-            for (seq, record) in older.into_iter().rev() {
-                if let Some(task) = record.filter(|_| seq < first_in_memory) {
-                    backlog.push_front(TaskEvent { seq, task });
+            let older = store::events_after(db, after, limit).await?;
+            for event in older.into_iter().rev() {
+                if event.seq < first_in_memory {
+                    backlog.push_front(event);
                 }
             }
         }

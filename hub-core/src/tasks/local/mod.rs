@@ -33,15 +33,15 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use self::events::{EventLog, pump_loop};
-use self::state::{Change, Live, Shared, lock};
+use self::state::{Live, Shared, lock};
 use self::worker::{feeder_loop, heartbeat_loop, hostname, recover, sweep_loop, worker_loop};
 use self::writer::{WriteOp, writer_loop};
 use super::backend::{
     BackendContext, BackendFactory, EventSubscription, TaskBackend, TaskHistory, TaskMonitor,
 };
 use super::model::{
-    BackendStats, EventCursor, JobRequest, QueueInfo, TaskError, TaskId, TaskQuery, TaskRecord,
-    TaskState, TimeLimits, codes,
+    BackendStats, EventCursor, JobRequest, QueueInfo, TaskId, TaskQuery, TaskRecord, TaskState,
+    TimeLimits,
 };
 use super::store::{self, StoredTask, WorkerRow};
 use crate::db::now_millis;
@@ -144,6 +144,8 @@ impl LocalBackend {
             accepting: AtomicBool::new(true),
             finished: Notify::new(),
             hungry: Notify::new(),
+            // Until a first look, the store may hold anything.
+            claimable: AtomicBool::new(true),
             processed: AtomicU64::new(0),
             order: AtomicI64::new(0),
         });
@@ -311,45 +313,24 @@ impl TaskBackend for LocalBackend {
 
     async fn revoke(&self, id: TaskId, terminate: bool) -> Result<TaskRecord> {
         let shared = &self.shared;
-        let held_here = {
-            let mut live = lock(&shared.live);
-            match live.tasks.get(&id) {
-                Some(task) if task.stored.owner.as_deref() == Some(shared.id()) => {
-                    match task.stored.record.state {
-                        TaskState::Pending => {
-                            let change = Change::Finish {
-                                state: TaskState::Revoked,
-                                result: None,
-                                error: Some(TaskError::new(
-                                    codes::REVOKED,
-                                    "revoked before it started",
-                                )),
-                            };
-                            shared.apply_locked(&mut live, id, change);
-                        }
-                        state if state.is_active() && terminate => {
-                            if let Some(run) = live.tasks.get(&id).and_then(|t| t.run.as_ref()) {
-                                run.ctx.cancel(super::model::CancelReason::Revoked);
-                                run.revoke.notify_one();
-                            }
-                        }
-                        _ => {}
-                    }
-                    live.tasks.get(&id).map(|task| task.stored.record.clone())
-                }
-                _ => None,
-            }
-        };
-        if let Some(record) = held_here {
+        if let Some(record) = shared.revoke_here(id, terminate) {
             return Ok(record);
         }
-        // Held by another process, queued for any, or finished: the store decides.
+        // Queued for any worker, held by another process, or finished: the store decides, and a
+        // live owner carries the revoke out. A queued task is gone within a poll or two.
         shared
             .request(|ack| WriteOp::Revoke { id, terminate, ack })
             .await?;
-        store::get(&shared.db, id)
-            .await?
-            .ok_or_else(|| HubError::not_found(crate::Entity::Task, id))
+        let deadline = tokio::time::Instant::now() + shared.config.poll_interval * 40;
+        loop {
+            let record = store::get(&shared.db, id)
+                .await?
+                .ok_or_else(|| HubError::not_found(crate::Entity::Task, id))?;
+            if record.state != TaskState::Pending || tokio::time::Instant::now() >= deadline {
+                return Ok(record);
+            }
+            tokio::time::sleep(shared.config.poll_interval / 2).await;
+        }
     }
 
     async fn subscribe(&self, after: Option<EventCursor>) -> Result<EventSubscription> {

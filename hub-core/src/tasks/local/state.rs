@@ -23,7 +23,9 @@ use crate::db::{Database, now_millis};
 use crate::error::{HubError, Result};
 use crate::tasks::config::TaskConfig;
 use crate::tasks::handler::{Handlers, ProgressSink, TaskContext};
-use crate::tasks::model::{CancelReason, TaskError, TaskEvent, TaskId, TaskRecord, TaskState};
+use crate::tasks::model::{
+    CancelReason, TaskError, TaskEvent, TaskId, TaskRecord, TaskState, codes,
+};
 use crate::tasks::store::{self, StoredTask, WorkerRow};
 
 /// What the backend's handle, its workers, writer, event pump and task contexts share.
@@ -46,6 +48,10 @@ pub(super) struct Shared {
     pub(super) finished: Notify,
     /// Woken when a worker finds the local queue empty: the feeder claims more.
     pub(super) hungry: Notify,
+    /// Whether the store may hold queued tasks no worker has taken: set when another
+    /// process's enqueue is seen, cleared when a claim comes back short. Spares a read of the
+    /// store after every task when only this process submits.
+    pub(super) claimable: AtomicBool,
     /// Tasks finished since the last heartbeat.
     pub(super) processed: AtomicU64,
     /// Last FIFO tie-break handed out (microseconds, strictly increasing).
@@ -288,6 +294,11 @@ impl Shared {
     /// retried or run by someone else, this process lost it. (Events from before this process
     /// took the task — its enqueue — arrive too, and change nothing.)
     pub(super) fn foreign_event(&self, event: &TaskEvent) {
+        if event.task.state == TaskState::Pending && self.mode.runs_tasks() {
+            // Queued by another process (or handed back for another attempt): claimable.
+            self.claimable.store(true, Ordering::Release);
+            self.hungry.notify_one();
+        }
         let mut live = lock(&self.live);
         let Some(held) = live.tasks.get(&event.task.id) else {
             return;
@@ -306,12 +317,33 @@ impl Shared {
         }
     }
 
-    /// Asks the running task `id` to stop (a revoke with `terminate`).
-    pub(super) fn terminate(&self, id: TaskId) {
-        if let Some(run) = lock(&self.live).tasks.get(&id).and_then(|t| t.run.as_ref()) {
-            run.ctx.cancel(CancelReason::Revoked);
-            run.revoke.notify_one();
+    /// Revokes task `id`, held here: a queued one never runs; a running one is cancelled when
+    /// `terminate` is set (and otherwise left to finish). Returns the record after the call, or
+    /// `None` when this process does not hold the task.
+    pub(super) fn revoke_here(&self, id: TaskId, terminate: bool) -> Option<TaskRecord> {
+        let mut live = lock(&self.live);
+        let task = live.tasks.get(&id)?;
+        if task.stored.owner.as_deref() != Some(self.id()) {
+            return None;
         }
+        match task.stored.record.state {
+            TaskState::Pending => {
+                let change = Change::Finish {
+                    state: TaskState::Revoked,
+                    result: None,
+                    error: Some(TaskError::new(codes::REVOKED, "revoked before it started")),
+                };
+                self.apply_locked(&mut live, id, change);
+            }
+            state if state.is_active() && terminate => {
+                if let Some(run) = &task.run {
+                    run.ctx.cancel(CancelReason::Revoked);
+                    run.revoke.notify_one();
+                }
+            }
+            _ => {}
+        }
+        live.tasks.get(&id).map(|task| task.stored.record.clone())
     }
 
     pub(super) fn running_count(&self) -> usize {

@@ -222,7 +222,10 @@ async fn run_task(shared: &Arc<Shared>, id: TaskId) {
     }
     shared.processed.fetch_add(1, Ordering::Relaxed);
     shared.finished.notify_waiters();
-    shared.hungry.notify_one();
+    // A free slot with nothing queued here: time to claim from the store.
+    if lock(&shared.live).queued == 0 {
+        shared.hungry.notify_one();
+    }
 }
 
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
@@ -254,13 +257,27 @@ pub(super) async fn sweep_loop(shared: Arc<Shared>) {
 pub(super) async fn feeder_loop(shared: Arc<Shared>) {
     let every = shared.config.poll_interval;
     let slots = shared.config.concurrency as usize;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let free = {
-            let live = lock(&shared.live);
-            slots.saturating_sub(live.running + live.queued)
+        let ticked = tokio::select! {
+            () = shared.stop_taking.cancelled() => break,
+            () = shared.hungry.notified() => false,
+            _ = tick.tick() => true,
         };
-        let mut full_claim = false;
-        if free > 0 {
+        // Claim while slots are free and the store may have queued tasks for them; every tick
+        // looks anyway (tasks handed back by a lost worker announce nothing).
+        if ticked {
+            shared.claimable.store(true, Ordering::Release);
+        }
+        while shared.claimable.load(Ordering::Acquire) {
+            let free = {
+                let live = lock(&shared.live);
+                slots.saturating_sub(live.running + live.queued)
+            };
+            if free == 0 {
+                break;
+            }
             let claimed = async {
                 if !store::has_claimable(&shared.db, &shared.config.queues).await? {
                     return Ok(0);
@@ -270,21 +287,24 @@ pub(super) async fn feeder_loop(shared: Arc<Shared>) {
                     .await
             };
             match claimed.await {
-                Ok(claimed) => full_claim = claimed > 0 && claimed == free,
-                Err(err) => tracing::warn!(error = %err, "claiming queued tasks failed"),
+                Ok(claimed) if claimed == free => continue,
+                Ok(_) => shared.claimable.store(false, Ordering::Release),
+                Err(err) => {
+                    tracing::warn!(error = %err, "claiming queued tasks failed");
+                    break;
+                }
             }
         }
-        match store::revoke_requests(&shared.db, shared.id()).await {
-            Ok(ids) => ids.into_iter().for_each(|id| shared.terminate(id)),
-            Err(err) => tracing::warn!(error = %err, "reading revoke requests failed"),
-        }
-        if full_claim {
-            continue;
-        }
-        tokio::select! {
-            () = shared.stop_taking.cancelled() => break,
-            () = shared.hungry.notified() => {}
-            () = tokio::time::sleep(every) => {}
+        // Revokes asked by other processes, for tasks held here.
+        if ticked && !lock(&shared.live).tasks.is_empty() {
+            match store::revoke_requests(&shared.db, shared.id()).await {
+                Ok(requests) => {
+                    for (id, terminate) in requests {
+                        shared.revoke_here(id, terminate);
+                    }
+                }
+                Err(err) => tracing::warn!(error = %err, "reading revoke requests failed"),
+            }
         }
     }
 }

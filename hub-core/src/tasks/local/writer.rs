@@ -1,5 +1,5 @@
 //! The writer: every task write of this process, in batches, one transaction per batch (group
-//! commit), with the events of what it stored.
+//! commit), with the events of what the store took and the history counts.
 //!
 //! Being the one writer of the process keeps its connections from queueing on SQLite's write
 //! lock, and makes the order of changes the order of their events.
@@ -74,12 +74,13 @@ struct Entry {
     version: u64,
 }
 
-/// A batch turned into steps, run in order in one transaction. Plain writes are merged (the
-/// latest version per task wins; every version still gets its event).
+/// A batch turned into steps, run in order in one transaction. Plain writes are merged: the
+/// latest version of each task is written once (a task queued, started and finished within
+/// one batch costs one row), and every version still gets its event.
 enum Step {
     Write {
         entries: Vec<Entry>,
-        /// Every version in arrival order: `(task, record)` — the events, if stored.
+        /// Every version, in arrival order: the events, for the tasks the store took.
         versions: Vec<TaskRecord>,
     },
     InsertExclusive(Box<StoredTask>, Ack<()>),
@@ -210,8 +211,8 @@ async fn write_batch(shared: &Shared, conn: &mut Option<PoolConnection<Any>>, op
     }
 }
 
-/// Runs the steps in one write transaction and commits it under the event log's gate, with the
-/// events of what was stored.
+/// Runs the steps in one write transaction, with the events and history counts of what the
+/// store took; then wakes the event pump.
 async fn execute(
     shared: &Shared,
     conn: &mut Option<PoolConnection<Any>>,
@@ -318,8 +319,9 @@ async fn run_step(
             let now = now_millis();
             match store::revoke_queued(tx, *id, now).await? {
                 Some(record) => events.push(record),
-                None if *terminate => store::request_revoke(tx, *id, now).await?,
-                None => {}
+                None => {
+                    store::request_revoke(tx, *id, *terminate, now).await?;
+                }
             }
             Done::Unit
         }

@@ -138,6 +138,7 @@ impl PortSet {
 /// Ports a caller asks for explicitly; roles left `None` are allocated.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct PortRequest {
     /// Wanted backend port.
     pub backend: Option<u16>,

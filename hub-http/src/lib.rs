@@ -15,14 +15,15 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use hub_core::Hub;
 use hub_core::browse::FolderBrowser;
 use tower_http::cors::CorsLayer;
 use tower_http::trace::TraceLayer;
 
 pub use dto::{ProjectJson, TaskAccepted, TaskStatusJson};
-pub use error::ApiError;
+pub use error::{ApiError, HttpCode};
 
 /// How the API is served, beyond the hub itself.
 #[derive(Debug, Clone, Default)]
@@ -84,12 +85,50 @@ pub fn router_with(hub: Hub, options: &ServeOptions) -> Router {
         );
     }
     router
-        .fallback(|| async {
-            ApiError::new(
-                axum::http::StatusCode::NOT_FOUND,
-                "not_found",
-                "no such route",
-            )
-        })
+        .fallback(|| async { ApiError::http(HttpCode::NotFound, "no such route") })
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(state)
+}
+
+/// Turns the errors no handler shaped — axum's plain-text rejections (a path that is not
+/// UTF-8), its empty 405 — into the API's one JSON shape, keeping their status and headers
+/// (`Allow`).
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/event-stream"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let code = HttpCode::for_status(status);
+    let message = match String::from_utf8_lossy(&text).trim() {
+        "" if status == StatusCode::METHOD_NOT_ALLOWED => {
+            let allowed = parts
+                .headers
+                .get(header::ALLOW)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            format!("this route does not take that method (allowed: {allowed})")
+        }
+        "" => status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_owned(),
+        text => text.to_owned(),
+    };
+    let mut json = ApiError::http(code, message).into_response();
+    *json.status_mut() = status;
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            json.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    json
 }

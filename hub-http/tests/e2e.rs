@@ -6,6 +6,7 @@
 mod common;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use common::{FOUR_SERVICES, HubProcess, Sse, request};
 use serde_json::{Value, json};
@@ -347,6 +348,105 @@ async fn every_error_has_its_status_and_json_body_and_changes_nothing() {
     expect(s, &b, 404, "not_found");
 }
 
+/// Raw HTTP/1.0 with a head written by hand (a path that is not UTF-8, another method, a
+/// content type), the JSON body parsed; with the response headers.
+async fn raw(port: u16, head: &str, body: &str) -> (u16, String, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    stream
+        .write_all(format!("{head}\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes())
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text[9..12].parse().unwrap();
+    let (headers, body) = text.split_once("\r\n\r\n").unwrap();
+    let json = serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {text}"));
+    (status, headers.to_ascii_lowercase(), json)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_is_json_names_its_field_and_carries_detail() {
+    let dir = TempDir::new().unwrap();
+    let hub = HubProcess::start(&dir.path().join("state"), &[]).await;
+    let folder = dir.path().join("alpha");
+    std::fs::create_dir_all(&folder).unwrap();
+    let port = hub.port;
+
+    // A path parameter that is not UTF-8: 400 in the JSON shape.
+    let (status, _, body) = raw(port, "GET /api/projects/%FF HTTP/1.0\r\nHost: x", "").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "bad_request");
+    // A wrong method: 405 in the JSON shape, with Allow.
+    for (method, path) in [
+        ("PUT", "/api/projects"),
+        ("GET", "/api/orchestration/1/start"),
+    ] {
+        let (status, headers, body) =
+            raw(port, &format!("{method} {path} HTTP/1.0\r\nHost: x"), "").await;
+        assert_eq!(status, 405, "{method} {path}: {body}");
+        assert_eq!(body["error"]["code"], "method_not_allowed");
+        assert!(headers.contains("\r\nallow: "), "{headers}");
+    }
+    // `field` names the field, never the value.
+    let cases = [
+        (json!({"name": 123, "path": folder}), "name"),
+        (json!({"name": "A", "path": true}), "path"),
+        (
+            json!({"name": "A", "path": folder, "ports": {"backend": 70000}}),
+            "ports.backend",
+        ),
+        (
+            json!({"name": "A", "path": folder, "ports": {"backend_port": 9555}}),
+            "ports.backend_port",
+        ),
+        (
+            json!({"name": "A", "path": folder, "colour": "red"}),
+            "colour",
+        ),
+    ];
+    for (body, field) in cases {
+        let (status, answer) = hub.post("/api/projects", body.clone()).await;
+        assert_eq!(status, 422, "{body} → {answer}");
+        assert_eq!(answer["error"]["field"], field, "{body} → {answer}");
+    }
+    let (status, answer) = hub
+        .call("DELETE", "/api/projects/1?delete_data=maybe", None)
+        .await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["error"]["field"], "delete_data");
+    let (status, _, answer) = raw(
+        port,
+        "POST /api/projects HTTP/1.0\r\nHost: x\r\nContent-Type: text/plain",
+        "{}",
+    )
+    .await;
+    assert_eq!(status, 415);
+    assert!(answer["error"].get("field").is_none(), "{answer}");
+    // Every error carries `detail`, as the original's (FastAPI) clients read it.
+    let (status, _) = hub
+        .post("/api/projects", json!({"name": "Alpha", "path": folder}))
+        .await;
+    assert_eq!(status, 201);
+    let (status, answer) = hub
+        .post("/api/projects", json!({"name": "Alpha", "path": folder}))
+        .await;
+    assert_eq!(status, 409);
+    assert_eq!(answer["detail"], answer["error"]["message"]);
+    assert!(
+        answer["detail"].as_str().unwrap().contains("Alpha"),
+        "{answer}"
+    );
+    let (_, answer) = hub.get("/api/nothing-here").await;
+    assert_eq!(answer["detail"], "no such route");
+    // None of it registered anything.
+    let (_, list) = hub.get("/api/projects").await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_folder_browser_stays_inside_its_roots() {
     let dir = TempDir::new().unwrap();
@@ -449,10 +549,29 @@ async fn a_token_guards_every_route_but_health() {
         .unwrap();
         assert_eq!(status, 200, "{path}");
     }
-    let (status, _) = request(port, "GET", "/api/projects?access_token=s3cret", None, &[])
+    // The scheme is case-insensitive.
+    let (status, _) = request(
+        port,
+        "GET",
+        "/api/projects",
+        None,
+        &[("Authorization", "bearer s3cret")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "a lower-case scheme");
+    // A token in the URL only opens the event streams (an EventSource sends no headers), and
+    // it is percent-decoded there.
+    let (status, body) = request(port, "GET", "/api/projects?access_token=s3cret", None, &[])
         .await
         .unwrap();
-    assert_eq!(status, 200);
+    assert_eq!(status, 401, "{body}");
+    let stream = tokio::time::timeout(
+        Duration::from_secs(10),
+        Sse::open(port, "/api/events?access_token=s3cr%65t", None),
+    )
+    .await;
+    assert!(stream.is_ok(), "the event stream takes ?access_token=");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

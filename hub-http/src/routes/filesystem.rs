@@ -35,16 +35,7 @@ pub(crate) async fn browse(
         Ok(listing) => Ok(Json(listing)),
         // The original answered 400 for "not a directory".
         Err(err @ hub_core::HubError::InvalidInput { .. }) => {
-            let field = err.field().map(str::to_owned);
-            let api = ApiError::new(
-                axum::http::StatusCode::BAD_REQUEST,
-                "invalid_input",
-                err.to_string(),
-            );
-            Err(match field {
-                Some(field) => api.with_field(field),
-                None => api,
-            })
+            Err(ApiError::from(err).with_status(axum::http::StatusCode::BAD_REQUEST))
         }
         Err(err) => Err(err.into()),
     }

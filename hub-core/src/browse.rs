@@ -55,6 +55,22 @@ impl FolderBrowser {
         FolderBrowser { roots: usable }
     }
 
+    /// A browser over `roots`, every one of which must be an existing folder (empty: the home
+    /// folder). What a server checks at start, so that a mistyped root is an error naming it
+    /// rather than a silent fall-back to the home folder.
+    pub fn try_new(roots: &[PathBuf]) -> Result<Self> {
+        for root in roots {
+            let usable = std::fs::canonicalize(root).is_ok_and(|path| path.is_dir());
+            if !usable {
+                return Err(HubError::invalid(
+                    "browse_root",
+                    format!("'{}' is not an existing folder", root.display()),
+                ));
+            }
+        }
+        Ok(FolderBrowser::new(roots))
+    }
+
     /// The roots in force.
     pub fn roots(&self) -> &[PathBuf] {
         &self.roots

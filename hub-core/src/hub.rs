@@ -109,8 +109,11 @@ impl HubBuilder {
             runtime,
             backend,
         } = self;
-        let runtime =
-            runtime.unwrap_or_else(|| Arc::new(DockerRuntime::new(config.docker_host.as_deref())));
+        // An address no engine can be at is refused now, not at the first operation.
+        let runtime: Arc<dyn Runtime> = match runtime {
+            Some(runtime) => runtime,
+            None => Arc::new(DockerRuntime::try_new(config.docker_host.as_deref())?),
+        };
         let db = Database::open(&config.effective_database_url()).await?;
         let registry = Arc::new(Registry::open(db.clone(), config.ports.clone()).await?);
         let orchestrator = Arc::new(Orchestrator::new(registry.clone(), runtime).await?);

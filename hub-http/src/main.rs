@@ -14,7 +14,17 @@ use utoipa::OpenApi;
 
 /// CommandCenter Hub: many local multi-container project stacks side by side, without port clashes.
 #[derive(Debug, Parser)]
-#[command(name = "hub", version, about)]
+#[command(
+    name = "hub",
+    version,
+    about = "Run many local multi-container project stacks side by side, without port clashes.",
+    long_about = "Run many local multi-container project stacks side by side, without port \
+        clashes.\n\nThe hub keeps a registry of projects (a folder plus a stack of services), \
+        gives each its own set of host ports, and starts, stops and restarts its containers on \
+        the Docker engine as background tasks you can follow.\n\nStart with `hub serve` and \
+        open http://127.0.0.1:9002/; `hub <command> --help` tells more. Every flag can also be \
+        set with its HUB_* environment variable."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -182,6 +192,8 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     } else {
         HubMode::Embedded
     };
+    // A mistyped browse root is an error naming it, not a silent fall-back to home.
+    hub_core::browse::FolderBrowser::try_new(&args.browse_roots)?;
     let hub = Hub::open(args.store.config(mode)?).await?;
     let options = ServeOptions {
         token: args.token,

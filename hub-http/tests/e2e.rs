@@ -651,3 +651,63 @@ async fn openapi_describes_the_routes_and_cors_is_off_unless_allowed() {
     let (status, _) = allowed.await.unwrap();
     assert_eq!(status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_settings_are_refused_at_start_naming_what_is_wrong() {
+    let dir = TempDir::new().unwrap();
+    let data = dir.path().join("state");
+    // A hub that should refuse but starts is killed after 20 s: the test fails, never hangs.
+    let run = |args: &[&str]| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hub"))
+            .args(args)
+            .env("HUB_LOG", "error")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        child.wait_with_output().unwrap()
+    };
+    let port = common::free_port().to_string();
+    let bind = format!("127.0.0.1:{port}");
+    let data = data.to_str().unwrap();
+    let missing = run(&[
+        "serve",
+        "--bind",
+        &bind,
+        "--data-dir",
+        data,
+        "--browse-root",
+        "/does-not-exist",
+    ]);
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("/does-not-exist"),
+        "{missing:?}"
+    );
+    let bogus = run(&[
+        "serve",
+        "--bind",
+        &bind,
+        "--data-dir",
+        data,
+        "--docker-host",
+        "bogus://x",
+    ]);
+    assert!(!bogus.status.success());
+    assert!(
+        String::from_utf8_lossy(&bogus.stderr).contains("bogus://x"),
+        "{bogus:?}"
+    );
+    let worker = run(&["worker", "--data-dir", data, "--docker-host", "bogus://x"]);
+    assert!(!worker.status.success());
+    // The help is written for the user, not about the crate.
+    let help = run(&["--help"]);
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(text.contains("project stacks side by side"), "{text}");
+    assert!(!text.contains("axum"), "{text}");
+}

@@ -424,9 +424,10 @@ impl NativeWatch {
     /// honoured while waiting.
     #[pyo3(signature = (timeout=None))]
     fn next(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<String>> {
+        // NaN, infinity and spans past what the clock can add mean: no limit.
         let deadline = timeout
-            .map(|t| Duration::try_from_secs_f64(t.max(0.0)).unwrap_or(Duration::MAX))
-            .map(|t| std::time::Instant::now() + t);
+            .and_then(|t| Duration::try_from_secs_f64(t.max(0.0)).ok())
+            .and_then(|t| std::time::Instant::now().checked_add(t));
         loop {
             // Short slices, so signals are checked between them.
             let slice = match deadline {
@@ -456,9 +457,11 @@ impl NativeWatch {
         py: Python<'py>,
         timeout: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        // Waits longer than a year are no limit (tokio's timer cannot count further).
         let wait = timeout
-            .map(|t| Duration::try_from_secs_f64(t.max(0.0)).unwrap_or(Duration::MAX))
-            .unwrap_or(Duration::MAX);
+            .and_then(|t| Duration::try_from_secs_f64(t.max(0.0)).ok())
+            .unwrap_or(Duration::MAX)
+            .min(Duration::from_secs(365 * 24 * 3600));
         let (hub, id, state) = (self.hub.clone(), self.id, self.state.clone());
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
             next_change(hub, id, state, wait).await.map_err(to_py_err)

@@ -132,3 +132,13 @@ def test_an_unreachable_engine_raises_runtime_unavailable(tmp_path: pathlib.Path
             hub.project_status(project.id)
         assert "/nonexistent/docker.sock" in str(unavailable.value)
         assert unavailable.value.code == "runtime_unavailable"
+
+
+def test_an_infinite_timeout_means_no_limit(hub: ch.Hub, tmp_path: pathlib.Path, tag: str) -> None:
+    project = hub.create_project(f"inf-{tag}", make_folder(tmp_path, f"inf-{tag}", "# no services\n"))
+    handle = hub.start_project(project.id)
+    assert handle.wait(timeout=float("inf")).state == "SUCCESS"
+    # The compiled watcher itself takes infinity and NaN (no limit) without overflowing.
+    for limit in (float("inf"), float("nan"), 1e300):
+        raw = hub._native.watch(handle.task_id).next(limit)
+        assert raw is not None and '"SUCCESS"' in raw

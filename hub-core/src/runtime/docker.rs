@@ -53,6 +53,26 @@ impl DockerRuntime {
         }
     }
 
+    /// Like [`DockerRuntime::new`], refusing an address no engine can be reached at (a scheme
+    /// other than `unix://`, `tcp://`, `http://` or a socket path) at once instead of at first
+    /// use.
+    pub fn try_new(address: Option<&str>) -> Result<Self> {
+        let runtime = DockerRuntime::new(address);
+        let address = runtime.address.as_str();
+        let known = ["unix://", "tcp://", "http://", "/"]
+            .iter()
+            .any(|prefix| address.starts_with(prefix));
+        if !known {
+            return Err(HubError::invalid(
+                "docker_host",
+                format!(
+                    "'{address}' is not a Docker engine address (unix:///path/docker.sock, /path/docker.sock, tcp://host:port or http://host:port)"
+                ),
+            ));
+        }
+        Ok(runtime)
+    }
+
     async fn client(&self) -> Result<Docker> {
         let mut cached = self.client.lock().await;
         if let Some(client) = cached.as_ref() {
@@ -172,6 +192,8 @@ impl Runtime for DockerRuntime {
         progress: &(dyn Fn(PullProgress) + Send + Sync),
     ) -> Result<()> {
         let client = self.client().await?;
+        let image = with_default_tag(image);
+        let image = image.as_str();
         let options = CreateImageOptions {
             from_image: Some(image.to_owned()),
             ..Default::default()
@@ -577,5 +599,44 @@ impl Runtime for DockerRuntime {
             },
         )
         .boxed())
+    }
+}
+
+/// `image` with `:latest` when it names no tag or digest, as `docker pull` does: a bare name
+/// would make the engine pull every tag of the repository.
+pub(crate) fn with_default_tag(image: &str) -> String {
+    let last = image.rsplit('/').next().unwrap_or(image);
+    if last.contains(':') || image.contains('@') {
+        image.to_owned()
+    } else {
+        format!("{image}:latest")
+    }
+}
+
+#[cfg(test)]
+mod default_tag_tests {
+    use super::*;
+
+    #[test]
+    fn an_image_without_a_tag_means_latest() {
+        assert_eq!(with_default_tag("busybox"), "busybox:latest");
+        assert_eq!(with_default_tag("busybox:1.36"), "busybox:1.36");
+        assert_eq!(
+            with_default_tag("localhost:5000/team/app"),
+            "localhost:5000/team/app:latest"
+        );
+        assert_eq!(
+            with_default_tag("localhost:5000/app:v2"),
+            "localhost:5000/app:v2"
+        );
+        assert_eq!(with_default_tag("app@sha256:abc"), "app@sha256:abc");
+    }
+
+    #[test]
+    fn an_address_without_a_known_scheme_is_refused_at_once() {
+        let err = DockerRuntime::try_new(Some("bogus://x")).unwrap_err();
+        assert_eq!(err.field(), Some("docker_host"));
+        assert!(DockerRuntime::try_new(Some("unix:///var/run/docker.sock")).is_ok());
+        assert!(DockerRuntime::try_new(Some("tcp://127.0.0.1:2375")).is_ok());
     }
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Union
@@ -91,7 +92,8 @@ class TaskHandle:
         ends in FAILURE and ``TimeoutError`` when ``timeout`` seconds pass first. Other Python
         threads keep running meanwhile, and Ctrl-C interrupts the wait.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
+        # None and infinity both mean: no limit.
+        deadline = None if timeout is None or math.isinf(timeout) else time.monotonic() + timeout
         watch = self._hub._native.watch(self.task_id)
         last: Optional[TaskStatus] = None
         while True:

@@ -49,7 +49,9 @@ class Project:
     def _from(cls, data: Dict[str, Any]) -> "Project":
         created = _time(data["created_at"])
         updated = _time(data["updated_at"])
-        assert created is not None and updated is not None
+        if created is None or updated is None:
+            # Not an assert: it must hold under `python -O` too.
+            raise ValueError(f"project {data.get('id')} has no creation or update time")
         return cls(
             id=data["id"],
             name=data["name"],

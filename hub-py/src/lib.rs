@@ -357,7 +357,7 @@ impl NativeHub {
             id,
             state: Arc::new(Mutex::new(WatchState {
                 subscription,
-                first: true,
+                last: None,
             })),
         })
     }
@@ -380,7 +380,8 @@ impl NativeHub {
 
 struct WatchState {
     subscription: EventSubscription,
-    first: bool,
+    /// The last version handed out; `None` before the first.
+    last: Option<TaskRecord>,
 }
 
 /// One task's changes: its current state first, then each change.
@@ -399,13 +400,16 @@ async fn next_change(
     wait: Duration,
 ) -> Result<Option<String>, HubError> {
     let mut state = state.lock().await;
-    if state.first {
-        state.first = false;
-        return Ok(Some(task_json(&hub.task(id).await?).to_string()));
-    }
+    let Some(last) = state.last.clone() else {
+        let current = hub.task(id).await?;
+        state.last = Some(current.clone());
+        return Ok(Some(task_json(&current).to_string()));
+    };
+    // Only versions later than the last one handed out: the current record may be ahead of
+    // events still on their way.
     let found = tokio::time::timeout(wait, async {
         while let Some(event) = state.subscription.recv().await {
-            if event.task.id == id {
+            if event.task.id == id && event.task.is_after(&last) {
                 return Some(event.task);
             }
         }
@@ -413,7 +417,10 @@ async fn next_change(
     })
     .await;
     Ok(match found {
-        Ok(Some(task)) => Some(task_json(&task).to_string()),
+        Ok(Some(task)) => {
+            state.last = Some(task.clone());
+            Some(task_json(&task).to_string())
+        }
         _ => None,
     })
 }

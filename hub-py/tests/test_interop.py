@@ -27,20 +27,8 @@ def test_hub_serve_and_python_see_the_same_projects(tmp_path: pathlib.Path, hub_
     with ch.Hub(data_dir=data) as hub:
         from_python = hub.create_project("From Python", make_folder(tmp_path, "py"))
 
-    port = free_port()
-    server = subprocess.Popen(
-        [str(hub_binary), "serve", "--bind", f"127.0.0.1:{port}", "--data-dir", str(data)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server, base = _serve(hub_binary, data)
     try:
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"{base}/health")
-                break
-            except OSError:
-                time.sleep(0.1)
         listed = json.load(urllib.request.urlopen(f"{base}/api/projects"))
         assert [p["slug"] for p in listed] == ["from-python"]
         assert listed[0]["backend_port"] == from_python.ports.backend

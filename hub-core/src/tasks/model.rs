@@ -263,6 +263,24 @@ impl TaskRecord {
         .to_owned()
     }
 
+    /// Whether this version of the task comes later in its life than `earlier` (a later
+    /// attempt, a later state, or more progress in the same state). A watcher that shows the
+    /// current record and then the event stream skips events that do not: the record it
+    /// started from may already be ahead of events still on their way.
+    pub fn is_after(&self, earlier: &TaskRecord) -> bool {
+        if earlier.state.is_terminal() {
+            return false;
+        }
+        let place = |r: &TaskRecord| (r.attempt, r.state.rank(), r.progress);
+        match place(self).cmp(&place(earlier)) {
+            std::cmp::Ordering::Greater => true,
+            std::cmp::Ordering::Equal => {
+                self.status != earlier.status || self.state != earlier.state
+            }
+            std::cmp::Ordering::Less => false,
+        }
+    }
+
     /// Seconds from start to finish (or to now, while running).
     pub fn runtime(&self) -> Option<f64> {
         let started = self.started_at?;
@@ -562,6 +580,38 @@ mod tests {
                 assert!(!terminal.can_move_to(next), "{terminal} -> {next}");
             }
         }
+    }
+
+    #[test]
+    fn a_watcher_can_tell_a_later_version_from_an_older_one() {
+        let record = |state: TaskState, progress: u8, attempt: u32| TaskRecord {
+            id: Uuid::nil(),
+            kind: "k".into(),
+            queue: "q".into(),
+            project_id: None,
+            payload: serde_json::Value::Null,
+            state,
+            progress,
+            status: None,
+            result: None,
+            error: None,
+            attempt,
+            worker: None,
+            queued_at: chrono::Utc::now(),
+            started_at: None,
+            finished_at: None,
+            limits: TimeLimits::default(),
+        };
+        let building = record(TaskState::Building, 2, 1);
+        assert!(!record(TaskState::Pending, 0, 1).is_after(&building));
+        assert!(record(TaskState::Building, 5, 1).is_after(&building));
+        assert!(record(TaskState::Success, 100, 1).is_after(&building));
+        assert!(
+            record(TaskState::Pending, 0, 2).is_after(&building),
+            "a retry"
+        );
+        assert!(!building.is_after(&building));
+        assert!(!record(TaskState::Running, 50, 1).is_after(&record(TaskState::Failure, 2, 1)));
     }
 
     #[test]

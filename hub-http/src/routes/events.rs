@@ -97,8 +97,11 @@ pub(crate) async fn task_events(
                 return;
             }
         }
+        // After the current record, only later versions: it may be ahead of events still on
+        // their way (a resuming client gets everything after its cursor).
+        let mut last = since.is_none().then_some(current);
         while let Some(TaskEvent { seq, task }) = subscription.recv().await {
-            if task.id != id {
+            if task.id != id || last.as_ref().is_some_and(|l| !task.is_after(l)) {
                 continue;
             }
             if !send(task_event(Some(seq), &task)).await {
@@ -108,6 +111,7 @@ pub(crate) async fn task_events(
                 let _ = send(end_event(&task)).await;
                 return;
             }
+            last = Some(task);
         }
     });
     Ok(sse(ReceiverStream::new(rx)))

@@ -51,7 +51,7 @@ CREATE INDEX tasks_held ON tasks (owner)
     WHERE owner IS NOT NULL AND state NOT IN ('SUCCESS', 'FAILURE', 'REVOKED');
 CREATE INDEX tasks_claimable ON tasks (queue, queued_at, queue_order)
     WHERE state = 'PENDING' AND owner IS NULL;
-CREATE INDEX tasks_by_project ON tasks (project_id, queued_at);
+CREATE INDEX tasks_by_project ON tasks (project_id, queued_at) WHERE project_id IS NOT NULL;
 CREATE INDEX tasks_by_queued ON tasks (queued_at);
 CREATE INDEX tasks_by_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL;
 
@@ -76,7 +76,8 @@ CREATE TABLE task_events (
     started_at    BIGINT,
     finished_at   BIGINT
 );
-CREATE INDEX task_events_by_task ON task_events (task_id, seq);
+-- Read by sequence only (subscribers); no index by task yet, as every index here costs each
+-- of the three events a job writes.
 
 -- Processes that run tasks, with their heartbeat.
 CREATE TABLE workers (

@@ -17,7 +17,8 @@ fn allocation_with_1000_projects(c: &mut Criterion) {
     std::fs::create_dir_all(&folder).expect("project folder");
 
     let (hub, next_folder) = runtime.block_on(async {
-        let config = HubConfig::with_data_dir(scratch.path().join("state"));
+        let config =
+            HubConfig::with_data_dir(scratch.path().join("state")).project_roots([&folder]);
         let hub = Hub::open(config).await.expect("open hub");
         for i in 0..1000 {
             let path = folder.join(format!("p{i}"));
@@ -54,10 +55,12 @@ fn allocation_with_1000_projects(c: &mut Criterion) {
 
     // The allocator's search alone, without probing the host: how the in-memory view scales.
     let quiet = runtime.block_on(async {
-        let config = HubConfig::with_data_dir(scratch.path().join("state")).ports(PortConfig {
-            probe_host: false,
-            ..PortConfig::default()
-        });
+        let config = HubConfig::with_data_dir(scratch.path().join("state"))
+            .project_roots([&folder])
+            .ports(PortConfig {
+                probe_host: false,
+                ..PortConfig::default()
+            });
         Hub::open(config).await.expect("reopen hub")
     });
     c.bench_function(

@@ -46,15 +46,17 @@ fn main() {
     std::fs::write(folder.join("hub.toml"), STACK).expect("hub.toml");
 
     let hub_times = runtime.block_on(async {
-        let config = HubConfig::with_data_dir(scratch.path().join("state")).ports(PortConfig {
-            bases: PortSet {
-                backend: 34000,
-                frontend: 34001,
-                postgres: 34002,
-                redis: 34003,
-            },
-            ..PortConfig::default()
-        });
+        let config = HubConfig::with_data_dir(scratch.path().join("state"))
+            .project_roots([scratch.path()])
+            .ports(PortConfig {
+                bases: PortSet {
+                    backend: 34000,
+                    frontend: 34001,
+                    postgres: 34002,
+                    redis: 34003,
+                },
+                ..PortConfig::default()
+            });
         let hub = Hub::open(config).await.expect("open hub");
         let project = hub
             .create_project(NewProject::new("bench-stack", &folder))

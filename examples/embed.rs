@@ -18,7 +18,10 @@ fn show(project: &Project) {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let scratch = std::env::temp_dir().join(format!("hub-embed-{}", std::process::id()));
-    let config = HubConfig::with_data_dir(scratch.join("state"));
+    let projects_dir = scratch.join("projects");
+    std::fs::create_dir_all(&projects_dir)?;
+    // Project folders must lie inside the project roots (the home folder by default).
+    let config = HubConfig::with_data_dir(scratch.join("state")).project_roots([&projects_dir]);
     println!("registry: {}", config.effective_database_url());
     let hub = Hub::open(config).await?;
 

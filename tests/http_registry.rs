@@ -22,9 +22,10 @@ async fn projects_registered_in_rust_are_served_over_http() {
     let dir = tempfile::TempDir::new().unwrap();
     let folder = dir.path().join("alpha");
     std::fs::create_dir_all(&folder).unwrap();
-    let hub = Hub::open(HubConfig::with_data_dir(dir.path().join("state")))
-        .await
-        .unwrap();
+    let hub =
+        Hub::open(HubConfig::with_data_dir(dir.path().join("state")).project_roots([dir.path()]))
+            .await
+            .unwrap();
     let alpha = hub
         .create_project(NewProject::new("Alpha", &folder))
         .await

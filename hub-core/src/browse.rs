@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Entity, HubError, Result};
+use crate::error::{HubError, Result};
+use crate::paths::{Missing, Roots};
 
 /// A sub-folder in a listing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,22 +36,16 @@ pub struct FolderListing {
 /// Lists folders under a fixed set of roots.
 #[derive(Debug, Clone)]
 pub struct FolderBrowser {
-    roots: Vec<PathBuf>,
+    roots: Roots,
 }
 
 impl FolderBrowser {
     /// A browser confined to `roots` (canonicalised; roots that do not exist are dropped).
     /// With no usable root, the user's home folder is the root.
     pub fn new(roots: &[PathBuf]) -> Self {
-        let mut usable: Vec<PathBuf> = roots
-            .iter()
-            .filter_map(|root| std::fs::canonicalize(root).ok())
-            .filter(|root| root.is_dir())
-            .collect();
-        if usable.is_empty()
-            && let Some(home) = dirs::home_dir().and_then(|h| std::fs::canonicalize(h).ok())
-        {
-            usable.push(home);
+        let mut usable = Roots::usable(roots);
+        if usable.as_slice().is_empty() {
+            usable = Roots::usable(&default_roots());
         }
         FolderBrowser { roots: usable }
     }
@@ -59,26 +54,19 @@ impl FolderBrowser {
     /// folder). What a server checks at start, so that a mistyped root is an error naming it
     /// rather than a silent fall-back to the home folder.
     pub fn try_new(roots: &[PathBuf]) -> Result<Self> {
-        for root in roots {
-            let usable = std::fs::canonicalize(root).is_ok_and(|path| path.is_dir());
-            if !usable {
-                return Err(HubError::invalid(
-                    "browse_root",
-                    format!("'{}' is not an existing folder", root.display()),
-                ));
-            }
-        }
+        Roots::existing("browse_root", roots)?;
         Ok(FolderBrowser::new(roots))
     }
 
     /// The roots in force.
     pub fn roots(&self) -> &[PathBuf] {
-        &self.roots
+        self.roots.as_slice()
     }
 
     /// Where browsing starts: the first root.
     pub fn home(&self) -> Result<&Path> {
         self.roots
+            .as_slice()
             .first()
             .map(PathBuf::as_path)
             .ok_or_else(|| HubError::Forbidden {
@@ -92,36 +80,9 @@ impl FolderBrowser {
             Some(p) => PathBuf::from(p),
             None => self.home()?.to_path_buf(),
         };
-        if !requested.is_absolute() {
-            return Err(HubError::invalid(
-                "path",
-                format!("'{}' is not an absolute path", requested.display()),
-            ));
-        }
-        let canonical = match std::fs::canonicalize(&requested) {
-            Ok(canonical) => canonical,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                // Do not reveal whether something exists outside the roots.
-                if !self.contains(&requested) {
-                    return Err(self.outside(&requested));
-                }
-                return Err(HubError::not_found(Entity::Path, requested.display()));
-            }
-            Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
-                return Err(HubError::Forbidden {
-                    message: format!("permission denied: {}", requested.display()),
-                });
-            }
-            Err(err) => {
-                return Err(HubError::io(
-                    format!("cannot open {}", requested.display()),
-                    err,
-                ));
-            }
-        };
-        if !self.contains(&canonical) {
-            return Err(self.outside(&requested));
-        }
+        let canonical = self
+            .roots
+            .resolve("path", &requested, None, Missing::Refuse)?;
         if !canonical.is_dir() {
             return Err(HubError::invalid(
                 "path",
@@ -139,7 +100,7 @@ impl FolderBrowser {
             .filter(|entry| entry.path().is_dir())
             // A link that leads outside the roots could not be opened: do not offer it.
             .filter(|entry| {
-                std::fs::canonicalize(entry.path()).is_ok_and(|target| self.contains(&target))
+                std::fs::canonicalize(entry.path()).is_ok_and(|target| self.roots.contains(&target))
             })
             .filter_map(|entry| {
                 let name = entry.file_name().into_string().ok()?;
@@ -152,7 +113,7 @@ impl FolderBrowser {
         directories.sort_by_key(|entry| entry.name.to_lowercase());
         let parent = canonical
             .parent()
-            .filter(|parent| self.contains(parent))
+            .filter(|parent| self.roots.contains(parent))
             .map(|parent| parent.display().to_string());
         Ok(FolderListing {
             current_path: canonical.display().to_string(),
@@ -160,19 +121,11 @@ impl FolderBrowser {
             directories,
         })
     }
+}
 
-    fn contains(&self, path: &Path) -> bool {
-        self.roots.iter().any(|root| path.starts_with(root))
-    }
-
-    fn outside(&self, path: &Path) -> HubError {
-        HubError::Forbidden {
-            message: format!(
-                "'{}' is outside the folders that may be browsed",
-                path.display()
-            ),
-        }
-    }
+/// The roots used when none is configured: the user's home folder.
+pub fn default_roots() -> Vec<PathBuf> {
+    dirs::home_dir().into_iter().collect()
 }
 
 #[cfg(test)]

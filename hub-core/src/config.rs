@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::db::Database;
+use crate::error::Result;
+use crate::paths::Roots;
 use crate::ports::PortConfig;
 use crate::tasks::TaskConfig;
 
@@ -32,6 +34,10 @@ pub struct HubConfig {
     pub reconcile_on_open: bool,
     /// What this process does with tasks: submit and run them, only submit, or only run.
     pub mode: HubMode,
+    /// Folders that project folders must lie inside; empty means the user's home folder. Each
+    /// must exist. `/` allows any folder: the hub usually runs with the Docker socket, so a
+    /// project folder is what its containers may bind-mount.
+    pub project_roots: Vec<PathBuf>,
 }
 
 /// What a process that opens a hub does with tasks. Several processes may share one store, each
@@ -77,6 +83,7 @@ impl Default for HubConfig {
             docker_host: None,
             reconcile_on_open: true,
             mode: HubMode::Embedded,
+            project_roots: Vec::new(),
         }
     }
 }
@@ -112,6 +119,22 @@ impl HubConfig {
     pub fn mode(mut self, mode: HubMode) -> Self {
         self.mode = mode;
         self
+    }
+
+    /// Accepts project folders only inside `roots`.
+    pub fn project_roots(mut self, roots: impl IntoIterator<Item = impl Into<PathBuf>>) -> Self {
+        self.project_roots = roots.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The project roots in force: the configured ones, each required to exist, or the home
+    /// folder.
+    pub fn effective_project_roots(&self) -> Result<Roots> {
+        if self.project_roots.is_empty() {
+            Ok(Roots::usable(&crate::browse::default_roots()))
+        } else {
+            Roots::existing("project_root", &self.project_roots)
+        }
     }
 
     /// Uses the Docker engine at `address`.

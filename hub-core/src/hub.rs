@@ -114,8 +114,9 @@ impl HubBuilder {
             Some(runtime) => runtime,
             None => Arc::new(DockerRuntime::try_new(config.docker_host.as_deref())?),
         };
+        let roots = config.effective_project_roots()?;
         let db = Database::open(&config.effective_database_url()).await?;
-        let registry = Arc::new(Registry::open(db.clone(), config.ports.clone()).await?);
+        let registry = Arc::new(Registry::open(db.clone(), config.ports.clone(), roots).await?);
         let orchestrator = Arc::new(Orchestrator::new(registry.clone(), runtime).await?);
         let handlers = orchestrator.handlers().merge(handlers);
         let factory = backend.unwrap_or_else(|| config.tasks.backend.factory());
@@ -313,7 +314,7 @@ impl Hub {
         service: &str,
     ) -> Result<TaskId> {
         let project = self.project(key).await?;
-        let stack = StackSpec::load(&project.path)?;
+        let stack = StackSpec::load(&project.path).await?;
         if stack.service(service).is_none() {
             return Err(HubError::not_found(
                 Entity::Service,

@@ -24,6 +24,7 @@ pub mod db;
 pub mod error;
 pub mod hub;
 pub mod orchestration;
+pub mod paths;
 pub mod ports;
 pub mod project;
 pub mod registry;

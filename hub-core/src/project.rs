@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{HubError, Result};
+use crate::paths::{Missing, Roots};
 use crate::ports::{PortRequest, PortSet};
 
 /// Longest accepted project name, in characters.
@@ -206,12 +207,15 @@ pub struct ProjectStats {
     pub errors: u64,
 }
 
-/// The slug of a name: lowercase, each run of characters outside `[a-z0-9]` replaced by one `-`,
-/// with leading and trailing `-` trimmed (`"My App!"` → `"my-app"`).
+/// The slug of a name: transliterated to ASCII (`"Ünïcode"` → `"unicode"`, `"日本語"` →
+/// `"ri-ben-yu"`), lowercase, each run of characters outside `[a-z0-9]` replaced by one `-`,
+/// leading and trailing `-` trimmed (`"My App!"` → `"my-app"`). A name with nothing left gets
+/// `project-<8 hex digits>`, derived from the name so that it is stable.
 pub fn slugify(name: &str) -> String {
-    let mut slug = String::with_capacity(name.len());
+    let ascii = deunicode::deunicode(name);
+    let mut slug = String::with_capacity(ascii.len());
     let mut pending_dash = false;
-    for ch in name.chars().flat_map(char::to_lowercase) {
+    for ch in ascii.chars().flat_map(char::to_lowercase) {
         if ch.is_ascii_lowercase() || ch.is_ascii_digit() {
             if pending_dash && !slug.is_empty() {
                 slug.push('-');
@@ -222,10 +226,34 @@ pub fn slugify(name: &str) -> String {
             pending_dash = true;
         }
     }
+    if slug.is_empty() {
+        // FNV-1a: tiny, and the same on every platform and release.
+        let hash = name.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
+            (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+        });
+        slug = format!("project-{hash:08x}");
+    }
     slug
 }
 
-/// Trims and checks a name, returning it with its slug.
+/// Characters a name may not hold: controls, bidirectional overrides and zero-width characters
+/// make a name display as something it is not (and forge log lines).
+fn forbidden_in_name(ch: char) -> bool {
+    ch.is_control()
+        || matches!(
+            ch,
+            '\u{061C}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{FEFF}'
+                | '\u{FFF9}'..='\u{FFFB}'
+        )
+}
+
+/// Trims and checks a name, returning it with its slug. Any script is welcome; control,
+/// bidirectional-override and zero-width characters are not.
 pub fn validate_name(name: &str) -> Result<(String, String)> {
     let name = name.trim();
     if name.is_empty() {
@@ -238,33 +266,38 @@ pub fn validate_name(name: &str) -> Result<(String, String)> {
             format!("is {chars} characters long; at most {MAX_NAME_CHARS} are allowed"),
         ));
     }
-    let slug = slugify(name);
-    if slug.is_empty() {
+    if let Some((at, ch)) = name
+        .chars()
+        .enumerate()
+        .find(|(_, ch)| forbidden_in_name(*ch))
+    {
         return Err(HubError::invalid(
             "name",
-            format!("'{name}' has no letter or digit to build a slug from"),
+            format!(
+                "character {} is U+{:04X}, a control, bidirectional or zero-width character; \
+                 names may not hold those",
+                at + 1,
+                u32::from(ch)
+            ),
         ));
     }
-    Ok((name.to_owned(), slug))
+    Ok((name.to_owned(), slugify(name)))
 }
 
-/// Checks that `path` is absolute and an existing folder, and returns its canonical form.
-pub fn validate_path(path: &Path) -> Result<PathBuf> {
-    if path.as_os_str().is_empty() {
-        return Err(HubError::invalid("path", "must not be empty"));
-    }
-    if !path.is_absolute() {
-        return Err(HubError::invalid(
-            "path",
-            format!("'{}' is not an absolute path", path.display()),
-        ));
-    }
-    let canonical = std::fs::canonicalize(path).map_err(|err| {
-        HubError::invalid(
-            "path",
-            format!("'{}' cannot be opened: {err}", path.display()),
-        )
-    })?;
+/// Checks that `path` is an existing folder inside `roots`, and returns its canonical form.
+/// Touches the file system: call it off the async threads.
+pub fn validate_path(path: &Path, roots: &Roots) -> Result<PathBuf> {
+    let canonical =
+        roots
+            .resolve("path", path, None, Missing::Refuse)
+            .map_err(|err| match err {
+                // A project folder that does not exist is bad input, not a missing resource.
+                HubError::NotFound { .. } => {
+                    HubError::invalid("path", format!("'{}' does not exist", path.display()))
+                }
+                HubError::Forbidden { message } => HubError::invalid("path", message),
+                other => other,
+            })?;
     if !canonical.is_dir() {
         return Err(HubError::invalid(
             "path",
@@ -290,8 +323,16 @@ mod tests {
         assert_eq!(slugify("  --Hello,  World!!-- "), "hello-world");
         assert_eq!(slugify("CommandCenter_2.0"), "commandcenter-2-0");
         assert_eq!(slugify("already-a-slug"), "already-a-slug");
-        assert_eq!(slugify("Ünïcode Ñame"), "n-code-ame");
-        assert_eq!(slugify("!!!"), "");
+        assert_eq!(slugify("Ünïcode Ñame"), "unicode-name");
+        assert_eq!(slugify("日本語"), "ri-ben-yu");
+        assert_eq!(slugify("🚀🚀"), "rocket-rocket");
+        let fallback = slugify("!!!");
+        assert!(
+            fallback.starts_with("project-") && fallback.len() == 16,
+            "{fallback}"
+        );
+        assert_eq!(slugify("!!!"), fallback, "stable");
+        assert_ne!(slugify("???"), fallback);
     }
 
     #[test]
@@ -306,7 +347,22 @@ mod tests {
             validate_name(&"x".repeat(256)).unwrap_err().field(),
             Some("name")
         );
-        assert_eq!(validate_name("***").unwrap_err().field(), Some("name"));
+        for bad in [
+            "a\0b",
+            "a\u{1b}[31mred",
+            "evil\u{202E}gnp.exe",
+            "zero\u{200B}width",
+            "x\ny",
+        ] {
+            assert_eq!(
+                validate_name(bad).unwrap_err().field(),
+                Some("name"),
+                "{bad:?}"
+            );
+        }
+        for good in ["日本語", "🚀🚀", "Ελληνικά", "***", "Ünïcode"] {
+            assert!(validate_name(good).is_ok(), "{good}");
+        }
     }
 
     #[test]

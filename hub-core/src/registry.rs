@@ -4,7 +4,7 @@
 //! process never races itself; other processes are kept out by the write transaction and the
 //! primary key of `port_leases`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use chrono::Utc;
 use sqlx::any::AnyRow;
@@ -13,6 +13,7 @@ use tokio::sync::Mutex;
 
 use crate::db::{Database, from_millis, now_millis};
 use crate::error::{Entity, HubError, Result};
+use crate::paths::Roots;
 use crate::ports::{
     BusyPort, PortAllocator, PortConfig, PortRequest, PortSet, busy_host_ports, port_from_db,
 };
@@ -29,11 +30,13 @@ const PROJECT_COLUMNS: &str = "id, name, slug, path, backend_port, frontend_port
 pub struct Registry {
     db: Database,
     allocator: Mutex<PortAllocator>,
+    roots: Roots,
 }
 
 impl Registry {
-    /// Opens the registry on `db`, laying ports out as `ports` says.
-    pub async fn open(db: Database, ports: PortConfig) -> Result<Self> {
+    /// Opens the registry on `db`, laying ports out as `ports` says; project folders must lie
+    /// inside `roots`.
+    pub async fn open(db: Database, ports: PortConfig, roots: Roots) -> Result<Self> {
         let mut allocator = PortAllocator::new(ports)?;
         let mut conn = db.pool().acquire().await?;
         allocator.reload(&mut conn).await?;
@@ -41,12 +44,27 @@ impl Registry {
         Ok(Registry {
             db,
             allocator: Mutex::new(allocator),
+            roots,
         })
     }
 
     /// The database behind the registry.
     pub fn database(&self) -> &Database {
         &self.db
+    }
+
+    /// The folders project folders must lie inside.
+    pub fn project_roots(&self) -> &Roots {
+        &self.roots
+    }
+
+    /// Checks a project folder off the async threads (it reads the file system).
+    async fn checked_path(&self, path: PathBuf) -> Result<String> {
+        let roots = self.roots.clone();
+        let canonical = tokio::task::spawn_blocking(move || validate_path(&path, &roots))
+            .await
+            .map_err(|err| HubError::Internal(format!("path check failed: {err}")))??;
+        path_text(&canonical)
     }
 
     /// The port layout in use.
@@ -58,8 +76,7 @@ impl Registry {
     /// transaction.
     pub async fn create(&self, new: NewProject) -> Result<Project> {
         let (name, slug) = validate_name(&new.name)?;
-        let path = validate_path(&new.path)?;
-        let path = path_text(&path)?;
+        let path = self.checked_path(new.path).await?;
 
         let mut allocator = self.allocator.lock().await;
         let mut tx = self.db.begin_write().await?;
@@ -126,11 +143,10 @@ impl Registry {
     ) -> Result<Project> {
         let key = key.into();
         let renamed = update.name.as_deref().map(validate_name).transpose()?;
-        let moved = update
-            .path
-            .as_deref()
-            .map(|p| validate_path(p).and_then(|p| path_text(&p)))
-            .transpose()?;
+        let moved = match update.path {
+            Some(path) => Some(self.checked_path(path).await?),
+            None => None,
+        };
 
         let mut allocator = self.allocator.lock().await;
         let mut tx = self.db.begin_write().await?;
@@ -366,11 +382,12 @@ async fn fetch(conn: &mut AnyConnection, key: &ProjectKey) -> Result<Project> {
             .fetch_optional(&mut *conn)
             .await?
         }
+        // Slugs are lowercase, so `ALPHA` finds `alpha`.
         ProjectKey::Slug(slug) => {
             sqlx::query(&format!(
                 "SELECT {PROJECT_COLUMNS} FROM projects WHERE slug = $1"
             ))
-            .bind(slug)
+            .bind(slug.to_lowercase())
             .fetch_optional(&mut *conn)
             .await?
         }

@@ -40,6 +40,7 @@ async fn fixture_with(base: u16, config: HubConfig) -> Fixture {
     let root = dir.path().to_path_buf();
     let config = HubConfig {
         data_dir: root.join("state"),
+        project_roots: vec![root.clone()],
         ports: PortConfig {
             bases: PortSet {
                 backend: base,

@@ -30,7 +30,9 @@ impl Fixture {
         // These tests set statuses by hand; the engine's view must not correct them meanwhile.
         let config = HubConfig {
             reconcile_on_open: false,
-            ..HubConfig::with_data_dir(data.path().join("state")).ports(ports)
+            ..HubConfig::with_data_dir(data.path().join("state"))
+                .ports(ports)
+                .project_roots([projects.path()])
         };
         let hub = Hub::open(config).await.unwrap();
         Fixture {
@@ -44,6 +46,7 @@ impl Fixture {
         let config = HubConfig {
             reconcile_on_open: false,
             ..HubConfig::with_data_dir(self.data.path().join("state"))
+                .project_roots([self.projects.path()])
         };
         Hub::open(config).await.unwrap()
     }
@@ -132,7 +135,15 @@ async fn names_are_trimmed_and_slugged_like_the_original() {
     assert_eq!(p.name, "My App!! 2.0");
     assert_eq!(p.slug, "my-app-2-0");
 
-    for bad in ["", "   ", "!!!"] {
+    for bad in [
+        "",
+        "   ",
+        "nul\0byte",
+        "\u{1b}[31mred",
+        "evil\u{202E}gnp.exe",
+        "zero\u{200B}width",
+        "forged\nINFO hub: FORGED",
+    ] {
         let err = fx
             .hub
             .create_project(NewProject::new(bad, fx.folder("b")))
@@ -141,6 +152,29 @@ async fn names_are_trimmed_and_slugged_like_the_original() {
         assert_code(&err, ErrorCode::InvalidInput);
         assert_eq!(err.field(), Some("name"));
     }
+    // Any script is welcome; a slug is found for every name, and lookups ignore case.
+    for (i, (name, slug)) in [
+        ("日本語", "ri-ben-yu"),
+        ("🚀🚀", "rocket-rocket"),
+        ("Ünïcode", "unicode"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let p = fx
+            .hub
+            .create_project(NewProject::new(name, fx.folder(&format!("script-{i}"))))
+            .await
+            .unwrap();
+        assert_eq!((p.name.as_str(), p.slug.as_str()), (name, slug));
+    }
+    let symbols = fx
+        .hub
+        .create_project(NewProject::new("!!!", fx.folder("symbols")))
+        .await
+        .unwrap();
+    assert!(symbols.slug.starts_with("project-"), "{}", symbols.slug);
+    assert_eq!(fx.hub.project("MY-APP-2-0").await.unwrap().id, p.id);
     let err = fx
         .hub
         .create_project(NewProject::new("x".repeat(256), fx.folder("c")))
@@ -156,8 +190,12 @@ async fn paths_must_be_existing_absolute_folders() {
     let file = fx.projects.path().join("file.txt");
     std::fs::write(&file, "x").unwrap();
     for (path, why) in [
-        (missing, "cannot be opened"),
+        (missing, "does not exist"),
         (file, "not a directory"),
+        // Outside the project roots: the hub's containers may bind-mount a project folder.
+        (PathBuf::from("/"), "outside"),
+        (PathBuf::from("/etc"), "outside"),
+        (fx.projects.path().join(".."), "outside"),
         (PathBuf::from("relative/dir"), "not an absolute path"),
         (PathBuf::new(), "must not be empty"),
     ] {

@@ -142,6 +142,11 @@ struct ServeArgs {
     #[arg(long = "browse-root", env = "HUB_BROWSE_ROOT", value_delimiter = ',')]
     browse_roots: Vec<PathBuf>,
 
+    /// Folders project folders must lie inside (repeat, or comma-separate) [default: the browse
+    /// roots]. Containers may bind-mount what is inside a project folder; `/` allows any.
+    #[arg(long = "project-root", env = "HUB_PROJECT_ROOT", value_delimiter = ',')]
+    project_roots: Vec<PathBuf>,
+
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "HUB_BODY_LIMIT", default_value_t = 1024 * 1024)]
     body_limit: usize,
@@ -194,7 +199,13 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     // A mistyped browse root is an error naming it, not a silent fall-back to home.
     hub_core::browse::FolderBrowser::try_new(&args.browse_roots)?;
-    let hub = Hub::open(args.store.config(mode)?).await?;
+    let mut config = args.store.config(mode)?;
+    config.project_roots = if args.project_roots.is_empty() {
+        args.browse_roots.clone()
+    } else {
+        args.project_roots
+    };
+    let hub = Hub::open(config).await?;
     let options = ServeOptions {
         token: args.token,
         cors_origins: args.cors_origins,

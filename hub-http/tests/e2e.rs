@@ -515,6 +515,91 @@ async fn the_folder_browser_stays_inside_its_roots() {
     assert_eq!(status, 400);
 }
 
+/// Hostile paths: outside the roots every answer is the same 403, existing or not; inside, a
+/// bad path is a 4xx in the JSON error shape, never a 500. Projects must lie inside the roots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_paths_get_4xx_and_reveal_nothing_outside_the_roots() {
+    let dir = TempDir::new().unwrap();
+    let base = std::fs::canonicalize(dir.path()).unwrap();
+    let root = base.join("projects");
+    std::fs::create_dir_all(root.join("ok")).unwrap();
+    std::fs::write(root.join("notes.txt"), "x").unwrap();
+    std::os::unix::fs::symlink("loop-b", root.join("loop-a")).unwrap();
+    std::os::unix::fs::symlink("loop-a", root.join("loop-b")).unwrap();
+    let outside = base.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secretfile"), "x").unwrap();
+    let hub = HubProcess::start(
+        &base.join("state"),
+        &["--browse-root", root.to_str().unwrap()],
+    )
+    .await;
+    let browse = |path: String| {
+        let hub = &hub;
+        async move {
+            hub.get(&format!("/api/filesystem/browse?path={path}"))
+                .await
+        }
+    };
+    let r = root.display();
+    let o = outside.display();
+    let mut forbidden = Vec::new();
+    for path in [
+        format!("{r}/../../../../../../etc/shadow"),
+        format!("{r}/../../../../../../etc/shadowX"),
+        format!("{o}/secretfile/x"),
+        format!("{o}/nofile/x"),
+        format!("{o}/secretfile"),
+        format!("{o}/nofile"),
+    ] {
+        let (status, body) = browse(path.clone()).await;
+        assert_eq!(status, 403, "{path} → {body}");
+        assert_eq!(body["error"]["code"], "forbidden", "{path}");
+        forbidden.push(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .replace(&path, "P"),
+        );
+    }
+    forbidden.dedup();
+    assert_eq!(forbidden.len(), 1, "outside answers differ: {forbidden:?}");
+
+    for path in [
+        format!("{r}/loop-a"),
+        format!("{r}/loop-a/x"),
+        format!("{r}/notes.txt/x"),
+        format!("{r}%00"),
+        format!("{r}/{}", "a/".repeat(2500)),
+        format!("{r}/{}", "a".repeat(300)),
+    ] {
+        let (status, body) = browse(path.clone()).await;
+        assert!(
+            (400..500).contains(&status),
+            "{:.60} → {status} {body}",
+            path
+        );
+        assert!(body["error"]["code"].is_string(), "{body}");
+        assert!(body["detail"].is_string(), "{body}");
+    }
+
+    // Project folders: inside the roots only.
+    for path in ["/", "/etc", outside.to_str().unwrap()] {
+        let (status, body) = hub
+            .post("/api/projects/", json!({"name": "Escape", "path": path}))
+            .await;
+        assert_eq!(status, 422, "{path} → {body}");
+        assert_eq!(body["error"]["field"], "path");
+    }
+    let (status, body) = hub
+        .post(
+            "/api/projects/",
+            json!({"name": "Inside", "path": root.join("ok")}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_guards_every_route_but_health() {
     let dir = TempDir::new().unwrap();

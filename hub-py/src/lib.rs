@@ -281,6 +281,9 @@ fn config_from(args: &Args) -> Result<HubConfig, HubError> {
     if !args.opt::<bool>("run_tasks")?.unwrap_or(true) {
         config.mode = HubMode::Client;
     }
+    if let Some(roots) = args.opt::<Vec<PathBuf>>("project_roots")? {
+        config.project_roots = roots;
+    }
     if let Some(secs) = args.opt::<f64>("result_expires")? {
         config.tasks.result_expires = Duration::try_from_secs_f64(secs)
             .map_err(|err| HubError::invalid("result_expires", err.to_string()))?;

@@ -39,7 +39,7 @@ def tag() -> str:
 
 @pytest.fixture
 def hub(tmp_path: pathlib.Path) -> Iterator[ch.Hub]:
-    with ch.Hub(data_dir=tmp_path / "state", port_bases=port_bases()) as hub:
+    with ch.Hub(data_dir=tmp_path / "state", port_bases=port_bases(), project_roots=[tmp_path]) as hub:
         yield hub
 
 

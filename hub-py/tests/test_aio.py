@@ -14,7 +14,9 @@ from conftest import FOUR_SERVICES, make_folder, port_bases
 
 def test_the_async_hub_runs_a_stack(tmp_path: pathlib.Path, tag: str) -> None:
     async def scenario() -> None:
-        async with aio.Hub(data_dir=tmp_path / "state", port_bases=port_bases()) as hub:
+        async with aio.Hub(
+            data_dir=tmp_path / "state", port_bases=port_bases(), project_roots=[tmp_path]
+        ) as hub:
             project = await hub.create_project(f"aio-{tag}", make_folder(tmp_path, "aio", FOUR_SERVICES))
             assert (await hub.get_project(project.slug)) == project
             assert len(await hub.list_projects()) == 1

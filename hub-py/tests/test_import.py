@@ -9,4 +9,5 @@ def test_version_is_exposed() -> None:
 
 def test_slugify_uses_the_core_rules() -> None:
     assert commandcenter_hub.slugify("  My App!! 2.0 ") == "my-app-2-0"
-    assert commandcenter_hub.slugify("!!!") == ""
+    assert commandcenter_hub.slugify("日本語") == "ri-ben-yu"
+    assert commandcenter_hub.slugify("!!!").startswith("project-")

@@ -24,7 +24,7 @@ def free_port() -> int:
 
 def test_hub_serve_and_python_see_the_same_projects(tmp_path: pathlib.Path, hub_binary: pathlib.Path) -> None:
     data = tmp_path / "state"
-    with ch.Hub(data_dir=data) as hub:
+    with ch.Hub(data_dir=data, project_roots=[tmp_path]) as hub:
         from_python = hub.create_project("From Python", make_folder(tmp_path, "py"))
 
     server, base = _serve(hub_binary, data)
@@ -40,7 +40,7 @@ def test_hub_serve_and_python_see_the_same_projects(tmp_path: pathlib.Path, hub_
         created = json.load(urllib.request.urlopen(request))
 
         # Python opens the same file while the server has it open.
-        with ch.Hub(data_dir=data) as hub:
+        with ch.Hub(data_dir=data, project_roots=[tmp_path]) as hub:
             slugs = [p.slug for p in hub.list_projects()]
             assert slugs == ["from-python", "from-http"]
             assert hub.get_project(created["id"]).ports.backend == created["backend_port"]
@@ -71,7 +71,8 @@ def _post(base: str, path: str, body: dict) -> tuple[int, dict]:
 def _serve(hub_binary: pathlib.Path, data: pathlib.Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     server = subprocess.Popen(
-        [str(hub_binary), "serve", "--bind", f"127.0.0.1:{port}", "--data-dir", str(data)],
+        [str(hub_binary), "serve", "--bind", f"127.0.0.1:{port}", "--data-dir", str(data),
+         "--project-root", str(data.parent)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -108,7 +109,7 @@ def test_a_python_hub_opened_beside_the_server_leaves_its_running_task_alone(
         assert task["state"] == "RUNNING", task
 
         for run_tasks in (True, False):
-            with ch.Hub(data_dir=data, run_tasks=run_tasks) as hub:
+            with ch.Hub(data_dir=data, run_tasks=run_tasks, project_roots=[tmp_path]) as hub:
                 # One truth: Python reads what the server runs.
                 assert hub.task(task_id).state == "RUNNING"
                 with pytest.raises(ch.ConflictError):

@@ -105,7 +105,7 @@ def test_browse_lists_folders_inside_its_roots(hub: ch.Hub, tmp_path: pathlib.Pa
 
 
 def test_the_hub_reopens_with_everything(tmp_path: pathlib.Path) -> None:
-    with ch.Hub(data_dir=tmp_path / "state") as hub:
+    with ch.Hub(data_dir=tmp_path / "state", project_roots=[tmp_path]) as hub:
         first = hub.create_project("Keep", make_folder(tmp_path, "keep"))
-    with ch.Hub(data_dir=tmp_path / "state") as hub:
+    with ch.Hub(data_dir=tmp_path / "state", project_roots=[tmp_path]) as hub:
         assert hub.get_project("keep") == first

@@ -162,7 +162,7 @@ impl Orchestrator {
         phase
             .report(TaskState::Building, 2, "Reading the stack definition")
             .await;
-        let stack = StackSpec::load(&project.path)?;
+        let stack = StackSpec::load(&project.path).await?;
         let vars = self.variables(project);
         let specs: HashMap<&str, ContainerSpec> = stack
             .services
@@ -421,7 +421,7 @@ impl Orchestrator {
             .report(TaskState::Stopping, 5, "Looking up running services")
             .await;
         let containers = self.containers(project.id).await?;
-        let stack = StackSpec::load(&project.path).ok();
+        let stack = StackSpec::load(&project.path).await.ok();
         let grace = stack
             .as_ref()
             .map_or(std::time::Duration::from_secs(10), |s| s.stop_grace);
@@ -455,7 +455,7 @@ impl Orchestrator {
     }
 
     async fn restart_one(&self, project: &Project, service: &str, phase: &Phase<'_>) -> JobResult {
-        let stack = StackSpec::load(&project.path)?;
+        let stack = StackSpec::load(&project.path).await?;
         let spec = stack.service(service).ok_or_else(|| {
             TaskError::from(crate::HubError::not_found(
                 Entity::Service,
@@ -551,8 +551,12 @@ impl Orchestrator {
                 Mount::Volume { name, target } => {
                     volumes.push((volume_name(project, name), target.clone()));
                 }
-                Mount::Bind { source, target } => {
-                    let host = project.path.join(source);
+                Mount::Bind {
+                    source,
+                    target,
+                    host,
+                } => {
+                    let host = host.clone().unwrap_or_else(|| project.path.join(source));
                     binds.push((host.display().to_string(), target.clone()));
                 }
             }

@@ -288,7 +288,7 @@ impl Orchestrator {
     /// Per-service state of a project's stack.
     pub async fn status(&self, project: &Project) -> Result<StackStatus> {
         let containers = self.containers(project.id).await?;
-        let stack = StackSpec::load(&project.path).ok();
+        let stack = StackSpec::load(&project.path).await.ok();
         let mut services: Vec<ServiceStatus> = Vec::new();
         let mut seen = HashSet::new();
         if let Some(stack) = &stack {
@@ -422,6 +422,7 @@ impl Orchestrator {
             let mine = by_project.remove(&project.id).unwrap_or_default();
             // A stack that defines no services runs with no containers: nothing to judge.
             let defines_services = StackSpec::load(&project.path)
+                .await
                 .map(|stack| !stack.services.is_empty())
                 .unwrap_or(true);
             if !defines_services && mine.is_empty() {

@@ -34,6 +34,7 @@ struct RawFile {
 struct RawHub {
     health_timeout: Option<Spanned<String>>,
     stop_grace: Option<Spanned<String>>,
+    allow_outside: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -120,6 +121,8 @@ pub(super) fn parse(text: &str, name: &str) -> Result<StackSpec> {
         None => DEFAULT_STOP_GRACE,
     };
 
+    let allow_outside = raw.hub.allow_outside.unwrap_or(false);
+
     let names: Vec<&str> = raw.services.keys().map(|k| k.get_ref().as_str()).collect();
     let mut services = Vec::with_capacity(raw.services.len());
     let mut roles: BTreeMap<PortRole, String> = BTreeMap::new();
@@ -180,7 +183,7 @@ pub(super) fn parse(text: &str, name: &str) -> Result<StackSpec> {
         let mut volumes = Vec::with_capacity(raw_service.volumes.len());
         for volume in &raw_service.volumes {
             volumes.push(
-                parse_mount(volume.get_ref()).map_err(|message| {
+                parse_mount(volume.get_ref(), allow_outside).map_err(|message| {
                     source.error(&at("volumes"), volume.span().start, message)
                 })?,
             );
@@ -239,6 +242,7 @@ pub(super) fn parse(text: &str, name: &str) -> Result<StackSpec> {
         services,
         health_timeout,
         stop_grace,
+        allow_outside,
         source: name.to_owned(),
     };
     let placed: usize = stack.start_order().iter().map(Vec::len).sum();
@@ -279,7 +283,7 @@ fn is_service_name(name: &str) -> bool {
         && name.len() <= 63
 }
 
-fn parse_mount(text: &str) -> std::result::Result<Mount, String> {
+fn parse_mount(text: &str, allow_outside: bool) -> std::result::Result<Mount, String> {
     let Some((source, target)) = text.split_once(':') else {
         return Err(format!("'{text}' is not \"name:/path\" or \"./dir:/path\""));
     };
@@ -294,9 +298,16 @@ fn parse_mount(text: &str) -> std::result::Result<Mount, String> {
         || source.starts_with('/')
         || source == "."
     {
+        if !allow_outside && leaves_folder(source) {
+            return Err(format!(
+                "'{source}' leaves the project folder; a bind mount must stay inside it \
+                 (set `allow_outside = true` under [hub] to allow it, at your own risk)"
+            ));
+        }
         return Ok(Mount::Bind {
             source: source.to_owned(),
             target,
+            host: None,
         });
     }
     let valid_name = source
@@ -315,6 +326,26 @@ fn parse_mount(text: &str) -> std::result::Result<Mount, String> {
         name: source.to_owned(),
         target,
     })
+}
+
+/// Whether a bind source, as written, points outside the project folder: absolute, or climbing
+/// above it with `..`. (Links are checked when the stack is loaded from its folder.)
+fn leaves_folder(source: &str) -> bool {
+    if source.starts_with('/') {
+        return true;
+    }
+    let mut depth: i64 = 0;
+    for part in source.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => depth -= 1,
+            _ => depth += 1,
+        }
+        if depth < 0 {
+            return true;
+        }
+    }
+    false
 }
 
 fn parse_health(

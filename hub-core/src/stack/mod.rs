@@ -8,6 +8,7 @@
 //! [hub]                                   # optional
 //! health_timeout = "5m"                   # how long a start waits for health
 //! stop_grace = "10s"                      # how long a stop waits before killing
+//! allow_outside = false                   # true lets bind mounts leave the project folder
 //!
 //! [services.cache]
 //! image = "hubtest/redis:latest"
@@ -29,12 +30,13 @@
 mod file;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{HubError, Result};
+use crate::paths::{Missing, Roots};
 use crate::ports::PortRole;
 
 pub use file::{DEFAULT_STACK_TOML, STACK_FILE};
@@ -48,6 +50,10 @@ pub struct StackSpec {
     pub health_timeout: Duration,
     /// How long a stop gives each container before killing it.
     pub stop_grace: Duration,
+    /// Whether bind mounts may leave the project folder (`[hub] allow_outside = true`). Off by
+    /// default: the hub usually runs as root beside the Docker socket, and a bind mount of `/`
+    /// would hand the host to a container.
+    pub allow_outside: bool,
     /// Where the definition came from (`hub.toml` path, or `default`).
     pub source: String,
 }
@@ -101,6 +107,10 @@ pub enum Mount {
         source: String,
         /// Path in the container.
         target: String,
+        /// The host path, resolved (links followed) and checked to lie inside the project
+        /// folder; set when the stack is loaded from a folder.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host: Option<PathBuf>,
     },
 }
 
@@ -120,14 +130,60 @@ pub struct HealthSpec {
 }
 
 impl StackSpec {
-    /// The stack of the project in `folder`: its `hub.toml`, or the default template.
-    pub fn load(folder: &Path) -> Result<StackSpec> {
+    /// The stack of the project in `folder` (canonical): its `hub.toml`, or the default
+    /// template, with bind mounts resolved and confined to the folder. Reads files on a
+    /// blocking thread, never on the async ones.
+    pub async fn load(folder: &Path) -> Result<StackSpec> {
+        let folder = folder.to_path_buf();
+        tokio::task::spawn_blocking(move || StackSpec::load_blocking(&folder))
+            .await
+            .map_err(|err| HubError::Internal(format!("reading the stack file failed: {err}")))?
+    }
+
+    /// [`StackSpec::load`] for callers that may block.
+    pub fn load_blocking(folder: &Path) -> Result<StackSpec> {
         let path = folder.join(STACK_FILE);
-        match std::fs::read_to_string(&path) {
-            Ok(text) => file::parse(&text, &path.display().to_string()),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => StackSpec::default_template(),
-            Err(err) => Err(HubError::io(format!("cannot read {}", path.display()), err)),
+        let mut stack = match std::fs::read_to_string(&path) {
+            Ok(text) => file::parse(&text, &path.display().to_string())?,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                StackSpec::default_template()?
+            }
+            Err(err) => return Err(HubError::io(format!("cannot read {}", path.display()), err)),
+        };
+        stack.resolve_binds(folder)?;
+        Ok(stack)
+    }
+
+    /// Fills in each bind mount's host path: joined to `folder`, and, unless `allow_outside`,
+    /// resolved through links and refused when it leads out of the folder.
+    fn resolve_binds(&mut self, folder: &Path) -> Result<()> {
+        let roots = Roots::single(folder.to_path_buf());
+        for service in &mut self.services {
+            for mount in &mut service.volumes {
+                let Mount::Bind { source, host, .. } = mount else {
+                    continue;
+                };
+                let field = format!("{}: services.{}.volumes", self.source, service.name);
+                *host =
+                    Some(if self.allow_outside {
+                        folder.join(&*source)
+                    } else {
+                        roots
+                        .resolve(&field, Path::new(source.as_str()), Some(folder), Missing::Allow)
+                        .map_err(|err| match err {
+                            HubError::Forbidden { .. } => HubError::invalid(
+                                field.clone(),
+                                format!(
+                                    "'{source}' leads out of the project folder through a link; \
+                                     set `allow_outside = true` under [hub] to allow it"
+                                ),
+                            ),
+                            other => other,
+                        })?
+                    });
+            }
         }
+        Ok(())
     }
 
     /// Parses a stack file's text; `source` names it in errors.
@@ -254,5 +310,53 @@ mod tests {
             "{err}"
         );
         assert!(interpolate("${REDIS_PORT", &vars).is_err());
+    }
+
+    /// A bind mount stays inside the project folder: `/…` and `../…` are refused as written,
+    /// a link that leads out is refused when the stack is loaded, unless `allow_outside`.
+    #[test]
+    fn bind_mounts_stay_inside_the_project_folder() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let base = std::fs::canonicalize(dir.path()).unwrap();
+        let folder = base.join("project");
+        std::fs::create_dir_all(folder.join("conf")).unwrap();
+        std::os::unix::fs::symlink("/etc", folder.join("etc-link")).unwrap();
+        let stack_with = |hub: &str, source: &str| {
+            std::fs::write(
+                folder.join(STACK_FILE),
+                format!("{hub}\n[services.app]\nimage = \"x\"\nvolumes = [\"{source}:/mnt\"]\n"),
+            )
+            .unwrap();
+            StackSpec::load_blocking(&folder)
+        };
+        let host = |stack: StackSpec| match &stack.services[0].volumes[0] {
+            Mount::Bind { host, .. } => host.clone().unwrap(),
+            other => panic!("{other:?}"),
+        };
+
+        assert_eq!(host(stack_with("", "./conf").unwrap()), folder.join("conf"));
+        assert_eq!(
+            host(stack_with("", "./new/dir").unwrap()),
+            folder.join("new/dir")
+        );
+        for escape in [
+            "/",
+            "/etc",
+            "../",
+            "./conf/../../x",
+            "./etc-link",
+            "./etc-link/ssl",
+        ] {
+            let err = stack_with("", escape).unwrap_err();
+            assert_eq!(err.code(), crate::ErrorCode::InvalidInput, "{escape}");
+            assert!(
+                err.field()
+                    .is_some_and(|f| f.ends_with("services.app.volumes")),
+                "{escape}: {err}"
+            );
+        }
+        let opted = stack_with("[hub]\nallow_outside = true", "/etc").unwrap();
+        assert!(opted.allow_outside);
+        assert_eq!(host(opted), PathBuf::from("/etc"));
     }
 }

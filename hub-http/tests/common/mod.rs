@@ -126,11 +126,21 @@ impl Drop for HubProcess {
     }
 }
 
+/// Projects live beside the data folder, so its parent is the project root unless a test says
+/// otherwise.
 fn spawn(data: &Path, port: u16, extra: &[String]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_hub"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hub"));
+    command
         .arg("serve")
         .args(["--bind", &format!("127.0.0.1:{port}")])
-        .args(["--data-dir", data.to_str().unwrap()])
+        .args(["--data-dir", data.to_str().unwrap()]);
+    if !extra
+        .iter()
+        .any(|arg| arg == "--project-root" || arg == "--browse-root")
+    {
+        command.args(["--project-root", data.parent().unwrap().to_str().unwrap()]);
+    }
+    command
         .args(extra)
         .env("HUB_LOG", "warn")
         .stdout(Stdio::null())

@@ -6,7 +6,7 @@ import json
 import math
 import os
 import time
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Union, Sequence
 
 from . import _native
 from ._types import BusyPort, Project, StackStatus, Stats, TaskStatus
@@ -27,6 +27,7 @@ def _open(
     port_bases: Optional[Mapping[str, int]],
     port_stride: Optional[int],
     run_tasks: bool = True,
+    project_roots: Optional[Sequence[Union[str, "os.PathLike[str]"]]] = None,
 ) -> "_native.NativeHub":
     """Opens the compiled hub; shared by the blocking and the asyncio surface."""
     settings: Dict[str, Any] = {
@@ -39,6 +40,9 @@ def _open(
         "port_bases": dict(port_bases) if port_bases is not None else None,
         "port_stride": port_stride,
         "run_tasks": run_tasks,
+        "project_roots": [os.fspath(root) for root in project_roots]
+        if project_roots is not None
+        else None,
     }
     return _native.NativeHub(json.dumps({k: v for k, v in settings.items() if v is not None}))
 
@@ -138,6 +142,10 @@ class Hub:
     - ``False`` (*client*): this process only submits and reads; a running ``hub serve`` (or
       ``hub worker``) on the same folder runs the tasks. Use it beside a server: closing a
       client never touches the server's tasks, and its handles follow them all the same.
+
+    ``project_roots`` lists the folders project folders must lie inside (default: your home
+    folder); each must exist. The hub often runs beside the Docker socket, so this is what
+    containers may reach through bind mounts.
     """
 
     def __init__(
@@ -151,10 +159,11 @@ class Hub:
         port_bases: Optional[Mapping[str, int]] = None,
         port_stride: Optional[int] = None,
         run_tasks: bool = True,
+        project_roots: Optional[Sequence[Union[str, "os.PathLike[str]"]]] = None,
     ) -> None:
         self._native = _open(
             data_dir, database_url, docker_host, task_backend, concurrency, result_expires,
-            port_bases, port_stride, run_tasks,
+            port_bases, port_stride, run_tasks, project_roots,
         )
         self._closed = False
 

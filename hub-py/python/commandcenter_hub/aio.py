@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from typing import Any, AsyncIterator, Dict, List, Mapping, Optional, Union
+from typing import Any, AsyncIterator, Dict, List, Mapping, Optional, Union, Sequence
 
 from ._hub import ProgressCallback, ProjectKey, _args, _open, _task_failed
 from ._types import BusyPort, Project, StackStatus, Stats, TaskStatus
@@ -88,10 +88,11 @@ class Hub:
         port_bases: Optional[Mapping[str, int]] = None,
         port_stride: Optional[int] = None,
         run_tasks: bool = True,
+        project_roots: Optional[Sequence[Union[str, "os.PathLike[str]"]]] = None,
     ) -> None:
         self._native = _open(
             data_dir, database_url, docker_host, task_backend, concurrency, result_expires,
-            port_bases, port_stride, run_tasks,
+            port_bases, port_stride, run_tasks, project_roots,
         )
         self._closed = False
 

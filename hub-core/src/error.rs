@@ -24,6 +24,14 @@ pub enum Entity {
     Service,
     /// A file or folder.
     Path,
+    /// A container of the engine.
+    Container,
+    /// An image of the engine.
+    Image,
+    /// A network of the engine.
+    Network,
+    /// A volume of the engine.
+    Volume,
 }
 
 impl fmt::Display for Entity {
@@ -33,6 +41,10 @@ impl fmt::Display for Entity {
             Entity::Task => "task",
             Entity::Service => "service",
             Entity::Path => "path",
+            Entity::Container => "container",
+            Entity::Image => "image",
+            Entity::Network => "network",
+            Entity::Volume => "volume",
         })
     }
 }

@@ -245,7 +245,7 @@ async fn two_projects_run_side_by_side_each_on_its_own_ports() {
     let backend = fx
         .hub
         .runtime()
-        .inspect_container(&format!("hub-{}-backend", a.slug))
+        .inspect_container(&format!("hub-{}_backend", a.slug))
         .await
         .unwrap()
         .unwrap();
@@ -293,8 +293,8 @@ async fn stop_keeps_volumes_so_data_survives_a_restart() {
     assert_eq!(
         fx.volumes(&p).await,
         [
-            format!("hub-{}-cache-data", p.slug),
-            format!("hub-{}-db-data", p.slug)
+            format!("hub-{}_cache-data", p.slug),
+            format!("hub-{}_db-data", p.slug)
         ]
     );
     let stopped = fx.hub.project(p.id).await.unwrap();
@@ -438,7 +438,7 @@ async fn reconcile_notices_a_container_killed_behind_the_hubs_back() {
     let p = fx.project("reconcile", FOUR_SERVICES).await;
     assert_success(&fx.start(&p).await);
 
-    let cache = format!("hub-{}-cache", p.slug);
+    let cache = format!("hub-{}_cache", p.slug);
     let killed = tokio::process::Command::new("docker")
         .args(["kill", &cache])
         .output()
@@ -532,7 +532,7 @@ async fn restart_of_one_service_and_its_logs() {
     let before = fx
         .hub
         .runtime()
-        .inspect_container(&format!("hub-{}-cache", p.slug))
+        .inspect_container(&format!("hub-{}_cache", p.slug))
         .await
         .unwrap()
         .unwrap();
@@ -542,7 +542,7 @@ async fn restart_of_one_service_and_its_logs() {
     let after = fx
         .hub
         .runtime()
-        .inspect_container(&format!("hub-{}-cache", p.slug))
+        .inspect_container(&format!("hub-{}_cache", p.slug))
         .await
         .unwrap()
         .unwrap();
@@ -652,4 +652,105 @@ async fn a_missing_image_or_a_dying_service_fails_cleanly() {
     assert!(error.message.contains("bye"), "{}", error.message);
     assert!(fx.containers(&p).await.is_empty());
     fx.purge(&p).await;
+}
+
+/// One busybox service that runs until stopped, with `volume` mounted.
+fn sleeper(volume: &str) -> String {
+    format!(
+        "[hub]\nstop_grace = \"1s\"\n\n[services.app]\nimage = \"hubtest/busybox:latest\"\n\
+         command = [\"/bin/sleep\", \"3600\"]\nvolumes = [\"{volume}:/data\"]\n"
+    )
+}
+
+async fn docker(args: &[&str]) -> bool {
+    tokio::process::Command::new("docker")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .await
+        .unwrap()
+        .success()
+}
+
+/// Engine names cannot collide across projects, and an object that merely has one of a
+/// project's names (another hub's, or made by hand) is a `conflict` naming it: never reused,
+/// stopped, removed or read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_are_unambiguous_and_foreign_objects_are_never_touched() {
+    let fx = fixture(32000).await;
+    // Project `S` with volume `b-data`, project `S-b` with volume `data`.
+    let first = fx.project("own", &sleeper("b-data")).await;
+    let folder = fx.root.join("second");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("hub.toml"), sleeper("data")).unwrap();
+    let second = fx
+        .hub
+        .create_project(NewProject::new(format!("{}-b", first.slug), folder))
+        .await
+        .unwrap();
+    assert_success(&fx.start(&first).await);
+    assert_success(&fx.start(&second).await);
+    let (a, b) = (fx.volumes(&first).await, fx.volumes(&second).await);
+    assert_eq!(a, [format!("hub-{}_b-data", first.slug)]);
+    assert_eq!(b, [format!("hub-{}_data", second.slug)]);
+
+    // A container that has the name of a service but is not the hub's.
+    let third = fx.project("taken", &sleeper("data")).await;
+    let squatter = format!("hub-{}_app", third.slug);
+    assert!(
+        docker(&[
+            "create",
+            "--name",
+            &squatter,
+            "hubtest/busybox:latest",
+            "/bin/sleep",
+            "3600"
+        ])
+        .await
+    );
+    let record = fx.start(&third).await;
+    assert_eq!(record.state, TaskState::Failure);
+    let error = record.error.unwrap();
+    assert_eq!(error.code, "conflict", "{error:?}");
+    assert!(error.message.contains(&squatter), "{error:?}");
+    assert!(
+        fx.hub
+            .runtime()
+            .inspect_container(&squatter)
+            .await
+            .unwrap()
+            .is_some(),
+        "left alone"
+    );
+    let err = fx.hub.logs(third.id, "app", 10).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NotFound, "not the squatter's logs");
+
+    // A volume of the project's name made by someone else.
+    let fourth = fx.project("volume", &sleeper("data")).await;
+    let volume = format!("hub-{}_data", fourth.slug);
+    assert!(docker(&["volume", "create", &volume]).await);
+    let record = fx.start(&fourth).await;
+    let error = record.error.unwrap();
+    assert_eq!(error.code, "conflict", "{error:?}");
+    assert!(error.message.contains(&volume), "{error:?}");
+
+    // Engine errors name the object: 404 is not_found, not internal.
+    let err = fx
+        .hub
+        .runtime()
+        .start_container("hub-no-such_thing")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NotFound);
+    assert!(err.to_string().contains("hub-no-such_thing"), "{err}");
+
+    assert!(docker(&["rm", "-f", &squatter]).await);
+    assert!(docker(&["volume", "rm", &volume]).await);
+    for project in [&first, &second] {
+        assert_success(&fx.stop(project).await);
+    }
+    for project in [&first, &second, &third, &fourth] {
+        fx.purge(project).await;
+    }
 }

@@ -8,7 +8,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::health::wait_ready;
-use super::{Orchestrator, container_name, networks_of, stack_name, volume_name};
+use super::{Orchestrator, container_name, stack_name, volume_name};
 use crate::error::Entity;
 use crate::ports::is_port_free_on_host;
 use crate::project::{Health, Project, ProjectStatus};
@@ -219,7 +219,10 @@ impl Orchestrator {
                 )
                 .await;
             let labels = self.resource_labels(project, labels::COMPOSE_NETWORK, "default");
-            if self.runtime.ensure_network(&network, labels).await? {
+            if self
+                .ensure_owned(project, Entity::Network, &network, labels)
+                .await?
+            {
                 lock(created).network = Some(network.clone());
             }
         }
@@ -234,8 +237,9 @@ impl Orchestrator {
             .collect();
         for (volume, short) in &volumes {
             if self
-                .runtime
-                .ensure_volume(
+                .ensure_owned(
+                    project,
+                    Entity::Volume,
                     volume,
                     self.resource_labels(project, labels::COMPOSE_VOLUME, short),
                 )
@@ -447,9 +451,7 @@ impl Orchestrator {
         phase
             .report(TaskState::Stopping, 92, "Removing the network")
             .await;
-        for network in networks_of(project, &containers) {
-            self.runtime.remove_network(&network).await?;
-        }
+        self.remove_networks(project, &containers).await?;
         let stopped: Vec<&str> = containers.iter().map(service_of).collect();
         Ok(json!({"stopped": stopped}))
     }
@@ -466,24 +468,34 @@ impl Orchestrator {
         phase
             .report(TaskState::Restarting, 10, format!("Stopping {service}"))
             .await;
-        self.runtime
-            .stop_container(&container.name, stack.stop_grace)
-            .await?;
-        self.runtime.remove_container(&container.name).await?;
-        self.runtime
-            .ensure_network(
-                &stack_name(project),
-                self.resource_labels(project, labels::COMPOSE_NETWORK, "default"),
-            )
-            .await?;
+        // The running container is found by its labels: a container that merely has the
+        // name is not this project's to stop.
+        match self.service_container(project, service).await {
+            Ok(old) => {
+                self.runtime
+                    .stop_container(&old.id, stack.stop_grace)
+                    .await?;
+                self.runtime.remove_container(&old.id).await?;
+            }
+            Err(crate::HubError::NotFound { .. }) => {}
+            Err(err) => return Err(err.into()),
+        }
+        self.ensure_owned(
+            project,
+            Entity::Network,
+            &stack_name(project),
+            self.resource_labels(project, labels::COMPOSE_NETWORK, "default"),
+        )
+        .await?;
         for mount in &spec.volumes {
             if let Mount::Volume { name, .. } = mount {
-                self.runtime
-                    .ensure_volume(
-                        &volume_name(project, name),
-                        self.resource_labels(project, labels::COMPOSE_VOLUME, name),
-                    )
-                    .await?;
+                self.ensure_owned(
+                    project,
+                    Entity::Volume,
+                    &volume_name(project, name),
+                    self.resource_labels(project, labels::COMPOSE_VOLUME, name),
+                )
+                .await?;
             }
         }
         phase

@@ -22,7 +22,7 @@ use crate::error::{Entity, HubError, Result};
 use crate::ports::PortRole;
 use crate::project::{Health, Project, ProjectStatus};
 use crate::registry::Registry;
-use crate::runtime::{ContainerInfo, Runtime, labels};
+use crate::runtime::{ContainerInfo, Ensured, Runtime, labels};
 use crate::stack::StackSpec;
 use crate::tasks::{
     Handlers, JobHandler, JobResult, TaskBackend, TaskContext, TaskError, TaskRecord,
@@ -40,19 +40,22 @@ pub mod jobs {
     pub const RESTART_SERVICE: &str = "restart_service";
 }
 
+// Engine names. A slug never holds `_`, so the first `_` ends it: project `a`'s volume `b-data`
+// (`hub-a_b-data`) and project `a-b`'s volume `data` (`hub-a-b_data`) cannot share a name.
+
 /// The compose project / network name of a project: `hub-<slug>`.
 pub fn stack_name(project: &Project) -> String {
     format!("hub-{}", project.slug)
 }
 
-/// The container name of a service: `hub-<slug>-<service>`.
+/// The container name of a service: `hub-<slug>_<service>`.
 pub fn container_name(project: &Project, service: &str) -> String {
-    format!("hub-{}-{service}", project.slug)
+    format!("hub-{}_{service}", project.slug)
 }
 
-/// The engine name of a project's named volume: `hub-<slug>-<volume>`.
+/// The engine name of a project's named volume: `hub-<slug>_<volume>`.
 pub fn volume_name(project: &Project, volume: &str) -> String {
-    format!("hub-{}-{volume}", project.slug)
+    format!("hub-{}_{volume}", project.slug)
 }
 
 /// One service as the engine runs it.
@@ -285,6 +288,80 @@ impl Orchestrator {
             .await
     }
 
+    /// The container of one service of the project, found by its ownership labels (never by
+    /// name alone: a name may be taken by something else, or date from before a rename).
+    async fn service_container(&self, project: &Project, service: &str) -> Result<ContainerInfo> {
+        self.containers(project.id)
+            .await?
+            .into_iter()
+            .find(|c| c.labels.get(labels::SERVICE).map(String::as_str) == Some(service))
+            .ok_or_else(|| {
+                HubError::not_found(Entity::Service, format!("{}/{service}", project.slug))
+            })
+    }
+
+    /// Whether an engine object with `found` labels belongs to `project`.
+    fn owns(&self, project: &Project, found: &HashMap<String, String>) -> bool {
+        found.get(labels::PROJECT) == Some(&self.project_label(project.id))
+    }
+
+    /// The `conflict` for an engine object named like one of `project`'s but not its own.
+    fn taken(
+        &self,
+        project: &Project,
+        entity: Entity,
+        name: &str,
+        found: &HashMap<String, String>,
+    ) -> HubError {
+        let owner = match found.get(labels::PROJECT) {
+            Some(owner) => format!("hub project {owner}"),
+            None => "something this hub does not manage".to_owned(),
+        };
+        HubError::Conflict {
+            message: format!(
+                "{entity} '{name}' already exists and belongs to {owner}, not to project '{}'; \
+                 remove or rename it",
+                project.slug
+            ),
+        }
+    }
+
+    /// Creates the project's network or volume unless it exists; an existing one must be the
+    /// project's own. Returns whether it was created.
+    async fn ensure_owned(
+        &self,
+        project: &Project,
+        entity: Entity,
+        name: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<bool> {
+        let found = match entity {
+            Entity::Volume => self.runtime.ensure_volume(name, labels).await?,
+            _ => self.runtime.ensure_network(name, labels).await?,
+        };
+        match found {
+            Ensured::Created => Ok(true),
+            Ensured::Existing(found) if self.owns(project, &found) => Ok(false),
+            Ensured::Existing(found) => Err(self.taken(project, entity, name, &found)),
+        }
+    }
+
+    /// Removes the project's networks, leaving any network of the same name it does not own.
+    async fn remove_networks(&self, project: &Project, containers: &[ContainerInfo]) -> Result<()> {
+        for network in networks_of(project, containers) {
+            match self.runtime.network_labels(&network).await? {
+                Some(found) if self.owns(project, &found) => {
+                    self.runtime.remove_network(&network).await?;
+                }
+                Some(_) => {
+                    tracing::warn!(project = %project.slug, %network, "network of that name is not this project's: left in place");
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Per-service state of a project's stack.
     pub async fn status(&self, project: &Project) -> Result<StackStatus> {
         let containers = self.containers(project.id).await?;
@@ -348,14 +425,16 @@ impl Orchestrator {
         service: &str,
         lines: usize,
     ) -> Result<Vec<String>> {
-        let name = container_name(project, service);
-        if self.runtime.inspect_container(&name).await?.is_none() {
-            return Err(HubError::not_found(
-                Entity::Service,
-                format!("{}/{service}", project.slug),
-            ));
-        }
-        self.runtime.logs(&name, lines).await
+        let container = self.service_container(project, service).await?;
+        self.runtime
+            .logs(&container.id, lines)
+            .await
+            .map_err(|err| match err {
+                HubError::NotFound { .. } => {
+                    HubError::not_found(Entity::Service, format!("{}/{service}", project.slug))
+                }
+                other => other,
+            })
     }
 
     /// The last `lines` lines of one service's output, then new ones as they come.
@@ -365,9 +444,9 @@ impl Orchestrator {
         service: &str,
         lines: usize,
     ) -> Result<BoxStream<'static, Result<String>>> {
-        let name = container_name(project, service);
+        let container = self.service_container(project, service).await?;
         self.runtime
-            .follow_logs(&name, lines)
+            .follow_logs(&container.id, lines)
             .await
             .map_err(|err| match err {
                 HubError::NotFound { .. } => {
@@ -383,9 +462,7 @@ impl Orchestrator {
         for container in &containers {
             self.runtime.remove_container(&container.name).await?;
         }
-        for network in networks_of(project, &containers) {
-            self.runtime.remove_network(&network).await?;
-        }
+        self.remove_networks(project, &containers).await?;
         if delete_data {
             for volume in self
                 .runtime

@@ -17,8 +17,8 @@ use bollard::{API_DEFAULT_VERSION, Docker};
 use futures_util::stream::{BoxStream, StreamExt};
 use tokio::sync::Mutex;
 
-use super::{ContainerInfo, ContainerSpec, PullProgress, Runtime};
-use crate::error::{HubError, Result};
+use super::{ContainerInfo, ContainerSpec, Ensured, PullProgress, Runtime};
+use crate::error::{Entity, HubError, Result};
 
 /// The socket Docker listens on when nothing else is said.
 pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
@@ -117,20 +117,64 @@ impl DockerRuntime {
         }
     }
 
-    /// Maps an engine error; connection failures also drop the cached client.
-    async fn fail(&self, context: &str, err: DockerError) -> HubError {
+    /// Maps an engine error about `object`: 404 is `not_found` and 409 `conflict`, both naming
+    /// the object; connection failures are `runtime_unavailable` and drop the cached client.
+    async fn fail(&self, action: &str, object: Object<'_>, err: DockerError) -> HubError {
         match &err {
+            DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            } if let Some((entity, name)) = object.named() => HubError::not_found(entity, name),
+            DockerError::DockerResponseServerError {
+                status_code: 409,
+                message,
+            } => HubError::Conflict {
+                message: format!("docker: cannot {action} {object}: {message}"),
+            },
             DockerError::DockerResponseServerError {
                 status_code,
                 message,
-            } => HubError::Internal(format!("docker: {context}: {message} (HTTP {status_code})")),
+            } => HubError::Internal(format!(
+                "docker: {action} {object}: {message} (HTTP {status_code})"
+            )),
             DockerError::DockerStreamError { error } => {
-                HubError::Internal(format!("docker: {context}: {error}"))
+                HubError::Internal(format!("docker: {action} {object}: {error}"))
             }
             _ => {
                 *self.client.lock().await = None;
                 self.unavailable(&err)
             }
+        }
+    }
+}
+
+/// What an engine call was about, so that its errors name it.
+#[derive(Debug, Clone, Copy)]
+enum Object<'a> {
+    Engine,
+    Image(&'a str),
+    Network(&'a str),
+    Volume(&'a str),
+    Container(&'a str),
+}
+
+impl<'a> Object<'a> {
+    /// The kind and name of a named object.
+    fn named(self) -> Option<(Entity, &'a str)> {
+        match self {
+            Object::Engine => None,
+            Object::Image(name) => Some((Entity::Image, name)),
+            Object::Network(name) => Some((Entity::Network, name)),
+            Object::Volume(name) => Some((Entity::Volume, name)),
+            Object::Container(name) => Some((Entity::Container, name)),
+        }
+    }
+}
+
+impl std::fmt::Display for Object<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.named() {
+            Some((entity, name)) => write!(f, "{entity} '{name}'"),
+            None => f.write_str("the engine"),
         }
     }
 }
@@ -173,7 +217,7 @@ impl Runtime for DockerRuntime {
         let client = self.client().await?;
         match client.version().await {
             Ok(version) => Ok(version.api_version.unwrap_or_default()),
-            Err(err) => Err(self.fail("ping", err).await),
+            Err(err) => Err(self.fail("ping", Object::Engine, err).await),
         }
     }
 
@@ -182,7 +226,7 @@ impl Runtime for DockerRuntime {
         match client.inspect_image(image).await {
             Ok(_) => Ok(true),
             Err(err) if is_not_found(&err) => Ok(false),
-            Err(err) => Err(self.fail("inspect image", err).await),
+            Err(err) => Err(self.fail("inspect", Object::Image(image), err).await),
         }
     }
 
@@ -204,7 +248,7 @@ impl Runtime for DockerRuntime {
         while let Some(item) = stream.next().await {
             let info = match item {
                 Ok(info) => info,
-                Err(err) => return Err(self.fail(&format!("pull {image}"), err).await),
+                Err(err) => return Err(self.fail("pull", Object::Image(image), err).await),
             };
             if let (Some(id), Some(detail)) = (info.id, info.progress_detail) {
                 let entry = layers.entry(id).or_default();
@@ -223,7 +267,24 @@ impl Runtime for DockerRuntime {
         Ok(())
     }
 
-    async fn ensure_network(&self, name: &str, labels: HashMap<String, String>) -> Result<bool> {
+    async fn ensure_network(&self, name: &str, labels: HashMap<String, String>) -> Result<Ensured> {
+        if let Some(existing) = self.network_labels(name).await? {
+            return Ok(Ensured::Existing(existing));
+        }
+        let client = self.client().await?;
+        let request = NetworkCreateRequest {
+            name: name.to_owned(),
+            driver: Some("bridge".into()),
+            labels: Some(labels),
+            ..Default::default()
+        };
+        match client.create_network(request).await {
+            Ok(_) => Ok(Ensured::Created),
+            Err(err) => Err(self.fail("create", Object::Network(name), err).await),
+        }
+    }
+
+    async fn network_labels(&self, name: &str) -> Result<Option<HashMap<String, String>>> {
         let client = self.client().await?;
         match client
             .inspect_network(
@@ -232,19 +293,9 @@ impl Runtime for DockerRuntime {
             )
             .await
         {
-            Ok(_) => return Ok(false),
-            Err(err) if is_not_found(&err) => {}
-            Err(err) => return Err(self.fail("inspect network", err).await),
-        }
-        let request = NetworkCreateRequest {
-            name: name.to_owned(),
-            driver: Some("bridge".into()),
-            labels: Some(labels),
-            ..Default::default()
-        };
-        match client.create_network(request).await {
-            Ok(_) => Ok(true),
-            Err(err) => Err(self.fail(&format!("create network {name}"), err).await),
+            Ok(network) => Ok(Some(network.labels.unwrap_or_default())),
+            Err(err) if is_not_found(&err) => Ok(None),
+            Err(err) => Err(self.fail("inspect", Object::Network(name), err).await),
         }
     }
 
@@ -253,16 +304,16 @@ impl Runtime for DockerRuntime {
         match client.remove_network(name).await {
             Ok(()) => Ok(()),
             Err(err) if is_not_found(&err) => Ok(()),
-            Err(err) => Err(self.fail(&format!("remove network {name}"), err).await),
+            Err(err) => Err(self.fail("remove", Object::Network(name), err).await),
         }
     }
 
-    async fn ensure_volume(&self, name: &str, labels: HashMap<String, String>) -> Result<bool> {
+    async fn ensure_volume(&self, name: &str, labels: HashMap<String, String>) -> Result<Ensured> {
         let client = self.client().await?;
         match client.inspect_volume(name).await {
-            Ok(_) => return Ok(false),
+            Ok(volume) => return Ok(Ensured::Existing(volume.labels)),
             Err(err) if is_not_found(&err) => {}
-            Err(err) => return Err(self.fail("inspect volume", err).await),
+            Err(err) => return Err(self.fail("inspect", Object::Volume(name), err).await),
         }
         let options = VolumeCreateOptions {
             name: Some(name.to_owned()),
@@ -270,8 +321,8 @@ impl Runtime for DockerRuntime {
             ..Default::default()
         };
         match client.create_volume(options).await {
-            Ok(_) => Ok(true),
-            Err(err) => Err(self.fail(&format!("create volume {name}"), err).await),
+            Ok(_) => Ok(Ensured::Created),
+            Err(err) => Err(self.fail("create", Object::Volume(name), err).await),
         }
     }
 
@@ -281,7 +332,7 @@ impl Runtime for DockerRuntime {
         match client.remove_volume(name, Some(options)).await {
             Ok(()) => Ok(()),
             Err(err) if is_not_found(&err) => Ok(()),
-            Err(err) => Err(self.fail(&format!("remove volume {name}"), err).await),
+            Err(err) => Err(self.fail("remove", Object::Volume(name), err).await),
         }
     }
 
@@ -297,7 +348,7 @@ impl Runtime for DockerRuntime {
                 .into_iter()
                 .map(|v| v.name)
                 .collect()),
-            Err(err) => Err(self.fail("list volumes", err).await),
+            Err(err) => Err(self.fail("list volumes of", Object::Engine, err).await),
         }
     }
 
@@ -369,8 +420,12 @@ impl Runtime for DockerRuntime {
         };
         match client.create_container(Some(options), body).await {
             Ok(created) => Ok(created.id),
+            // 404 on create: the image is missing.
+            Err(err) if is_not_found(&err) => Err(self
+                .fail("create a container from", Object::Image(&spec.image), err)
+                .await),
             Err(err) => Err(self
-                .fail(&format!("create container {}", spec.name), err)
+                .fail("create", Object::Container(&spec.name), err)
                 .await),
         }
     }
@@ -385,7 +440,7 @@ impl Runtime for DockerRuntime {
             .await
         {
             Ok(()) => Ok(()),
-            Err(err) => Err(self.fail(&format!("start container {name}"), err).await),
+            Err(err) => Err(self.fail("start", Object::Container(name), err).await),
         }
     }
 
@@ -402,7 +457,7 @@ impl Runtime for DockerRuntime {
                 status_code: 304, ..
             }) => Ok(()),
             Err(err) if is_not_found(&err) => Ok(()),
-            Err(err) => Err(self.fail(&format!("stop container {name}"), err).await),
+            Err(err) => Err(self.fail("stop", Object::Container(name), err).await),
         }
     }
 
@@ -420,7 +475,7 @@ impl Runtime for DockerRuntime {
             Err(DockerError::DockerResponseServerError {
                 status_code: 409, ..
             }) => Ok(()),
-            Err(err) => Err(self.fail(&format!("remove container {name}"), err).await),
+            Err(err) => Err(self.fail("remove", Object::Container(name), err).await),
         }
     }
 
@@ -435,7 +490,7 @@ impl Runtime for DockerRuntime {
         {
             Ok(inspected) => inspected,
             Err(err) if is_not_found(&err) => return Ok(None),
-            Err(err) => return Err(self.fail(&format!("inspect container {name}"), err).await),
+            Err(err) => return Err(self.fail("inspect", Object::Container(name), err).await),
         };
         let state = inspected.state.unwrap_or_default();
         let config = inspected.config.unwrap_or_default();
@@ -470,7 +525,7 @@ impl Runtime for DockerRuntime {
         };
         let summaries = match client.list_containers(Some(options)).await {
             Ok(list) => list,
-            Err(err) => return Err(self.fail("list containers", err).await),
+            Err(err) => return Err(self.fail("list containers of", Object::Engine, err).await),
         };
         // The list gives no health or exit code: inspect each (stacks are small).
         let mut containers = Vec::with_capacity(summaries.len());
@@ -496,7 +551,11 @@ impl Runtime for DockerRuntime {
         };
         let created = match client.create_exec(name, options).await {
             Ok(created) => created,
-            Err(err) => return Err(self.fail(&format!("exec in {name}"), err).await),
+            Err(err) => {
+                return Err(self
+                    .fail("run a command in", Object::Container(name), err)
+                    .await);
+            }
         };
         let started = client
             .start_exec(
@@ -513,11 +572,17 @@ impl Runtime for DockerRuntime {
                 while output.next().await.is_some() {}
             }
             Ok(StartExecResults::Detached) => {}
-            Err(err) => return Err(self.fail(&format!("exec in {name}"), err).await),
+            Err(err) => {
+                return Err(self
+                    .fail("run a command in", Object::Container(name), err)
+                    .await);
+            }
         }
         match client.inspect_exec(&created.id).await {
             Ok(inspected) => Ok(inspected.exit_code.unwrap_or(-1)),
-            Err(err) => Err(self.fail(&format!("exec in {name}"), err).await),
+            Err(err) => Err(self
+                .fail("run a command in", Object::Container(name), err)
+                .await),
         }
     }
 
@@ -537,7 +602,11 @@ impl Runtime for DockerRuntime {
                 Err(err) if is_not_found(&err) => {
                     return Err(HubError::not_found(crate::Entity::Service, name));
                 }
-                Err(err) => return Err(self.fail(&format!("logs of {name}"), err).await),
+                Err(err) => {
+                    return Err(self
+                        .fail("read the logs of", Object::Container(name), err)
+                        .await);
+                }
             }
         }
         Ok(text.lines().map(str::to_owned).collect())

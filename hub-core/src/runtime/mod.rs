@@ -154,6 +154,15 @@ impl PullProgress {
     }
 }
 
+/// What an `ensure_*` call of a [`Runtime`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ensured {
+    /// It did not exist and was created, with the labels asked for.
+    Created,
+    /// It existed already, with these labels; it may belong to someone else.
+    Existing(HashMap<String, String>),
+}
+
 /// A container engine. Every call fails with `runtime_unavailable` (naming the address) when
 /// the engine cannot be reached, and never hangs past the runtime's timeout.
 #[async_trait]
@@ -174,14 +183,18 @@ pub trait Runtime: Send + Sync + 'static {
         progress: &(dyn Fn(PullProgress) + Send + Sync),
     ) -> Result<()>;
 
-    /// Creates network `name` unless it exists; returns whether it was created.
-    async fn ensure_network(&self, name: &str, labels: HashMap<String, String>) -> Result<bool>;
+    /// Creates network `name` unless it exists; an existing one is returned with its labels,
+    /// for the caller to check whose it is.
+    async fn ensure_network(&self, name: &str, labels: HashMap<String, String>) -> Result<Ensured>;
+
+    /// The labels of network `name`, if it exists.
+    async fn network_labels(&self, name: &str) -> Result<Option<HashMap<String, String>>>;
 
     /// Removes network `name`; a missing one is fine.
     async fn remove_network(&self, name: &str) -> Result<()>;
 
-    /// Creates volume `name` unless it exists; returns whether it was created.
-    async fn ensure_volume(&self, name: &str, labels: HashMap<String, String>) -> Result<bool>;
+    /// Creates volume `name` unless it exists; an existing one is returned with its labels.
+    async fn ensure_volume(&self, name: &str, labels: HashMap<String, String>) -> Result<Ensured>;
 
     /// Removes volume `name`; a missing one is fine.
     async fn remove_volume(&self, name: &str) -> Result<()>;

@@ -207,6 +207,12 @@ pub struct ProjectStats {
     pub errors: u64,
 }
 
+/// The key an operation on a project holds while it is queued or runs: one at a time per
+/// project.
+pub fn operation_key(project_id: i64) -> String {
+    format!("project:{project_id}")
+}
+
 /// The slug of a name: transliterated to ASCII (`"Ünïcode"` → `"unicode"`, `"日本語"` →
 /// `"ri-ben-yu"`), lowercase, each run of characters outside `[a-z0-9]` replaced by one `-`,
 /// leading and trailing `-` trimmed (`"My App!"` → `"my-app"`). A name with nothing left gets

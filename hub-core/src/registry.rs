@@ -19,7 +19,7 @@ use crate::ports::{
 };
 use crate::project::{
     Health, NewProject, Project, ProjectKey, ProjectStats, ProjectStatus, ProjectUpdate,
-    validate_name, validate_path,
+    operation_key, validate_name, validate_path,
 };
 
 const PROJECT_COLUMNS: &str = "id, name, slug, path, backend_port, frontend_port, postgres_port, \
@@ -156,6 +156,33 @@ impl Registry {
             Some(path) => path,
             None => path_text(&current.path)?,
         };
+        // Containers are named after the slug, bind the folder and publish the ports: none of
+        // them may change under a stack that runs, or one that an operation is changing.
+        let mut changing = Vec::new();
+        if slug != current.slug {
+            changing.push("name");
+        }
+        if path != path_text(&current.path)? {
+            changing.push("path");
+        }
+        if !update.ports.is_empty() {
+            changing.push("ports");
+        }
+        if !changing.is_empty() {
+            let doing = format!("change its {}", changing.join(", "));
+            if matches!(
+                current.status,
+                ProjectStatus::Running | ProjectStatus::Starting | ProjectStatus::Stopping
+            ) {
+                return Err(HubError::Conflict {
+                    message: format!(
+                        "project '{}' is {}; stop it before you {doing}",
+                        current.slug, current.status
+                    ),
+                });
+            }
+            ensure_no_operation(&mut tx, &current, &doing).await?;
+        }
         ensure_unique(&mut tx, &name, &slug, &path, Some(current.id)).await?;
 
         let ports = if update.ports.is_empty() {
@@ -200,6 +227,8 @@ impl Registry {
         let mut allocator = self.allocator.lock().await;
         let mut tx = self.db.begin_write().await?;
         let project = fetch(&mut tx, &key).await?;
+        // Checked in the deleting transaction, so no operation can begin in between.
+        ensure_no_operation(&mut tx, &project, "delete it").await?;
         // Leases go with the project (ON DELETE CASCADE); deleting them first keeps that true
         // on connections where foreign keys are off.
         sqlx::query("DELETE FROM port_leases WHERE project_id = $1")
@@ -370,6 +399,30 @@ fn unique_violation(err: sqlx::Error, name: &str, slug: &str, path: &str) -> Hub
         };
     }
     HubError::Database(err)
+}
+
+/// Fails with `conflict` when an unfinished task holds `project`'s operation key. Run inside
+/// the write transaction that depends on it: the task store shares the database, so the check
+/// and the change are one step and no operation can be submitted in between.
+async fn ensure_no_operation(
+    conn: &mut AnyConnection,
+    project: &Project,
+    doing: &str,
+) -> Result<()> {
+    let held: Option<String> = sqlx::query_scalar("SELECT id FROM tasks WHERE exclusive_key = $1")
+        .bind(operation_key(project.id))
+        .fetch_optional(&mut *conn)
+        .await?;
+    if let Some(task) = held {
+        return Err(HubError::Conflict {
+            message: format!(
+                "task {task} is still working on project '{}'; wait for it or revoke it before \
+                 you {doing}",
+                project.slug
+            ),
+        });
+    }
+    Ok(())
 }
 
 async fn fetch(conn: &mut AnyConnection, key: &ProjectKey) -> Result<Project> {

@@ -693,3 +693,107 @@ async fn an_unusable_database_location_is_a_clear_error() {
         .unwrap_err();
     assert_eq!(err.field(), Some("database_url"));
 }
+
+/// Containers are named after the slug, bind the folder and publish the ports: none of those
+/// may change while the stack runs or an operation is in flight. A rename that keeps the slug
+/// is fine.
+#[tokio::test]
+async fn ports_path_and_slug_stay_put_while_a_stack_runs() {
+    let fx = Fixture::new().await;
+    let p = fx.create("Alpha").await;
+    let elsewhere = fx.folder("elsewhere");
+    fx.hub
+        .registry()
+        .set_status(p.id, ProjectStatus::Running, Health::Healthy, None)
+        .await
+        .unwrap();
+    for update in [
+        ProjectUpdate {
+            ports: PortRequest {
+                backend: Some(free_port()),
+                ..PortRequest::default()
+            },
+            ..ProjectUpdate::default()
+        },
+        ProjectUpdate {
+            path: Some(elsewhere.clone()),
+            ..ProjectUpdate::default()
+        },
+        ProjectUpdate {
+            name: Some("Beta".into()),
+            ..ProjectUpdate::default()
+        },
+    ] {
+        let err = fx.hub.update_project(p.id, update).await.unwrap_err();
+        assert_code(&err, ErrorCode::Conflict);
+        assert!(err.to_string().contains("stop it"), "{err}");
+    }
+    assert_eq!(fx.hub.project(p.id).await.unwrap().ports, p.ports);
+    let renamed = fx
+        .hub
+        .update_project(
+            p.id,
+            ProjectUpdate {
+                name: Some("ALPHA".into()),
+                ..ProjectUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (renamed.name.as_str(), renamed.slug.as_str()),
+        ("ALPHA", "alpha")
+    );
+}
+
+/// A queued operation (submitted by a client; nothing runs it) holds the project: changing its
+/// ports or deleting it is a conflict, decided inside the writing transaction.
+#[tokio::test]
+async fn a_queued_operation_blocks_changes_and_deletion() {
+    let data = TempDir::new().unwrap();
+    let projects = TempDir::new().unwrap();
+    let config = HubConfig {
+        reconcile_on_open: false,
+        ..HubConfig::with_data_dir(data.path().join("state"))
+            .project_roots([projects.path()])
+            .mode(hub_core::HubMode::Client)
+    };
+    let hub = Hub::open(config).await.unwrap();
+    let folder = projects.path().join("alpha");
+    std::fs::create_dir_all(&folder).unwrap();
+    let p = hub
+        .create_project(NewProject::new("Alpha", &folder))
+        .await
+        .unwrap();
+    let task = hub.start_project(p.id).await.unwrap();
+
+    let err = hub
+        .update_project(
+            p.id,
+            ProjectUpdate {
+                ports: PortRequest {
+                    redis: Some(free_port()),
+                    ..PortRequest::default()
+                },
+                ..ProjectUpdate::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_code(&err, ErrorCode::Conflict);
+    assert!(err.to_string().contains(&task.to_string()), "{err}");
+    // The registry alone refuses too: the check is in its transaction, not only in the facade.
+    let err = hub.registry().delete(p.id).await.unwrap_err();
+    assert_code(&err, ErrorCode::Conflict);
+
+    hub.revoke(task, false).await.unwrap();
+    hub.registry().delete(p.id).await.unwrap();
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

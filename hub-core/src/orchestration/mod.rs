@@ -98,7 +98,7 @@ pub struct StackStatus {
 
 /// The exclusive key of operations on a project: one at a time.
 pub fn exclusive_key(project_id: i64) -> String {
-    format!("project:{project_id}")
+    crate::project::operation_key(project_id)
 }
 
 /// A built-in project operation as a job handler.

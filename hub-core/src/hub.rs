@@ -3,10 +3,12 @@
 use std::sync::Arc;
 
 use futures_util::stream::BoxStream;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{HubConfig, HubMode};
 use crate::db::Database;
 use crate::error::{Entity, HubError, Result};
+use crate::health::{self, ComponentState, HealthBoard, HealthReport};
 use crate::orchestration::{self, Orchestrator, ReconcileChange, StackStatus, jobs};
 use crate::ports::BusyPort;
 use crate::project::{NewProject, Project, ProjectKey, ProjectStats, ProjectUpdate};
@@ -32,6 +34,9 @@ struct HubInner {
     registry: Arc<Registry>,
     tasks: Arc<dyn TaskBackend>,
     orchestrator: Arc<Orchestrator>,
+    health: HealthBoard,
+    /// Stops the hub's own background loops (the health probe).
+    stop: CancellationToken,
 }
 
 impl std::fmt::Debug for Hub {
@@ -141,8 +146,11 @@ impl HubBuilder {
                 registry,
                 tasks,
                 orchestrator,
+                health: HealthBoard::new(),
+                stop: CancellationToken::new(),
             }),
         };
+        hub.start_health_probe().await;
         // A client leaves the registry to the processes that run the stacks.
         if !hub.inner.config.reconcile_on_open || !hub.inner.config.mode.runs_tasks() {
             return Ok(hub);
@@ -264,6 +272,76 @@ impl Hub {
         self.inner.registry.delete(project.id).await
     }
 
+    /// The health of the hub's parts, as the background probe last found it. Never waits on a
+    /// dependency.
+    pub fn health(&self) -> HealthReport {
+        self.inner.health.report()
+    }
+
+    /// Checks the database, the task store and the engine now and then every few seconds, each
+    /// under a short timeout. Holds only a weak reference, so a dropped hub stops it too.
+    async fn start_health_probe(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        health::start_probe(
+            self.inner.health.clone(),
+            self.inner.stop.clone(),
+            move || {
+                let inner = weak.upgrade();
+                async move {
+                    let Some(inner) = inner else {
+                        return HealthReport {
+                            database: ComponentState::Unknown,
+                            task_backend: ComponentState::Unknown,
+                            docker: ComponentState::Unknown,
+                        };
+                    };
+                    let (database, task_backend, docker) = tokio::join!(
+                        health::check("the database", inner.registry.database().ping()),
+                        // A lookup that goes through the store's writer: a wedged writer shows.
+                        health::check("the task store", async {
+                            inner.tasks.holder("health-probe").await.map(|_| ())
+                        }),
+                        health::check("the container engine", async {
+                            inner.orchestrator.runtime().ping().await.map(|_| ())
+                        }),
+                    );
+                    HealthReport {
+                        database,
+                        task_backend,
+                        docker,
+                    }
+                }
+            },
+        )
+        .await;
+    }
+
+    /// Refuses work that needs the engine when it is down: unless the last check found it up,
+    /// a fresh, short check decides (so an engine that came back is used at once, and one that
+    /// is gone is a 503 at submission rather than a failed task). Only where this process runs
+    /// tasks: a client's workers may be elsewhere.
+    async fn ensure_engine_up(&self) -> Result<()> {
+        if !self.inner.config.mode.runs_tasks()
+            || self.inner.health.report().docker == ComponentState::Up
+        {
+            return Ok(());
+        }
+        let runtime = self.inner.orchestrator.runtime();
+        let result = match tokio::time::timeout(health::CHECK_TIMEOUT, runtime.ping()).await {
+            Ok(answer) => answer.map(|_| ()),
+            Err(_) => Err(HubError::RuntimeUnavailable {
+                address: runtime.address(),
+                message: format!("no answer within {:?}", health::CHECK_TIMEOUT),
+            }),
+        };
+        let state = match &result {
+            Ok(()) => ComponentState::Up,
+            Err(err) => ComponentState::Down(err.to_string()),
+        };
+        self.inner.health.set_docker(state);
+        result
+    }
+
     /// Fails with `conflict` while a task for `project` is queued or running.
     async fn ensure_idle(&self, project: &Project) -> Result<()> {
         let unfinished =
@@ -332,6 +410,7 @@ impl Hub {
         service: Option<&str>,
     ) -> Result<TaskId> {
         let project = self.project(key).await?;
+        self.ensure_engine_up().await?;
         let job = JobRequest::new(kind, orchestration::payload(project.id, service))
             .project(project.id)
             .options(JobOptions {
@@ -430,6 +509,7 @@ impl Hub {
     /// Stops taking tasks, lets running ones finish within the configured grace period
     /// (interrupting the rest), and closes the database. The hub is unusable afterwards.
     pub async fn close(&self) {
+        self.inner.stop.cancel();
         if let Err(err) = self
             .inner
             .tasks

@@ -22,6 +22,7 @@ pub mod browse;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod health;
 pub mod hub;
 pub mod orchestration;
 pub mod paths;

@@ -336,6 +336,21 @@ async fn every_error_has_its_status_and_json_body_and_changes_nothing() {
         health["docker"].as_str().unwrap().contains("nonexistent"),
         "{health}"
     );
+    // A start is refused at submission, not accepted and failed: the project is untouched
+    // and no task exists.
+    for action in ["start", "restart", "stop"] {
+        let (s, b) = hub
+            .post(
+                &format!("/api/orchestration/{}/{action}", alpha["id"]),
+                json!({}),
+            )
+            .await;
+        expect(s, &b, 503, "runtime_unavailable");
+    }
+    let (_, project) = hub.get(&format!("/api/projects/{}", alpha["id"])).await;
+    assert_eq!(project["status"], "stopped", "{project}");
+    let (_, tasks) = hub.get("/api/tasks").await;
+    assert_eq!(tasks.as_array().map(Vec::len), Some(0), "{tasks}");
 
     // Nothing above changed the registry.
     let (_, list) = hub.get("/api/projects").await;
@@ -513,6 +528,45 @@ async fn the_folder_browser_stays_inside_its_roots() {
         ))
         .await;
     assert_eq!(status, 400);
+}
+
+/// An engine that accepts connections and never answers: `/health` still answers at once
+/// (from the background probe's last findings), and soon names the engine as not answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_never_waits_on_a_hung_engine() {
+    let dir = TempDir::new().unwrap();
+    let socket = dir.path().join("hung.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    // Accept, read, never write.
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let address = format!("unix://{}", socket.display());
+    let hub = HubProcess::start(&dir.path().join("state"), &["--docker-host", &address]).await;
+    let mut slowest = std::time::Duration::ZERO;
+    let mut docker = String::new();
+    for _ in 0..20 {
+        let began = std::time::Instant::now();
+        let (status, health) = hub.get("/health").await;
+        slowest = slowest.max(began.elapsed());
+        assert_eq!(status, 200, "{health}");
+        assert_eq!(health["database"], "ok");
+        docker = health["docker"].as_str().unwrap().to_owned();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // The engine's own timeout is 5 s; an answer within one second cannot have waited on it.
+    assert!(
+        slowest < std::time::Duration::from_secs(1),
+        "slowest /health: {slowest:?}"
+    );
+    assert!(
+        docker.contains("did not answer") || docker.contains("no answer"),
+        "{docker}"
+    );
+    silent.abort();
 }
 
 /// Hostile paths: outside the roots every answer is the same 403, existing or not; inside, a

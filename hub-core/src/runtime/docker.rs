@@ -15,10 +15,11 @@ use bollard::query_parameters::{
 };
 use bollard::{API_DEFAULT_VERSION, Docker};
 use futures_util::stream::{BoxStream, StreamExt};
-use tokio::sync::Mutex;
+use std::sync::Mutex;
 
 use super::{ContainerInfo, ContainerSpec, Ensured, PullProgress, Runtime};
 use crate::error::{Entity, HubError, Result};
+use crate::sync::lock;
 
 /// The socket Docker listens on when nothing else is said.
 pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
@@ -74,13 +75,13 @@ impl DockerRuntime {
     }
 
     async fn client(&self) -> Result<Docker> {
-        let mut cached = self.client.lock().await;
-        if let Some(client) = cached.as_ref() {
+        if let Some(client) = lock(&self.client).as_ref() {
             return Ok(client.clone());
         }
+        // Connecting may take up to CONNECT_TIMEOUT: the lock is not held meanwhile, so other
+        // calls fail or succeed on their own clock instead of queueing behind this one.
         let client = self.connect().await?;
-        *cached = Some(client.clone());
-        Ok(client)
+        Ok(lock(&self.client).get_or_insert(client).clone())
     }
 
     async fn connect(&self) -> Result<Docker> {
@@ -140,7 +141,7 @@ impl DockerRuntime {
                 HubError::Internal(format!("docker: {action} {object}: {error}"))
             }
             _ => {
-                *self.client.lock().await = None;
+                *lock(&self.client) = None;
                 self.unavailable(&err)
             }
         }

@@ -163,6 +163,9 @@ impl From<HubError> for ApiError {
         let status = status_for(err.code());
         if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
             tracing::error!(error = %err, "request failed");
+        } else {
+            // The message may quote the caller's input: the log format escapes it.
+            tracing::debug!(status = status.as_u16(), error = %err, "request refused");
         }
         ApiError {
             status,

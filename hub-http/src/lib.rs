@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod openapi;
 mod routes;
+pub mod server;
 
 use std::path::PathBuf;
 use std::sync::Arc;

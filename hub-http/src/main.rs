@@ -147,6 +147,19 @@ struct ServeArgs {
     #[arg(long = "project-root", env = "HUB_PROJECT_ROOT", value_delimiter = ',')]
     project_roots: Vec<PathBuf>,
 
+    /// Seconds a client has to send a request's headers (also how long an idle keep-alive
+    /// connection waits for its next request).
+    #[arg(long, env = "HUB_HEADER_TIMEOUT", default_value_t = 10.0)]
+    header_timeout: f64,
+
+    /// Seconds a connection may move no byte, mid-request too, before it is closed.
+    #[arg(long, env = "HUB_IDLE_TIMEOUT", default_value_t = 60.0)]
+    idle_timeout: f64,
+
+    /// Open connections at most; above it, new ones get an immediate 503.
+    #[arg(long, env = "HUB_MAX_CONNECTIONS", default_value_t = 1024)]
+    max_connections: usize,
+
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "HUB_BODY_LIMIT", default_value_t = 1024 * 1024)]
     body_limit: usize,
@@ -160,12 +173,7 @@ struct WorkerArgs {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("HUB_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging();
     let result = match Cli::parse().command {
         Command::StackTemplate => {
             use std::io::Write;
@@ -191,11 +199,69 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
+/// Logs to stderr, coloured only on a terminal. Every field value is written with its control
+/// characters escaped (`\n` as `\\n`, ESC as `\\u{1b}`), so input that reaches a log line
+/// (a path, a name) cannot forge another line or drive the terminal.
+fn init_logging() {
+    use std::io::IsTerminal;
+    use tracing_subscriber::field::MakeExt;
+    let fields = tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
+        let raw = format!("{value:?}");
+        let text = escape_controls(&raw);
+        if field.name() == "message" {
+            write!(writer, "{text}")
+        } else {
+            write!(writer, "{field}={text}")
+        }
+    })
+    .delimited(" ");
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("HUB_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_ansi(std::io::stderr().is_terminal())
+        .fmt_fields(fields)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// `text` with every control character written as an escape.
+fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for ch in text.chars() {
+        match ch {
+            '\n' => escaped.push_str("\\n"),
+            '\r' => escaped.push_str("\\r"),
+            '\t' => escaped.push_str("\\t"),
+            ch if ch.is_control() => escaped.extend(ch.escape_unicode()),
+            ch => escaped.push(ch),
+        }
+    }
+    escaped.into()
+}
+
 async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let mode = if args.no_worker {
         HubMode::Client
     } else {
         HubMode::Embedded
+    };
+    let seconds = |flag: &str, value: f64| {
+        Duration::try_from_secs_f64(value)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| format!("--{flag} {value}: must be a positive number of seconds"))
+    };
+    if args.max_connections == 0 {
+        return Err("--max-connections 0: at least one connection must be allowed".into());
+    }
+    let limits = hub_http::server::Limits {
+        header_timeout: seconds("header-timeout", args.header_timeout)?,
+        idle_timeout: seconds("idle-timeout", args.idle_timeout)?,
+        max_connections: args.max_connections,
     };
     // A mistyped browse root is an error naming it, not a silent fall-back to home.
     hub_core::browse::FolderBrowser::try_new(&args.browse_roots)?;
@@ -216,9 +282,13 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         .await
         .map_err(|err| format!("cannot listen on {}: {err}", args.bind))?;
     tracing::info!(address = %listener.local_addr()?, "hub serving");
-    axum::serve(listener, hub_http::router_with(hub.clone(), &options))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    hub_http::server::serve(
+        listener,
+        hub_http::router_with(hub.clone(), &options),
+        limits,
+        shutdown_signal(),
+    )
+    .await?;
     // Running tasks get the configured grace period; the rest are marked interrupted.
     hub.close().await;
     tracing::info!("hub stopped");

@@ -569,6 +569,194 @@ async fn health_never_waits_on_a_hung_engine() {
     silent.abort();
 }
 
+/// Slow clients: silent and half-sent connections are closed after the header timeout, a
+/// stalled body after the idle timeout, and `/health` answers meanwhile; past the connection
+/// cap, a new client gets an immediate 503 in the JSON error shape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_timed_out_and_connections_capped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    let dir = TempDir::new().unwrap();
+    let hub = HubProcess::start(
+        &dir.path().join("state"),
+        &[
+            "--header-timeout",
+            "1",
+            "--idle-timeout",
+            "2",
+            "--max-connections",
+            "450",
+        ],
+    )
+    .await;
+    let mut attackers = Vec::new();
+    for i in 0..400 {
+        let mut stream = TcpStream::connect(("127.0.0.1", hub.port)).await.unwrap();
+        if i % 2 == 1 {
+            stream
+                .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .unwrap();
+        }
+        attackers.push(stream);
+    }
+    let mut stalled = TcpStream::connect(("127.0.0.1", hub.port)).await.unwrap();
+    stalled
+        .write_all(
+            b"POST /api/projects HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\n\r\n{\"name\":",
+        )
+        .await
+        .unwrap();
+    let began = std::time::Instant::now();
+    let (status, _) = hub.get("/health").await;
+    assert_eq!(status, 200);
+    assert!(
+        began.elapsed() < std::time::Duration::from_secs(1),
+        "{:?}",
+        began.elapsed()
+    );
+
+    // Every attacker is hung up on (EOF, or a reset) well before a minute.
+    let closed = |mut stream: TcpStream| async move {
+        let mut buf = [0u8; 256];
+        loop {
+            match tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buf))
+                .await
+            {
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => continue,
+                Err(_) => return false,
+            }
+        }
+    };
+    let results = futures_util::future::join_all(attackers.into_iter().map(closed)).await;
+    assert!(
+        results.iter().all(|c| *c),
+        "{} left open",
+        results.iter().filter(|c| !**c).count()
+    );
+    assert!(
+        closed(stalled).await,
+        "a stalled body is closed after the idle timeout"
+    );
+
+    // The cap: with every permit taken, a new client hears 503 at once.
+    let capped = HubProcess::start(&dir.path().join("capped"), &["--max-connections", "3"]).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(
+            TcpStream::connect(("127.0.0.1", capped.port))
+                .await
+                .unwrap(),
+        );
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (status, text) = request(capped.port, "GET", "/health", None, &[])
+        .await
+        .unwrap();
+    assert_eq!(status, 503, "{text}");
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["error"]["code"], "overloaded", "{body}");
+    drop(held);
+}
+
+/// Event streams whose clients hang up release their subscription within seconds, with no
+/// task activity to notice it by: nothing is left behind, round after round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_event_streams_are_released_without_waiting_for_an_event() {
+    let dir = TempDir::new().unwrap();
+    let hub = HubProcess::start(&dir.path().join("state"), &[]).await;
+    let subscribers = || async {
+        let (status, stats) = hub.get("/api/monitoring").await;
+        assert_eq!(status, 200, "{stats}");
+        stats["subscribers"].as_u64().unwrap()
+    };
+    let baseline = subscribers().await;
+    for round in 0..2 {
+        let mut streams = Vec::new();
+        for _ in 0..100 {
+            streams.push(Sse::open(hub.port, "/api/events", None).await);
+        }
+        assert!(
+            subscribers().await >= baseline + 100,
+            "round {round}: streams not counted"
+        );
+        drop(streams);
+        let mut now = u64::MAX;
+        for _ in 0..150 {
+            now = subscribers().await;
+            if now <= baseline {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(
+            now <= baseline,
+            "round {round}: {now} subscriptions left, baseline {baseline}"
+        );
+    }
+}
+
+/// Input that reaches the log cannot forge a line: control characters in logged values are
+/// escaped, and with stderr not a terminal there is no colour code at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logged_input_cannot_forge_log_lines() {
+    let dir = TempDir::new().unwrap();
+    let log = dir.path().join("hub.log");
+    let port = common::free_port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hub"))
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .args(["--data-dir", dir.path().join("state").to_str().unwrap()])
+        .args(["--docker-host", "unix:///nonexistent/docker.sock"])
+        .env("HUB_LOG", "debug")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if request(port, "GET", "/health", None, &[]).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let forged = "\nINFO hub: FORGED \u{1b}[31mred";
+    let folder = dir.path().join("ok");
+    std::fs::create_dir_all(&folder).unwrap();
+    let bodies = [
+        json!({"name": format!("n{forged}"), "path": format!("/p{forged}")}),
+        json!({"name": format!("n{forged}"), "path": folder}),
+        json!({"name": "fine", "path": format!("{}{forged}", folder.display())}),
+    ];
+    for body in bodies {
+        let text = body.to_string();
+        request(port, "POST", "/api/projects", Some(&text), &[])
+            .await
+            .unwrap();
+    }
+    for path in [
+        "/api/projects/x%0AINFO%20hub:%20FORGED",
+        "/api/filesystem/browse?path=/x%0AINFO%20hub:%20FORGED%1B[31m",
+        "/api/orchestration/x%0AINFO%20hub:%20FORGED/start",
+    ] {
+        request(port, "GET", path, None, &[]).await.unwrap();
+    }
+    common::send_signal(&child, "TERM");
+    child.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("FORGED"),
+        "the input reached the log (else this proves nothing)"
+    );
+    assert!(
+        !text.contains('\u{1b}'),
+        "no escape code in a log that is not a terminal"
+    );
+    for line in text.lines() {
+        let stamped = line.len() > 20 && line[..4].bytes().all(|b| b.is_ascii_digit());
+        assert!(stamped, "a line that is not the hub's own: {line:?}");
+    }
+}
+
 /// Hostile paths: outside the roots every answer is the same 403, existing or not; inside, a
 /// bad path is a 4xx in the JSON error shape, never a 500. Projects must lie inside the roots.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

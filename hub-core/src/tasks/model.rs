@@ -555,6 +555,10 @@ pub struct BackendStats {
     pub finished_last_minute: u64,
     /// Tasks finished per minute, averaged over the last 15 minutes.
     pub rate_per_minute_15m: f64,
+    /// Event subscriptions open in this process (push streams, watchers): one that outlives
+    /// its client is a leak.
+    #[serde(default)]
+    pub subscribers: u64,
 }
 
 #[cfg(test)]

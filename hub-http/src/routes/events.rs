@@ -5,12 +5,13 @@
 //! gets what it missed, as long as the store keeps it.
 
 use std::convert::Infallible;
+use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, KeepAliveStream, Sse};
 use futures_util::Stream;
-use hub_core::tasks::{EventCursor, TaskEvent, TaskRecord};
+use hub_core::tasks::{EventCursor, EventSubscription, TaskEvent, TaskRecord};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -48,11 +49,28 @@ fn end_event(task: &TaskRecord) -> Event {
         .data(json!({"task_id": task.id, "state": task.state}).to_string())
 }
 
+/// How often a quiet stream gets a comment line. Besides keeping proxies from timing it out,
+/// the write is how a client that went away is noticed (a closed socket fails it), so its
+/// subscription is released within about this long.
+const KEEP_ALIVE: Duration = Duration::from_secs(3);
+
 fn sse<S>(stream: S) -> Sse<KeepAliveStream<S>>
 where
     S: Stream<Item = Result<Event, Infallible>> + Send + 'static,
 {
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+}
+
+/// The next event, or `None` once the response stream is gone (the client hung up): the
+/// subscription is dropped then, not at the next event, which may be hours away.
+async fn next_unless_gone(
+    subscription: &mut EventSubscription,
+    tx: &mpsc::Sender<Result<Event, Infallible>>,
+) -> Option<TaskEvent> {
+    tokio::select! {
+        event = subscription.recv() => event,
+        () = tx.closed() => None,
+    }
 }
 
 /// Changes of one task: its current state first (or what followed `Last-Event-ID`), then every
@@ -100,7 +118,7 @@ pub(crate) async fn task_events(
         // After the current record, only later versions: it may be ahead of events still on
         // their way (a resuming client gets everything after its cursor).
         let mut last = since.is_none().then_some(current);
-        while let Some(TaskEvent { seq, task }) = subscription.recv().await {
+        while let Some(TaskEvent { seq, task }) = next_unless_gone(&mut subscription, &tx).await {
             if task.id != id || last.as_ref().is_some_and(|l| !task.is_after(l)) {
                 continue;
             }
@@ -136,7 +154,7 @@ pub(crate) async fn all_events(
     let mut subscription = state.hub.subscribe(last_event_id(&headers)).await?;
     let (tx, rx) = mpsc::channel(256);
     tokio::spawn(async move {
-        while let Some(TaskEvent { seq, task }) = subscription.recv().await {
+        while let Some(TaskEvent { seq, task }) = next_unless_gone(&mut subscription, &tx).await {
             if query.project_id.is_some() && task.project_id != query.project_id {
                 continue;
             }

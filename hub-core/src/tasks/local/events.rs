@@ -133,6 +133,11 @@ impl EventLog {
 
     /// A subscription to every event after `after` (read back from the store when memory no
     /// longer has them), then live ones.
+    /// Subscriptions open now.
+    pub(super) fn subscribers(&self) -> u64 {
+        u64::try_from(self.sender.receiver_count()).unwrap_or(u64::MAX)
+    }
+
     pub(super) async fn subscribe(
         &self,
         db: &Database,

@@ -456,6 +456,7 @@ impl TaskMonitor for LocalBackend {
             kinds: store::kind_counts(&shared.db).await?,
             finished_last_minute: store::finished_since(&shared.db, minute).await?,
             rate_per_minute_15m: last_15 as f64 / 15.0,
+            subscribers: shared.log.subscribers(),
         })
     }
 }

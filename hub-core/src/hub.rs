@@ -17,7 +17,7 @@ use crate::runtime::{DockerRuntime, Runtime};
 use crate::stack::StackSpec;
 use crate::tasks::{
     BackendContext, BackendFactory, BackendStats, EventCursor, EventSubscription, Handlers,
-    JobOptions, JobRequest, TaskBackend, TaskId, TaskQuery, TaskRecord,
+    JobOptions, JobRequest, TaskBackend, TaskId, TaskQuery, TaskRecord, TaskWatch,
 };
 
 /// A running hub: registry, port allocator, task backend and container runtime.
@@ -426,7 +426,8 @@ impl Hub {
         self.inner.orchestrator.status(&project).await
     }
 
-    /// The last `lines` lines of one service's output.
+    /// The last `lines` lines of one service's output (at most
+    /// [`orchestration::MAX_LOG_LINES`]).
     pub async fn logs(
         &self,
         key: impl Into<ProjectKey>,
@@ -434,6 +435,7 @@ impl Hub {
         lines: usize,
     ) -> Result<Vec<String>> {
         let project = self.project(key).await?;
+        let lines = lines.min(orchestration::MAX_LOG_LINES);
         self.inner.orchestrator.logs(&project, service, lines).await
     }
 
@@ -445,6 +447,7 @@ impl Hub {
         lines: usize,
     ) -> Result<BoxStream<'static, Result<String>>> {
         let project = self.project(key).await?;
+        let lines = lines.min(orchestration::MAX_LOG_LINES);
         self.inner
             .orchestrator
             .follow_logs(&project, service, lines)
@@ -481,6 +484,7 @@ impl Hub {
 
     /// Task records matching `query`, newest first (when the backend keeps a history).
     pub async fn tasks(&self, query: &TaskQuery) -> Result<Vec<TaskRecord>> {
+        query.validate()?;
         match self.inner.tasks.history() {
             Some(history) => history.list(query).await,
             None => Err(unsupported(self.inner.tasks.name(), "task history")),
@@ -496,6 +500,15 @@ impl Hub {
     /// sharing the store.
     pub async fn subscribe(&self, after: Option<EventCursor>) -> Result<EventSubscription> {
         self.inner.tasks.subscribe(after).await
+    }
+
+    /// Follows one task: its current state, then each change until the terminal one; or,
+    /// resumed `after` a cursor, what followed it. `not_found` for an unknown task.
+    pub async fn watch(&self, id: TaskId, after: Option<EventCursor>) -> Result<TaskWatch> {
+        // Subscribed before the read, so no change in between is missed.
+        let subscription = self.subscribe(after).await?;
+        let current = self.task(id).await?;
+        Ok(TaskWatch::new(current, subscription, after.is_some()))
     }
 
     /// Workers, queues, task history and rates.

@@ -8,6 +8,7 @@
 //! makes the search cheap; each candidate is re-checked in the allocating transaction, and a stale
 //! bitmap (another process allocated meanwhile) is simply reloaded.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 use std::str::FromStr;
@@ -303,13 +304,14 @@ pub fn is_port_free_on_host(port: u16) -> bool {
     TcpListener::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)).is_ok()
 }
 
-/// Which of `ports` are busy on the host right now.
-pub fn busy_host_ports(ports: &PortSet) -> Vec<BusyPort> {
-    ports
+/// Which of `ports` are busy on the host right now (probed on a blocking thread).
+pub async fn busy_host_ports(ports: &PortSet) -> Result<Vec<BusyPort>> {
+    let busy = probe_busy(ports.iter().map(|(_, port)| port).collect()).await?;
+    Ok(ports
         .iter()
-        .filter(|(_, port)| !is_port_free_on_host(*port))
+        .filter(|(_, port)| busy.contains(port))
         .map(|(role, port)| BusyPort { role, port })
-        .collect()
+        .collect())
 }
 
 /// A fixed-size bitmap of the 65,536 TCP ports.
@@ -385,34 +387,63 @@ impl PortAllocator {
         Ok(())
     }
 
-    /// Chooses ports for a project: the requested ones after checking them, the others from the
-    /// lowest slot whose ports are all free. `owner` is the project being re-allocated (its own
-    /// leases do not count as taken). Nothing is written; [`PortAllocator::commit`] records the
-    /// result in memory once the caller's transaction has stored it.
-    pub async fn choose(
+    /// Proposes ports for a project from memory alone (no system call, no query): the
+    /// requested ones after checking their range and that they differ, the others from the
+    /// lowest slot none of whose ports is held or in `busy` (ports a probe found taken on the
+    /// host). Probe the result with [`probe_busy`] outside any lock, then
+    /// [`PortAllocator::confirm`] it inside the write transaction.
+    pub fn propose(&self, request: PortRequest, busy: &HashSet<u16>) -> Result<PortSet> {
+        let mut wanted: Vec<(PortRole, u16)> = Vec::new();
+        for role in PortRole::ALL {
+            let Some(port) = request.get(role) else {
+                continue;
+            };
+            self.config.check_in_range(role, port)?;
+            if let Some((other, _)) = wanted.iter().find(|(_, p)| *p == port) {
+                return Err(HubError::invalid(
+                    format!("ports.{role}"),
+                    format!("port {port} is also requested for {other}"),
+                ));
+            }
+            wanted.push((role, port));
+        }
+        self.search(request, busy)
+    }
+
+    /// Confirms `ports`, proposed for `request`, inside the transaction that will record them:
+    /// a requested port leased by another project is a `port_conflict`; a proposed one leased
+    /// meanwhile (by another process) makes the view stale: it is reloaded and `None` returned,
+    /// so the caller proposes again. `owner` is the project being re-allocated.
+    pub async fn confirm(
         &mut self,
         conn: &mut AnyConnection,
         request: PortRequest,
+        ports: PortSet,
         owner: Option<i64>,
-    ) -> Result<PortSet> {
-        self.check_request(conn, request, owner).await?;
-        let mut attempts = 0;
-        loop {
-            let candidate = self.search(request)?;
-            let taken = leases_of(conn, &candidate, owner).await?;
-            if taken.is_empty() {
-                return Ok(candidate);
-            }
-            // Another process allocated since our bitmap was loaded: refresh and search again.
-            attempts += 1;
-            if attempts > 3 {
-                return Err(HubError::PortUnavailable {
-                    message: "port leases keep changing under the allocator; try again".into(),
+    ) -> Result<Option<PortSet>> {
+        let leases = leases_of(conn, &ports, owner).await?;
+        for role in PortRole::ALL {
+            if let Some(port) = request.get(role)
+                && let Some(lease) = leases.iter().find(|l| l.port == port)
+            {
+                return Err(HubError::PortConflict {
+                    role,
+                    port,
+                    holder: lease.holder_name.clone(),
                 });
             }
-            tracing::debug!(ports = ?taken.iter().map(|l| l.port).collect::<Vec<_>>(), "port bitmap stale, reloading");
-            self.reload(conn).await?;
         }
+        if leases.is_empty() {
+            return Ok(Some(ports));
+        }
+        tracing::debug!(ports = ?leases.iter().map(|l| l.port).collect::<Vec<_>>(), "port view stale, reloading");
+        self.reload(conn).await?;
+        Ok(None)
+    }
+
+    /// Whether proposals should be probed on the host.
+    pub fn probes_host(&self) -> bool {
+        self.config.probe_host
     }
 
     /// Records in memory that `new` is now held and `old` (if any) released.
@@ -429,67 +460,8 @@ impl PortAllocator {
         }
     }
 
-    /// Validates explicitly requested ports: in range, distinct, not held by another project, and
-    /// bindable on the host.
-    async fn check_request(
-        &self,
-        conn: &mut AnyConnection,
-        request: PortRequest,
-        owner: Option<i64>,
-    ) -> Result<()> {
-        let mut wanted = Vec::new();
-        for role in PortRole::ALL {
-            let Some(port) = request.get(role) else {
-                continue;
-            };
-            self.config.check_in_range(role, port)?;
-            if let Some((other, _)) = wanted.iter().find(|(_, p)| *p == port) {
-                return Err(HubError::invalid(
-                    format!("ports.{role}"),
-                    format!("port {port} is also requested for {other}"),
-                ));
-            }
-            wanted.push((role, port));
-        }
-        if wanted.is_empty() {
-            return Ok(());
-        }
-        let mut as_set = self.config.bases;
-        for (role, port) in &wanted {
-            as_set.set(*role, *port);
-        }
-        let leases = leases_of(conn, &as_set, owner).await?;
-        for (role, port) in &wanted {
-            if let Some(lease) = leases.iter().find(|l| l.port == *port) {
-                return Err(HubError::PortConflict {
-                    role: *role,
-                    port: *port,
-                    holder: lease.holder_name.clone(),
-                });
-            }
-        }
-        if self.config.probe_host {
-            // A port the owner already holds may be busy because its own stack is running.
-            let own = match owner {
-                Some(id) => own_ports(conn, id).await?,
-                None => Vec::new(),
-            };
-            for (role, port) in &wanted {
-                if !own.contains(port) && !is_port_free_on_host(*port) {
-                    return Err(HubError::PortUnavailable {
-                        message: format!(
-                            "{} port {port} is in use on this host by another process",
-                            role.title()
-                        ),
-                    });
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// The requested ports plus, for the other roles, those of the lowest usable slot.
-    fn search(&self, request: PortRequest) -> Result<PortSet> {
+    fn search(&self, request: PortRequest, busy: &HashSet<u16>) -> Result<PortSet> {
         let open_roles: Vec<PortRole> = PortRole::ALL
             .into_iter()
             .filter(|role| request.get(*role).is_none())
@@ -511,14 +483,10 @@ impl PortAllocator {
             let Some(slot) = self.config.slot(k) else {
                 continue;
             };
-            // Cheap checks for every role first: probing the host costs a system call per port.
             let usable = open_roles.iter().all(|role| {
                 let port = slot.get(*role);
-                !self.held.contains(port) && !requested.contains(&port)
-            }) && (!self.config.probe_host
-                || open_roles
-                    .iter()
-                    .all(|role| is_port_free_on_host(slot.get(*role))));
+                !self.held.contains(port) && !requested.contains(&port) && !busy.contains(&port)
+            });
             if usable {
                 for role in &open_roles {
                     result.set(*role, slot.get(*role));
@@ -568,14 +536,17 @@ async fn leases_of(
     Ok(leases)
 }
 
-async fn own_ports(conn: &mut AnyConnection, project_id: i64) -> Result<Vec<u16>> {
-    let rows = sqlx::query("SELECT port FROM port_leases WHERE project_id = $1")
-        .bind(project_id)
-        .fetch_all(&mut *conn)
-        .await?;
-    rows.iter()
-        .map(|row| port_from_db(row.try_get(0)?))
-        .collect()
+/// Which of `ports` cannot be bound on the host right now. Probing is a system call per port,
+/// so it runs on a blocking thread, outside every lock and transaction.
+pub async fn probe_busy(ports: Vec<u16>) -> Result<Vec<u16>> {
+    tokio::task::spawn_blocking(move || {
+        ports
+            .into_iter()
+            .filter(|port| !is_port_free_on_host(*port))
+            .collect()
+    })
+    .await
+    .map_err(|err| HubError::Internal(format!("port probe failed: {err}")))
 }
 
 /// Converts a stored port, rejecting values a corrupted database could hold.

@@ -4,7 +4,9 @@
 //! process never races itself; other processes are kept out by the write transaction and the
 //! primary key of `port_leases`.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chrono::Utc;
 use sqlx::any::AnyRow;
@@ -15,12 +17,14 @@ use crate::db::{Database, from_millis, now_millis};
 use crate::error::{Entity, HubError, Result};
 use crate::paths::Roots;
 use crate::ports::{
-    BusyPort, PortAllocator, PortConfig, PortRequest, PortSet, busy_host_ports, port_from_db,
+    BusyPort, PortAllocator, PortConfig, PortRequest, PortRole, PortSet, busy_host_ports,
+    port_from_db, probe_busy,
 };
 use crate::project::{
     Health, NewProject, Project, ProjectKey, ProjectStats, ProjectStatus, ProjectUpdate,
     operation_key, validate_name, validate_path,
 };
+use crate::sync::lock;
 
 const PROJECT_COLUMNS: &str = "id, name, slug, path, backend_port, frontend_port, postgres_port, \
      redis_port, status, health, last_error, created_at, updated_at, last_started, last_stopped";
@@ -30,7 +34,25 @@ const PROJECT_COLUMNS: &str = "id, name, slug, path, backend_port, frontend_port
 pub struct Registry {
     db: Database,
     allocator: Mutex<PortAllocator>,
+    /// Ports proposed to a registration that has not committed yet: probing happens outside
+    /// the allocator lock, so concurrent proposals must not pick the same ports meanwhile.
+    reserved: Arc<std::sync::Mutex<HashSet<u16>>>,
     roots: Roots,
+}
+
+/// Ports reserved by a proposal, released when it is dropped (committed or abandoned).
+struct Reservation {
+    reserved: Arc<std::sync::Mutex<HashSet<u16>>>,
+    ports: Vec<u16>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut reserved = lock(&self.reserved);
+        for port in &self.ports {
+            reserved.remove(port);
+        }
+    }
 }
 
 impl Registry {
@@ -44,6 +66,7 @@ impl Registry {
         Ok(Registry {
             db,
             allocator: Mutex::new(allocator),
+            reserved: Arc::default(),
             roots,
         })
     }
@@ -78,10 +101,20 @@ impl Registry {
         let (name, slug) = validate_name(&new.name)?;
         let path = self.checked_path(new.path).await?;
 
-        let mut allocator = self.allocator.lock().await;
-        let mut tx = self.db.begin_write().await?;
-        ensure_unique(&mut tx, &name, &slug, &path, None).await?;
-        let ports = allocator.choose(&mut tx, new.ports, None).await?;
+        let mut attempt = 0;
+        let (mut allocator, mut tx, ports) = loop {
+            let (proposed, _reservation) = self.propose(new.ports, None).await?;
+            let mut allocator = self.allocator.lock().await;
+            let mut tx = self.db.begin_write().await?;
+            ensure_unique(&mut tx, &name, &slug, &path, None).await?;
+            if let Some(ports) = allocator
+                .confirm(&mut tx, new.ports, proposed, None)
+                .await?
+            {
+                break (allocator, tx, ports);
+            }
+            attempt = retry_after_stale(attempt)?;
+        };
         let now = now_millis();
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO projects (name, slug, path, backend_port, frontend_port, postgres_port, \
@@ -112,11 +145,71 @@ impl Registry {
     /// The ports a project registered now would get (with `request` honoured), without
     /// registering it.
     pub async fn preview_ports(&self, request: PortRequest) -> Result<PortSet> {
-        let mut allocator = self.allocator.lock().await;
-        let mut tx = self.db.pool().begin().await?;
-        let ports = allocator.choose(&mut tx, request, None).await?;
-        tx.rollback().await?;
-        Ok(ports)
+        let mut attempt = 0;
+        loop {
+            let (proposed, _reservation) = self.propose(request, None).await?;
+            let mut allocator = self.allocator.lock().await;
+            let mut conn = self.db.pool().acquire().await?;
+            if let Some(ports) = allocator
+                .confirm(&mut conn, request, proposed, None)
+                .await?
+            {
+                return Ok(ports);
+            }
+            attempt = retry_after_stale(attempt)?;
+        }
+    }
+
+    /// Proposes ports for `request` and probes them on the host, outside the allocator lock
+    /// and any transaction, until a proposal passes. `own` are ports the project holds already:
+    /// busy because its own stack runs is fine.
+    async fn propose(
+        &self,
+        request: PortRequest,
+        own: Option<&PortSet>,
+    ) -> Result<(PortSet, Reservation)> {
+        let mut busy = HashSet::new();
+        loop {
+            let (proposed, probes, reservation) = {
+                let allocator = self.allocator.lock().await;
+                let mut reserved = lock(&self.reserved);
+                let exclude: HashSet<u16> = busy.union(&reserved).copied().collect();
+                let proposed = allocator.propose(request, &exclude)?;
+                let ports: Vec<u16> = proposed.iter().map(|(_, port)| port).collect();
+                reserved.extend(ports.iter().copied());
+                let reservation = Reservation {
+                    reserved: self.reserved.clone(),
+                    ports,
+                };
+                (proposed, allocator.probes_host(), reservation)
+            };
+            if !probes {
+                return Ok((proposed, reservation));
+            }
+            let unowned: Vec<u16> = proposed
+                .iter()
+                .map(|(_, port)| port)
+                .filter(|port| own.is_none_or(|own| !own.iter().any(|(_, o)| o == *port)))
+                .collect();
+            let found = probe_busy(unowned).await?;
+            if found.is_empty() {
+                return Ok((proposed, reservation));
+            }
+            for role in PortRole::ALL {
+                if let Some(port) = request.get(role)
+                    && found.contains(&port)
+                {
+                    return Err(HubError::PortUnavailable {
+                        message: format!(
+                            "{} port {port} is in use on this host by another process",
+                            role.title()
+                        ),
+                    });
+                }
+            }
+            // Skipped from now on; the search moves to the next slot.
+            busy.extend(found);
+        }
     }
 
     /// The project named by `key` (id or slug).
@@ -148,9 +241,29 @@ impl Registry {
             None => None,
         };
 
+        // New ports are proposed and probed before the lock and the transaction; every role is
+        // requested (the unchanged ones keep theirs), so confirming checks them all.
+        let before = self.get(key.clone()).await?;
+        let wanted = (!update.ports.is_empty()).then(|| update.ports.or(before.ports.into()));
+        let (proposed, _reservation) = match wanted {
+            Some(wanted) => {
+                let (ports, reservation) = self.propose(wanted, Some(&before.ports)).await?;
+                (Some(ports), Some(reservation))
+            }
+            None => (None, None),
+        };
+
         let mut allocator = self.allocator.lock().await;
         let mut tx = self.db.begin_write().await?;
         let current = fetch(&mut tx, &key).await?;
+        if current.id != before.id || current.ports != before.ports {
+            return Err(HubError::Conflict {
+                message: format!(
+                    "project '{}' changed while this update was prepared; try again",
+                    current.slug
+                ),
+            });
+        }
         let (name, slug) = renamed.unwrap_or((current.name.clone(), current.slug.clone()));
         let path = match moved {
             Some(path) => path,
@@ -185,11 +298,14 @@ impl Registry {
         }
         ensure_unique(&mut tx, &name, &slug, &path, Some(current.id)).await?;
 
-        let ports = if update.ports.is_empty() {
-            current.ports
-        } else {
-            let wanted = update.ports.or(PortRequest::from(current.ports));
-            allocator.choose(&mut tx, wanted, Some(current.id)).await?
+        let ports = match (wanted, proposed) {
+            (Some(wanted), Some(proposed)) => allocator
+                .confirm(&mut tx, wanted, proposed, Some(current.id))
+                .await?
+                .ok_or_else(|| HubError::PortUnavailable {
+                    message: "port leases changed while this update was prepared; try again".into(),
+                })?,
+            _ => current.ports,
         };
 
         sqlx::query(
@@ -270,7 +386,7 @@ impl Registry {
     /// Which of the project's ports are busy on the host right now (checked before a start).
     pub async fn check_ports(&self, key: impl Into<ProjectKey>) -> Result<Vec<BusyPort>> {
         let project = self.get(key).await?;
-        Ok(busy_host_ports(&project.ports))
+        busy_host_ports(&project.ports).await
     }
 
     /// Records a lifecycle change of a project's stack. `error` is kept as `last_error` when the
@@ -399,6 +515,17 @@ fn unique_violation(err: sqlx::Error, name: &str, slug: &str, path: &str) -> Hub
         };
     }
     HubError::Database(err)
+}
+
+/// The next attempt after a stale port view, or an error after a few: other processes keep
+/// taking the ports proposed.
+fn retry_after_stale(attempt: u32) -> Result<u32> {
+    if attempt >= 8 {
+        return Err(HubError::PortUnavailable {
+            message: "port leases keep changing under the allocator; try again".into(),
+        });
+    }
+    Ok(attempt + 1)
 }
 
 /// Fails with `conflict` when an unfinished task holds `project`'s operation key. Run inside

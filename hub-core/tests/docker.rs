@@ -484,20 +484,19 @@ async fn an_unreachable_engine_is_a_clear_error_not_a_hang() {
     .await;
     let p = fx.project("offline", FOUR_SERVICES).await;
     let started = std::time::Instant::now();
-    let record = fx.start(&p).await;
+    // Refused at submission: no task is queued to fail, and the project is left as it was.
+    let err = fx.hub.start_project(p.id).await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(10));
-    assert_eq!(record.state, TaskState::Failure);
-    let error = record.error.unwrap();
-    assert_eq!(error.code, "runtime_unavailable");
+    assert_eq!(err.code(), ErrorCode::RuntimeUnavailable);
     assert!(
-        error.message.contains("/nonexistent/docker.sock"),
-        "{}",
-        error.message
+        err.to_string().contains("/nonexistent/docker.sock"),
+        "{err}"
     );
     assert_eq!(
         fx.hub.project(p.id).await.unwrap().status,
-        ProjectStatus::Error
+        ProjectStatus::Stopped
     );
+    assert!(fx.hub.tasks(&Default::default()).await.unwrap().is_empty());
 
     let err = fx.hub.project_status(p.id).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::RuntimeUnavailable);

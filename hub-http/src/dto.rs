@@ -1,7 +1,6 @@
 //! The API's JSON shapes. Field names follow the original hub where it had them.
 
 use chrono::{DateTime, Utc};
-use hub_core::tasks::{TaskRecord, TaskState};
 use hub_core::{Health, PortRequest, Project, ProjectStatus};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -110,66 +109,9 @@ pub struct TaskAccepted {
     pub message: String,
 }
 
-/// A task's state as the original's status endpoint gave it, plus what we know more.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct TaskStatusJson {
-    /// Task id.
-    pub task_id: Uuid,
-    /// `PENDING`, `STARTED`, `BUILDING`, …, `SUCCESS`, `FAILURE` or `REVOKED`.
-    pub state: TaskState,
-    /// True exactly for terminal states.
-    pub ready: bool,
-    /// The current step, for people.
-    pub status: String,
-    /// 0–100.
-    pub progress: u8,
-    /// What the task returned, on success.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub result: Option<serde_json::Value>,
-    /// Why it failed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// Machine-readable reason of a failure (`port_in_use`, `time_limit`, …).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error_code: Option<String>,
-    /// Job kind.
-    pub kind: String,
-    /// The project it is about.
-    pub project_id: Option<i64>,
-    /// The worker that ran it.
-    pub worker: Option<String>,
-    /// When it was queued.
-    pub queued_at: DateTime<Utc>,
-    /// When it started.
-    pub started_at: Option<DateTime<Utc>>,
-    /// When it finished.
-    pub finished_at: Option<DateTime<Utc>>,
-    /// Seconds from start to finish (or now).
-    pub runtime: Option<f64>,
-}
-
-impl From<&TaskRecord> for TaskStatusJson {
-    fn from(task: &TaskRecord) -> Self {
-        TaskStatusJson {
-            task_id: task.id,
-            state: task.state,
-            ready: task.ready(),
-            status: task.status_line(),
-            progress: task.progress,
-            result: task.result.clone(),
-            error: task.error.as_ref().map(|e| e.message.clone()),
-            error_code: task.error.as_ref().map(|e| e.code.clone()),
-            kind: task.kind.clone(),
-            project_id: task.project_id,
-            worker: task.worker.clone(),
-            queued_at: task.queued_at,
-            started_at: task.started_at,
-            finished_at: task.finished_at,
-            runtime: task.runtime(),
-        }
-    }
-}
+/// A task's state as the original's status endpoint gave it (the view lives in the core, so
+/// Python sees the same shape).
+pub type TaskStatusJson = hub_core::tasks::TaskStatus;
 
 /// Filters of `GET /api/tasks`.
 #[derive(Debug, Deserialize, IntoParams)]

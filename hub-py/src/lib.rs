@@ -10,14 +10,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hub_core::browse::FolderBrowser;
-use hub_core::tasks::{EventSubscription, TaskConfig, TaskId, TaskQuery, TaskRecord, TaskState};
+use hub_core::orchestration::DEFAULT_LOG_LINES;
+use hub_core::tasks::{
+    DEFAULT_LIST_LIMIT, TaskConfig, TaskId, TaskQuery, TaskRecord, TaskState, TaskStatus, TaskWatch,
+};
 use hub_core::{
     ErrorCode, Hub, HubConfig, HubError, HubMode, NewProject, PortConfig, PortRequest, PortSet,
     ProjectUpdate,
 };
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::Mutex;
 
 pyo3::create_exception!(
@@ -150,22 +153,9 @@ impl Args {
 }
 
 /// A task as Python sees it: the HTTP status shape.
+/// A task in the core's status view, the shape HTTP serves too.
 fn task_json(task: &TaskRecord) -> Value {
-    json!({
-        "task_id": task.id,
-        "state": task.state,
-        "ready": task.ready(),
-        "status": task.status_line(),
-        "progress": task.progress,
-        "result": task.result,
-        "error": task.error.as_ref().map(|e| e.message.clone()),
-        "error_code": task.error.as_ref().map(|e| e.code.clone()),
-        "kind": task.kind,
-        "project_id": task.project_id,
-        "queued_at": task.queued_at,
-        "started_at": task.started_at,
-        "finished_at": task.finished_at,
-    })
+    serde_json::to_value(TaskStatus::from(task)).unwrap_or(Value::Null)
 }
 
 fn to_value<T: serde::Serialize>(value: T) -> Result<Value, HubError> {
@@ -217,7 +207,7 @@ async fn dispatch(hub: &Hub, method: &str, args: Args) -> Result<Value, HubError
                 states,
                 kind: args.opt("kind")?,
                 project_id: args.opt("project_id")?,
-                limit: args.opt("limit")?.unwrap_or(100),
+                limit: args.opt("limit")?.unwrap_or(DEFAULT_LIST_LIMIT),
                 offset: args.opt("offset")?.unwrap_or(0),
                 ..TaskQuery::default()
             };
@@ -231,7 +221,7 @@ async fn dispatch(hub: &Hub, method: &str, args: Args) -> Result<Value, HubError
         "project_status" => to_value(hub.project_status(args.project()?).await?),
         "logs" => {
             let service: String = args.req("service")?;
-            let lines = args.opt("lines")?.unwrap_or(100);
+            let lines = args.opt("lines")?.unwrap_or(DEFAULT_LOG_LINES);
             to_value(hub.logs(args.project()?, &service, lines).await?)
         }
         "check_ports" => to_value(hub.check_ports(args.project()?).await?),
@@ -352,16 +342,11 @@ impl NativeHub {
             .parse()
             .map_err(|_| to_py_err(HubError::not_found(hub_core::Entity::Task, task_id)))?;
         let hub = self.hub.clone();
-        let subscription = py
-            .detach(|| runtime().block_on(async move { hub.subscribe(None).await }))
+        let watch = py
+            .detach(|| runtime().block_on(async move { hub.watch(id, None).await }))
             .map_err(to_py_err)?;
         Ok(NativeWatch {
-            hub: self.hub.clone(),
-            id,
-            state: Arc::new(Mutex::new(WatchState {
-                subscription,
-                last: None,
-            })),
+            watch: Arc::new(Mutex::new(watch)),
         })
     }
 
@@ -381,57 +366,35 @@ impl NativeHub {
     }
 }
 
-struct WatchState {
-    subscription: EventSubscription,
-    /// The last version handed out; `None` before the first.
-    last: Option<TaskRecord>,
-}
-
-/// One task's changes: its current state first, then each change.
+/// One task's changes (the core's [`TaskWatch`]): its current state first, then each change.
 #[pyclass(frozen, module = "commandcenter_hub._native")]
 struct NativeWatch {
-    hub: Hub,
-    id: TaskId,
-    state: Arc<Mutex<WatchState>>,
+    watch: Arc<Mutex<TaskWatch>>,
 }
 
-/// The task's next change as JSON, or `None` when `wait` passes first.
-async fn next_change(
-    hub: Hub,
-    id: TaskId,
-    state: Arc<Mutex<WatchState>>,
-    wait: Duration,
-) -> Result<Option<String>, HubError> {
-    let mut state = state.lock().await;
-    let Some(last) = state.last.clone() else {
-        let current = hub.task(id).await?;
-        state.last = Some(current.clone());
-        return Ok(Some(task_json(&current).to_string()));
-    };
-    // Only versions later than the last one handed out: the current record may be ahead of
-    // events still on their way.
-    let found = tokio::time::timeout(wait, async {
-        while let Some(event) = state.subscription.recv().await {
-            if event.task.id == id && event.task.is_after(&last) {
-                return Some(event.task);
-            }
-        }
-        None
-    })
-    .await;
-    Ok(match found {
-        Ok(Some(task)) => {
-            state.last = Some(task.clone());
-            Some(task_json(&task).to_string())
-        }
-        _ => None,
-    })
+/// What one wait on a watch gave.
+enum Step {
+    /// The next change, as JSON.
+    Change(String),
+    /// The wait passed first.
+    Waiting,
+    /// The terminal state was given already: there is nothing more.
+    Ended,
+}
+
+async fn next_change(watch: Arc<Mutex<TaskWatch>>, wait: Duration) -> Step {
+    let mut watch = watch.lock().await;
+    match tokio::time::timeout(wait, watch.next()).await {
+        Ok(Some(item)) => Step::Change(task_json(&item.task).to_string()),
+        Ok(None) => Step::Ended,
+        Err(_) => Step::Waiting,
+    }
 }
 
 #[pymethods]
 impl NativeWatch {
-    /// The next change within `timeout` seconds (forever when `None`), else `None`. Ctrl-C is
-    /// honoured while waiting.
+    /// The next change within `timeout` seconds (forever when `None`), else `None` (also once
+    /// the terminal state was given). Ctrl-C is honoured while waiting.
     #[pyo3(signature = (timeout=None))]
     fn next(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<String>> {
         // NaN, infinity and spans past what the clock can add mean: no limit.
@@ -446,12 +409,11 @@ impl NativeWatch {
                     .min(Duration::from_millis(100)),
                 None => Duration::from_millis(100),
             };
-            let (hub, state) = (self.hub.clone(), self.state.clone());
-            let change = py
-                .detach(|| runtime().block_on(next_change(hub, self.id, state, slice)))
-                .map_err(to_py_err)?;
-            if change.is_some() {
-                return Ok(change);
+            let watch = self.watch.clone();
+            match py.detach(|| runtime().block_on(next_change(watch, slice))) {
+                Step::Change(change) => return Ok(Some(change)),
+                Step::Ended => return Ok(None),
+                Step::Waiting => {}
             }
             py.check_signals()?;
             if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
@@ -472,9 +434,12 @@ impl NativeWatch {
             .and_then(|t| Duration::try_from_secs_f64(t.max(0.0)).ok())
             .unwrap_or(Duration::MAX)
             .min(Duration::from_secs(365 * 24 * 3600));
-        let (hub, id, state) = (self.hub.clone(), self.id, self.state.clone());
+        let watch = self.watch.clone();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            next_change(hub, id, state, wait).await.map_err(to_py_err)
+            Ok(match next_change(watch, wait).await {
+                Step::Change(change) => Some(change),
+                Step::Waiting | Step::Ended => None,
+            })
         })
     }
 }

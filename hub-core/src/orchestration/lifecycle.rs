@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use super::health::wait_ready;
 use super::{Orchestrator, container_name, stack_name, volume_name};
 use crate::error::Entity;
-use crate::ports::is_port_free_on_host;
+use crate::ports::{PortRole, probe_busy};
 use crate::project::{Health, Project, ProjectStatus};
 use crate::runtime::{ContainerInfo, ContainerSpec, HealthCheck, PublishedPort, labels};
 use crate::stack::{Mount, ServiceSpec, StackSpec, interpolate};
@@ -182,11 +182,16 @@ impl Orchestrator {
             .filter(|c| c.is_running())
             .filter_map(|c| c.labels.get(labels::PUBLISHED_PORT)?.parse().ok())
             .collect();
-        let busy: Vec<String> = stack
+        let published: Vec<(PortRole, u16)> = stack
             .published_roles()
             .into_iter()
             .map(|role| (role, project.ports.get(role)))
-            .filter(|(_, port)| !own_ports.contains(port) && !is_port_free_on_host(*port))
+            .filter(|(_, port)| !own_ports.contains(port))
+            .collect();
+        let taken = probe_busy(published.iter().map(|(_, port)| *port).collect()).await?;
+        let busy: Vec<String> = published
+            .iter()
+            .filter(|(_, port)| taken.contains(port))
             .map(|(role, port)| format!("{} port {port}", role.title()))
             .collect();
         if !busy.is_empty() {

@@ -16,6 +16,11 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 pub use health::NOT_READY;
+
+/// Most lines of a service's output one logs call returns.
+pub const MAX_LOG_LINES: usize = 10_000;
+/// Lines of a service's output returned when the caller does not say.
+pub const DEFAULT_LOG_LINES: usize = 100;
 pub use lifecycle::{IMAGE_UNAVAILABLE, PORT_IN_USE};
 
 use crate::error::{Entity, HubError, Result};

@@ -13,6 +13,7 @@ pub mod handler;
 pub mod local;
 pub mod model;
 mod store;
+pub mod watch;
 
 pub use backend::{
     BackendContext, BackendFactory, EventSubscription, TaskBackend, TaskHistory, TaskMonitor,
@@ -21,6 +22,8 @@ pub use config::{BackendKind, TaskConfig};
 pub use handler::{Handlers, JobHandler, JobResult, ProgressSink, Retryable, TaskContext};
 pub use local::{LocalBackend, LocalBackendFactory};
 pub use model::{
-    BackendStats, CancelReason, EventCursor, JobOptions, JobRequest, KindCounts, QueueInfo,
-    TaskError, TaskEvent, TaskId, TaskQuery, TaskRecord, TaskState, TimeLimits, WorkerInfo, codes,
+    BackendStats, CancelReason, DEFAULT_LIST_LIMIT, EventCursor, JobOptions, JobRequest,
+    KindCounts, MAX_LIST_LIMIT, QueueInfo, TaskError, TaskEvent, TaskId, TaskQuery, TaskRecord,
+    TaskState, TaskStatus, TimeLimits, WorkerInfo, codes,
 };
+pub use watch::{TaskWatch, WatchItem};

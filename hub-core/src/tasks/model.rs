@@ -429,6 +429,73 @@ impl FromStr for EventCursor {
     }
 }
 
+/// Most tasks one history query returns.
+pub const MAX_LIST_LIMIT: u32 = 1000;
+/// Tasks a history query returns when it does not say.
+pub const DEFAULT_LIST_LIMIT: u32 = 100;
+
+/// A task's state as frontends show it: the original's status shape, plus what we know more.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TaskStatus {
+    /// Task id.
+    pub task_id: Uuid,
+    /// `PENDING`, `STARTED`, `BUILDING`, …, `SUCCESS`, `FAILURE` or `REVOKED`.
+    pub state: TaskState,
+    /// True exactly for terminal states.
+    pub ready: bool,
+    /// The current step, for people.
+    pub status: String,
+    /// 0–100.
+    pub progress: u8,
+    /// What the task returned, on success.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub result: Option<serde_json::Value>,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Machine-readable reason of a failure (`port_in_use`, `time_limit`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+    /// Job kind.
+    pub kind: String,
+    /// The project it is about.
+    pub project_id: Option<i64>,
+    /// The worker that ran it.
+    pub worker: Option<String>,
+    /// When it was queued.
+    pub queued_at: DateTime<Utc>,
+    /// When it started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it finished.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Seconds from start to finish (or now).
+    pub runtime: Option<f64>,
+}
+
+impl From<&TaskRecord> for TaskStatus {
+    fn from(task: &TaskRecord) -> Self {
+        TaskStatus {
+            task_id: task.id,
+            state: task.state,
+            ready: task.ready(),
+            status: task.status_line(),
+            progress: task.progress,
+            result: task.result.clone(),
+            error: task.error.as_ref().map(|e| e.message.clone()),
+            error_code: task.error.as_ref().map(|e| e.code.clone()),
+            kind: task.kind.clone(),
+            project_id: task.project_id,
+            worker: task.worker.clone(),
+            queued_at: task.queued_at,
+            started_at: task.started_at,
+            finished_at: task.finished_at,
+            runtime: task.runtime(),
+        }
+    }
+}
+
 /// Filters for listing tasks; every field narrows the result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -449,6 +516,19 @@ pub struct TaskQuery {
     pub offset: u32,
 }
 
+impl TaskQuery {
+    /// Checks the query: `limit` must be 1 to [`MAX_LIST_LIMIT`].
+    pub fn validate(&self) -> Result<()> {
+        if self.limit == 0 || self.limit > MAX_LIST_LIMIT {
+            return Err(HubError::invalid(
+                "limit",
+                format!("must be 1 to {MAX_LIST_LIMIT}, not {}", self.limit),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for TaskQuery {
     fn default() -> Self {
         TaskQuery {
@@ -457,7 +537,7 @@ impl Default for TaskQuery {
             project_id: None,
             queued_after: None,
             queued_before: None,
-            limit: 100,
+            limit: DEFAULT_LIST_LIMIT,
             offset: 0,
         }
     }

@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hub_core::tasks::{
-    BackendFactory, CancelReason, Handlers, JobHandler, JobOptions, JobRequest, JobResult,
-    LocalBackendFactory, Retryable, TaskConfig, TaskContext, TaskError, TaskEvent, TaskId,
-    TaskQuery, TaskRecord, TaskState, codes,
+    BackendFactory, CancelReason, EventCursor, Handlers, JobHandler, JobOptions, JobRequest,
+    JobResult, LocalBackendFactory, MAX_LIST_LIMIT, Retryable, TaskConfig, TaskContext, TaskError,
+    TaskEvent, TaskId, TaskQuery, TaskRecord, TaskState, codes,
 };
 use hub_core::{ErrorCode, Hub, HubConfig, HubMode};
 use serde_json::{Value, json};
@@ -1338,6 +1338,68 @@ pub async fn a_worker_frozen_past_its_lease_cannot_overwrite_what_replaced_it(ba
     client.close().await;
 }
 
+/// What every frontend shows of one task: its current state first, then each later version,
+/// ending after the terminal one; resumed after a cursor, what followed it. And history queries
+/// keep to the core's limit.
+pub async fn a_watch_gives_the_current_state_then_each_change_until_the_end(backend: &Fixture) {
+    let dir = TempDir::new().unwrap();
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let opened = gate.clone();
+    let handlers = Handlers::new().register("gated", move |ctx: TaskContext, _: Value| {
+        let gate = opened.clone();
+        async move {
+            ctx.progress(TaskState::Building, 40, "waiting").await?;
+            gate.notified().await;
+            ctx.progress(TaskState::Running, 90, "almost").await?;
+            Ok(json!(null))
+        }
+    });
+    let hub = backend.open(&dir, TaskConfig::default(), handlers).await;
+    let id = hub
+        .submit(JobRequest::new("gated", json!({})))
+        .await
+        .unwrap();
+    // Wait until it is in its handler, so the watch starts mid-way.
+    while hub.task(id).await.unwrap().progress < 40 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut watch = hub.watch(id, None).await.unwrap();
+    let first = watch.next().await.unwrap();
+    assert_eq!(
+        (first.seq, first.task.progress),
+        (None, 40),
+        "current state first"
+    );
+    gate.notify_one();
+    let mut seen = vec![first.task.progress];
+    let mut last_seq = 0;
+    while let Some(item) = watch.next().await {
+        seen.push(item.task.progress);
+        last_seq = item.seq.unwrap();
+    }
+    assert_eq!(seen, [40, 90, 100], "later versions only, until the end");
+    assert!(watch.next().await.is_none(), "nothing after the end");
+
+    // Resumed on the finished task after its first change: the rest of its log, then nothing.
+    let resumed_from = EventCursor::after(last_seq - 1);
+    let mut resumed = hub.watch(id, Some(resumed_from)).await.unwrap();
+    let item = resumed.next().await.unwrap();
+    assert_eq!(item.seq, Some(last_seq));
+    assert!(item.task.ready());
+    assert!(resumed.next().await.is_none());
+
+    let err = hub.watch(uuid::Uuid::new_v4(), None).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NotFound);
+    for limit in [0, MAX_LIST_LIMIT + 1] {
+        let query = TaskQuery {
+            limit,
+            ..TaskQuery::default()
+        };
+        let err = hub.tasks(&query).await.unwrap_err();
+        assert_eq!(err.field(), Some("limit"));
+    }
+}
+
 /// Runs every case of the suite against one backend: `behaviour_suite!(Fixture::…())` in a
 /// module of its own.
 macro_rules! behaviour_suite {
@@ -1375,6 +1437,7 @@ macro_rules! behaviour_suite {
             a_task_safe_to_retry_runs_again_when_its_worker_is_lost,
             revokes_reach_the_process_that_holds_the_task,
             a_worker_frozen_past_its_lease_cannot_overwrite_what_replaced_it,
+            a_watch_gives_the_current_state_then_each_change_until_the_end,
         );
     };
     (@cases $fixture:expr; $($case:ident),* $(,)?) => {

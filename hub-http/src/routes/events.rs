@@ -11,7 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, KeepAliveStream, Sse};
 use futures_util::Stream;
-use hub_core::tasks::{EventCursor, EventSubscription, TaskEvent, TaskRecord};
+use hub_core::tasks::{EventCursor, EventSubscription, TaskEvent, TaskRecord, WatchItem};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -85,51 +85,24 @@ pub(crate) async fn task_events(
     headers: HeaderMap,
 ) -> Result<EventStream, ApiError> {
     let id = task_id(&raw)?;
-    let since = last_event_id(&headers);
-    let mut subscription = state.hub.subscribe(since).await?;
-    let current = state.hub.task(id).await?;
+    let mut watch = state.hub.watch(id, last_event_id(&headers)).await?;
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
-        let send = |event: Event| {
-            let tx = tx.clone();
-            async move { tx.send(Ok(event)).await.is_ok() }
-        };
-        if since.is_none() || current.ready() {
-            // Whatever the client missed of a finished task is already buffered.
-            let mut saw_end = false;
-            if since.is_some() {
-                while let Some(event) = subscription.try_recv() {
-                    if event.task.id == id {
-                        saw_end |= event.task.ready();
-                        if !send(task_event(Some(event.seq), &event.task)).await {
-                            return;
-                        }
-                    }
-                }
-            }
-            if !saw_end && !send(task_event(None, &current)).await {
+        loop {
+            let item = tokio::select! {
+                item = watch.next() => item,
+                () = tx.closed() => return,
+            };
+            let Some(WatchItem { seq, task }) = item else {
                 return;
-            }
-            if current.ready() {
-                let _ = send(end_event(&current)).await;
-                return;
-            }
-        }
-        // After the current record, only later versions: it may be ahead of events still on
-        // their way (a resuming client gets everything after its cursor).
-        let mut last = since.is_none().then_some(current);
-        while let Some(TaskEvent { seq, task }) = next_unless_gone(&mut subscription, &tx).await {
-            if task.id != id || last.as_ref().is_some_and(|l| !task.is_after(l)) {
-                continue;
-            }
-            if !send(task_event(Some(seq), &task)).await {
+            };
+            if tx.send(Ok(task_event(seq, &task))).await.is_err() {
                 return;
             }
             if task.ready() {
-                let _ = send(end_event(&task)).await;
+                let _ = tx.send(Ok(end_event(&task))).await;
                 return;
             }
-            last = Some(task);
         }
     });
     Ok(sse(ReceiverStream::new(rx)))

@@ -6,15 +6,12 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
-use hub_core::orchestration::{ReconcileChange, StackStatus};
+use hub_core::orchestration::{self, ReconcileChange, StackStatus};
 use hub_core::tasks::TaskId;
 
 use crate::dto::{LogsJson, LogsQuery, TaskAccepted};
 use crate::extract::Query;
 use crate::{ApiError, AppState};
-
-const DEFAULT_LINES: usize = 100;
-const MAX_LINES: usize = 10_000;
 
 fn accepted(task_id: TaskId, message: String) -> (StatusCode, Json<TaskAccepted>) {
     (
@@ -107,8 +104,7 @@ pub(crate) async fn logs(
     let lines = query
         .lines
         .or(query.tail)
-        .unwrap_or(DEFAULT_LINES)
-        .min(MAX_LINES);
+        .unwrap_or(orchestration::DEFAULT_LOG_LINES);
     let project = state.hub.project(id.as_str()).await?;
     if query.follow.unwrap_or(false) {
         let stream = state.hub.follow_logs(project.id, &service, lines).await?;

@@ -2,14 +2,12 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use hub_core::tasks::{TaskId, TaskQuery, TaskState};
+use hub_core::tasks::{DEFAULT_LIST_LIMIT, TaskId, TaskQuery, TaskState};
 use hub_core::{Entity, HubError};
 
 use crate::dto::{RevokeQuery, TaskListQuery, TaskStatusJson};
 use crate::extract::Query;
 use crate::{ApiError, AppState};
-
-const MAX_LIMIT: u32 = 1000;
 
 /// A task id from the path; anything that is not a known task's id is `404`, never `PENDING`.
 pub(crate) fn task_id(raw: &str) -> Result<TaskId, ApiError> {
@@ -56,10 +54,8 @@ pub(crate) async fn list(
             .collect::<Result<Vec<_>, _>>()?,
         None => Vec::new(),
     };
-    let limit = query.limit.unwrap_or(100);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(HubError::invalid("limit", format!("must be 1 to {MAX_LIMIT}")).into());
-    }
+    // The limit's bounds are the core's rule (`TaskQuery::validate`).
+    let limit = query.limit.unwrap_or(DEFAULT_LIST_LIMIT);
     let tasks = state
         .hub
         .tasks(&TaskQuery {

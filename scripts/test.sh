@@ -69,6 +69,10 @@ done
     --checks not_a_server_error,response_schema_conformance \
     --max-examples 30 --request-timeout 10 --exclude-path-regex 'events$'
 
+step "property tests: hostile paths and names against a real hub (hypothesis)"
+HUB_BIN="$CARGO_TARGET_DIR/debug/hub" "$venv/bin/python" -m pytest -q -p no:cacheprovider \
+    --timeout=600 tests/fuzz
+
 step "python bindings (maturin) and pytest"
 wheels=$cache/wheels
 rm -rf "$wheels"

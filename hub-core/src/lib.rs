@@ -12,7 +12,8 @@
 //! # async fn demo() -> hub_core::Result<()> {
 //! use hub_core::{Hub, HubConfig, NewProject};
 //!
-//! let hub = Hub::open(HubConfig::with_data_dir("/tmp/hub-demo")).await?;
+//! let config = HubConfig::with_data_dir("/tmp/hub-demo").project_roots(["/srv"]);
+//! let hub = Hub::open(config).await?;
 //! let project = hub.create_project(NewProject::new("Alpha", "/srv/alpha")).await?;
 //! assert_eq!(project.ports.backend, 8010);
 //! # Ok(()) }

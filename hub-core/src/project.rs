@@ -216,7 +216,8 @@ pub fn operation_key(project_id: i64) -> String {
 /// The slug of a name: transliterated to ASCII (`"Ünïcode"` → `"unicode"`, `"日本語"` →
 /// `"ri-ben-yu"`), lowercase, each run of characters outside `[a-z0-9]` replaced by one `-`,
 /// leading and trailing `-` trimmed (`"My App!"` → `"my-app"`). A name with nothing left gets
-/// `project-<8 hex digits>`, derived from the name so that it is stable.
+/// `project-<8 hex digits>`, derived from the name so that it is stable; one of digits alone
+/// gets `project-<digits>`, so that it never reads as an id.
 pub fn slugify(name: &str) -> String {
     let ascii = deunicode::deunicode(name);
     let mut slug = String::with_capacity(ascii.len());
@@ -231,6 +232,10 @@ pub fn slugify(name: &str) -> String {
         } else {
             pending_dash = true;
         }
+    }
+    // A slug of digits alone would read as an id wherever a project is named by id or slug.
+    if !slug.is_empty() && slug.bytes().all(|b| b.is_ascii_digit()) {
+        return format!("project-{slug}");
     }
     if slug.is_empty() {
         // FNV-1a: tiny, and the same on every platform and release.
@@ -332,6 +337,8 @@ mod tests {
         assert_eq!(slugify("Ünïcode Ñame"), "unicode-name");
         assert_eq!(slugify("日本語"), "ri-ben-yu");
         assert_eq!(slugify("🚀🚀"), "rocket-rocket");
+        assert_eq!(slugify("2024"), "project-2024");
+        assert_eq!(slugify("2024 plan"), "2024-plan");
         let fallback = slugify("!!!");
         assert!(
             fallback.starts_with("project-") && fallback.len() == 16,

@@ -109,3 +109,11 @@ def test_the_hub_reopens_with_everything(tmp_path: pathlib.Path) -> None:
         first = hub.create_project("Keep", make_folder(tmp_path, "keep"))
     with ch.Hub(data_dir=tmp_path / "state", project_roots=[tmp_path]) as hub:
         assert hub.get_project("keep") == first
+
+
+def test_project_folders_must_lie_inside_the_project_roots(hub: ch.Hub, tmp_path: pathlib.Path) -> None:
+    for outside in ("/", "/etc", str(tmp_path.parent)):
+        with pytest.raises(ch.InvalidInputError) as refused:
+            hub.create_project("Outside", outside)
+        assert refused.value.field == "path"
+    assert hub.list_projects() == []

@@ -126,12 +126,21 @@ def test_ctrl_c_interrupts_a_wait(hub: ch.Hub, tmp_path: pathlib.Path, tag: str)
 
 
 def test_an_unreachable_engine_raises_runtime_unavailable(tmp_path: pathlib.Path) -> None:
-    with ch.Hub(data_dir=tmp_path / "state", docker_host="unix:///nonexistent/docker.sock") as hub:
+    with ch.Hub(
+        data_dir=tmp_path / "state",
+        docker_host="unix:///nonexistent/docker.sock",
+        project_roots=[tmp_path],
+    ) as hub:
         project = hub.create_project("Offline", make_folder(tmp_path, "offline"))
         with pytest.raises(ch.RuntimeUnavailableError) as unavailable:
             hub.project_status(project.id)
         assert "/nonexistent/docker.sock" in str(unavailable.value)
         assert unavailable.value.code == "runtime_unavailable"
+        # A start is refused at once, not queued to fail: the project stays as it was.
+        with pytest.raises(ch.RuntimeUnavailableError):
+            hub.start_project(project.id)
+        assert hub.get_project(project.id).status == "stopped"
+        assert hub.tasks() == []
 
 
 def test_an_infinite_timeout_means_no_limit(hub: ch.Hub, tmp_path: pathlib.Path, tag: str) -> None:

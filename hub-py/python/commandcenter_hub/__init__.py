@@ -1,7 +1,7 @@
 """CommandCenter Hub for Python: the hub's engine, imported directly — no server needed.
 
 >>> from commandcenter_hub import Hub
->>> with Hub(data_dir="/tmp/hub") as hub:              # doctest: +SKIP
+>>> with Hub(data_dir="/tmp/hub", project_roots=["/srv"]) as hub:              # doctest: +SKIP
 ...     project = hub.create_project("Alpha", "/srv/alpha")
 ...     hub.start_project(project.id).wait(on_progress=print)
 

@@ -131,7 +131,7 @@ class Hub:
 
     Use it as a context manager so it shuts down cleanly::
 
-        with Hub(data_dir="/tmp/hub") as hub:
+        with Hub(data_dir="/tmp/hub", project_roots=["/srv"]) as hub:
             project = hub.create_project("Alpha", "/srv/alpha")
             hub.start_project(project.id).wait(on_progress=print)
 

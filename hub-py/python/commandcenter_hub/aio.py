@@ -2,7 +2,7 @@
 
 ::
 
-    async with aio.Hub(data_dir="/tmp/hub") as hub:
+    async with aio.Hub(data_dir="/tmp/hub", project_roots=["/srv"]) as hub:
         project = await hub.create_project("Alpha", "/srv/alpha")
         status = await (await hub.start_project(project.id)).wait()
 """

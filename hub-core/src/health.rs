@@ -66,6 +66,19 @@ impl HealthReport {
     pub fn healthy(&self) -> bool {
         !matches!(self.database, ComponentState::Down(_))
     }
+
+    /// `unhealthy` without a database; `degraded` while the task store does not answer (a
+    /// wedged or failing writer: changes wait and are retried, nothing is dropped); else
+    /// `healthy`. An engine that is down shows in `docker` alone.
+    pub fn status(&self) -> &'static str {
+        if !self.healthy() {
+            "unhealthy"
+        } else if matches!(self.task_backend, ComponentState::Down(_)) {
+            "degraded"
+        } else {
+            "healthy"
+        }
+    }
 }
 
 /// The last report, shared between the probe task and readers.

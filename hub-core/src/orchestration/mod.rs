@@ -300,9 +300,7 @@ impl Orchestrator {
             .await?
             .into_iter()
             .find(|c| c.labels.get(labels::SERVICE).map(String::as_str) == Some(service))
-            .ok_or_else(|| {
-                HubError::not_found(Entity::Service, format!("{}/{service}", project.slug))
-            })
+            .ok_or_else(|| service_not_found(project, service))
     }
 
     /// Whether an engine object with `found` labels belongs to `project`.
@@ -434,12 +432,7 @@ impl Orchestrator {
         self.runtime
             .logs(&container.id, lines)
             .await
-            .map_err(|err| match err {
-                HubError::NotFound { .. } => {
-                    HubError::not_found(Entity::Service, format!("{}/{service}", project.slug))
-                }
-                other => other,
-            })
+            .map_err(|err| as_service_error(err, project, service))
     }
 
     /// The last `lines` lines of one service's output, then new ones as they come.
@@ -453,12 +446,7 @@ impl Orchestrator {
         self.runtime
             .follow_logs(&container.id, lines)
             .await
-            .map_err(|err| match err {
-                HubError::NotFound { .. } => {
-                    HubError::not_found(Entity::Service, format!("{}/{service}", project.slug))
-                }
-                other => other,
-            })
+            .map_err(|err| as_service_error(err, project, service))
     }
 
     /// Removes a project's containers and network, and its volumes when `delete_data` is set.
@@ -601,6 +589,20 @@ fn judge(
                 None
             }
         }
+    }
+}
+
+/// `not_found` naming a service of `project`.
+fn service_not_found(project: &Project, service: &str) -> HubError {
+    HubError::not_found(Entity::Service, format!("{}/{service}", project.slug))
+}
+
+/// An engine error about a service's container: a container gone meanwhile is the service's
+/// `not_found`.
+fn as_service_error(err: HubError, project: &Project, service: &str) -> HubError {
+    match err {
+        HubError::NotFound { .. } => service_not_found(project, service),
+        other => other,
     }
 }
 

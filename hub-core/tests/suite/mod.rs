@@ -1338,6 +1338,63 @@ pub async fn a_worker_frozen_past_its_lease_cannot_overwrite_what_replaced_it(ba
     client.close().await;
 }
 
+/// A caller that gives up on an exclusive submission at any point — before, during or after
+/// its commit — leaves no task stuck `PENDING` holding its key: whatever was committed runs to
+/// its end, and every key is free again afterwards.
+pub async fn a_caller_dropped_mid_submit_leaves_no_task_stuck(backend: &Fixture) {
+    let dir = TempDir::new().unwrap();
+    let hub = backend
+        .open(
+            &dir,
+            TaskConfig::default(),
+            Handlers::new().register("noop", noop),
+        )
+        .await;
+    let exclusive = |key: String| JobOptions {
+        exclusive_key: Some(key),
+        ..JobOptions::default()
+    };
+    for i in 0..40u32 {
+        let submitter = hub.clone();
+        let options = exclusive(format!("key:{i}"));
+        let attempt =
+            tokio::spawn(async move { submitter.submit(job("noop").options(options)).await });
+        for _ in 0..i % 8 {
+            tokio::task::yield_now().await;
+        }
+        attempt.abort();
+        let _ = attempt.await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let query = TaskQuery {
+            limit: 1000,
+            ..TaskQuery::default()
+        };
+        let tasks = hub.tasks(&query).await.unwrap();
+        if tasks.iter().all(TaskRecord::ready) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "stuck: {:?}",
+            tasks
+                .iter()
+                .filter(|t| !t.ready())
+                .map(|t| (t.id, t.state))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for i in 0..40u32 {
+        let again = hub
+            .submit(job("noop").options(exclusive(format!("key:{i}"))))
+            .await
+            .unwrap_or_else(|err| panic!("key:{i} still held: {err}"));
+        wait_done(&hub, again).await;
+    }
+}
+
 /// What every frontend shows of one task: its current state first, then each later version,
 /// ending after the terminal one; resumed after a cursor, what followed it. And history queries
 /// keep to the core's limit.
@@ -1438,6 +1495,7 @@ macro_rules! behaviour_suite {
             revokes_reach_the_process_that_holds_the_task,
             a_worker_frozen_past_its_lease_cannot_overwrite_what_replaced_it,
             a_watch_gives_the_current_state_then_each_change_until_the_end,
+            a_caller_dropped_mid_submit_leaves_no_task_stuck,
         );
     };
     (@cases $fixture:expr; $($case:ident),* $(,)?) => {

@@ -19,9 +19,9 @@ pub(crate) async fn root() -> Json<RootJson> {
 }
 
 /// Health of the hub and its parts, as a background probe last found them (every 5 s, each
-/// check under 2 s): `ok`, `unknown` (not checked yet) or what failed. 200 while the hub can
-/// serve, 503 when its database is unreachable; Docker being down is reported but does not make
-/// the hub unhealthy.
+/// check under 2 s): `ok`, `unknown` (not checked yet) or what failed. `status` is `healthy`,
+/// `degraded` (the task store does not answer; changes wait and are retried) or `unhealthy` (no
+/// database: 503). Docker being down is reported but does not make the hub unhealthy.
 #[utoipa::path(get, path = "/health", tag = "system", responses(
     (status = 200, body = HealthJson), (status = 503, body = HealthJson)))]
 pub(crate) async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthJson>) {
@@ -29,7 +29,7 @@ pub(crate) async fn health(State(state): State<AppState>) -> (StatusCode, Json<H
     let report = state.hub.health();
     let healthy = report.healthy();
     let body = HealthJson {
-        status: if healthy { "healthy" } else { "unhealthy" }.into(),
+        status: report.status().into(),
         version: env!("CARGO_PKG_VERSION").into(),
         database: report.database.describe(),
         task_backend: report.task_backend.describe(),

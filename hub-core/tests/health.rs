@@ -1,0 +1,100 @@
+//! Health reported from the background probe, against a real SQLite file.
+
+#![allow(clippy::unwrap_used)] // test helpers panic on setup failure by design
+
+use std::time::Duration;
+
+use hub_core::health::ComponentState;
+use hub_core::tasks::{Handlers, JobRequest, TaskContext, TaskError, TaskState};
+use hub_core::{Hub, HubConfig};
+use serde_json::{Value, json};
+use sqlx::Connection;
+use tempfile::TempDir;
+
+async fn until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A store that refuses writes for a while (another process holds an exclusive lock): the
+/// writer keeps every change and retries, `/health` says `degraded` meanwhile, and once the
+/// lock goes the task ends with every step it reported, and health comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_store_is_reported_degraded_and_loses_nothing() {
+    let dir = TempDir::new().unwrap();
+    let mut config = HubConfig::with_data_dir(dir.path().join("state"));
+    config.reconcile_on_open = false;
+    let handlers = Handlers::new().register("steps", |ctx: TaskContext, _: Value| async move {
+        for step in 1..=9u8 {
+            ctx.progress(TaskState::Running, step * 10, format!("step {step}"))
+                .await?;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok::<_, TaskError>(json!({"steps": 9}))
+    });
+    let hub = Hub::builder(config.clone())
+        .handlers(handlers)
+        .open()
+        .await
+        .unwrap();
+    assert_eq!(hub.health().status(), "healthy");
+    let mut events = hub.subscribe(None).await.unwrap();
+    let id = hub
+        .submit(JobRequest::new("steps", json!({})))
+        .await
+        .unwrap();
+    while hub.task(id).await.unwrap().progress < 10 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Another process takes the write lock and keeps it past the store's busy timeout.
+    let mut locker = sqlx::AnyConnection::connect(&config.effective_database_url())
+        .await
+        .unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    until("degraded", Duration::from_secs(15), || {
+        matches!(hub.health().task_backend, ComponentState::Down(_))
+    })
+    .await;
+    let report = hub.health();
+    assert_eq!(report.status(), "degraded", "{report:?}");
+    assert_eq!(report.database, ComponentState::Up, "reads still work");
+    sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+    drop(locker);
+
+    let mut progress = Vec::new();
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(30), events.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if event.task.id != id {
+            continue;
+        }
+        progress.push(event.task.progress);
+        if event.task.ready() {
+            assert_eq!(event.task.state, TaskState::Success);
+            break;
+        }
+    }
+    for step in 1..=9u8 {
+        assert!(
+            progress.contains(&(step * 10)),
+            "step {step} lost: {progress:?}"
+        );
+    }
+    until("healthy again", Duration::from_secs(15), || {
+        hub.health().status() == "healthy"
+    })
+    .await;
+    hub.close().await;
+}

@@ -74,6 +74,15 @@ impl FolderBrowser {
             })
     }
 
+    /// [`FolderBrowser::list`] on a blocking thread, for async callers: it reads the file
+    /// system.
+    pub async fn list_async(&self, path: Option<String>) -> Result<FolderListing> {
+        let browser = self.clone();
+        tokio::task::spawn_blocking(move || browser.list(path.as_deref()))
+            .await
+            .map_err(|err| HubError::Internal(format!("folder listing failed: {err}")))?
+    }
+
     /// The sub-folders of `path` (the home folder when `None` or empty).
     pub fn list(&self, path: Option<&str>) -> Result<FolderListing> {
         let requested = match path.map(str::trim).filter(|p| !p.is_empty()) {

@@ -230,7 +230,7 @@ async fn dispatch(hub: &Hub, method: &str, args: Args) -> Result<Value, HubError
         "browse" => {
             let roots: Vec<PathBuf> = args.opt("roots")?.unwrap_or_default();
             let path: Option<String> = args.opt("path")?;
-            to_value(FolderBrowser::new(&roots).list(path.as_deref())?)
+            to_value(FolderBrowser::new(&roots).list_async(path).await?)
         }
         other => Err(HubError::invalid(
             "method",

@@ -27,11 +27,7 @@ pub(crate) async fn browse(
     State(state): State<AppState>,
     Query(query): Query<BrowseQuery>,
 ) -> Result<Json<FolderListing>, ApiError> {
-    let browser = state.browser.clone();
-    let listing = tokio::task::spawn_blocking(move || browser.list(query.path.as_deref()))
-        .await
-        .map_err(|err| hub_core::HubError::Internal(format!("folder listing failed: {err}")))?;
-    match listing {
+    match state.browser.list_async(query.path).await {
         Ok(listing) => Ok(Json(listing)),
         // The original answered 400 for "not a directory".
         Err(err @ hub_core::HubError::InvalidInput { .. }) => {

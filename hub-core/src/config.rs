@@ -34,9 +34,11 @@ pub struct HubConfig {
     pub reconcile_on_open: bool,
     /// What this process does with tasks: submit and run them, only submit, or only run.
     pub mode: HubMode,
-    /// Folders that project folders must lie inside; empty means the user's home folder. Each
-    /// must exist. `/` allows any folder: the hub usually runs with the Docker socket, so a
-    /// project folder is what its containers may bind-mount.
+    /// Folders that project folders must lie inside; each must exist. Empty means any folder:
+    /// a program that embeds the hub is trusted with its own paths. A frontend that serves
+    /// others sets them (`hub serve` confines to its browse roots, the home folder by default):
+    /// the hub usually runs beside the Docker socket, and a project folder is what its
+    /// containers may bind-mount.
     pub project_roots: Vec<PathBuf>,
 }
 
@@ -127,11 +129,10 @@ impl HubConfig {
         self
     }
 
-    /// The project roots in force: the configured ones, each required to exist, or the home
-    /// folder.
+    /// The project roots in force: the configured ones, each required to exist, or `/`.
     pub fn effective_project_roots(&self) -> Result<Roots> {
         if self.project_roots.is_empty() {
-            Ok(Roots::usable(&crate::browse::default_roots()))
+            Ok(Roots::single(std::path::PathBuf::from("/")))
         } else {
             Roots::existing("project_root", &self.project_roots)
         }

@@ -266,10 +266,13 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     // A mistyped browse root is an error naming it, not a silent fall-back to home.
     hub_core::browse::FolderBrowser::try_new(&args.browse_roots)?;
     let mut config = args.store.config(mode)?;
-    config.project_roots = if args.project_roots.is_empty() {
+    // Served to others: confined to the project roots, else the browse roots, else home.
+    config.project_roots = if !args.project_roots.is_empty() {
+        args.project_roots
+    } else if !args.browse_roots.is_empty() {
         args.browse_roots.clone()
     } else {
-        args.project_roots
+        hub_core::browse::default_roots()
     };
     let hub = Hub::open(config).await?;
     let options = ServeOptions {

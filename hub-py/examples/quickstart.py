@@ -8,7 +8,6 @@ The folder's `hub.toml` (or the default CommandCenter stack) says what runs. Typ
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 
@@ -20,9 +19,7 @@ def show(status: TaskStatus) -> None:
 
 
 def main(folder: str) -> int:
-    # Project folders must lie inside the project roots; here, the folder itself is the root.
-    root = os.path.dirname(os.path.abspath(folder))
-    with Hub(data_dir=tempfile.mkdtemp(prefix="hub-quickstart-"), project_roots=[root]) as hub:
+    with Hub(data_dir=tempfile.mkdtemp(prefix="hub-quickstart-")) as hub:
         project = hub.create_project("Quickstart", folder)
         print(project)
         try:

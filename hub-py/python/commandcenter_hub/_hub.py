@@ -143,9 +143,9 @@ class Hub:
       ``hub worker``) on the same folder runs the tasks. Use it beside a server: closing a
       client never touches the server's tasks, and its handles follow them all the same.
 
-    ``project_roots`` lists the folders project folders must lie inside (default: your home
-    folder); each must exist. The hub often runs beside the Docker socket, so this is what
-    containers may reach through bind mounts.
+    ``project_roots`` lists the folders project folders must lie inside; each must exist
+    (default: any folder). Set it when paths come from others: the hub often runs beside the
+    Docker socket, and a project folder is what containers may reach through bind mounts.
     """
 
     def __init__(

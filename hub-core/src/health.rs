@@ -125,13 +125,15 @@ where
 
 /// Runs a first round of `round` now (each check is bounded, so this takes at most
 /// [`CHECK_TIMEOUT`]), then one every [`CHECK_INTERVAL`] in the background until `stop` is
-/// cancelled.
+/// cancelled or a round finds nothing left to check (`None`: the hub is gone).
 pub(crate) async fn start_probe<R, F>(board: HealthBoard, stop: CancellationToken, round: R)
 where
     R: Fn() -> F + Send + 'static,
-    F: Future<Output = HealthReport> + Send,
+    F: Future<Output = Option<HealthReport>> + Send,
 {
-    board.publish(round().await);
+    if let Some(report) = round().await {
+        board.publish(report);
+    }
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -142,6 +144,7 @@ where
                 report = round() => report,
                 () = stop.cancelled() => return,
             };
+            let Some(report) = report else { return };
             if report != board.report() {
                 tracing::info!(
                     database = %report.database.describe(),

@@ -288,13 +288,7 @@ impl Hub {
             move || {
                 let inner = weak.upgrade();
                 async move {
-                    let Some(inner) = inner else {
-                        return HealthReport {
-                            database: ComponentState::Unknown,
-                            task_backend: ComponentState::Unknown,
-                            docker: ComponentState::Unknown,
-                        };
-                    };
+                    let inner = inner?;
                     let (database, task_backend, docker) = tokio::join!(
                         health::check("the database", inner.registry.database().ping()),
                         // A lookup that goes through the store's writer: a wedged writer shows.
@@ -305,11 +299,11 @@ impl Hub {
                             inner.orchestrator.runtime().ping().await.map(|_| ())
                         }),
                     );
-                    HealthReport {
+                    Some(HealthReport {
                         database,
                         task_backend,
                         docker,
-                    }
+                    })
                 }
             },
         )
@@ -339,7 +333,12 @@ impl Hub {
             Err(err) => ComponentState::Down(err.to_string()),
         };
         self.inner.health.set_docker(state);
-        result
+        match result {
+            // Only an engine that cannot be reached refuses the submission; an odd answer from
+            // one that can is the task's to meet.
+            Err(err @ HubError::RuntimeUnavailable { .. }) => Err(err),
+            _ => Ok(()),
+        }
     }
 
     /// Fails with `conflict` while a task for `project` is queued or running.

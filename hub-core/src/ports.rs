@@ -441,6 +441,11 @@ impl PortAllocator {
         Ok(None)
     }
 
+    /// Whether a project holds `port`, as this allocator last saw it.
+    pub fn is_held(&self, port: u16) -> bool {
+        self.held.contains(port)
+    }
+
     /// Whether proposals should be probed on the host.
     pub fn probes_host(&self) -> bool {
         self.config.probe_host

@@ -170,27 +170,30 @@ impl Registry {
     ) -> Result<(PortSet, Reservation)> {
         let mut busy = HashSet::new();
         loop {
-            let (proposed, probes, reservation) = {
+            let (proposed, probes, reservation, unowned) = {
                 let allocator = self.allocator.lock().await;
                 let mut reserved = lock(&self.reserved);
                 let exclude: HashSet<u16> = busy.union(&reserved).copied().collect();
                 let proposed = allocator.propose(request, &exclude)?;
                 let ports: Vec<u16> = proposed.iter().map(|(_, port)| port).collect();
                 reserved.extend(ports.iter().copied());
+                let owned = |port: u16| own.is_some_and(|own| own.iter().any(|(_, o)| o == port));
+                // Ports the project holds may be busy with its own stack; a requested port
+                // another project holds is a `port_conflict` naming it, decided at confirm.
+                let unowned: Vec<u16> = ports
+                    .iter()
+                    .copied()
+                    .filter(|port| !owned(*port) && !allocator.is_held(*port))
+                    .collect();
                 let reservation = Reservation {
                     reserved: self.reserved.clone(),
                     ports,
                 };
-                (proposed, allocator.probes_host(), reservation)
+                (proposed, allocator.probes_host(), reservation, unowned)
             };
             if !probes {
                 return Ok((proposed, reservation));
             }
-            let unowned: Vec<u16> = proposed
-                .iter()
-                .map(|(_, port)| port)
-                .filter(|port| own.is_none_or(|own| !own.iter().any(|(_, o)| o == *port)))
-                .collect();
             let found = probe_busy(unowned).await?;
             if found.is_empty() {
                 return Ok((proposed, reservation));

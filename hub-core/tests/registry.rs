@@ -436,6 +436,20 @@ async fn explicit_ports_are_honoured_or_refused_with_the_reason() {
         .unwrap_err();
     assert_code(&err, ErrorCode::PortConflict);
     assert!(err.to_string().contains("Custom"), "{err}");
+    // Also while the holder's stack has it bound: the holder is named, not "busy on the host".
+    let bound = TcpListener::bind(("0.0.0.0", 18080)).unwrap();
+    let err = fx
+        .hub
+        .create_project(
+            NewProject::new("Clash", fx.folder("clash")).with_ports(PortRequest {
+                redis: Some(18080),
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap_err();
+    assert_code(&err, ErrorCode::PortConflict);
+    drop(bound);
 
     // Out of range, or the same port twice.
     let err = fx

@@ -20,6 +20,8 @@ need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v busybox >/dev/null || need+=(busybox-static)
 command -v dockerd >/dev/null || need+=(docker.io)
+# `script` gives the command-line tests a pseudo-terminal for the live progress bar.
+command -v script >/dev/null || need+=(bsdutils)
 if ((${#need[@]})); then
     if [ "$(id -u)" -eq 0 ]; then
         apt-get update -qq

@@ -12,6 +12,8 @@ use hub_http::ServeOptions;
 use tracing_subscriber::EnvFilter;
 use utoipa::OpenApi;
 
+mod cli;
+
 /// CommandCenter Hub: many local multi-container project stacks side by side, without port clashes.
 #[derive(Debug, Parser)]
 #[command(
@@ -23,9 +25,15 @@ use utoipa::OpenApi;
         gives each its own set of host ports, and starts, stops and restarts its containers on \
         the Docker engine as background tasks you can follow.\n\nStart with `hub serve` and \
         open http://127.0.0.1:9002/; `hub <command> --help` tells more. Every flag can also be \
-        set with its HUB_* environment variable."
+        set with its HUB_* environment variable.",
+    after_long_help = "Exit codes of the client commands (ls, add, start, …): 0 done; 1 the \
+        operation failed (a task ended in FAILURE, the hub refused the request); 2 usage; 3 no \
+        hub answers at --url; 4 no such project, service or task; 130 interrupted."
 )]
 struct Cli {
+    #[command(flatten)]
+    address: cli::HubAddress,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -41,6 +49,13 @@ enum Command {
     Openapi,
     /// Print an example stack file (`hub.toml`): the default CommandCenter stack.
     StackTemplate,
+    /// Print shell completions: `hub completions bash > /etc/bash_completion.d/hub`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    #[command(flatten)]
+    Client(cli::ClientCommand),
 }
 
 /// Where the hub keeps its state, and how it runs tasks: shared by `serve` and `worker`.
@@ -130,10 +145,6 @@ struct ServeArgs {
     #[arg(long, env = "HUB_NO_WORKER")]
     no_worker: bool,
 
-    /// Require this bearer token on every route but /health.
-    #[arg(long, env = "HUB_API_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-
     /// Allow cross-origin requests from these origins (repeat, or comma-separate). Off by default.
     #[arg(long = "cors-origin", env = "HUB_CORS_ORIGINS", value_delimiter = ',')]
     cors_origins: Vec<String>,
@@ -173,27 +184,44 @@ struct WorkerArgs {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    init_logging();
-    let result = match Cli::parse().command {
+    use std::io::Write;
+    let Cli { address, command } = Cli::parse();
+    let logs = matches!(command, Command::Serve(_) | Command::Worker(_));
+    if logs {
+        init_logging();
+    }
+    let result = match command {
+        // The client commands print for people, not logs: one line per error, and an exit
+        // code that says what went wrong.
+        Command::Client(command) => {
+            return std::process::ExitCode::from(cli::run(&address, command).await as u8);
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "hub", &mut std::io::stdout());
+            Ok(())
+        }
         Command::StackTemplate => {
-            use std::io::Write;
             let _ = write!(std::io::stdout(), "{}", hub_core::stack::DEFAULT_STACK_TOML);
             Ok(())
         }
-        Command::Serve(args) => serve(*args).await,
-        Command::Worker(args) => worker(*args).await,
         Command::Openapi => hub_http::openapi::ApiDoc::openapi()
             .to_pretty_json()
             .map(|json| {
-                use std::io::Write;
                 let _ = writeln!(std::io::stdout(), "{json}");
             })
             .map_err(Into::into),
+        Command::Serve(args) => serve(*args, address.token).await,
+        Command::Worker(args) => worker(*args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!("{err}");
+            if logs {
+                tracing::error!("{err}");
+            } else {
+                let _ = writeln!(std::io::stderr(), "hub: {err}");
+            }
             std::process::ExitCode::FAILURE
         }
     }
@@ -243,7 +271,7 @@ fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
     escaped.into()
 }
 
-async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+async fn serve(args: ServeArgs, token: Option<String>) -> Result<(), Box<dyn std::error::Error>> {
     let mode = if args.no_worker {
         HubMode::Client
     } else {
@@ -276,7 +304,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     let hub = Hub::open(config).await?;
     let options = ServeOptions {
-        token: args.token,
+        token,
         cors_origins: args.cors_origins,
         browse_roots: args.browse_roots,
         body_limit: Some(args.body_limit),

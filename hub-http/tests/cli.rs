@@ -1,0 +1,190 @@
+//! The `hub` client commands, run as the real binary against a real `hub serve` on the real
+//! Docker engine.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on setup failure by design
+
+mod common;
+
+use std::process::Output;
+
+use common::{FOUR_SERVICES, HubProcess};
+use tempfile::TempDir;
+
+/// Runs `hub ARGS` against the hub at `port` (no terminal: plain output).
+async fn hub(port: u16, args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_hub"))
+        .args(args)
+        .env("HUB_URL", format!("http://127.0.0.1:{port}"))
+        .env_remove("HUB_API_TOKEN")
+        .output()
+        .await
+        .unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// add → ls → start (a line per step) → status → logs → stop → rm, then a start that fails on
+/// a busy port, then the live bar in a pseudo-terminal. One test: the stacks share the engine's
+/// default ports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_drives_a_stack_from_add_to_rm() {
+    let dir = TempDir::new().unwrap();
+    let server = HubProcess::start(&dir.path().join("state"), &[]).await;
+    let port = server.port;
+    let tag = uuid::Uuid::new_v4().simple().to_string()[..6].to_owned();
+    let name = format!("cli-{tag}");
+    let folder = dir.path().join(&name);
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("hub.toml"), FOUR_SERVICES).unwrap();
+
+    let added = hub(port, &["add", folder.to_str().unwrap()]).await;
+    assert!(added.status.success(), "{}", stderr(&added));
+    assert!(stdout(&added).contains("backend"), "{}", stdout(&added));
+
+    let listed = hub(port, &["ls"]).await;
+    assert!(listed.status.success());
+    let table = stdout(&listed);
+    assert!(table.contains("NAME") && table.contains(&name), "{table}");
+    assert!(table.contains("stopped"), "{table}");
+    assert!(
+        !table.contains('\u{1b}'),
+        "no colour off a terminal: {table:?}"
+    );
+    let json = hub(port, &["ls", "--json"]).await;
+    let projects: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(projects[0]["name"], name.as_str());
+
+    let started = hub(port, &["start", &name]).await;
+    let lines = stdout(&started);
+    assert_eq!(
+        started.status.code(),
+        Some(0),
+        "{lines}\n{}",
+        stderr(&started)
+    );
+    let steps: Vec<&str> = lines.lines().collect();
+    assert!(steps.len() >= 5, "a line per step: {lines}");
+    assert!(
+        steps.iter().any(|l| l.contains("Creating network")),
+        "{lines}"
+    );
+    assert!(steps.last().unwrap().contains("SUCCESS 100%"), "{lines}");
+
+    let status = hub(port, &["status", &name]).await;
+    let text = stdout(&status);
+    assert!(status.status.success(), "{}", stderr(&status));
+    for service in ["backend", "frontend", "cache", "db"] {
+        assert!(text.contains(service), "{text}");
+    }
+    assert!(text.contains("→ 127.0.0.1:"), "{text}");
+    assert!(text.contains("running"), "{text}");
+
+    let logs = hub(port, &["logs", &name, "cache", "-n", "5"]).await;
+    assert!(logs.status.success(), "{}", stderr(&logs));
+    let printed = stdout(&logs);
+    let count = printed.lines().count();
+    assert!((1..=5).contains(&count), "{printed}");
+    assert!(
+        printed.contains("Ready to accept connections") || count == 5,
+        "{printed}"
+    );
+
+    let missing = hub(port, &["logs", &name, "nope"]).await;
+    assert_eq!(missing.status.code(), Some(4), "{}", stderr(&missing));
+
+    let stopped = hub(port, &["stop", &name]).await;
+    assert_eq!(stopped.status.code(), Some(0), "{}", stderr(&stopped));
+
+    // A busy port: the start fails, exit 1, with the task's error code in the message.
+    let project: serde_json::Value = projects[0].clone();
+    let backend = project["backend_port"].as_u64().unwrap() as u16;
+    let squatter = std::net::TcpListener::bind(("0.0.0.0", backend)).unwrap();
+    let failed = hub(port, &["start", &name]).await;
+    assert_eq!(failed.status.code(), Some(1), "{}", stdout(&failed));
+    assert!(
+        stderr(&failed).contains("port_in_use"),
+        "{}",
+        stderr(&failed)
+    );
+    drop(squatter);
+
+    // In a pseudo-terminal: one bar, redrawn in place, that ends at 100 %.
+    let typescript = dir.path().join("typescript");
+    let command = format!(
+        "{} --url http://127.0.0.1:{port} start {name}",
+        env!("CARGO_BIN_EXE_hub")
+    );
+    let pty = tokio::process::Command::new("script")
+        .args(["-qfec", &command, typescript.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    assert!(pty.status.success(), "{}", stderr(&pty));
+    let screen = std::fs::read_to_string(&typescript).unwrap();
+    assert!(
+        screen.contains("\r\u{1b}[2K"),
+        "redrawn in place: {screen:?}"
+    );
+    assert!(screen.matches('%').count() > 3, "{screen:?}");
+    let last = screen.rsplit('\r').find(|s| s.contains('%')).unwrap();
+    assert!(last.contains("100%"), "ends at 100 %: {last:?}");
+    assert!(!screen.contains("\n2%"), "no line per step on a terminal");
+
+    let removed = hub(port, &["rm", &name, "--data", "--yes"]).await;
+    assert!(removed.status.success(), "{}", stderr(&removed));
+    let listed = hub(port, &["ls", "--json"]).await;
+    assert_eq!(stdout(&listed).trim(), "[]");
+}
+
+/// Without a hub: exit 3 and how to start one. Unknown names: exit 4. Usage: exit 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_codes_say_what_went_wrong() {
+    let nobody = common::free_port();
+    let output = hub(nobody, &["ls"]).await;
+    assert_eq!(output.status.code(), Some(3));
+    assert!(stderr(&output).contains("hub serve"), "{}", stderr(&output));
+
+    let dir = TempDir::new().unwrap();
+    let server = HubProcess::start(&dir.path().join("state"), &[]).await;
+    let output = hub(server.port, &["status", "no-such-project"]).await;
+    assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
+    let output = hub(server.port, &["rm", "whatever"]).await;
+    assert_eq!(output.status.code(), Some(4));
+    let output = hub(server.port, &["start"]).await;
+    assert_eq!(output.status.code(), Some(2), "NAME is required");
+
+    // A name with spaces is found by its display name.
+    let folder = dir.path().join("spaced");
+    std::fs::create_dir_all(&folder).unwrap();
+    let added = hub(
+        server.port,
+        &["add", folder.to_str().unwrap(), "--name", "My Spaced App"],
+    )
+    .await;
+    assert!(added.status.success(), "{}", stderr(&added));
+    let status = hub(server.port, &["status", "my spaced app", "--json"]).await;
+    assert!(status.status.success(), "{}", stderr(&status));
+    let open = hub(server.port, &["open", "My Spaced App"]).await;
+    assert!(
+        stdout(&open).starts_with("http://127.0.0.1:"),
+        "{}",
+        stdout(&open)
+    );
+    let tasks = hub(server.port, &["tasks", "--project", "my-spaced-app"]).await;
+    assert!(tasks.status.success(), "{}", stderr(&tasks));
+    assert!(stdout(&tasks).contains("TASK"), "{}", stdout(&tasks));
+    let cancel = hub(server.port, &["cancel", &uuid::Uuid::new_v4().to_string()]).await;
+    assert_eq!(cancel.status.code(), Some(4), "{}", stderr(&cancel));
+    let rm = hub(server.port, &["rm", "My Spaced App"]).await;
+    assert_eq!(rm.status.code(), Some(2), "no terminal, no --yes: refused");
+
+    let completions = hub(server.port, &["completions", "bash"]).await;
+    assert!(completions.status.success());
+    assert!(stdout(&completions).contains("_hub"));
+}

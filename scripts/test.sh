@@ -20,8 +20,9 @@ need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v busybox >/dev/null || need+=(busybox-static)
 command -v dockerd >/dev/null || need+=(docker.io)
-# `script` gives the command-line tests a pseudo-terminal for the live progress bar.
+# `script` and tmux give the command-line tests a terminal (live progress bar, Ctrl-C).
 command -v script >/dev/null || need+=(bsdutils)
+command -v tmux >/dev/null || need+=(tmux)
 if ((${#need[@]})); then
     if [ "$(id -u)" -eq 0 ]; then
         apt-get update -qq

@@ -188,3 +188,101 @@ async fn exit_codes_say_what_went_wrong() {
     assert!(completions.status.success());
     assert!(stdout(&completions).contains("_hub"));
 }
+
+/// A start that waits on a health check that never passes.
+const STUCK: &str = r#"
+[hub]
+health_timeout = "5m"
+stop_grace = "1s"
+[services.stuck]
+image = "hubtest/busybox:latest"
+command = ["/bin/sleep", "600"]
+healthcheck = { test = ["CMD", "/bin/false"], interval = "1s", retries = 1000 }
+"#;
+
+/// Ctrl-C while following, in a real terminal (tmux): the command asks, and `y` cancels the
+/// operation — the task ends REVOKED; a second run answered `n` leaves it running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_asks_whether_to_cancel_the_operation() {
+    let dir = TempDir::new().unwrap();
+    let server = HubProcess::start(&dir.path().join("state"), &[]).await;
+    let tag = uuid::Uuid::new_v4().simple().to_string()[..6].to_owned();
+    let project = server
+        .project(dir.path(), &format!("stuck-{tag}"), STUCK)
+        .await;
+    let slug = project["slug"].as_str().unwrap().to_owned();
+    let session = format!("hub-cli-{tag}");
+    let tmux = |args: &[&str]| {
+        let status = std::process::Command::new("tmux")
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(status.success(), "tmux {args:?}");
+    };
+    let screen = || {
+        let out = std::process::Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &session])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let wait_for = |what: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let shown = screen();
+            if shown.contains(what) {
+                return shown;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {what:?} on screen:\n{shown}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    let command = format!(
+        "{} --url http://127.0.0.1:{} start {slug}; echo EXIT=$?; sleep 600",
+        env!("CARGO_BIN_EXE_hub"),
+        server.port
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-x",
+        "160",
+        "-y",
+        "20",
+        "-s",
+        &session,
+        &command,
+    ]);
+    wait_for("Waiting for stuck");
+    tmux(&["send-keys", "-t", &session, "C-c"]);
+    wait_for("Cancel the operation");
+    tmux(&["send-keys", "-t", &session, "y", "Enter"]);
+    let shown = wait_for("EXIT=");
+    assert!(shown.contains("cancelled"), "{shown}");
+    assert!(shown.contains("EXIT=130"), "{shown}");
+    tmux(&["kill-session", "-t", &session]);
+
+    let (_, tasks) = server.get("/api/tasks?limit=1").await;
+    let task = &tasks[0];
+    let id = task["task_id"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, status) = server.get(&format!("/api/tasks/{id}/status")).await;
+        if status["state"] == "REVOKED" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let (_, removed) = server
+        .call(
+            "DELETE",
+            &format!("/api/projects/{}?delete_data=true", project["id"]),
+            None,
+        )
+        .await;
+    assert!(removed.is_object(), "{removed}");
+}

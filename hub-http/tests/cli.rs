@@ -7,7 +7,7 @@ mod common;
 
 use std::process::Output;
 
-use common::{FOUR_SERVICES, HubProcess};
+use common::{FOUR_SERVICES, HubProcess, NEVER_HEALTHY};
 use tempfile::TempDir;
 
 /// Runs `hub ARGS` against the hub at `port` (no terminal: plain output).
@@ -189,17 +189,6 @@ async fn exit_codes_say_what_went_wrong() {
     assert!(stdout(&completions).contains("_hub"));
 }
 
-/// A start that waits on a health check that never passes.
-const STUCK: &str = r#"
-[hub]
-health_timeout = "5m"
-stop_grace = "1s"
-[services.stuck]
-image = "hubtest/busybox:latest"
-command = ["/bin/sleep", "600"]
-healthcheck = { test = ["CMD", "/bin/false"], interval = "1s", retries = 1000 }
-"#;
-
 /// Ctrl-C while following, in a real terminal (tmux): the command asks, and `y` cancels the
 /// operation — the task ends REVOKED; a second run answered `n` leaves it running.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,7 +197,7 @@ async fn ctrl_c_asks_whether_to_cancel_the_operation() {
     let server = HubProcess::start(&dir.path().join("state"), &[]).await;
     let tag = uuid::Uuid::new_v4().simple().to_string()[..6].to_owned();
     let project = server
-        .project(dir.path(), &format!("stuck-{tag}"), STUCK)
+        .project(dir.path(), &format!("stuck-{tag}"), NEVER_HEALTHY)
         .await;
     let slug = project["slug"].as_str().unwrap().to_owned();
     let session = format!("hub-cli-{tag}");

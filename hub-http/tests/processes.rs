@@ -10,23 +10,12 @@ use std::collections::{HashMap, HashSet};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{HubProcess, Sse, send_signal, spawn_worker};
+use common::{HubProcess, NEVER_HEALTHY, Sse, send_signal, spawn_worker};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
 /// Leases short enough for a test: a lost worker is noticed within about three seconds.
 const SHORT_LEASE: [&str; 4] = ["--task-lease", "2", "--task-heartbeat", "0.5"];
-
-/// A stack whose start waits on a health check that never passes: the task stays running.
-const NEVER_HEALTHY: &str = r#"
-[hub]
-health_timeout = "5m"
-stop_grace = "1s"
-[services.stuck]
-image = "hubtest/busybox:latest"
-command = ["/bin/sleep", "600"]
-healthcheck = { test = ["CMD", "/bin/false"], interval = "1s", retries = 1000 }
-"#;
 
 /// A stack whose service turns healthy five seconds after it starts.
 const SLOW_HEALTHY: &str = r#"

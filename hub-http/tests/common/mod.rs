@@ -14,6 +14,17 @@ use tokio::net::TcpStream;
 /// The 4-service test stack (`tests/fixtures/four-services.toml`).
 pub const FOUR_SERVICES: &str = include_str!("../../../tests/fixtures/four-services.toml");
 
+/// A stack whose start waits on a health check that never passes: the task stays running.
+pub const NEVER_HEALTHY: &str = r#"
+[hub]
+health_timeout = "5m"
+stop_grace = "1s"
+[services.stuck]
+image = "hubtest/busybox:latest"
+command = ["/bin/sleep", "600"]
+healthcheck = { test = ["CMD", "/bin/false"], interval = "1s", retries = 1000 }
+"#;
+
 /// A running `hub serve`.
 pub struct HubProcess {
     pub child: Child,

@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -132,10 +132,17 @@ async fn refuse(mut stream: TcpStream) {
     let _ = stream.shutdown().await;
 }
 
-/// When a connection last moved a byte.
+/// When a connection last moved a byte, and whether it is waiting on its client.
+///
+/// Idle means *the client* is holding things up: the request is still arriving (the last byte
+/// moved was read, no answer begun) or the answer cannot be written (the client stopped
+/// reading). A quiet answer in progress (a followed log, an event stream between events) is
+/// the server's own pace, not idleness; between requests, the header timeout applies.
 struct Activity {
     started: Instant,
     last_ms: AtomicU64,
+    last_was_read: AtomicBool,
+    write_blocked: AtomicBool,
 }
 
 impl Activity {
@@ -143,23 +150,41 @@ impl Activity {
         Activity {
             started: Instant::now(),
             last_ms: AtomicU64::new(0),
+            last_was_read: AtomicBool::new(true),
+            write_blocked: AtomicBool::new(false),
         }
     }
 
-    fn touch(&self) {
+    fn touch(&self, read: bool) {
         let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_ms.store(now, Ordering::Relaxed);
+        self.last_was_read.store(read, Ordering::Relaxed);
+        if !read {
+            self.write_blocked.store(false, Ordering::Relaxed);
+        }
     }
 
-    /// Resolves once no byte has moved for `limit`.
+    fn waiting_on_client(&self) -> bool {
+        self.last_was_read.load(Ordering::Relaxed) || self.write_blocked.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once the connection has waited on its client for `limit` (detected within
+    /// twice that).
     async fn idle_for(&self, limit: Duration) {
         loop {
             let last = self.started + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
             let deadline = last + limit;
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if now >= deadline && self.waiting_on_client() {
                 return;
             }
-            tokio::time::sleep_until(deadline.into()).await;
+            // Quiet but serving at its own pace: look again a period later.
+            let wake = if now >= deadline {
+                now + limit
+            } else {
+                deadline
+            };
+            tokio::time::sleep_until(wake.into()).await;
         }
     }
 }
@@ -179,7 +204,7 @@ impl AsyncRead for Watched {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.touch();
+            self.activity.touch(true);
         }
         polled
     }
@@ -192,8 +217,10 @@ impl AsyncWrite for Watched {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
+        match polled {
+            Poll::Ready(Ok(n)) if n > 0 => self.activity.touch(false),
+            Poll::Pending => self.activity.write_blocked.store(true, Ordering::Relaxed),
+            _ => {}
         }
         polled
     }

@@ -641,6 +641,22 @@ async fn slow_clients_are_timed_out_and_connections_capped() {
         "a stalled body is closed after the idle timeout"
     );
 
+    // A quiet answer in progress is not idleness: an event stream outlives the idle timeout.
+    let mut events = TcpStream::connect(("127.0.0.1", hub.port)).await.unwrap();
+    events
+        .write_all(b"GET /api/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = events.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains(" 200 "));
+    tokio::time::sleep(std::time::Duration::from_millis(4500)).await;
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), events.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(n > 0, "the event stream was cut by the idle timeout");
+
     // The cap: with every permit taken, a new client hears 503 at once.
     let capped = HubProcess::start(&dir.path().join("capped"), &["--max-connections", "3"]).await;
     let mut held = Vec::new();

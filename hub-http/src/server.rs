@@ -55,6 +55,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let mut refused: u64 = 0;
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -71,7 +72,11 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, limit = limits.max_connections, "connection cap reached: refusing");
+            // Logged at 1, 2, 4, 8, … refusals: a flood must not flood the log too.
+            refused += 1;
+            if refused.is_power_of_two() {
+                tracing::warn!(%peer, refused, limit = limits.max_connections, "connection cap reached: refusing");
+            }
             tokio::spawn(refuse(stream));
             continue;
         };

@@ -184,9 +184,13 @@ async fn add(
 }
 
 async fn operate(client: &Client, action: &str, op: Operation) -> Result<Exit, CliError> {
-    let mut started = Vec::new();
+    // Every name is resolved before anything is submitted: a typo starts nothing.
+    let mut projects = Vec::with_capacity(op.names.len());
     for name in &op.names {
-        let project = client.project(name).await?;
+        projects.push(client.project(name).await?);
+    }
+    let mut started = Vec::new();
+    for project in projects {
         let id = project["id"].as_i64().unwrap_or_default();
         let accepted = client
             .post(&format!("/api/orchestration/{id}/{action}"), &json!({}))

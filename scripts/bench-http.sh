@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# The HTTP figures of the performance issue, measured in one run against their references, and
+# printed as ratios (this machine is shared and noisy: ratios travel, absolute figures do not).
+#
+#   bash scripts/bench-http.sh [DURATION_SECONDS]
+#
+# Builds the release `hub` and the no-op axum server (examples/noop_server.rs), starts both on
+# loopback with a throwaway data folder, and measures with wrk (Debian package `wrk`):
+#   - GET /api/tasks/{id}/status and GET /health, against the no-op handler (wrk -t2 -c32);
+#   - POST /api/orchestration/{id}/start → 202, one fresh empty-stack project per request,
+#     sequential (1 connection) and at 32 connections: latency percentiles;
+#   - queue drain: how fast those starts reach SUCCESS;
+#   - GET /api/projects with 1,000 projects; the PSS of `hub serve` at the end.
+# Run by hand, not by CI. Needs no Docker engine (empty stacks start without one... but the hub
+# refuses starts while an engine is down, so a running engine is expected: scripts/docker-up.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+duration=${1:-10}
+command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 1; }
+target=${CARGO_TARGET_DIR:-$PWD/target}
+
+cargo build --release --quiet -p hub-http --bin hub
+cargo build --release --quiet --example noop_server
+work=$(mktemp -d)
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+noop_port=$(free_port)
+hub_port=$(free_port)
+"$target/release/examples/noop_server" "127.0.0.1:$noop_port" &
+noop_pid=$!
+mkdir -p "$work/projects"
+HUB_LOG=warn "$target/release/hub" serve --bind "127.0.0.1:$hub_port" --data-dir "$work/state" \
+    --project-root "$work/projects" --result-expires 0 >"$work/hub.log" 2>&1 &
+hub_pid=$!
+trap 'kill $noop_pid $hub_pid 2>/dev/null; rm -rf "$work"' EXIT
+hub="http://127.0.0.1:$hub_port"
+for _ in $(seq 1 100); do curl -sf "$hub/health" >/dev/null && break; sleep 0.1; done
+
+# Projects with empty stacks: a start costs the hub's own path only.
+# The default layout's roles overlap after ~500 slots (frontend 3000+10k meets backend 8000+10j),
+# so about 3,000 projects fit.
+projects=${BENCH_PROJECTS:-2800}
+python3 - "$hub" "$work/projects" "$projects" <<'PY'
+import json, os, sys, urllib.error, urllib.request
+hub, root, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+for i in range(count):
+    folder = os.path.join(root, f"p{i}")
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "hub.toml"), "w") as f:
+        f.write("# no services\n")
+    body = json.dumps({"name": f"p{i}", "path": folder}).encode()
+    req = urllib.request.Request(hub + "/api/projects", body, {"Content-Type": "application/json"})
+    try:
+        urllib.request.urlopen(req).read()
+    except urllib.error.HTTPError as err:
+        sys.exit(f"registering project {i}: {err.code} {err.read().decode()}")
+PY
+task=$(curl -sf -X POST "$hub/api/orchestration/1/start" | python3 -c 'import json,sys; print(json.load(sys.stdin)["task_id"])')
+sleep 1
+
+rps() { wrk -t2 -c32 -d"${duration}s" "$1" | awk '/Requests\/sec/ {print $2}'; }
+echo "== throughput (wrk -t2 -c32, ${duration}s each)"
+noop=$(rps "http://127.0.0.1:$noop_port/")
+status=$(rps "$hub/api/tasks/$task/status")
+health=$(rps "$hub/health")
+
+# One POST per project, ids 2.. (1 was started above); wrk stops after its duration.
+cat >"$work/start.lua" <<'LUA'
+local counter = 1
+local threads = {}
+function setup(thread)
+  thread:set("first", #threads)
+  table.insert(threads, thread)
+end
+function init(args)
+  step = tonumber(args[1])
+  id = tonumber(args[2]) + first
+  last = tonumber(args[3])
+end
+request = function()
+  id = id + step
+  return wrk.format("POST", "/api/orchestration/" .. id .. "/start")
+end
+response = function()
+  -- Every project once: stop before running out of fresh ones.
+  if id + step > last then wrk.thread:stop() end
+end
+LUA
+latency() { # connections, seconds, first project id - 1, last project id
+    wrk -t"$1" -c"$1" -d"$2s" --latency -s "$work/start.lua" "$hub" -- "$1" "$3" "$4" \
+        | awk '/ 50%/ {p50=$2} / 99%/ {p99=$2} /Requests\/sec/ {r=$2} /Non-2xx/ {bad=$NF} END {printf "p50 %s p99 %s (%s req/s, non-2xx %s)\n", p50, p99, r, bad+0}'
+}
+echo "== POST /start → 202, one fresh project each"
+began=$(date +%s.%N)
+sequential=$(latency 1 2 1 $((projects / 2)))
+concurrent=$(latency 32 2 $((projects / 2)) "$projects")
+python3 - "$hub" "$began" <<'PY' >"$work/drain"
+import json, sys, time, urllib.request
+hub, began = sys.argv[1], float(sys.argv[2])
+while True:
+    with urllib.request.urlopen(hub + "/api/tasks?state=PENDING,STARTED,BUILDING,RUNNING&limit=1") as r:
+        if not json.load(r):
+            break
+    time.sleep(0.05)
+elapsed = time.time() - began
+with urllib.request.urlopen(hub + "/api/monitoring") as r:
+    total = sum(k["succeeded"] for k in json.load(r)["kinds"] if k["kind"] == "start_project")
+print(f"{total} starts SUCCESS in {elapsed:.2f} s = {total / elapsed:.0f} tasks/s")
+PY
+
+list_ms=$(python3 - "$hub" <<'PY'
+import sys, time, urllib.request
+hub = sys.argv[1]
+samples = []
+for _ in range(30):
+    t = time.perf_counter()
+    body = urllib.request.urlopen(hub + "/api/projects").read()
+    samples.append((time.perf_counter() - t) * 1000)
+samples.sort()
+print(f"{samples[len(samples)//2]:.1f} ms p50, {len(body) // 1024} KB")
+PY
+)
+pss=$(awk '/^Pss:/ {print $2}' "/proc/$hub_pid/smaps_rollup")
+
+ratio() { python3 -c "print(f'{$1 / $2 * 100:.0f} %')"; }
+echo
+printf '%-44s %-28s %s\n' figure measured "ratio / note"
+printf '%-44s %-28s %s\n' "no-op axum handler (reference)" "$noop req/s" "100 %"
+printf '%-44s %-28s %s\n' "GET /api/tasks/{id}/status" "$status req/s" "$(ratio "$status" "$noop") of the no-op"
+printf '%-44s %-28s %s\n' "GET /health" "$health req/s" "$(ratio "$health" "$noop") of the no-op"
+printf '%-44s %-28s %s\n' "POST /start, sequential" "$sequential" ""
+printf '%-44s %-28s %s\n' "POST /start, 32 connections" "$concurrent" ""
+printf '%-44s %-28s %s\n' "queue drain (empty stacks, 2 workers)" "$(cat "$work/drain")" ""
+printf '%-44s %-28s %s\n' "GET /api/projects ($projects projects)" "$list_ms" ""
+printf '%-44s %-28s %s\n' "PSS of hub serve" "$((pss / 1024)) MB" ""

@@ -139,10 +139,12 @@ impl Client {
         if err.is_connect() || err.is_timeout() {
             CliError {
                 code: Exit::NoHub,
-                message: format!("no hub answers at {}", self.base),
-                hint: Some(
-                    "start one with `hub serve`, or point --url / HUB_URL at a running hub".into(),
+                message: format!(
+                    "no hub answers at {}: start one with `hub serve` (or point --url / HUB_URL \
+                     at a running hub)",
+                    self.base
                 ),
+                hint: None,
             }
         } else {
             CliError::failed(format!("talking to the hub at {}: {err}", self.base))

@@ -753,3 +753,91 @@ async fn names_are_unambiguous_and_foreign_objects_are_never_touched() {
         fx.purge(project).await;
     }
 }
+
+/// A volume created by an earlier version under the old naming (`hub-<slug>-<volume>`) keeps
+/// serving its project after the upgrade — its data stays in use — while a volume of that old
+/// name that is not the project's is never taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volumes_named_by_an_earlier_version_keep_their_data() {
+    let fx = fixture(32500).await;
+    let p = fx.project("legacy", &sleeper("probe")).await;
+    assert_success(&fx.start(&p).await);
+    // The ownership label an earlier version would have set on the project's volumes.
+    let owner = fx
+        .hub
+        .runtime()
+        .volume_labels(&format!("hub-{}_probe", p.slug))
+        .await
+        .unwrap()
+        .unwrap()[labels::PROJECT]
+        .clone();
+    assert_success(&fx.stop(&p).await);
+
+    let legacy = format!("hub-{}-keep", p.slug);
+    let label = format!("{}={owner}", labels::PROJECT);
+    assert!(docker(&["volume", "create", "--label", &label, &legacy]).await);
+    let seed = format!("{legacy}:/data");
+    assert!(
+        docker(&[
+            "run",
+            "--rm",
+            "-v",
+            &seed,
+            "hubtest/busybox:latest",
+            "/bin/sh",
+            "-c",
+            "echo kept > /data/marker"
+        ])
+        .await
+    );
+    let foreign = format!("hub-{}-other", p.slug);
+    assert!(docker(&["volume", "create", &foreign]).await);
+
+    let stack = format!(
+        "{}volumes = [\"keep:/data\", \"other:/other\"]\n",
+        sleeper("keep").replace("volumes = [\"keep:/data\"]\n", "")
+    );
+    std::fs::write(p.path.join("hub.toml"), stack).unwrap();
+    assert_success(&fx.start(&p).await);
+    let container = format!("hub-{}_app", p.slug);
+    let check = |path: &'static str| {
+        let runtime = fx.hub.runtime();
+        let container = container.clone();
+        async move {
+            runtime
+                .exec(
+                    &container,
+                    &["/bin/sh".into(), "-c".into(), format!("test -f {path}")],
+                )
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        check("/data/marker").await,
+        0,
+        "the old volume is mounted, data and all"
+    );
+    let volumes = fx.volumes(&p).await;
+    assert!(
+        !volumes.contains(&format!("hub-{}_keep", p.slug)),
+        "{volumes:?}"
+    );
+    assert!(
+        volumes.contains(&format!("hub-{}_other", p.slug)),
+        "not the foreign one: {volumes:?}"
+    );
+
+    assert_success(&fx.stop(&p).await);
+    fx.purge(&p).await;
+    assert!(
+        fx.hub
+            .runtime()
+            .volume_labels(&legacy)
+            .await
+            .unwrap()
+            .is_none(),
+        "removed with the project's data"
+    );
+    assert!(docker(&["volume", "rm", &foreign]).await);
+}

@@ -164,13 +164,14 @@ impl Orchestrator {
             .await;
         let stack = StackSpec::load(&project.path).await?;
         let vars = self.variables(project);
+        let volumes = self.engine_volumes(project, &stack).await?;
         let specs: HashMap<&str, ContainerSpec> = stack
             .services
             .iter()
             .map(|service| {
                 Ok((
                     service.name.as_str(),
-                    self.container_spec(project, &stack, service, &vars)?,
+                    self.container_spec(project, &stack, service, &vars, &volumes)?,
                 ))
             })
             .collect::<Result<_, TaskError>>()?;
@@ -231,16 +232,7 @@ impl Orchestrator {
                 lock(created).network = Some(network.clone());
             }
         }
-        let volumes: BTreeMap<String, &str> = stack
-            .services
-            .iter()
-            .flat_map(|s| &s.volumes)
-            .filter_map(|mount| match mount {
-                Mount::Volume { name, .. } => Some((volume_name(project, name), name.as_str())),
-                Mount::Bind { .. } => None,
-            })
-            .collect();
-        for (volume, short) in &volumes {
+        for (short, volume) in &volumes {
             if self
                 .ensure_owned(
                     project,
@@ -469,7 +461,9 @@ impl Orchestrator {
                 format!("{}/{service}", project.slug),
             ))
         })?;
-        let container = self.container_spec(project, &stack, spec, &self.variables(project))?;
+        let volumes = self.engine_volumes(project, &stack).await?;
+        let container =
+            self.container_spec(project, &stack, spec, &self.variables(project), &volumes)?;
         phase
             .report(TaskState::Restarting, 10, format!("Stopping {service}"))
             .await;
@@ -497,7 +491,10 @@ impl Orchestrator {
                 self.ensure_owned(
                     project,
                     Entity::Volume,
-                    &volume_name(project, name),
+                    volumes
+                        .get(name)
+                        .map_or_else(|| volume_name(project, name), Clone::clone)
+                        .as_str(),
                     self.resource_labels(project, labels::COMPOSE_VOLUME, name),
                 )
                 .await?;
@@ -535,6 +532,7 @@ impl Orchestrator {
         stack: &StackSpec,
         service: &ServiceSpec,
         vars: &BTreeMap<&'static str, String>,
+        engine_volumes: &BTreeMap<String, String>,
     ) -> Result<ContainerSpec, TaskError> {
         let mut env = Vec::with_capacity(service.environment.len());
         for (key, value) in &service.environment {
@@ -566,7 +564,11 @@ impl Orchestrator {
         for mount in &service.volumes {
             match mount {
                 Mount::Volume { name, target } => {
-                    volumes.push((volume_name(project, name), target.clone()));
+                    let engine = engine_volumes
+                        .get(name)
+                        .cloned()
+                        .unwrap_or_else(|| volume_name(project, name));
+                    volumes.push((engine, target.clone()));
                 }
                 Mount::Bind {
                     source,

@@ -63,6 +63,12 @@ pub fn volume_name(project: &Project, volume: &str) -> String {
     format!("hub-{}_{volume}", project.slug)
 }
 
+/// The name a volume had before names became unambiguous (`hub-<slug>-<volume>`): a project
+/// registered then keeps its data, as long as the volume carries its ownership label.
+fn legacy_volume_name(project: &Project, volume: &str) -> String {
+    format!("hub-{}-{volume}", project.slug)
+}
+
 /// One service as the engine runs it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -347,6 +353,37 @@ impl Orchestrator {
             Ensured::Existing(found) if self.owns(project, &found) => Ok(false),
             Ensured::Existing(found) => Err(self.taken(project, entity, name, &found)),
         }
+    }
+
+    /// The engine name of each named volume of `stack` (short name → engine name): the current
+    /// scheme, or the volume an earlier version created under the old one when it exists and
+    /// is this project's, so that an upgrade keeps the project's data.
+    async fn engine_volumes(
+        &self,
+        project: &Project,
+        stack: &StackSpec,
+    ) -> Result<BTreeMap<String, String>> {
+        let mut names = BTreeMap::new();
+        for mount in stack.services.iter().flat_map(|s| &s.volumes) {
+            let crate::stack::Mount::Volume { name, .. } = mount else {
+                continue;
+            };
+            if names.contains_key(name) {
+                continue;
+            }
+            let current = volume_name(project, name);
+            let mut chosen = current.clone();
+            if self.runtime.volume_labels(&current).await?.is_none() {
+                let legacy = legacy_volume_name(project, name);
+                if let Some(found) = self.runtime.volume_labels(&legacy).await?
+                    && self.owns(project, &found)
+                {
+                    chosen = legacy;
+                }
+            }
+            names.insert(name.clone(), chosen);
+        }
+        Ok(names)
     }
 
     /// Removes the project's networks, leaving any network of the same name it does not own.

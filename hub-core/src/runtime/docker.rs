@@ -327,6 +327,15 @@ impl Runtime for DockerRuntime {
         }
     }
 
+    async fn volume_labels(&self, name: &str) -> Result<Option<HashMap<String, String>>> {
+        let client = self.client().await?;
+        match client.inspect_volume(name).await {
+            Ok(volume) => Ok(Some(volume.labels)),
+            Err(err) if is_not_found(&err) => Ok(None),
+            Err(err) => Err(self.fail("inspect", Object::Volume(name), err).await),
+        }
+    }
+
     async fn remove_volume(&self, name: &str) -> Result<()> {
         let client = self.client().await?;
         let options = RemoveVolumeOptions { force: true };

@@ -196,6 +196,9 @@ pub trait Runtime: Send + Sync + 'static {
     /// Creates volume `name` unless it exists; an existing one is returned with its labels.
     async fn ensure_volume(&self, name: &str, labels: HashMap<String, String>) -> Result<Ensured>;
 
+    /// The labels of volume `name`, if it exists.
+    async fn volume_labels(&self, name: &str) -> Result<Option<HashMap<String, String>>>;
+
     /// Removes volume `name`; a missing one is fine.
     async fn remove_volume(&self, name: &str) -> Result<()>;
 

@@ -410,8 +410,15 @@ impl Orchestrator {
         let mut seen = HashSet::new();
         if let Some(stack) = &stack {
             for spec in &stack.services {
-                let name = container_name(project, &spec.name);
-                let running = containers.iter().find(|c| c.name == name);
+                // By the service label, not the name: a container started by an earlier
+                // version (or before a rename) is still this service's.
+                let running = containers
+                    .iter()
+                    .find(|c| c.labels.get(labels::SERVICE) == Some(&spec.name));
+                let name = running.map_or_else(
+                    || container_name(project, &spec.name),
+                    |c| c.name.clone(),
+                );
                 seen.insert(name.clone());
                 services.push(ServiceStatus {
                     name: spec.name.clone(),

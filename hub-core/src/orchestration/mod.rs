@@ -415,10 +415,8 @@ impl Orchestrator {
                 let running = containers
                     .iter()
                     .find(|c| c.labels.get(labels::SERVICE) == Some(&spec.name));
-                let name = running.map_or_else(
-                    || container_name(project, &spec.name),
-                    |c| c.name.clone(),
-                );
+                let name =
+                    running.map_or_else(|| container_name(project, &spec.name), |c| c.name.clone());
                 seen.insert(name.clone());
                 services.push(ServiceStatus {
                     name: spec.name.clone(),

@@ -56,7 +56,8 @@ cargo test --workspace --locked
 
 step "schemathesis: fuzzing the HTTP API from /openapi.json"
 # A hub of its own (temporary data, browse root and port); the never-ending event streams are
-# covered by the end-to-end tests instead.
+# covered by the end-to-end tests instead. `filter_too_much` is hypothesis judging its own
+# generator (some seeds draw few valid path parameters), not a finding about the API.
 fuzz=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 mkdir -p "$fuzz/browse"
@@ -70,7 +71,8 @@ for _ in $(seq 1 100); do
 done
 "$venv/bin/st" run "http://127.0.0.1:$port/openapi.json" \
     --checks not_a_server_error,response_schema_conformance \
-    --max-examples 30 --request-timeout 10 --exclude-path-regex 'events$'
+    --max-examples 30 --request-timeout 10 --exclude-path-regex 'events$' \
+    --suppress-health-check=filter_too_much
 
 step "property tests: hostile paths and names against a real hub (hypothesis)"
 HUB_BIN="$CARGO_TARGET_DIR/debug/hub" "$venv/bin/python" -m pytest -q -p no:cacheprovider \

@@ -189,8 +189,8 @@ async fn exit_codes_say_what_went_wrong() {
     assert!(stdout(&completions).contains("_hub"));
 }
 
-/// Ctrl-C while following, in a real terminal (tmux): the command asks, and `y` cancels the
-/// operation — the task ends REVOKED; a second run answered `n` leaves it running.
+/// Ctrl-C in a real terminal (tmux): `logs -f` ends cleanly; while following a start, the
+/// command asks, and `y` cancels the operation — the task ends REVOKED.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_asks_whether_to_cancel_the_operation() {
     let dir = TempDir::new().unwrap();
@@ -208,17 +208,17 @@ async fn ctrl_c_asks_whether_to_cancel_the_operation() {
             .unwrap();
         assert!(status.success(), "tmux {args:?}");
     };
-    let screen = || {
+    let screen = |session: &str| {
         let out = std::process::Command::new("tmux")
-            .args(["capture-pane", "-p", "-t", &session])
+            .args(["capture-pane", "-p", "-t", session])
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let wait_for = |what: &str| {
+    let wait_on = |session: &str, what: &str| {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
-            let shown = screen();
+            let shown = screen(session);
             if shown.contains(what) {
                 return shown;
             }
@@ -245,7 +245,27 @@ async fn ctrl_c_asks_whether_to_cancel_the_operation() {
         &session,
         &command,
     ]);
+    let wait_for = |what: &str| wait_on(&session, what);
     wait_for("Waiting for stuck");
+
+    // Meanwhile `logs -f` follows the waiting service; Ctrl-C ends it cleanly, exit 0.
+    let logs_session = format!("{session}-logs");
+    let follow = format!(
+        "{} --url http://127.0.0.1:{} logs {slug} stuck -f; echo EXIT=$?; sleep 600",
+        env!("CARGO_BIN_EXE_hub"),
+        server.port
+    );
+    tmux(&["new-session", "-d", "-s", &logs_session, &follow]);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(
+        !screen(&logs_session).contains("EXIT="),
+        "logs -f keeps following"
+    );
+    tmux(&["send-keys", "-t", &logs_session, "C-c"]);
+    let shown = wait_on(&logs_session, "EXIT=");
+    assert!(shown.contains("EXIT=0"), "{shown}");
+    tmux(&["kill-session", "-t", &logs_session]);
+
     tmux(&["send-keys", "-t", &session, "C-c"]);
     wait_for("Cancel the operation");
     tmux(&["send-keys", "-t", &session, "y", "Enter"]);

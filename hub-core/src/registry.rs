@@ -76,11 +76,6 @@ impl Registry {
         &self.db
     }
 
-    /// The folders project folders must lie inside.
-    pub fn project_roots(&self) -> &Roots {
-        &self.roots
-    }
-
     /// Checks a project folder off the async threads (it reads the file system).
     async fn checked_path(&self, path: PathBuf) -> Result<String> {
         let roots = self.roots.clone();

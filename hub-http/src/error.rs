@@ -251,17 +251,30 @@ fn path_of<E: std::error::Error + 'static>(rejection: &dyn std::error::Error) ->
     None
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        #[derive(Serialize)]
-        struct Envelope<'a> {
-            error: &'a ErrorBody,
-            detail: &'a str,
-        }
-        let envelope = Envelope {
+/// The one error shape on the wire.
+#[derive(Serialize)]
+struct Envelope<'a> {
+    error: &'a ErrorBody,
+    detail: &'a str,
+}
+
+impl ApiError {
+    fn envelope(&self) -> Envelope<'_> {
+        Envelope {
             error: &self.body,
             detail: &self.body.message,
-        };
-        (self.status, Json(envelope)).into_response()
+        }
+    }
+
+    /// The JSON body, for answers written below axum (the accept loop's 503).
+    pub fn to_json(&self) -> String {
+        // Strings only: serialising cannot fail.
+        serde_json::to_string(&self.envelope()).unwrap_or_default()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.envelope())).into_response()
     }
 }

@@ -20,6 +20,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+use crate::{ApiError, HttpCode};
+
 /// Connection limits of [`serve`].
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -118,15 +120,14 @@ pub async fn serve(
 
 /// Answers an over-the-cap client with a 503 in the hub's error shape, and closes.
 async fn refuse(mut stream: TcpStream) {
-    let message = "too many open connections; try again";
-    let body = serde_json::json!({
-        "error": {"code": "overloaded", "message": message},
-        "detail": message,
-    })
-    .to_string();
+    let error = ApiError::http(HttpCode::Overloaded, "too many open connections; try again");
+    let status = error.status();
+    let body = error.to_json();
     let response = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\n\
          connection: close\r\nretry-after: 1\r\ncontent-length: {}\r\n\r\n{body}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or_default(),
         body.len()
     );
     let _ = tokio::time::timeout(

@@ -8,7 +8,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::health::wait_ready;
-use super::{Orchestrator, container_name, stack_name, volume_name};
+use super::{Orchestrator, container_name, engine_volume, stack_name};
 use crate::error::Entity;
 use crate::ports::{PortRole, probe_busy};
 use crate::project::{Health, Project, ProjectStatus};
@@ -491,10 +491,7 @@ impl Orchestrator {
                 self.ensure_owned(
                     project,
                     Entity::Volume,
-                    volumes
-                        .get(name)
-                        .map_or_else(|| volume_name(project, name), Clone::clone)
-                        .as_str(),
+                    &engine_volume(&volumes, project, name),
                     self.resource_labels(project, labels::COMPOSE_VOLUME, name),
                 )
                 .await?;
@@ -564,11 +561,7 @@ impl Orchestrator {
         for mount in &service.volumes {
             match mount {
                 Mount::Volume { name, target } => {
-                    let engine = engine_volumes
-                        .get(name)
-                        .cloned()
-                        .unwrap_or_else(|| volume_name(project, name));
-                    volumes.push((engine, target.clone()));
+                    volumes.push((engine_volume(engine_volumes, project, name), target.clone()));
                 }
                 Mount::Bind {
                     source,

@@ -63,6 +63,14 @@ pub fn volume_name(project: &Project, volume: &str) -> String {
     format!("hub-{}_{volume}", project.slug)
 }
 
+/// The engine name of stack volume `short`, as [`Orchestrator::engine_volumes`] chose it.
+fn engine_volume(volumes: &BTreeMap<String, String>, project: &Project, short: &str) -> String {
+    volumes
+        .get(short)
+        .cloned()
+        .unwrap_or_else(|| volume_name(project, short))
+}
+
 /// The name a volume had before names became unambiguous (`hub-<slug>-<volume>`): a project
 /// registered then keeps its data, as long as the volume carries its ownership label.
 fn legacy_volume_name(project: &Project, volume: &str) -> String {

@@ -11,7 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, KeepAliveStream, Sse};
 use futures_util::Stream;
-use hub_core::tasks::{EventCursor, EventSubscription, TaskEvent, TaskRecord, WatchItem};
+use hub_core::tasks::{EventCursor, TaskEvent, TaskRecord, WatchItem};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -61,14 +61,14 @@ where
     Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
 }
 
-/// The next event, or `None` once the response stream is gone (the client hung up): the
+/// What `next` gives, or `None` once the response stream is gone (the client hung up): a
 /// subscription is dropped then, not at the next event, which may be hours away.
-async fn next_unless_gone(
-    subscription: &mut EventSubscription,
+async fn unless_gone<T>(
+    next: impl Future<Output = Option<T>>,
     tx: &mpsc::Sender<Result<Event, Infallible>>,
-) -> Option<TaskEvent> {
+) -> Option<T> {
     tokio::select! {
-        event = subscription.recv() => event,
+        item = next => item,
         () = tx.closed() => None,
     }
 }
@@ -88,14 +88,7 @@ pub(crate) async fn task_events(
     let mut watch = state.hub.watch(id, last_event_id(&headers)).await?;
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
-        loop {
-            let item = tokio::select! {
-                item = watch.next() => item,
-                () = tx.closed() => return,
-            };
-            let Some(WatchItem { seq, task }) = item else {
-                return;
-            };
+        while let Some(WatchItem { seq, task }) = unless_gone(watch.next(), &tx).await {
             if tx.send(Ok(task_event(seq, &task))).await.is_err() {
                 return;
             }
@@ -127,7 +120,7 @@ pub(crate) async fn all_events(
     let mut subscription = state.hub.subscribe(last_event_id(&headers)).await?;
     let (tx, rx) = mpsc::channel(256);
     tokio::spawn(async move {
-        while let Some(TaskEvent { seq, task }) = next_unless_gone(&mut subscription, &tx).await {
+        while let Some(TaskEvent { seq, task }) = unless_gone(subscription.recv(), &tx).await {
             if query.project_id.is_some() && task.project_id != query.project_id {
                 continue;
             }

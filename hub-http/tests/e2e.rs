@@ -8,7 +8,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{FOUR_SERVICES, HubProcess, Sse, request};
+use common::{FOUR_SERVICES, HubProcess, NEVER_HEALTHY, Sse, request};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -175,14 +175,7 @@ async fn sse_delivers_progress_in_order_and_resumes_with_last_event_id() {
 async fn a_running_start_can_be_revoked() {
     let dir = TempDir::new().unwrap();
     let hub = HubProcess::start(&dir.path().join("state"), &[]).await;
-    let stack = r#"
-[hub]
-health_timeout = "5m"
-[services.stuck]
-image = "hubtest/busybox:latest"
-command = ["/bin/sleep", "600"]
-healthcheck = { test = ["CMD", "/bin/false"], interval = "1s", retries = 1000 }
-"#;
+    let stack = NEVER_HEALTHY;
     let tag = uuid::Uuid::new_v4().simple().to_string()[..6].to_owned();
     let project = hub
         .project(dir.path(), &format!("revoke-{tag}"), stack)
@@ -659,15 +652,32 @@ async fn slow_clients_are_timed_out_and_connections_capped() {
 
     // The cap: with every permit taken, a new client hears 503 at once.
     let capped = HubProcess::start(&dir.path().join("capped"), &["--max-connections", "3"]).await;
-    let mut held = Vec::new();
-    for _ in 0..3 {
-        held.push(
-            TcpStream::connect(("127.0.0.1", capped.port))
-                .await
-                .unwrap(),
+    // Hold every permit. The readiness probe's own connection may still hold one for a moment,
+    // so a held connection that was refused (it reads a 503 and EOF) is opened again until all
+    // three are in.
+    let mut held: Vec<TcpStream> = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        while held.len() < 3 {
+            held.push(
+                TcpStream::connect(("127.0.0.1", capped.port))
+                    .await
+                    .unwrap(),
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let mut probe = [0u8; 1];
+        held.retain(|stream| {
+            matches!(stream.try_read(&mut probe), Err(err) if err.kind() == std::io::ErrorKind::WouldBlock)
+        });
+        if held.len() == 3 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "could not hold every permit"
         );
     }
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let (status, text) = request(capped.port, "GET", "/health", None, &[])
         .await
         .unwrap();

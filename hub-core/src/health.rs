@@ -102,6 +102,11 @@ impl HealthBoard {
         lock(&self.report).clone()
     }
 
+    /// Whether the engine was up at the last check (without copying the report).
+    pub(crate) fn docker_up(&self) -> bool {
+        lock(&self.report).docker == ComponentState::Up
+    }
+
     /// Records a check of the engine made outside the probe (at a submission).
     pub(crate) fn set_docker(&self, state: ComponentState) {
         lock(&self.report).docker = state;

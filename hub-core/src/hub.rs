@@ -315,9 +315,7 @@ impl Hub {
     /// is gone is a 503 at submission rather than a failed task). Only where this process runs
     /// tasks: a client's workers may be elsewhere.
     async fn ensure_engine_up(&self) -> Result<()> {
-        if !self.inner.config.mode.runs_tasks()
-            || self.inner.health.report().docker == ComponentState::Up
-        {
+        if !self.inner.config.mode.runs_tasks() || self.inner.health.docker_up() {
             return Ok(());
         }
         let runtime = self.inner.orchestrator.runtime();

@@ -9,9 +9,11 @@
 
 pub mod backend;
 pub mod config;
+mod events;
 pub mod handler;
 pub mod local;
 pub mod model;
+pub(crate) mod run;
 mod store;
 pub mod watch;
 

@@ -543,6 +543,125 @@ impl Default for TaskQuery {
     }
 }
 
+/// A change a worker makes to a task it holds; [`TaskRecord::apply`] decides whether the rules
+/// allow it.
+#[derive(Debug, Clone)]
+pub(crate) enum Change {
+    Start,
+    Progress {
+        state: TaskState,
+        percent: u8,
+        status: Option<String>,
+    },
+    Finish {
+        state: TaskState,
+        result: Option<serde_json::Value>,
+        error: Option<TaskError>,
+    },
+}
+
+impl TaskRecord {
+    /// Applies `change`, made by `worker`, if the rules allow it: states only move forward,
+    /// progress never goes down, nothing changes after a terminal state, success means 100 %.
+    /// Returns whether the record changed.
+    pub(crate) fn apply(&mut self, change: Change, worker: &str) -> bool {
+        let now = Utc::now();
+        match change {
+            Change::Start => {
+                if !self.state.can_move_to(TaskState::Started) {
+                    return false;
+                }
+                self.state = TaskState::Started;
+                self.worker = Some(worker.to_owned());
+                self.started_at = Some(now);
+            }
+            Change::Progress {
+                state,
+                percent,
+                status,
+            } => {
+                if !self.state.can_move_to(state) {
+                    return false;
+                }
+                self.state = state;
+                self.progress = self.progress.max(percent.min(100));
+                self.status = status;
+            }
+            Change::Finish {
+                state,
+                result,
+                error,
+            } => {
+                if !self.state.can_move_to(state) {
+                    return false;
+                }
+                self.state = state;
+                if state == TaskState::Success {
+                    self.progress = 100;
+                }
+                self.result = result;
+                self.error = error;
+                self.finished_at = Some(now);
+            }
+        }
+        true
+    }
+
+    /// What becomes of this task, running when its worker `lost_worker` was lost: a kind safe
+    /// to retry runs again (attempt + 1) while attempts remain; otherwise it ends `FAILURE`,
+    /// `worker_lost` once its attempts are used up, `interrupted` for a kind not safe to retry.
+    pub(crate) fn after_worker_lost(
+        &self,
+        retryable: bool,
+        max_attempts: u32,
+        lost_worker: &str,
+    ) -> LostVerdict {
+        if retryable && self.attempt < max_attempts {
+            return LostVerdict::Retry(TaskRecord {
+                state: TaskState::Pending,
+                progress: 0,
+                status: None,
+                result: None,
+                error: None,
+                attempt: self.attempt + 1,
+                worker: None,
+                started_at: None,
+                finished_at: None,
+                ..self.clone()
+            });
+        }
+        let (code, message) = if retryable {
+            (
+                codes::WORKER_LOST,
+                format!(
+                    "its worker {lost_worker} was lost on attempt {} of {max_attempts}",
+                    self.attempt
+                ),
+            )
+        } else {
+            (
+                codes::INTERRUPTED,
+                format!("its worker {lost_worker} stopped while the task ran (lease expired)"),
+            )
+        };
+        LostVerdict::Fail(TaskRecord {
+            state: TaskState::Failure,
+            error: Some(TaskError::new(code, message)),
+            finished_at: Some(Utc::now()),
+            ..self.clone()
+        })
+    }
+}
+
+/// What becomes of a task whose worker was lost mid-run.
+#[derive(Debug, Clone)]
+pub(crate) enum LostVerdict {
+    /// It runs again: the record of its next attempt, queued.
+    Retry(TaskRecord),
+    /// It ended: the failed record.
+    Fail(TaskRecord),
+}
+
 /// Why a handler's cancellation token fired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -10,8 +10,8 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use super::model::{
-    KindCounts, TaskError, TaskEvent, TaskId, TaskQuery, TaskRecord, TaskState, TimeLimits,
-    WorkerInfo, codes,
+    KindCounts, LostVerdict, TaskError, TaskEvent, TaskId, TaskQuery, TaskRecord, TaskState,
+    TimeLimits, WorkerInfo, codes,
 };
 use crate::db::{Database, from_millis, now_millis};
 use crate::error::{HubError, Result};
@@ -303,43 +303,26 @@ pub(crate) async fn reclaim_expired(
     .bind(now)
     .fetch_all(&mut *conn)
     .await?;
-    let finished_at = from_millis(now)?;
     for row in &rows {
         let mut task = stored_from_row(row)?;
         let lost_worker = task.owner.clone().unwrap_or_else(|| "unknown".into());
-        let record = &mut task.record;
-        if retryable.contains(&record.kind) && record.attempt < max_attempts {
-            record.state = TaskState::Pending;
-            record.attempt += 1;
-            record.progress = 0;
-            record.status = None;
-            record.worker = None;
-            record.started_at = None;
-            task.owner = None;
-            task.lease_until = None;
-            reclaimed.retried.push(task.record.clone());
-        } else {
-            let (code, message) = if retryable.contains(&record.kind) {
-                (
-                    codes::WORKER_LOST,
-                    format!(
-                        "its worker {lost_worker} was lost on attempt {} of {max_attempts}",
-                        record.attempt
-                    ),
-                )
-            } else {
-                (
-                    codes::INTERRUPTED,
-                    format!("its worker {lost_worker} stopped while the task ran (lease expired)"),
-                )
-            };
-            record.state = TaskState::Failure;
-            record.error = Some(TaskError::new(code, message));
-            record.finished_at = Some(finished_at);
-            task.exclusive_key = None;
-            task.owner = None;
-            task.lease_until = None;
-            reclaimed.failed.push(task.record.clone());
+        let verdict = task.record.after_worker_lost(
+            retryable.contains(&task.record.kind),
+            max_attempts,
+            &lost_worker,
+        );
+        task.owner = None;
+        task.lease_until = None;
+        match verdict {
+            LostVerdict::Retry(record) => {
+                task.record = record;
+                reclaimed.retried.push(task.record.clone());
+            }
+            LostVerdict::Fail(record) => {
+                task.record = record;
+                task.exclusive_key = None;
+                reclaimed.failed.push(task.record.clone());
+            }
         }
         // The whole row: the fence (owner, attempt) moves with it.
         sqlx::query(

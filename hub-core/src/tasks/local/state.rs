@@ -24,7 +24,7 @@ use crate::error::{HubError, Result};
 use crate::tasks::config::TaskConfig;
 use crate::tasks::handler::{Handlers, ProgressSink, TaskContext};
 use crate::tasks::model::{
-    CancelReason, TaskError, TaskEvent, TaskId, TaskRecord, TaskState, codes,
+    CancelReason, Change, TaskError, TaskEvent, TaskId, TaskRecord, TaskState, codes,
 };
 use crate::tasks::store::{self, StoredTask, WorkerRow};
 
@@ -85,21 +85,6 @@ pub(super) struct RunControl {
     pub(super) interrupt: Arc<Notify>,
     /// Aborts the handler when the backend is dropped.
     pub(super) abort: Option<AbortHandle>,
-}
-
-/// A state change, applied under the live lock by [`Shared::apply_locked`].
-pub(super) enum Change {
-    Start,
-    Progress {
-        state: TaskState,
-        percent: u8,
-        status: Option<String>,
-    },
-    Finish {
-        state: TaskState,
-        result: Option<serde_json::Value>,
-        error: Option<TaskError>,
-    },
 }
 
 impl Shared {
@@ -218,46 +203,12 @@ impl Shared {
         change: Change,
     ) -> Option<TaskRecord> {
         let task = live.tasks.get_mut(&id)?;
-        let record = &mut task.stored.record;
-        let now = Utc::now();
-        match change {
-            Change::Start => {
-                if !record.state.can_move_to(TaskState::Started) {
-                    return None;
-                }
-                record.state = TaskState::Started;
-                record.worker = Some(self.me.id.clone());
-                record.started_at = Some(now);
-            }
-            Change::Progress {
-                state,
-                percent,
-                status,
-            } => {
-                if !record.state.can_move_to(state) {
-                    return None;
-                }
-                record.state = state;
-                record.progress = record.progress.max(percent.min(100));
-                record.status = status;
-            }
-            Change::Finish {
-                state,
-                result,
-                error,
-            } => {
-                if !record.state.can_move_to(state) {
-                    return None;
-                }
-                record.state = state;
-                if state == TaskState::Success {
-                    record.progress = 100;
-                }
-                record.result = result;
-                record.error = error;
-                record.finished_at = Some(now);
-                task.stored.exclusive_key = None;
-            }
+        let finishes = matches!(change, Change::Finish { .. });
+        if !task.stored.record.apply(change, &self.me.id) {
+            return None;
+        }
+        if finishes {
+            task.stored.exclusive_key = None;
         }
         task.version += 1;
         let _ = self.writer.send(WriteOp::Put {

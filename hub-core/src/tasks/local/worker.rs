@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::state::{Change, RunControl, Shared, lock};
+use super::state::{RunControl, Shared, lock};
 use super::writer::WriteOp;
-use crate::tasks::handler::{JobResult, ProgressSink, TaskContext};
-use crate::tasks::model::{CancelReason, TaskError, TaskId, TaskState, codes};
+use crate::tasks::handler::{ProgressSink, TaskContext};
+use crate::tasks::model::{CancelReason, Change, TaskError, TaskId, TaskState};
+use crate::tasks::run::{RunSignals, supervise};
 use crate::tasks::store;
 
 pub(super) fn hostname() -> String {
@@ -39,15 +40,6 @@ pub(super) async fn worker_loop(shared: Arc<Shared>) {
         }
         run_task(&shared, id).await;
     }
-}
-
-/// How a handler's run ended.
-enum Outcome {
-    Returned(JobResult),
-    Panicked(String),
-    HardLimit,
-    RevokeGraceExpired,
-    Interrupted,
 }
 
 async fn run_task(shared: &Arc<Shared>, id: TaskId) {
@@ -94,111 +86,26 @@ async fn run_task(shared: &Arc<Shared>, id: TaskId) {
     };
     let (handler, ctx, payload, limits) = prepared;
 
-    let mut handle = {
-        let ctx = ctx.clone();
-        tokio::spawn(async move { handler.run(ctx, payload).await })
-    };
-    if let Some(run) = lock(&shared.live)
-        .tasks
-        .get_mut(&id)
-        .and_then(|t| t.run.as_mut())
-    {
-        run.abort = Some(handle.abort_handle());
-    }
-
-    let soft = tokio::time::sleep(limits.soft);
-    let hard = tokio::time::sleep(limits.hard);
-    tokio::pin!(soft, hard);
-    let mut soft_fired = false;
-    let mut grace: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
-    let outcome = loop {
-        tokio::select! {
-            joined = &mut handle => break match joined {
-                Ok(result) => Outcome::Returned(result),
-                Err(err) if err.is_panic() => Outcome::Panicked(panic_message(err.into_panic())),
-                Err(_) => Outcome::Interrupted,
-            },
-            () = &mut soft, if !soft_fired => {
-                soft_fired = true;
-                tracing::warn!(task = %id, "soft time limit reached");
-                ctx.cancel(CancelReason::SoftTimeLimit);
+    let signals = RunSignals { revoke, interrupt };
+    let ending = supervise(
+        handler,
+        ctx.clone(),
+        payload,
+        limits,
+        shared.config.revoke_grace,
+        &signals,
+        |abort| {
+            if let Some(run) = lock(&shared.live)
+                .tasks
+                .get_mut(&id)
+                .and_then(|t| t.run.as_mut())
+            {
+                run.abort = Some(abort);
             }
-            () = &mut hard => {
-                handle.abort();
-                break Outcome::HardLimit;
-            }
-            () = revoke.notified(), if grace.is_none() => {
-                ctx.cancel(CancelReason::Revoked);
-                grace = Some(Box::pin(tokio::time::sleep(shared.config.revoke_grace)));
-            }
-            () = async { if let Some(g) = grace.as_mut() { g.await } }, if grace.is_some() => {
-                handle.abort();
-                break Outcome::RevokeGraceExpired;
-            }
-            () = interrupt.notified() => {
-                handle.abort();
-                break Outcome::Interrupted;
-            }
-        }
-    };
-
+        },
+    )
+    .await;
     let reason = ctx.cancel_reason();
-    let (state, result, error) = match outcome {
-        Outcome::Returned(_) | Outcome::RevokeGraceExpired
-            if reason == Some(CancelReason::Revoked) =>
-        {
-            (
-                TaskState::Revoked,
-                None,
-                Some(TaskError::new("revoked", "revoked while running")),
-            )
-        }
-        Outcome::Returned(Ok(value)) => (TaskState::Success, Some(value), None),
-        Outcome::Returned(Err(err)) if reason == Some(CancelReason::Shutdown) => (
-            TaskState::Failure,
-            None,
-            Some(TaskError::new(
-                codes::INTERRUPTED,
-                format!(
-                    "the hub shut down while this task was running: {}",
-                    err.message
-                ),
-            )),
-        ),
-        Outcome::Returned(Err(err)) => (TaskState::Failure, None, Some(err)),
-        Outcome::Panicked(message) => (
-            TaskState::Failure,
-            None,
-            Some(TaskError::new(
-                codes::PANIC,
-                format!("the handler panicked: {message}"),
-            )),
-        ),
-        Outcome::HardLimit => (
-            TaskState::Failure,
-            None,
-            Some(TaskError::new(
-                codes::TIME_LIMIT,
-                format!(
-                    "hard time limit of {:?} exceeded; the task was aborted",
-                    limits.hard
-                ),
-            )),
-        ),
-        Outcome::RevokeGraceExpired => (
-            TaskState::Revoked,
-            None,
-            Some(TaskError::new("revoked", "revoked while running")),
-        ),
-        Outcome::Interrupted => (
-            TaskState::Failure,
-            None,
-            Some(TaskError::new(
-                codes::INTERRUPTED,
-                "the hub shut down while this task was running",
-            )),
-        ),
-    };
     {
         let mut live = lock(&shared.live);
         live.running = live.running.saturating_sub(1);
@@ -209,15 +116,7 @@ async fn run_task(shared: &Arc<Shared>, id: TaskId) {
             // Not this worker's any more: whatever the run ended with is discarded.
             live.tasks.remove(&id);
         } else {
-            shared.apply_locked(
-                &mut live,
-                id,
-                Change::Finish {
-                    state,
-                    result,
-                    error,
-                },
-            );
+            shared.apply_locked(&mut live, id, ending);
         }
     }
     shared.processed.fetch_add(1, Ordering::Relaxed);
@@ -226,14 +125,6 @@ async fn run_task(shared: &Arc<Shared>, id: TaskId) {
     if lock(&shared.live).queued == 0 {
         shared.hungry.notify_one();
     }
-}
-
-fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
 }
 
 pub(super) async fn sweep_loop(shared: Arc<Shared>) {

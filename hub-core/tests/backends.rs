@@ -9,3 +9,9 @@ mod suite;
 mod in_process {
     behaviour_suite!(crate::suite::Fixture::in_process());
 }
+
+/// The Redis backend, on a real `redis-server`.
+#[cfg(feature = "redis")]
+mod redis {
+    behaviour_suite!(crate::suite::Fixture::redis());
+}

@@ -10,12 +10,16 @@ use tokio::sync::broadcast;
 
 use super::config::TaskConfig;
 use super::handler::Handlers;
+use chrono::Utc;
+use uuid::Uuid;
+
 use super::model::{
-    BackendStats, EventCursor, JobRequest, TaskEvent, TaskId, TaskQuery, TaskRecord,
+    BackendStats, EventCursor, JobRequest, TaskEvent, TaskId, TaskQuery, TaskRecord, TaskState,
+    TimeLimits,
 };
 use crate::config::HubMode;
 use crate::db::Database;
-use crate::error::Result;
+use crate::error::{HubError, Result};
 
 /// Where tasks are queued, run, recorded and watched: the core every backend implements. The
 /// in-process backend is the default; a Redis backend serves workers on many hosts behind the
@@ -95,6 +99,89 @@ pub struct BackendContext {
 pub trait BackendFactory: Send + Sync {
     /// Opens the backend.
     async fn open(&self, context: BackendContext) -> Result<Arc<dyn TaskBackend>>;
+}
+
+/// A new task's record (`PENDING`, attempt 1) and its exclusive key, from a job: the checks
+/// and defaults every backend applies at enqueue. A process that runs tasks refuses kinds it
+/// has no handler for; a client trusts the workers to know them.
+pub(crate) fn new_task(
+    job: JobRequest,
+    config: &TaskConfig,
+    mode: HubMode,
+    handlers: &Handlers,
+) -> Result<(TaskRecord, Option<String>)> {
+    if mode.runs_tasks() && !handlers.contains(&job.kind) {
+        return Err(HubError::invalid(
+            "kind",
+            format!("no handler is registered for job kind '{}'", job.kind),
+        ));
+    }
+    let limits = TimeLimits {
+        soft: job.options.soft_time_limit.unwrap_or(config.limits.soft),
+        hard: job.options.hard_time_limit.unwrap_or(config.limits.hard),
+    };
+    if limits.hard.is_zero() {
+        return Err(HubError::invalid("hard_time_limit", "must be above zero"));
+    }
+    let queue = match job.options.queue {
+        Some(queue) => {
+            validate_queue_name("queue", &queue)?;
+            queue
+        }
+        None => config.default_queue.clone(),
+    };
+    let record = TaskRecord {
+        id: Uuid::new_v4(),
+        kind: job.kind,
+        queue,
+        project_id: job.project_id,
+        payload: job.payload,
+        state: TaskState::Pending,
+        progress: 0,
+        status: None,
+        result: None,
+        error: None,
+        attempt: 1,
+        worker: None,
+        queued_at: Utc::now(),
+        started_at: None,
+        finished_at: None,
+        limits,
+    };
+    Ok((record, job.options.exclusive_key))
+}
+
+/// The `conflict` an enqueue meets when `holder` (its kind and id) holds exclusive key `key`.
+pub(crate) fn key_held(key: &str, holder: &str) -> HubError {
+    HubError::Conflict {
+        message: format!(
+            "another operation ({holder}) is still running for {key}; wait for it or revoke it"
+        ),
+    }
+}
+
+/// Longest queue name.
+pub const MAX_QUEUE_NAME: usize = 64;
+
+/// Checks a queue name: 1 to 64 letters, digits, `.`, `_`, `-` or `:` (it becomes part of a
+/// store key and of command lines).
+pub fn validate_queue_name(field: &str, name: &str) -> Result<()> {
+    let valid = !name.is_empty()
+        && name.len() <= MAX_QUEUE_NAME
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'));
+    if valid {
+        Ok(())
+    } else {
+        Err(HubError::invalid(
+            field,
+            format!(
+                "queue name '{}' must be 1 to {MAX_QUEUE_NAME} letters, digits, '.', '_', '-' or ':'",
+                name.escape_debug()
+            ),
+        ))
+    }
 }
 
 /// A subscriber's view of the event stream: buffered events first, then live ones.

@@ -15,6 +15,9 @@ pub enum BackendKind {
     /// Tokio workers inside the hub process, records in the hub's database (the default).
     #[default]
     InProcess,
+    /// Redis streams and hashes shared by workers in any process on any host (feature `redis`).
+    #[cfg(feature = "redis")]
+    Redis(super::redis::RedisSettings),
 }
 
 impl BackendKind {
@@ -22,6 +25,10 @@ impl BackendKind {
     pub fn factory(&self) -> std::sync::Arc<dyn super::BackendFactory> {
         match self {
             BackendKind::InProcess => std::sync::Arc::new(super::local::LocalBackendFactory),
+            #[cfg(feature = "redis")]
+            BackendKind::Redis(settings) => {
+                std::sync::Arc::new(super::redis::RedisBackendFactory::new(settings.clone()))
+            }
         }
     }
 }
@@ -34,7 +41,7 @@ pub struct TaskConfig {
     pub backend: BackendKind,
     /// Tasks run at once (workers); default 2, like the original's Celery concurrency.
     pub concurrency: u32,
-    /// Queue for jobs that name none (default `orchestration`).
+    /// Queue for jobs that name none (default `default`).
     pub default_queue: String,
     /// Default soft (3600 s) and hard (7200 s) time limits.
     pub limits: TimeLimits,
@@ -78,7 +85,7 @@ impl Default for TaskConfig {
         TaskConfig {
             backend: BackendKind::InProcess,
             concurrency: 2,
-            default_queue: "orchestration".into(),
+            default_queue: "default".into(),
             limits: TimeLimits::default(),
             result_expires: Duration::from_secs(3600),
             sweep_interval: Duration::from_secs(60),
@@ -100,12 +107,6 @@ impl TaskConfig {
     pub fn validate(&self) -> Result<()> {
         if self.concurrency == 0 {
             return Err(HubError::invalid("tasks.concurrency", "must be at least 1"));
-        }
-        if self.default_queue.trim().is_empty() {
-            return Err(HubError::invalid(
-                "tasks.default_queue",
-                "must not be empty",
-            ));
         }
         if self.limits.hard.is_zero() {
             return Err(HubError::invalid("tasks.limits.hard", "must be above zero"));
@@ -137,8 +138,9 @@ impl TaskConfig {
                 "must be above zero",
             ));
         }
-        if self.queues.iter().any(|q| q.trim().is_empty()) {
-            return Err(HubError::invalid("tasks.queues", "a queue name is empty"));
+        super::backend::validate_queue_name("tasks.default_queue", &self.default_queue)?;
+        for queue in &self.queues {
+            super::backend::validate_queue_name("tasks.queues", queue)?;
         }
         Ok(())
     }

@@ -5,14 +5,19 @@
 //! - [`handler`] — [`JobHandler`]s per job kind and the [`TaskContext`] they report through;
 //! - [`local`] — the in-process backend (the default): tokio workers, the hub's database as the
 //!   one store every process shares;
+//! - [`redis`] (feature `redis`) — the Redis backend: workers in other processes and on other
+//!   hosts;
 //! - [`config`] — [`TaskConfig`].
 
 pub mod backend;
 pub mod config;
 mod events;
 pub mod handler;
+mod identity;
 pub mod local;
 pub mod model;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub(crate) mod run;
 mod store;
 pub mod watch;
@@ -28,4 +33,6 @@ pub use model::{
     KindCounts, MAX_LIST_LIMIT, QueueInfo, TaskError, TaskEvent, TaskId, TaskQuery, TaskRecord,
     TaskState, TaskStatus, TimeLimits, WorkerInfo, codes,
 };
+#[cfg(feature = "redis")]
+pub use redis::{RedisBackend, RedisBackendFactory, RedisSettings};
 pub use watch::{TaskWatch, WatchItem};

@@ -670,18 +670,7 @@ pub(crate) async fn queue_depths(db: &Database) -> Result<Vec<(String, u64, u64)
     Ok(depths)
 }
 
-/// A worker process as registered in the store.
-#[derive(Debug, Clone)]
-pub(crate) struct WorkerRow {
-    pub(crate) id: String,
-    pub(crate) name: String,
-    pub(crate) host: String,
-    pub(crate) pid: u32,
-    pub(crate) mode: String,
-    pub(crate) concurrency: u32,
-    pub(crate) queues: Vec<String>,
-    pub(crate) started_at: i64,
-}
+pub(crate) use super::identity::WorkerRow;
 
 /// Registers a worker with a fresh heartbeat.
 pub(crate) async fn register_worker(

@@ -21,11 +21,14 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::sync::{Mutex, Notify};
 
+/// Opens the backend of the store in a test's folder.
+type FactoryFor = dyn Fn(&std::path::Path) -> Arc<dyn BackendFactory> + Send + Sync;
+
 /// Opens hubs on one backend; several hubs opened on the same folder share one store.
 #[derive(Clone)]
 pub struct Fixture {
     name: &'static str,
-    factory: Arc<dyn BackendFactory>,
+    factory: Arc<FactoryFor>,
 }
 
 impl Fixture {
@@ -33,8 +36,33 @@ impl Fixture {
     pub fn in_process() -> Self {
         Fixture {
             name: "in_process",
-            factory: Arc::new(LocalBackendFactory),
+            factory: Arc::new(|_| Arc::new(LocalBackendFactory)),
         }
+    }
+
+    /// The Redis backend on the test Redis, under a key prefix of the test's folder.
+    #[cfg(feature = "redis")]
+    pub fn redis() -> Self {
+        let url = redis_server::url();
+        Fixture {
+            name: "redis",
+            factory: Arc::new(move |dir| {
+                let folder = dir
+                    .parent()
+                    .and_then(|d| d.file_name())
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                Arc::new(hub_core::tasks::RedisBackendFactory::new(
+                    hub_core::tasks::RedisSettings::new(url.clone())
+                        .prefix(format!("suite:{folder}:")),
+                ))
+            }),
+        }
+    }
+
+    /// The backend of the store kept in `state_dir`.
+    fn factory_for(&self, state_dir: &std::path::Path) -> SharedFactory {
+        SharedFactory((self.factory)(state_dir))
     }
 
     fn config(&self, dir: &TempDir, tasks: TaskConfig, mode: HubMode) -> HubConfig {
@@ -61,12 +89,57 @@ impl Fixture {
     ) -> Hub {
         let hub = Hub::builder(self.config(dir, tasks, mode))
             .handlers(handlers)
-            .task_backend(SharedFactory(self.factory.clone()))
+            .task_backend(self.factory_for(&dir.path().join("state")))
             .open()
             .await
             .unwrap();
         assert_eq!(hub.task_backend().name(), self.name);
         hub
+    }
+}
+
+/// The Redis the suite runs against: `HUB_TEST_REDIS_URL` when set (the test command starts
+/// one), else a `redis-server` started for this test binary, stopped when it exits.
+#[cfg(feature = "redis")]
+pub mod redis_server {
+    use std::sync::OnceLock;
+
+    static URL: OnceLock<String> = OnceLock::new();
+
+    pub fn url() -> String {
+        URL.get_or_init(|| {
+            if let Ok(url) = std::env::var("HUB_TEST_REDIS_URL") {
+                return url;
+            }
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            // A watchdog stops the server once this process is gone; it outlives this process
+            // by design, so it is never waited for.
+            let script = format!(
+                "redis-server --port {port} --bind 127.0.0.1 --save '' --appendonly no \
+                 --loglevel warning & server=$!; \
+                 while kill -0 {parent} 2>/dev/null; do sleep 1; done; kill $server",
+                parent = std::process::id()
+            );
+            #[allow(clippy::zombie_processes)]
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server (Debian package redis-server) on PATH");
+            for _ in 0..100 {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return format!("redis://127.0.0.1:{port}/0");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            panic!("redis-server did not start on port {port}");
+        })
+        .clone()
     }
 }
 
@@ -190,7 +263,7 @@ pub async fn a_job_lives_through_its_states_with_progress_events_in_order(backen
     assert_eq!(record.result, Some(json!({"echo": 7})));
     assert_eq!(record.project_id, Some(42));
     assert_eq!(record.kind, "build");
-    assert_eq!(record.queue, "orchestration");
+    assert_eq!(record.queue, "default");
     assert_eq!(record.attempt, 1);
     let worker = record.worker.clone().unwrap();
     assert!(worker.starts_with("embedded@"), "{worker}");
@@ -820,11 +893,11 @@ pub async fn tasks_can_be_listed_and_filtered(backend: &Fixture) {
         .unwrap();
     assert!(none.is_empty());
     let stats = hub.task_stats().await.unwrap();
-    assert_eq!(stats.workers.len(), 1, "one process");
+    assert_eq!(stats.workers.len(), 1, "one process: {:?}", stats.workers);
     assert_eq!(stats.workers[0].concurrency, 2);
     assert!(stats.workers[0].online);
     assert_eq!(stats.workers[0].processed, 6);
-    assert_eq!(stats.queues[0].name, "orchestration");
+    assert_eq!(stats.queues[0].name, "default");
 }
 
 pub async fn a_subscriber_resumes_after_the_last_event_it_saw(backend: &Fixture) {
@@ -1259,13 +1332,14 @@ fn freezable_worker(
             .build()
             .unwrap();
         runtime.block_on(async move {
+            let factory = backend.factory_for(&dir);
             let mut config = HubConfig::with_data_dir(dir)
                 .tasks(tasks)
                 .mode(HubMode::Worker);
             config.reconcile_on_open = false;
             let hub = Hub::builder(config)
                 .handlers(handlers)
-                .task_backend(SharedFactory(backend.factory.clone()))
+                .task_backend(factory)
                 .open()
                 .await
                 .unwrap();

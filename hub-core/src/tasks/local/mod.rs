@@ -30,18 +30,17 @@ use chrono::Utc;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use self::events::{EventLog, pump_loop};
 use self::state::{Live, Shared, lock};
-use self::worker::{feeder_loop, heartbeat_loop, hostname, recover, sweep_loop, worker_loop};
+use self::worker::{feeder_loop, heartbeat_loop, recover, sweep_loop, worker_loop};
 use self::writer::{WriteOp, writer_loop};
 use super::backend::{
     BackendContext, BackendFactory, EventSubscription, TaskBackend, TaskHistory, TaskMonitor,
+    new_task,
 };
 use super::model::{
     BackendStats, EventCursor, JobRequest, QueueInfo, TaskId, TaskQuery, TaskRecord, TaskState,
-    TimeLimits,
 };
 use super::store::{self, StoredTask, WorkerRow};
 use crate::db::now_millis;
@@ -109,23 +108,7 @@ impl LocalBackend {
             mode,
         } = context;
         config.validate()?;
-        let host = hostname();
-        let pid = std::process::id();
-        let name = config
-            .worker_name
-            .clone()
-            .unwrap_or_else(|| mode.as_str().to_owned());
-        let instance = Uuid::new_v4().simple().to_string();
-        let me = WorkerRow {
-            id: format!("{name}@{host}:{pid}/{}", &instance[..8]),
-            name,
-            host,
-            pid,
-            mode: mode.as_str().to_owned(),
-            concurrency: config.concurrency,
-            queues: config.queues.clone(),
-            started_at: now_millis(),
-        };
+        let me = WorkerRow::this_process(&config, mode);
         let last = store::last_event_seq(&db).await?;
         let (writer_tx, writer_rx) = mpsc::unbounded_channel();
         let (queue_tx, queue_rx) = mpsc::unbounded_channel();
@@ -236,56 +219,15 @@ impl TaskBackend for LocalBackend {
                 message: "the task backend is shutting down".into(),
             });
         }
-        // A runner refuses kinds it cannot run; a client trusts the workers to know them.
-        if shared.mode.runs_tasks() && !shared.handlers.contains(&job.kind) {
-            return Err(HubError::invalid(
-                "kind",
-                format!("no handler is registered for job kind '{}'", job.kind),
-            ));
-        }
-        let limits = TimeLimits {
-            soft: job
-                .options
-                .soft_time_limit
-                .unwrap_or(shared.config.limits.soft),
-            hard: job
-                .options
-                .hard_time_limit
-                .unwrap_or(shared.config.limits.hard),
-        };
-        if limits.hard.is_zero() {
-            return Err(HubError::invalid("hard_time_limit", "must be above zero"));
-        }
-        let queue = job
-            .options
-            .queue
-            .unwrap_or_else(|| shared.config.default_queue.clone());
+        let (record, exclusive_key) = new_task(job, &shared.config, shared.mode, &shared.handlers)?;
         // An embedded process runs what it submits (when it takes that queue): it reserves the
         // task at once, with no claim round trip. A client leaves it for any worker to claim.
         let runs_here = shared.mode.runs_tasks()
-            && (shared.config.queues.is_empty() || shared.config.queues.contains(&queue));
-        let record = TaskRecord {
-            id: Uuid::new_v4(),
-            kind: job.kind,
-            queue,
-            project_id: job.project_id,
-            payload: job.payload,
-            state: TaskState::Pending,
-            progress: 0,
-            status: None,
-            result: None,
-            error: None,
-            attempt: 1,
-            worker: None,
-            queued_at: Utc::now(),
-            started_at: None,
-            finished_at: None,
-            limits,
-        };
+            && (shared.config.queues.is_empty() || shared.config.queues.contains(&record.queue));
         let id = record.id;
         let stored = StoredTask {
             record,
-            exclusive_key: job.options.exclusive_key,
+            exclusive_key,
             owner: runs_here.then(|| shared.me.id.clone()),
             lease_until: runs_here.then(|| shared.lease_until()),
             queue_order: shared.next_order(),

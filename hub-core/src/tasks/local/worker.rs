@@ -13,15 +13,6 @@ use crate::tasks::model::{CancelReason, Change, TaskError, TaskId, TaskState};
 use crate::tasks::run::{RunSignals, supervise};
 use crate::tasks::store;
 
-pub(super) fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|name| name.trim().to_owned())
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "localhost".into())
-}
-
 pub(super) async fn worker_loop(shared: Arc<Shared>) {
     loop {
         let next = tokio::select! {

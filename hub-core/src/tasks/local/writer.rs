@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::state::{Shared, lock};
 use crate::db::now_millis;
 use crate::error::{HubError, Result};
+use crate::tasks::backend::key_held;
 use crate::tasks::model::{CancelReason, TaskEvent, TaskId, TaskRecord, TaskState};
 use crate::tasks::store::{self, Reclaimed, StoredTask};
 
@@ -285,11 +286,7 @@ async fn run_step(
                 let holder = store::exclusive_holder(tx, key)
                     .await?
                     .map_or_else(|| "unknown".into(), |t| format!("{} {}", t.kind, t.id));
-                Done::Inserted(Err(HubError::Conflict {
-                    message: format!(
-                        "another operation ({holder}) is still running for {key}; wait for it or revoke it"
-                    ),
-                }))
+                Done::Inserted(Err(key_held(key, &holder)))
             }
         }
         Step::Claim(max, _) => Done::Claimed(

@@ -1,0 +1,1019 @@
+//! The Redis backend: workers in any process on any host that reaches one Redis.
+//!
+//! - **Delivery**: one Redis stream per queue, read by the consumer group `workers`
+//!   (`XREADGROUP`); a worker reads only as many entries as it has free slots. Entries stay in
+//!   the reader's pending list until the task ends, and are taken back (`XPENDING` for that
+//!   consumer, then `XCLAIM`) only from consumers whose worker stopped heartbeating — never
+//!   because an entry is old, so a 20-minute image pull is not delivered twice.
+//! - **Records** sit in a hash per task beside the fence fields (owner, attempt, write
+//!   counter); every change is a Lua script that checks the fence, writes, and appends the
+//!   event in one step (see [`scripts`]). Finished records expire after `result_expires`; the
+//!   counts by kind and by minute are kept apart and outlive them.
+//! - **Events**: one capped stream with ids `<seq>-0`; every process follows it (`XREAD
+//!   BLOCK`), so subscribers resume with a cursor from any process.
+//! - **Revokes** of queued tasks end them at once; of running ones, they are stored and read
+//!   by the worker that holds the task within a fraction of a second.
+//!
+//! Delivery is at least once: a task whose worker is lost runs again when its kind is safe to
+//! retry, and the fence discards whatever the lost run still writes.
+
+mod events;
+mod keys;
+mod scripts;
+mod worker;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, RedisError};
+use tokio::sync::{Notify, mpsc};
+use tokio::task::{AbortHandle, JoinHandle};
+use tokio_util::sync::CancellationToken;
+
+use self::keys::{GROUP, Keys};
+use self::scripts::Scripts;
+use super::backend::{
+    BackendContext, BackendFactory, EventSubscription, TaskBackend, TaskHistory, TaskMonitor,
+    key_held, new_task,
+};
+use super::config::TaskConfig;
+use super::events::EventFeed;
+use super::handler::{Handlers, ProgressSink, TaskContext};
+use super::identity::WorkerRow;
+use super::model::{
+    BackendStats, CancelReason, Change, EventCursor, JobRequest, KindCounts, QueueInfo, TaskError,
+    TaskId, TaskQuery, TaskRecord, TaskState, codes,
+};
+use super::run::RunSignals;
+use crate::config::HubMode;
+use crate::error::{HubError, Result};
+use crate::sync::lock;
+
+/// The key prefix when none is given.
+pub const DEFAULT_PREFIX: &str = "hub:";
+/// Events the event stream keeps (older ones are trimmed).
+const EVENT_STREAM_CAP: usize = 100_000;
+/// How long a blocking read waits before it looks at its stop signal again.
+const BLOCK: Duration = Duration::from_millis(1000);
+/// How often a worker looks for revoke requests while it runs tasks.
+const REVOKE_POLL: Duration = Duration::from_millis(200);
+
+/// Where the Redis backend lives: `redis://[:password@]host:port/db` and a key prefix.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RedisSettings {
+    /// The Redis URL.
+    pub url: String,
+    /// What every key starts with (default `hub:`), so several hubs can share one Redis.
+    pub prefix: String,
+}
+
+impl RedisSettings {
+    /// Settings for `url` with the default prefix.
+    pub fn new(url: impl Into<String>) -> Self {
+        RedisSettings {
+            url: url.into(),
+            prefix: DEFAULT_PREFIX.into(),
+        }
+    }
+
+    /// Uses `prefix` for every key.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+}
+
+/// Opens [`RedisBackend`]s.
+#[derive(Debug, Clone)]
+pub struct RedisBackendFactory {
+    settings: RedisSettings,
+}
+
+impl RedisBackendFactory {
+    /// A factory for the Redis at `settings`.
+    pub fn new(settings: RedisSettings) -> Self {
+        RedisBackendFactory { settings }
+    }
+}
+
+#[async_trait]
+impl BackendFactory for RedisBackendFactory {
+    async fn open(&self, context: BackendContext) -> Result<Arc<dyn TaskBackend>> {
+        Ok(Arc::new(RedisBackend::open(&self.settings, context).await?))
+    }
+}
+
+/// The Redis backend. Dropping it stops its workers abruptly, as a crash would: the tasks it
+/// held are taken back by another worker once its heartbeat lease runs out. Call
+/// [`TaskBackend::shutdown`] to stop cleanly.
+pub struct RedisBackend {
+    shared: Arc<Shared>,
+    background: Mutex<Background>,
+}
+
+#[derive(Default)]
+struct Background {
+    pump: Option<JoinHandle<()>>,
+    fetcher: Option<JoinHandle<()>>,
+    workers: Vec<JoinHandle<()>>,
+    /// Heartbeat, revoke watch and index sweep.
+    upkeep: Vec<JoinHandle<()>>,
+}
+
+impl Background {
+    fn abort_all(&mut self) {
+        self.workers.drain(..).for_each(|h| h.abort());
+        self.upkeep.drain(..).for_each(|h| h.abort());
+        for handle in [self.fetcher.take(), self.pump.take()]
+            .into_iter()
+            .flatten()
+        {
+            handle.abort();
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("address", &self.shared.address)
+            .field("worker", &self.shared.me.id)
+            .field("mode", &self.shared.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the backend's handle, its loops and its task contexts share.
+struct Shared {
+    client: redis::Client,
+    conn: ConnectionManager,
+    /// `redis://host:port/db`, without a password: for messages.
+    address: String,
+    keys: Keys,
+    scripts: Scripts,
+    config: TaskConfig,
+    handlers: Handlers,
+    mode: HubMode,
+    me: WorkerRow,
+    feed: EventFeed,
+    /// Tasks this process holds: delivered to it (reserved) or running here.
+    held: Mutex<HashMap<TaskId, Held>>,
+    work_tx: mpsc::UnboundedSender<TaskId>,
+    work_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<TaskId>>,
+    /// Fired at shutdown: the fetcher and the workers stop taking tasks.
+    stop_taking: CancellationToken,
+    accepting: AtomicBool,
+    /// Woken whenever a task held here ends: a slot is free.
+    finished: Notify,
+    /// Tasks finished by this process since it started.
+    processed: AtomicU64,
+    /// Last index score handed out (queue time in µs, strictly increasing here), so that
+    /// history lists a process's tasks in submission order.
+    order: AtomicI64,
+}
+
+/// A task this process holds.
+struct Held {
+    record: TaskRecord,
+    /// The queue entry that delivered it.
+    msg: String,
+    /// This owner's write counter (the start is write 1).
+    version: u64,
+    run: Option<RunControl>,
+}
+
+/// Handles on a running task.
+struct RunControl {
+    ctx: TaskContext,
+    signals: RunSignals,
+    abort: Option<AbortHandle>,
+}
+
+/// What a fenced write found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Written {
+    /// Stored, with this event.
+    Stored,
+    /// A later write of the same owner is already stored: nothing to do.
+    Stale,
+    /// The task is gone, or no longer this writer's: the change is discarded.
+    Refused,
+}
+
+impl RedisBackend {
+    /// Connects to Redis and opens the backend. A process that runs tasks registers as a
+    /// worker, takes back the tasks of workers whose heartbeat expired, then starts taking
+    /// tasks; a client only submits and reads. Must be called inside a tokio runtime.
+    pub async fn open(settings: &RedisSettings, context: BackendContext) -> Result<Self> {
+        let BackendContext {
+            config,
+            handlers,
+            mode,
+            ..
+        } = context;
+        config.validate()?;
+        let client = redis::Client::open(settings.url.as_str())
+            .map_err(|err| HubError::invalid("task_backend", format!("{err}")))?;
+        let address = display_address(&client);
+        let manager_config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_with_config(client.clone(), manager_config)
+            .await
+            .map_err(|err| store_error(&address, err))?;
+        let keys = Keys::new(&settings.prefix);
+        let last: Option<u64> = conn
+            .clone()
+            .get(keys.event_seq())
+            .await
+            .map_err(|err| store_error(&address, err))?;
+        let (work_tx, work_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            client,
+            conn,
+            address,
+            keys,
+            scripts: Scripts::new(),
+            feed: EventFeed::new(last.unwrap_or(0), config.event_buffer),
+            me: WorkerRow::this_process(&config, mode),
+            config,
+            handlers,
+            mode,
+            held: Mutex::new(HashMap::new()),
+            work_tx,
+            work_rx: tokio::sync::Mutex::new(work_rx),
+            stop_taking: CancellationToken::new(),
+            accepting: AtomicBool::new(true),
+            finished: Notify::new(),
+            processed: AtomicU64::new(0),
+            order: AtomicI64::new(0),
+        });
+        let mut background = Background {
+            pump: Some(tokio::spawn(events::pump_loop(shared.clone()))),
+            ..Background::default()
+        };
+        if mode.runs_tasks() {
+            if let Err(err) = worker::heartbeat(&shared).await {
+                background.abort_all();
+                return Err(err);
+            }
+            worker::recover(&shared).await;
+            background.fetcher = Some(tokio::spawn(worker::fetch_loop(shared.clone())));
+            for _ in 0..shared.config.concurrency {
+                background
+                    .workers
+                    .push(tokio::spawn(worker::worker_loop(shared.clone())));
+            }
+            background
+                .upkeep
+                .push(tokio::spawn(worker::heartbeat_loop(shared.clone())));
+            background
+                .upkeep
+                .push(tokio::spawn(worker::revoke_loop(shared.clone())));
+            if !shared.config.result_expires.is_zero() {
+                background
+                    .upkeep
+                    .push(tokio::spawn(worker::sweep_loop(shared.clone())));
+            }
+            tracing::info!(worker = %shared.me.id, redis = %shared.address, queues = ?shared.config.queues, concurrency = shared.config.concurrency, "task worker registered");
+        }
+        Ok(RedisBackend {
+            shared,
+            background: Mutex::new(background),
+        })
+    }
+
+    /// This process's worker id: what the tasks it runs name as their `worker`.
+    pub fn worker_id(&self) -> &str {
+        &self.shared.me.id
+    }
+}
+
+impl Drop for RedisBackend {
+    fn drop(&mut self) {
+        self.shared.stop_taking.cancel();
+        lock(&self.background).abort_all();
+        for held in lock(&self.shared.held).values() {
+            if let Some(abort) = held.run.as_ref().and_then(|run| run.abort.as_ref()) {
+                abort.abort();
+            }
+        }
+    }
+}
+
+/// `redis://host:port/db` for messages: never the password.
+fn display_address(client: &redis::Client) -> String {
+    let info = client.get_connection_info();
+    format!("redis://{}/{}", info.addr(), info.redis_settings().db())
+}
+
+/// A Redis failure as the hub reports it: a Redis that cannot be reached is
+/// `backend_unavailable` (HTTP 503) naming the address; anything else is internal.
+fn store_error(address: &str, err: RedisError) -> HubError {
+    if err.is_io_error()
+        || err.is_timeout()
+        || err.is_connection_dropped()
+        || err.is_connection_refusal()
+        || err.is_unrecoverable_error()
+    {
+        HubError::BackendUnavailable {
+            message: format!("the Redis task backend at {address} does not answer: {err}"),
+        }
+    } else {
+        HubError::Internal(format!("the Redis task backend at {address}: {err}"))
+    }
+}
+
+fn decode(json: &str) -> Result<TaskRecord> {
+    serde_json::from_str(json)
+        .map_err(|err| HubError::Internal(format!("unreadable task record in Redis: {err}")))
+}
+
+fn encode(record: &TaskRecord) -> Result<String> {
+    serde_json::to_string(record)
+        .map_err(|err| HubError::Internal(format!("task record not serialisable: {err}")))
+}
+
+/// A task's hash as the fence sees it.
+struct Stored {
+    state: TaskState,
+    owner: String,
+    attempt: u32,
+    version: u64,
+    msg: Option<String>,
+    record: TaskRecord,
+}
+
+/// `state, owner, attempt, v, msg, record` as `HMGET` gives them.
+type StoredFields = (
+    Option<String>,
+    Option<String>,
+    Option<u32>,
+    Option<u64>,
+    Option<String>,
+    Option<String>,
+);
+
+/// How a fenced write expects the task to be.
+#[derive(Debug, Clone, Copy)]
+struct Fence<'a> {
+    owner: &'a str,
+    attempt: u32,
+    /// Still queued (a start, or a revoke before it).
+    pending: bool,
+}
+
+impl Shared {
+    fn error(&self, err: RedisError) -> HubError {
+        store_error(&self.address, err)
+    }
+
+    fn id(&self) -> &str {
+        &self.me.id
+    }
+
+    /// The task's hash, or `None` when it is gone.
+    async fn stored(&self, id: TaskId) -> Result<Option<Stored>> {
+        let fields: StoredFields = redis::cmd("HMGET")
+            .arg(self.keys.task(id))
+            .arg(&["state", "owner", "attempt", "v", "msg", "record"])
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(|err| self.error(err))?;
+        let (Some(state), Some(record)) = (fields.0, fields.5) else {
+            return Ok(None);
+        };
+        Ok(Some(Stored {
+            state: state.parse()?,
+            owner: fields.1.unwrap_or_default(),
+            attempt: fields.2.unwrap_or(1),
+            version: fields.3.unwrap_or(0),
+            msg: fields.4.filter(|m| !m.is_empty()),
+            record: decode(&record)?,
+        }))
+    }
+
+    /// Writes `record` (version `version`, now owned by `owner`) if the task is as `fence`
+    /// expects; a terminal record also releases the task's delivery, exclusive key and revoke
+    /// request, counts it and lets it expire.
+    async fn transition(
+        &self,
+        record: &TaskRecord,
+        version: u64,
+        owner: &str,
+        fence: Fence<'_>,
+    ) -> Result<Written> {
+        let terminal = record.state.is_terminal();
+        let minute = Utc::now().timestamp() / 60;
+        let runtime_ms = record
+            .runtime()
+            .map_or(0, |seconds| (seconds * 1000.0).round() as i64);
+        // The exclusive key is only known to the hash; the script compares before deleting.
+        let key: Option<String> = if terminal {
+            redis::cmd("HGET")
+                .arg(self.keys.task(record.id))
+                .arg("key")
+                .query_async(&mut self.conn.clone())
+                .await
+                .map_err(|err| self.error(err))?
+        } else {
+            None
+        };
+        let key = key.filter(|k| !k.is_empty());
+        let expires_ms = self.config.result_expires.as_millis().min(i64::MAX as u128) as i64;
+        let answer: i64 = self
+            .scripts
+            .transition
+            .key(self.keys.task(record.id))
+            .key(self.keys.events())
+            .key(self.keys.event_seq())
+            .key(self.keys.queue(&record.queue))
+            .key(
+                key.as_deref()
+                    .map_or_else(|| self.keys.task(record.id), |key| self.keys.exclusive(key)),
+            )
+            .key(self.keys.kind_counts())
+            .key(self.keys.finished_in(minute))
+            .key(self.keys.revokes())
+            .arg(fence.owner)
+            .arg(fence.attempt)
+            .arg(if fence.pending { "1" } else { "0" })
+            .arg(record.state.as_str())
+            .arg(encode(record)?)
+            .arg(owner)
+            .arg(version)
+            .arg(EVENT_STREAM_CAP)
+            .arg(if terminal { "1" } else { "0" })
+            .arg(expires_ms)
+            .arg(record.id.to_string())
+            .arg(&record.kind)
+            .arg(runtime_ms)
+            .arg(if key.is_some() { "1" } else { "0" })
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(|err| self.error(err))?;
+        Ok(match answer {
+            0 => Written::Stale,
+            n if n > 0 => Written::Stored,
+            _ => Written::Refused,
+        })
+    }
+
+    /// Queues the task again with a fresh delivery, as `record` (attempt `record.attempt`), if
+    /// it is as `fence` expects; `announce` publishes the change.
+    async fn requeue(
+        &self,
+        record: &TaskRecord,
+        fence: Fence<'_>,
+        announce: bool,
+    ) -> Result<Written> {
+        let answer: i64 = self
+            .scripts
+            .requeue
+            .key(self.keys.task(record.id))
+            .key(self.keys.queue(&record.queue))
+            .key(self.keys.events())
+            .key(self.keys.event_seq())
+            .arg(fence.owner)
+            .arg(fence.attempt)
+            .arg(if fence.pending { "1" } else { "0" })
+            .arg(record.attempt)
+            .arg(encode(record)?)
+            .arg(EVENT_STREAM_CAP)
+            .arg(record.id.to_string())
+            .arg(if announce { "1" } else { "0" })
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(|err| self.error(err))?;
+        Ok(if answer >= 0 {
+            Written::Stored
+        } else {
+            Written::Refused
+        })
+    }
+
+    /// Acknowledges and deletes a queue entry that delivers nothing to run (a duplicate, or a
+    /// task that ended meanwhile).
+    async fn drop_delivery(&self, queue: &str, msg: &str) -> Result<()> {
+        let key = self.keys.queue(queue);
+        redis::pipe()
+            .cmd("XACK")
+            .arg(&key)
+            .arg(GROUP)
+            .arg(msg)
+            .ignore()
+            .cmd("XDEL")
+            .arg(&key)
+            .arg(msg)
+            .ignore()
+            .query_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(|err| self.error(err))
+    }
+
+    /// This process no longer holds task `id`: a reserved one leaves memory, a running one is
+    /// stopped at once and its result discarded (or, for a revoke, ended `REVOKED`).
+    fn lose(&self, id: TaskId, reason: CancelReason) {
+        let mut held = lock(&self.held);
+        let Some(task) = held.get(&id) else {
+            return;
+        };
+        match &task.run {
+            Some(run) => {
+                run.ctx.cancel(reason);
+                if reason == CancelReason::Revoked {
+                    run.signals.revoke.notify_one();
+                } else {
+                    tracing::warn!(task = %id, ?reason, "task taken away from this worker; stopping its run");
+                    run.signals.interrupt.notify_one();
+                }
+            }
+            None => {
+                held.remove(&id);
+                drop(held);
+                self.finished.notify_waiters();
+            }
+        }
+    }
+
+    /// The task's index score: its queue time in microseconds, bumped past the last one given
+    /// here.
+    fn next_order(&self, record: &TaskRecord) -> i64 {
+        let now = record.queued_at.timestamp_micros();
+        let mut previous = self.order.load(Ordering::Acquire);
+        loop {
+            let next = now.max(previous + 1);
+            match self.order.compare_exchange_weak(
+                previous,
+                next,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return next,
+                Err(actual) => previous = actual,
+            }
+        }
+    }
+
+    /// Known queues: the configured ones, else every queue ever used plus the default.
+    async fn queues(&self) -> Result<Vec<String>> {
+        if !self.config.queues.is_empty() {
+            return Ok(self.config.queues.clone());
+        }
+        self.all_queues().await
+    }
+
+    /// Every queue ever used, plus the default.
+    async fn all_queues(&self) -> Result<Vec<String>> {
+        let mut queues: Vec<String> = self
+            .conn
+            .clone()
+            .smembers(self.keys.queues())
+            .await
+            .map_err(|err| self.error(err))?;
+        if !queues.contains(&self.config.default_queue) {
+            queues.push(self.config.default_queue.clone());
+        }
+        queues.sort();
+        Ok(queues)
+    }
+}
+
+#[async_trait]
+impl ProgressSink for Shared {
+    async fn progress(
+        &self,
+        id: TaskId,
+        state: TaskState,
+        percent: u8,
+        status: Option<String>,
+    ) -> Result<()> {
+        let change = Change::Progress {
+            state,
+            percent,
+            status,
+        };
+        let (record, version, attempt) = {
+            let mut held = lock(&self.held);
+            let Some(task) = held.get_mut(&id) else {
+                return Ok(());
+            };
+            // A change after the task ended (a handler that keeps reporting) is ignored.
+            if !task.record.apply(change, &self.me.id) {
+                return Ok(());
+            }
+            task.version += 1;
+            (task.record.clone(), task.version, task.record.attempt)
+        };
+        let fence = Fence {
+            owner: self.id(),
+            attempt,
+            pending: false,
+        };
+        match self.transition(&record, version, self.id(), fence).await {
+            Ok(Written::Refused) => self.lose(id, CancelReason::LeaseLost),
+            Ok(_) => {}
+            // Progress is advisory: the run goes on, and its end is stored once Redis is back.
+            Err(err) => tracing::warn!(task = %id, error = %err, "progress not stored"),
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl TaskBackend for RedisBackend {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn enqueue(&self, job: JobRequest) -> Result<TaskId> {
+        let shared = &self.shared;
+        if !shared.accepting.load(Ordering::Acquire) {
+            return Err(HubError::BackendUnavailable {
+                message: "the task backend is shutting down".into(),
+            });
+        }
+        let (record, key) = new_task(job, &shared.config, shared.mode, &shared.handlers)?;
+        let keys = &shared.keys;
+        let reply: (i64, String) = shared
+            .scripts
+            .enqueue
+            .key(keys.task(record.id))
+            .key(keys.queue(&record.queue))
+            .key(keys.events())
+            .key(keys.event_seq())
+            .key(keys.index())
+            .key(keys.queues())
+            .key(
+                key.as_deref()
+                    .map_or_else(|| keys.task(record.id), |key| keys.exclusive(key)),
+            )
+            .arg(record.id.to_string())
+            .arg(encode(&record)?)
+            .arg(&record.queue)
+            .arg(shared.next_order(&record))
+            .arg(EVENT_STREAM_CAP)
+            .arg(if key.is_some() { "1" } else { "0" })
+            .arg(keys.task_prefix())
+            .arg(key.as_deref().unwrap_or(""))
+            .invoke_async(&mut shared.conn.clone())
+            .await
+            .map_err(|err| shared.error(err))?;
+        if reply.0 == 0 {
+            let holder = reply
+                .1
+                .parse::<TaskId>()
+                .ok()
+                .map(|id| async move { shared.stored(id).await });
+            let described = match holder {
+                Some(lookup) => match lookup.await {
+                    Ok(Some(task)) => format!("{} {}", task.record.kind, task.record.id),
+                    _ => reply.1.clone(),
+                },
+                None => reply.1.clone(),
+            };
+            return Err(key_held(key.as_deref().unwrap_or(""), &described));
+        }
+        Ok(record.id)
+    }
+
+    async fn get(&self, id: TaskId) -> Result<Option<TaskRecord>> {
+        let json: Option<String> = self
+            .shared
+            .conn
+            .clone()
+            .hget(self.shared.keys.task(id), "record")
+            .await
+            .map_err(|err| self.shared.error(err))?;
+        json.as_deref().map(decode).transpose()
+    }
+
+    async fn revoke(&self, id: TaskId, terminate: bool) -> Result<TaskRecord> {
+        let shared = &self.shared;
+        // A queued task may start between the read and the write: the fence notices, and the
+        // next round sees it running.
+        for _ in 0..5 {
+            let stored = shared
+                .stored(id)
+                .await?
+                .ok_or_else(|| HubError::not_found(crate::Entity::Task, id))?;
+            if stored.state.is_terminal() {
+                return Ok(stored.record);
+            }
+            if stored.state == TaskState::Pending {
+                let mut record = stored.record.clone();
+                record.apply(
+                    Change::Finish {
+                        state: TaskState::Revoked,
+                        result: None,
+                        error: Some(TaskError::new(codes::REVOKED, "revoked before it started")),
+                    },
+                    shared.id(),
+                );
+                let fence = Fence {
+                    owner: &stored.owner,
+                    attempt: stored.attempt,
+                    pending: true,
+                };
+                if shared
+                    .transition(&record, stored.version + 1, "", fence)
+                    .await?
+                    == Written::Stored
+                {
+                    shared.lose(id, CancelReason::Revoked);
+                    return Ok(record);
+                }
+                continue;
+            }
+            if terminate {
+                let _: () = shared
+                    .conn
+                    .clone()
+                    .hset(shared.keys.revokes(), id.to_string(), 1)
+                    .await
+                    .map_err(|err| shared.error(err))?;
+                // Held here: no need to wait for the watch.
+                shared.lose(id, CancelReason::Revoked);
+            }
+            return Ok(stored.record);
+        }
+        self.get(id)
+            .await?
+            .ok_or_else(|| HubError::not_found(crate::Entity::Task, id))
+    }
+
+    async fn subscribe(&self, after: Option<EventCursor>) -> Result<EventSubscription> {
+        let shared = &self.shared;
+        shared
+            .feed
+            .subscribe(after, |after, limit| {
+                events::read_after(shared, after, limit)
+            })
+            .await
+    }
+
+    async fn holder(&self, key: &str) -> Result<Option<TaskRecord>> {
+        let shared = &self.shared;
+        let id: Option<String> = shared
+            .conn
+            .clone()
+            .get(shared.keys.exclusive(key))
+            .await
+            .map_err(|err| shared.error(err))?;
+        let Some(id) = id.and_then(|id| id.parse::<TaskId>().ok()) else {
+            return Ok(None);
+        };
+        Ok(shared
+            .stored(id)
+            .await?
+            .filter(|task| !task.state.is_terminal())
+            .map(|task| task.record))
+    }
+
+    async fn shutdown(&self, grace: Duration) -> Result<()> {
+        let shared = &self.shared;
+        shared.accepting.store(false, Ordering::Release);
+        shared.stop_taking.cancel();
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let finished = shared.finished.notified();
+            if worker::running(shared) == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, finished).await.is_err() {
+                break;
+            }
+        }
+        let interrupted = worker::interrupt_running(shared);
+        if interrupted > 0 {
+            tracing::warn!(
+                interrupted,
+                "tasks still running at the end of the shutdown grace period"
+            );
+        }
+        let (workers, fetcher, upkeep) = {
+            let mut background = lock(&self.background);
+            (
+                std::mem::take(&mut background.workers),
+                background.fetcher.take(),
+                std::mem::take(&mut background.upkeep),
+            )
+        };
+        upkeep.iter().for_each(JoinHandle::abort);
+        // Interrupted runs store their end; a Redis that does not answer is not waited for.
+        let stopped = async {
+            for handle in workers.into_iter().chain(fetcher) {
+                let _ = handle.await;
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(10), stopped)
+            .await
+            .is_err()
+        {
+            tracing::warn!("task workers did not stop in time");
+        }
+        if shared.mode.runs_tasks() {
+            worker::sign_off(shared).await;
+        }
+        lock(&self.background).abort_all();
+        tracing::info!("task backend stopped");
+        Ok(())
+    }
+
+    fn history(&self) -> Option<&dyn TaskHistory> {
+        Some(self)
+    }
+
+    fn monitor(&self) -> Option<&dyn TaskMonitor> {
+        Some(self)
+    }
+}
+
+/// Ids read per round when a history query walks the index.
+const LIST_PAGE: isize = 200;
+
+#[async_trait]
+impl TaskHistory for RedisBackend {
+    async fn list(&self, query: &TaskQuery) -> Result<Vec<TaskRecord>> {
+        query.validate()?;
+        let shared = &self.shared;
+        let max = query.queued_before.map_or_else(
+            || "+inf".to_owned(),
+            |t| format!("({}", t.timestamp_micros()),
+        );
+        let min = query
+            .queued_after
+            .map_or_else(|| "-inf".to_owned(), |t| t.timestamp_micros().to_string());
+        let mut skip = query.offset as usize;
+        let mut out = Vec::new();
+        let mut start: isize = 0;
+        loop {
+            let ids: Vec<String> = redis::cmd("ZREVRANGEBYSCORE")
+                .arg(shared.keys.index())
+                .arg(&max)
+                .arg(&min)
+                .arg("LIMIT")
+                .arg(start)
+                .arg(LIST_PAGE)
+                .query_async(&mut shared.conn.clone())
+                .await
+                .map_err(|err| shared.error(err))?;
+            if ids.is_empty() {
+                return Ok(out);
+            }
+            start += LIST_PAGE;
+            let mut pipe = redis::pipe();
+            for id in &ids {
+                pipe.cmd("HGET")
+                    .arg(format!("{}{id}", shared.keys.task_prefix()))
+                    .arg("record");
+            }
+            let records: Vec<Option<String>> = pipe
+                .query_async(&mut shared.conn.clone())
+                .await
+                .map_err(|err| shared.error(err))?;
+            for json in records.into_iter().flatten() {
+                let record = decode(&json)?;
+                if !matches(query, &record) {
+                    continue;
+                }
+                if skip > 0 {
+                    skip -= 1;
+                    continue;
+                }
+                out.push(record);
+                if out.len() >= query.limit as usize {
+                    return Ok(out);
+                }
+            }
+        }
+    }
+}
+
+fn matches(query: &TaskQuery, record: &TaskRecord) -> bool {
+    (query.states.is_empty() || query.states.contains(&record.state))
+        && query.kind.as_ref().is_none_or(|kind| *kind == record.kind)
+        && query
+            .project_id
+            .is_none_or(|project| record.project_id == Some(project))
+}
+
+#[async_trait]
+impl TaskMonitor for RedisBackend {
+    async fn stats(&self) -> Result<BackendStats> {
+        let shared = &self.shared;
+        let workers = worker::registered(shared).await?;
+        let mut queues = Vec::new();
+        for name in shared.all_queues().await? {
+            let key = shared.keys.queue(&name);
+            let length: u64 = shared
+                .conn
+                .clone()
+                .xlen(&key)
+                .await
+                .map_err(|err| shared.error(err))?;
+            // Entries delivered and not yet acknowledged: reserved or running.
+            let delivered: redis::RedisResult<redis::Value> = redis::cmd("XPENDING")
+                .arg(&key)
+                .arg(GROUP)
+                .query_async(&mut shared.conn.clone())
+                .await;
+            let active = match delivered {
+                Ok(redis::Value::Array(items)) => items
+                    .first()
+                    .and_then(|count| redis::from_redis_value_ref::<u64>(count).ok())
+                    .unwrap_or(0),
+                Ok(_) => 0,
+                // A queue no worker has read yet has no group.
+                Err(err) if err.code() == Some("NOGROUP") => 0,
+                Err(err) => return Err(shared.error(err)),
+            };
+            queues.push(QueueInfo {
+                name,
+                pending: length.saturating_sub(active),
+                active,
+            });
+        }
+        let counts: HashMap<String, i64> = shared
+            .conn
+            .clone()
+            .hgetall(shared.keys.kind_counts())
+            .await
+            .map_err(|err| shared.error(err))?;
+        let minute = Utc::now().timestamp() / 60;
+        let minutes: Vec<String> = (minute - 14..=minute)
+            .map(|m| shared.keys.finished_in(m))
+            .collect();
+        let finished: Vec<Option<u64>> = redis::cmd("MGET")
+            .arg(&minutes)
+            .query_async(&mut shared.conn.clone())
+            .await
+            .map_err(|err| shared.error(err))?;
+        let last_15: u64 = finished.iter().flatten().sum();
+        Ok(BackendStats {
+            backend: self.name().to_owned(),
+            concurrency: workers
+                .iter()
+                .filter(|w| w.online)
+                .map(|w| w.concurrency)
+                .sum(),
+            workers,
+            queues,
+            kinds: kind_counts(&counts),
+            finished_last_minute: finished.last().copied().flatten().unwrap_or(0),
+            rate_per_minute_15m: last_15 as f64 / 15.0,
+            subscribers: shared.feed.subscribers(),
+        })
+    }
+}
+
+/// Counts by kind from the `kind|STATE` and `kind|runtime_ms` fields.
+fn kind_counts(fields: &HashMap<String, i64>) -> Vec<KindCounts> {
+    let mut by_kind: HashMap<&str, (KindCounts, i64)> = HashMap::new();
+    for (field, value) in fields {
+        let Some((kind, what)) = field.rsplit_once('|') else {
+            continue;
+        };
+        let (counts, runtime) = by_kind.entry(kind).or_insert_with(|| {
+            (
+                KindCounts {
+                    kind: kind.to_owned(),
+                    ..KindCounts::default()
+                },
+                0,
+            )
+        });
+        let n = u64::try_from(*value).unwrap_or(0);
+        match what {
+            "SUCCESS" => counts.succeeded += n,
+            "FAILURE" => counts.failed += n,
+            "REVOKED" => counts.revoked += n,
+            "runtime_ms" => *runtime += *value,
+            _ => {}
+        }
+    }
+    let mut kinds: Vec<KindCounts> = by_kind
+        .into_values()
+        .map(|(mut counts, runtime_ms)| {
+            let total = counts.succeeded + counts.failed + counts.revoked;
+            if total > 0 {
+                counts.mean_runtime = runtime_ms as f64 / 1000.0 / total as f64;
+            }
+            counts
+        })
+        .collect();
+    kinds.sort_by(|a, b| a.kind.cmp(&b.kind));
+    kinds
+}
+
+/// A Unix-milliseconds field as a time (the epoch when unreadable).
+fn from_millis(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}

@@ -123,7 +123,9 @@ impl HubBuilder {
         let db = Database::open(&config.effective_database_url()).await?;
         let registry = Arc::new(Registry::open(db.clone(), config.ports.clone(), roots).await?);
         let orchestrator = Arc::new(Orchestrator::new(registry.clone(), runtime).await?);
-        let handlers = orchestrator.handlers().merge(handlers);
+        let handlers = orchestrator
+            .handlers(config.tasks.retries_lost_operations())
+            .merge(handlers);
         let factory = backend.unwrap_or_else(|| config.tasks.backend.factory());
         let tasks = factory
             .open(BackendContext {

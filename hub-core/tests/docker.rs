@@ -841,3 +841,55 @@ async fn volumes_named_by_an_earlier_version_keep_their_data() {
     );
     assert!(docker(&["volume", "rm", &foreign]).await);
 }
+
+/// At-least-once delivery runs an operation again after a lost worker: a start repeated on a
+/// running stack succeeds and keeps its containers; a changed service is recreated alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_start_keeps_running_containers_and_recreates_only_what_changed() {
+    let fx = fixture(33000).await;
+    let p = fx.project("again", FOUR_SERVICES).await;
+    assert_success(&fx.start(&p).await);
+    let first = container_ids(&fx, &p).await;
+    assert_success(&fx.start(&p).await);
+    assert_eq!(
+        container_ids(&fx, &p).await,
+        first,
+        "a repeated start recreated containers"
+    );
+
+    // The backend's environment changes: it alone is recreated.
+    let stack = FOUR_SERVICES.replace("SELF = ", "CHANGED = \"yes\", SELF = ");
+    assert_ne!(stack, FOUR_SERVICES);
+    std::fs::write(p.path.join("hub.toml"), stack).unwrap();
+    assert_success(&fx.start(&p).await);
+    let second = container_ids(&fx, &p).await;
+    for (service, id) in &second {
+        if *service == "backend" {
+            assert_ne!(*id, first[service], "the changed backend was kept");
+        } else {
+            assert_eq!(*id, first[service], "{service} was recreated");
+        }
+    }
+    assert_success(&fx.stop(&p).await);
+    fx.purge(&p).await;
+}
+
+/// The ids of the four-service stack's containers, each running.
+async fn container_ids(
+    fx: &Fixture,
+    p: &Project,
+) -> std::collections::BTreeMap<&'static str, String> {
+    let mut ids = std::collections::BTreeMap::new();
+    for service in ["db", "cache", "backend", "frontend"] {
+        let info = fx
+            .hub
+            .runtime()
+            .inspect_container(&format!("hub-{}_{service}", p.slug))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(info.is_running(), "{service} runs");
+        ids.insert(service, info.id);
+    }
+    ids
+}

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use hub_core::tasks::TaskConfig;
+use hub_core::tasks::{BackendKind, TaskConfig};
 use hub_core::{Hub, HubConfig, HubMode};
 use hub_http::ServeOptions;
 use tracing_subscriber::EnvFilter;
@@ -97,6 +97,29 @@ struct StoreArgs {
     /// The name this process registers under as a worker [default: serve, or worker].
     #[arg(long = "worker-name", env = "HUB_WORKER_NAME")]
     worker_name: Option<String>,
+
+    /// Where tasks are queued: `in_process` (the hub's database, workers in the processes that
+    /// open it) or `redis://host:port/db` (workers in any process on any host) [default:
+    /// in_process].
+    #[arg(
+        long,
+        env = "HUB_TASK_BACKEND",
+        value_name = "in_process|redis://HOST:PORT/DB"
+    )]
+    task_backend: Option<String>,
+
+    /// What every Redis key starts with, so several hubs can share one Redis [default: hub:].
+    #[arg(long, env = "HUB_TASK_PREFIX")]
+    task_prefix: Option<String>,
+
+    /// Queues this process takes tasks from, comma-separated [default: every queue].
+    #[arg(long, env = "HUB_QUEUES", value_delimiter = ',')]
+    queues: Vec<String>,
+
+    /// Runs a task gets when its worker is lost mid-run, for kinds safe to repeat; past that it
+    /// ends FAILURE / worker_lost.
+    #[arg(long, env = "HUB_MAX_ATTEMPTS", default_value_t = 3)]
+    max_attempts: u32,
 }
 
 impl StoreArgs {
@@ -122,6 +145,12 @@ impl StoreArgs {
                 lease: seconds("task-lease", self.task_lease)?,
                 heartbeat: seconds("task-heartbeat", self.task_heartbeat)?,
                 worker_name: Some(self.worker_name.unwrap_or_else(|| default_name.into())),
+                backend: BackendKind::from_spec(
+                    self.task_backend.as_deref(),
+                    self.task_prefix.as_deref(),
+                )?,
+                queues: self.queues,
+                max_attempts: self.max_attempts,
                 ..TaskConfig::default()
             },
             ..HubConfig::default()
@@ -142,8 +171,13 @@ struct ServeArgs {
 
     /// Run no tasks here: only submit and serve them (`hub worker` processes on the same
     /// store run them).
-    #[arg(long, env = "HUB_NO_WORKER")]
+    #[arg(long, env = "HUB_NO_WORKER", conflicts_with = "with_worker")]
     no_worker: bool,
+
+    /// Run tasks in this process too, with a Redis task backend (where `hub serve` only
+    /// submits by default, leaving tasks to `hub worker`s).
+    #[arg(long, env = "HUB_WITH_WORKER")]
+    with_worker: bool,
 
     /// Allow cross-origin requests from these origins (repeat, or comma-separate). Off by default.
     #[arg(long = "cors-origin", env = "HUB_CORS_ORIGINS", value_delimiter = ',')]
@@ -272,11 +306,6 @@ fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
 }
 
 async fn serve(args: ServeArgs, token: Option<String>) -> Result<(), Box<dyn std::error::Error>> {
-    let mode = if args.no_worker {
-        HubMode::Client
-    } else {
-        HubMode::Embedded
-    };
     let seconds = |flag: &str, value: f64| {
         Duration::try_from_secs_f64(value)
             .ok()
@@ -293,7 +322,16 @@ async fn serve(args: ServeArgs, token: Option<String>) -> Result<(), Box<dyn std
     };
     // A mistyped browse root is an error naming it, not a silent fall-back to home.
     hub_core::browse::FolderBrowser::try_new(&args.browse_roots)?;
-    let mut config = args.store.config(mode)?;
+    let mut config = args.store.config(HubMode::Embedded)?;
+    // In-process tasks run here unless told otherwise; Redis tasks run in `hub worker`s unless
+    // told otherwise.
+    let runs_here = match config.tasks.backend {
+        BackendKind::InProcess => !args.no_worker,
+        _ => args.with_worker,
+    };
+    if !runs_here {
+        config.mode = HubMode::Client;
+    }
     // Served to others: confined to the project roots, else the browse roots, else home.
     config.project_roots = if !args.project_roots.is_empty() {
         args.project_roots
@@ -328,8 +366,11 @@ async fn serve(args: ServeArgs, token: Option<String>) -> Result<(), Box<dyn std
 
 async fn worker(args: WorkerArgs) -> Result<(), Box<dyn std::error::Error>> {
     let hub = Hub::open(args.store.config(HubMode::Worker)?).await?;
+    let tasks = &hub.config().tasks;
     tracing::info!(
-        concurrency = hub.config().tasks.concurrency,
+        concurrency = tasks.concurrency,
+        backend = hub.task_backend().name(),
+        queues = %if tasks.queues.is_empty() { "every queue".to_owned() } else { tasks.queues.join(",") },
         "worker running tasks"
     );
     shutdown_signal().await;

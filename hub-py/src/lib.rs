@@ -12,7 +12,8 @@ use std::time::Duration;
 use hub_core::browse::FolderBrowser;
 use hub_core::orchestration::DEFAULT_LOG_LINES;
 use hub_core::tasks::{
-    DEFAULT_LIST_LIMIT, TaskConfig, TaskId, TaskQuery, TaskRecord, TaskState, TaskStatus, TaskWatch,
+    BackendKind, DEFAULT_LIST_LIMIT, TaskConfig, TaskId, TaskQuery, TaskRecord, TaskState,
+    TaskStatus, TaskWatch,
 };
 use hub_core::{
     ErrorCode, Hub, HubConfig, HubError, HubMode, NewProject, PortConfig, PortRequest, PortSet,
@@ -253,20 +254,17 @@ fn config_from(args: &Args) -> Result<HubConfig, HubError> {
     };
     config.database_url = args.opt("database_url")?;
     config.docker_host = args.opt("docker_host")?;
-    match args.opt::<String>("task_backend")?.as_deref() {
-        None | Some("in_process") => {}
-        Some(other) => {
-            return Err(HubError::invalid(
-                "task_backend",
-                format!("'{other}' is not available in this build (use 'in_process')"),
-            ));
-        }
-    }
     config.tasks = TaskConfig {
+        backend: BackendKind::from_spec(
+            args.opt::<String>("task_backend")?.as_deref(),
+            args.opt::<String>("task_prefix")?.as_deref(),
+        )?,
         concurrency: args.opt("concurrency")?.unwrap_or(2),
         worker_name: Some(args.opt("worker_name")?.unwrap_or_else(|| "python".into())),
+        queues: args.opt("queues")?.unwrap_or_default(),
         ..TaskConfig::default()
     };
+    config.tasks.validate()?;
     // Beside a server on the same store, a client submits and reads; the server runs.
     if !args.opt::<bool>("run_tasks")?.unwrap_or(true) {
         config.mode = HubMode::Client;

@@ -208,8 +208,21 @@ impl Orchestrator {
         self.registry
             .set_status(project.id, ProjectStatus::Starting, Health::Unknown, None)
             .await?;
-        // A start replaces whatever containers an earlier run left.
-        for container in &existing {
+        // A running container created from the same spec is kept, so a start repeated (by the
+        // user, or after a lost worker) does not recreate a stack that runs; whatever else an
+        // earlier run left is replaced.
+        let kept: HashSet<String> = existing
+            .iter()
+            .filter(|c| c.is_running())
+            .filter(|c| {
+                specs.values().any(|spec| {
+                    spec.name == c.name
+                        && c.labels.get(labels::CONFIG_HASH) == spec.labels.get(labels::CONFIG_HASH)
+                })
+            })
+            .map(|c| c.name.clone())
+            .collect();
+        for container in existing.iter().filter(|c| !kept.contains(&c.name)) {
             self.runtime.remove_container(&container.name).await?;
         }
 
@@ -260,6 +273,7 @@ impl Orchestrator {
         try_join_all(
             specs
                 .values()
+                .filter(|spec| !kept.contains(&spec.name))
                 .map(|spec| self.runtime.create_container(spec)),
         )
         .await?;
@@ -278,10 +292,13 @@ impl Orchestrator {
                     format!("Starting {}", names.join(", ")),
                 )
                 .await;
-            try_join_all(level.iter().map(|service| {
-                self.runtime
-                    .start_container(&specs[service.name.as_str()].name)
-            }))
+            try_join_all(
+                level
+                    .iter()
+                    .map(|service| &specs[service.name.as_str()].name)
+                    .filter(|name| !kept.contains(*name))
+                    .map(|name| self.runtime.start_container(name)),
+            )
             .await?;
             let percent = 50 + 45 * (2 * done + level.len()) / (2 * total);
             phase
@@ -596,7 +613,8 @@ impl Orchestrator {
                 retries: h.retries,
                 start_period: h.start_period,
             }),
-        })
+        }
+        .with_config_hash())
     }
 
     /// Labels of everything the hub creates for `project`, plus `kind = value`.

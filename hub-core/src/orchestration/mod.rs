@@ -124,6 +124,8 @@ pub fn exclusive_key(project_id: i64) -> String {
 struct ProjectJob {
     orchestrator: Arc<Orchestrator>,
     kind: &'static str,
+    /// Runs again when its worker is lost (see `TaskConfig::retry_lost_operations`).
+    retry: bool,
 }
 
 #[async_trait::async_trait]
@@ -142,6 +144,10 @@ impl JobHandler for ProjectJob {
                 this.run_restart_service(&ctx, project_id, service).await
             }
         }
+    }
+
+    fn retry_when_lost(&self) -> bool {
+        self.retry
     }
 
     async fn lost(&self, task: &TaskRecord) {
@@ -208,8 +214,9 @@ impl Orchestrator {
         self.runtime.as_ref()
     }
 
-    /// The job handlers for the built-in project operations.
-    pub fn handlers(self: &Arc<Self>) -> Handlers {
+    /// The job handlers for the built-in project operations; with `retry`, an operation whose
+    /// worker was lost runs again (they are idempotent).
+    pub fn handlers(self: &Arc<Self>, retry: bool) -> Handlers {
         [
             jobs::START_PROJECT,
             jobs::STOP_PROJECT,
@@ -223,6 +230,7 @@ impl Orchestrator {
                 ProjectJob {
                     orchestrator: self.clone(),
                     kind,
+                    retry,
                 },
             )
         })

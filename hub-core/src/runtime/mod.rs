@@ -52,6 +52,9 @@ pub mod labels {
     pub const ROLE: &str = "dev.commandcenter.hub.role";
     /// Host port the service publishes, if any.
     pub const PUBLISHED_PORT: &str = "dev.commandcenter.hub.published-port";
+    /// A digest of everything the container was created from: a start keeps a running
+    /// container whose digest still matches, and recreates the others.
+    pub const CONFIG_HASH: &str = "dev.commandcenter.hub.config-hash";
 }
 
 /// A container to create.
@@ -81,6 +84,29 @@ pub struct ContainerSpec {
     pub publish: Option<PublishedPort>,
     /// Health check, in Docker's form.
     pub healthcheck: Option<HealthCheck>,
+}
+
+impl ContainerSpec {
+    /// A digest of the spec (labels in sorted order, without [`labels::CONFIG_HASH`]): equal
+    /// for equal specs on every platform and release (FNV-1a over the canonical JSON).
+    pub fn config_hash(&self) -> String {
+        let mut canonical = self.clone();
+        canonical.labels.remove(labels::CONFIG_HASH);
+        let sorted: std::collections::BTreeMap<&String, &String> =
+            canonical.labels.iter().collect();
+        let text = serde_json::json!({"spec": &canonical, "labels": sorted}).to_string();
+        let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        format!("{hash:016x}")
+    }
+
+    /// The spec with its digest among its labels.
+    pub fn with_config_hash(mut self) -> Self {
+        let hash = self.config_hash();
+        self.labels.insert(labels::CONFIG_HASH.into(), hash);
+        self
+    }
 }
 
 /// A container port published on the host.

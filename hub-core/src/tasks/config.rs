@@ -21,6 +21,44 @@ pub enum BackendKind {
 }
 
 impl BackendKind {
+    /// The backend a command line or a binding names: `in_process` (also `in-process`, or
+    /// nothing) or a `redis://host:port/db` URL, its keys under `prefix` (default `hub:`).
+    pub fn from_spec(spec: Option<&str>, prefix: Option<&str>) -> Result<BackendKind> {
+        match spec.map(str::trim) {
+            None | Some("" | "in_process" | "in-process") => {
+                if prefix.is_some() {
+                    return Err(HubError::invalid(
+                        "task_prefix",
+                        "a key prefix applies to the Redis backend only",
+                    ));
+                }
+                Ok(BackendKind::InProcess)
+            }
+            #[cfg(feature = "redis")]
+            Some(url) if url.starts_with("redis://") || url.starts_with("redis+unix://") => {
+                let prefix = prefix.unwrap_or(super::redis::DEFAULT_PREFIX);
+                if prefix.len() > 64 || prefix.chars().any(|c| c.is_whitespace() || c.is_control())
+                {
+                    return Err(HubError::invalid(
+                        "task_prefix",
+                        "must be at most 64 characters, without spaces or control characters",
+                    ));
+                }
+                Ok(BackendKind::Redis(
+                    super::redis::RedisSettings::new(url).prefix(prefix),
+                ))
+            }
+            Some(other) => Err(HubError::invalid(
+                "task_backend",
+                format!(
+                    "'{}' is not a task backend: use 'in_process' or a URL such as \
+                     redis://127.0.0.1:6379/0",
+                    other.escape_debug()
+                ),
+            )),
+        }
+    }
+
     /// What opens a backend of this kind.
     pub fn factory(&self) -> std::sync::Arc<dyn super::BackendFactory> {
         match self {
@@ -78,6 +116,11 @@ pub struct TaskConfig {
     /// The name this process registers as a worker under (default: the mode, `embedded` or
     /// `worker`).
     pub worker_name: Option<String>,
+    /// Whether a project operation whose worker was lost mid-run runs again (operations are
+    /// idempotent: a repeated start keeps what runs). Default: yes on the Redis backend, which
+    /// delivers at least once to workers that come and go; no in-process, where the lost worker
+    /// is the hub process itself and the operation ends `interrupted`.
+    pub retry_lost_operations: Option<bool>,
 }
 
 impl Default for TaskConfig {
@@ -98,11 +141,19 @@ impl Default for TaskConfig {
             max_attempts: 3,
             queues: Vec::new(),
             worker_name: None,
+            retry_lost_operations: None,
         }
     }
 }
 
 impl TaskConfig {
+    /// Whether project operations run again after their worker was lost (see
+    /// [`TaskConfig::retry_lost_operations`]).
+    pub fn retries_lost_operations(&self) -> bool {
+        self.retry_lost_operations
+            .unwrap_or(!matches!(self.backend, BackendKind::InProcess))
+    }
+
     /// Checks the settings make sense together.
     pub fn validate(&self) -> Result<()> {
         if self.concurrency == 0 {

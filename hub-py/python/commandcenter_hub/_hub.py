@@ -28,6 +28,8 @@ def _open(
     port_stride: Optional[int],
     run_tasks: bool = True,
     project_roots: Optional[Sequence[Union[str, "os.PathLike[str]"]]] = None,
+    task_prefix: Optional[str] = None,
+    queues: Optional[Sequence[str]] = None,
 ) -> "_native.NativeHub":
     """Opens the compiled hub; shared by the blocking and the asyncio surface."""
     settings: Dict[str, Any] = {
@@ -40,6 +42,8 @@ def _open(
         "port_bases": dict(port_bases) if port_bases is not None else None,
         "port_stride": port_stride,
         "run_tasks": run_tasks,
+        "task_prefix": task_prefix,
+        "queues": list(queues) if queues is not None else None,
         "project_roots": [os.fspath(root) for root in project_roots]
         if project_roots is not None
         else None,
@@ -146,6 +150,11 @@ class Hub:
     ``project_roots`` lists the folders project folders must lie inside; each must exist
     (default: any folder). Set it when paths come from others: the hub often runs beside the
     Docker socket, and a project folder is what containers may reach through bind mounts.
+
+    ``task_backend`` is ``"in_process"`` (the default: tasks live in the hub's database) or a
+    Redis URL such as ``"redis://127.0.0.1:6379/0"``, shared with ``hub serve`` and ``hub
+    worker`` processes on any host; ``task_prefix`` (default ``"hub:"``) sets what its keys
+    start with. ``queues`` limits the queues this process runs tasks from (default: all).
     """
 
     def __init__(
@@ -160,10 +169,12 @@ class Hub:
         port_stride: Optional[int] = None,
         run_tasks: bool = True,
         project_roots: Optional[Sequence[Union[str, "os.PathLike[str]"]]] = None,
+        task_prefix: Optional[str] = None,
+        queues: Optional[Sequence[str]] = None,
     ) -> None:
         self._native = _open(
             data_dir, database_url, docker_host, task_backend, concurrency, result_expires,
-            port_bases, port_stride, run_tasks, project_roots,
+            port_bases, port_stride, run_tasks, project_roots, task_prefix, queues,
         )
         self._closed = False
 

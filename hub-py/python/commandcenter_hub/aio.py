@@ -89,10 +89,12 @@ class Hub:
         port_stride: Optional[int] = None,
         run_tasks: bool = True,
         project_roots: Optional[Sequence[Union[str, "os.PathLike[str]"]]] = None,
+        task_prefix: Optional[str] = None,
+        queues: Optional[Sequence[str]] = None,
     ) -> None:
         self._native = _open(
             data_dir, database_url, docker_host, task_backend, concurrency, result_expires,
-            port_bases, port_stride, run_tasks, project_roots,
+            port_bases, port_stride, run_tasks, project_roots, task_prefix, queues,
         )
         self._closed = False
 

@@ -10,12 +10,12 @@ use std::collections::{HashMap, HashSet};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{HubProcess, NEVER_HEALTHY, Sse, send_signal, spawn_worker};
+use common::{
+    HubProcess, NEVER_HEALTHY, SHORT_LEASE, Sse, send_signal, spawn_worker, start, stop, tag,
+    wait_state,
+};
 use serde_json::{Value, json};
 use tempfile::TempDir;
-
-/// Leases short enough for a test: a lost worker is noticed within about three seconds.
-const SHORT_LEASE: [&str; 4] = ["--task-lease", "2", "--task-heartbeat", "0.5"];
 
 /// A stack whose service turns healthy five seconds after it starts.
 const SLOW_HEALTHY: &str = r#"
@@ -25,47 +25,8 @@ stop_grace = "1s"
 [services.slow]
 image = "hubtest/busybox:latest"
 command = ["/bin/sh", "-c", "sleep 5; touch /tmp/ready; exec sleep 600"]
-healthcheck = { test = ["CMD", "/bin/test", "-f", "/tmp/ready"], interval = "300ms", retries = 1000 }
+healthcheck = { test = ["CMD", "/bin/ls", "/tmp/ready"], interval = "300ms", retries = 1000 }
 "#;
-
-fn tag() -> String {
-    uuid::Uuid::new_v4().simple().to_string()[..6].to_owned()
-}
-
-/// Polls until the task's state (as `hub` answers it) is one of `states`.
-async fn wait_state(hub: &HubProcess, task_id: &str, states: &[&str], within: Duration) -> Value {
-    let deadline = Instant::now() + within;
-    loop {
-        let (status, body) = hub.get(&format!("/api/tasks/{task_id}/status")).await;
-        assert_eq!(status, 200, "{body}");
-        if states.iter().any(|s| body["state"] == *s) {
-            return body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "task {task_id} never reached {states:?}: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn start(hub: &HubProcess, project: i64) -> String {
-    let (status, body) = hub
-        .post(&format!("/api/orchestration/{project}/start"), json!({}))
-        .await;
-    assert_eq!(status, 202, "{body}");
-    body["task_id"].as_str().unwrap().to_owned()
-}
-
-/// Stops the project through `hub` (removing its containers) and waits for it.
-async fn stop(hub: &HubProcess, project: i64) {
-    let (status, body) = hub
-        .post(&format!("/api/orchestration/{project}/stop"), json!({}))
-        .await;
-    assert_eq!(status, 202, "{body}");
-    let done = hub.wait_task(body["task_id"].as_str().unwrap()).await;
-    assert_eq!(done["state"], "SUCCESS", "{done}");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_server_leaves_the_first_ones_operation_alone_until_its_owner_dies() {

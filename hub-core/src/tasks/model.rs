@@ -462,6 +462,8 @@ pub struct TaskStatus {
     pub kind: String,
     /// The project it is about.
     pub project_id: Option<i64>,
+    /// 1 for the first run; more when it ran again after its worker was lost.
+    pub attempt: u32,
     /// The worker that ran it.
     pub worker: Option<String>,
     /// When it was queued.
@@ -487,6 +489,7 @@ impl From<&TaskRecord> for TaskStatus {
             error_code: task.error.as_ref().map(|e| e.code.clone()),
             kind: task.kind.clone(),
             project_id: task.project_id,
+            attempt: task.attempt,
             worker: task.worker.clone(),
             queued_at: task.queued_at,
             started_at: task.started_at,

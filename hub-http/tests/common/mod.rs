@@ -25,6 +25,55 @@ command = ["/bin/sleep", "600"]
 healthcheck = { test = ["CMD", "/bin/false"], interval = "1s", retries = 1000 }
 "#;
 
+/// Leases short enough for a test: a lost worker is noticed within about three seconds.
+pub const SHORT_LEASE: [&str; 4] = ["--task-lease", "2", "--task-heartbeat", "0.5"];
+
+/// A short random tag, so names never clash between tests.
+pub fn tag() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..6].to_owned()
+}
+
+/// Polls until the task's state (as `hub` answers it) is one of `states`.
+pub async fn wait_state(
+    hub: &HubProcess,
+    task_id: &str,
+    states: &[&str],
+    within: Duration,
+) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let (status, body) = hub.get(&format!("/api/tasks/{task_id}/status")).await;
+        assert_eq!(status, 200, "{body}");
+        if states.iter().any(|s| body["state"] == *s) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "task {task_id} never reached {states:?}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Starts the project through `hub`; returns the task id.
+pub async fn start(hub: &HubProcess, project: i64) -> String {
+    let (status, body) = hub
+        .post(&format!("/api/orchestration/{project}/start"), json!({}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    body["task_id"].as_str().unwrap().to_owned()
+}
+
+/// Stops the project through `hub` (removing its containers) and waits for it.
+pub async fn stop(hub: &HubProcess, project: i64) {
+    let (status, body) = hub
+        .post(&format!("/api/orchestration/{project}/stop"), json!({}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let done = hub.wait_task(body["task_id"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "SUCCESS", "{done}");
+}
+
 /// A running `hub serve`.
 pub struct HubProcess {
     pub child: Child,
@@ -287,4 +336,101 @@ pub fn spawn_worker(data: &Path, extra: &[&str], log: &Path) -> Child {
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
         .expect("start hub worker")
+}
+
+/// A real `redis-server` on a free loopback port, its data in a folder of its own, every
+/// write appended to its AOF and synced (`appendfsync always`): killed and started again, it
+/// comes back with everything it acknowledged.
+pub struct RedisServer {
+    child: Child,
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl RedisServer {
+    /// Starts a server keeping its files in `dir` (created), once it answers.
+    pub fn start(dir: &Path) -> RedisServer {
+        std::fs::create_dir_all(dir).unwrap();
+        let port = free_port();
+        let child = Self::spawn(dir, port);
+        let server = RedisServer {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn spawn(dir: &Path, port: u16) -> Child {
+        Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--dir", dir.to_str().unwrap()])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
+            .args(["--loglevel", "warning"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian package redis-server) on PATH")
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+                use std::io::{Read, Write};
+                let mut answer = [0u8; 64];
+                if stream.write_all(b"PING\r\n").is_ok()
+                    && stream
+                        .read(&mut answer)
+                        .is_ok_and(|n| answer[..n].starts_with(b"+PONG"))
+                {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `redis://127.0.0.1:<port>/0`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Kills the server (`SIGKILL`): nothing is flushed but what `appendfsync always` wrote.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same port and files.
+    pub fn start_again(&mut self) {
+        self.child = Self::spawn(&self.dir, self.port);
+        self.wait_ready();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A `hub worker` on Redis at `redis` and the registry in `data`, named `name`, with `extra`
+/// flags; its log goes to `<data>/../<name>.log`.
+pub fn spawn_redis_worker(data: &Path, redis: &str, name: &str, extra: &[&str]) -> Child {
+    let log = data.parent().unwrap().join(format!("{name}.log"));
+    spawn_worker(
+        data,
+        &[&["--task-backend", redis, "--worker-name", name], extra].concat(),
+        &log,
+    )
 }

@@ -120,6 +120,8 @@ class TaskStatus:
     queued_at: Optional[_dt.datetime] = None
     started_at: Optional[_dt.datetime] = None
     finished_at: Optional[_dt.datetime] = None
+    attempt: int = 1
+    worker: Optional[str] = None
 
     @classmethod
     def _from(cls, data: Dict[str, Any]) -> "TaskStatus":
@@ -137,6 +139,8 @@ class TaskStatus:
             queued_at=_time(data.get("queued_at")),
             started_at=_time(data.get("started_at")),
             finished_at=_time(data.get("finished_at")),
+            attempt=data.get("attempt", 1),
+            worker=data.get("worker"),
         )
 
     def to_dict(self) -> Dict[str, Any]:

@@ -44,12 +44,16 @@ return {1, tostring(seq)}
 /// KEYS: task, events, event seq, queue, exclusive lock (or the task key), kind counts,
 /// this minute's finished count, revokes. ARGV: expected owner, expected attempt, expect
 /// PENDING, new state, record, new owner, version, event cap, terminal, expiry ms, id, kind,
-/// runtime ms, has key. Returns the event's seq; 0 for a write older than the stored one;
+/// runtime ms, has key. Returns the event's seq; 0 when this owner's write of that version (or
+/// a later one) is already stored (a retry whose answer was lost, or a late duplicate);
 /// -1 when the task is gone; -2 when the fence refuses.
 const TRANSITION: &str = r"
 local h = redis.call('HMGET', KEYS[1], 'state', 'owner', 'attempt', 'v', 'msg')
 if not h[1] then return -1 end
-if terminal(h[1]) or h[2] ~= ARGV[1] or h[3] ~= ARGV[2] then return -2 end
+if h[3] ~= ARGV[2] then return -2 end
+-- A write of this owner already stored: a late duplicate, or a retry whose answer was lost.
+if ARGV[6] ~= '' and h[2] == ARGV[6] and tonumber(h[4]) >= tonumber(ARGV[7]) then return 0 end
+if terminal(h[1]) or h[2] ~= ARGV[1] then return -2 end
 if ARGV[3] == '1' and h[1] ~= 'PENDING' then return -2 end
 if tonumber(h[4]) >= tonumber(ARGV[7]) then return 0 end
 redis.call('HSET', KEYS[1], 'state', ARGV[4], 'owner', ARGV[6], 'v', ARGV[7], 'record', ARGV[5])

@@ -271,7 +271,7 @@ async fn run_task(shared: &Arc<Shared>, id: TaskId) {
             }
         }
     };
-    if started != Written::Stored {
+    if started == Written::Refused {
         // A duplicate delivery, or revoked meanwhile: nothing to run.
         if let Err(err) = shared.drop_delivery(&record.queue, &msg).await {
             tracing::debug!(task = %id, error = %err, "stale delivery left for recovery");
@@ -344,7 +344,9 @@ async fn run_task(shared: &Arc<Shared>, id: TaskId) {
 async fn store_end(shared: &Shared, record: &TaskRecord, version: u64, fence: Fence<'_>) {
     let mut backoff = Backoff::new();
     loop {
-        match shared.transition(record, version, "", fence).await {
+        // The finisher stays the owner of record: a retry whose first answer was lost is
+        // then recognised as already stored.
+        match shared.transition(record, version, shared.id(), fence).await {
             Ok(Written::Refused) => {
                 tracing::warn!(task = %record.id, "task taken over meanwhile; its end here is discarded");
                 return;

@@ -38,6 +38,26 @@ DOCKER_HOST=$(bash scripts/docker-up.sh | tail -n 1)
 export DOCKER_HOST
 echo "engine at $DOCKER_HOST"
 
+step "redis-server for the tests"
+# One server on a free loopback port for the behaviour suite and the Python tests (the
+# multi-process tests start their own, which they kill and restart). Stopped on exit.
+cleanup=()
+on_exit() { for command in "${cleanup[@]}"; do eval "$command" || true; done; }
+trap on_exit EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+redis_dir=$(mktemp -d)
+redis_port=$(free_port)
+redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$redis_dir" --save '' \
+    --appendonly no --loglevel warning >"$redis_dir/log" 2>&1 &
+redis_pid=$!
+cleanup+=("kill $redis_pid 2>/dev/null; rm -rf '$redis_dir'")
+for _ in $(seq 1 100); do
+    redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
+    sleep 0.1
+done
+export HUB_TEST_REDIS_URL="redis://127.0.0.1:$redis_port/0"
+echo "redis at $HUB_TEST_REDIS_URL"
+
 step "python tools (virtualenv)"
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
@@ -59,12 +79,12 @@ step "schemathesis: fuzzing the HTTP API from /openapi.json"
 # covered by the end-to-end tests instead. `filter_too_much` is hypothesis judging its own
 # generator (some seeds draw few valid path parameters), not a finding about the API.
 fuzz=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(free_port)
 mkdir -p "$fuzz/browse"
 "$CARGO_TARGET_DIR/debug/hub" serve --bind "127.0.0.1:$port" --data-dir "$fuzz/state" \
     --browse-root "$fuzz/browse" >"$fuzz/hub.log" 2>&1 &
 hub_pid=$!
-trap 'kill $hub_pid 2>/dev/null; rm -rf "$fuzz"' EXIT
+cleanup+=("kill $hub_pid 2>/dev/null; rm -rf '$fuzz'")
 for _ in $(seq 1 100); do
     python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/health')" 2>/dev/null && break
     sleep 0.1

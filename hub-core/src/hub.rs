@@ -11,7 +11,7 @@ use crate::error::{Entity, HubError, Result};
 use crate::health::{self, ComponentState, HealthBoard, HealthReport};
 use crate::orchestration::{self, Orchestrator, ReconcileChange, StackStatus, jobs};
 use crate::ports::BusyPort;
-use crate::project::{NewProject, Project, ProjectKey, ProjectStats, ProjectUpdate};
+use crate::project::{LOCAL_HOST, NewProject, Project, ProjectKey, ProjectStats, ProjectUpdate};
 use crate::registry::Registry;
 use crate::runtime::{DockerRuntime, Runtime};
 use crate::stack::StackSpec;
@@ -244,6 +244,17 @@ impl Hub {
         key: impl Into<ProjectKey>,
         update: ProjectUpdate,
     ) -> Result<Project> {
+        let key = key.into();
+        // The registry checks again inside its transaction, where the task store shares its
+        // database; a store elsewhere (Redis) is asked here.
+        if update.name.is_some()
+            || update.path.is_some()
+            || update.host.is_some()
+            || !update.ports.is_empty()
+        {
+            let project = self.project(key.clone()).await?;
+            self.ensure_idle(&project).await?;
+        }
         self.inner.registry.update(key, update).await
     }
 
@@ -409,11 +420,15 @@ impl Hub {
         service: Option<&str>,
     ) -> Result<TaskId> {
         let project = self.project(key).await?;
-        self.ensure_engine_up().await?;
+        // Another host's engine is its workers' to reach, not this process's.
+        if project.host == LOCAL_HOST {
+            self.ensure_engine_up().await?;
+        }
         let job = JobRequest::new(kind, orchestration::payload(project.id, service))
             .project(project.id)
             .options(JobOptions {
                 exclusive_key: Some(orchestration::exclusive_key(project.id)),
+                queue: Some(project.queue(&self.inner.config.tasks.default_queue)),
                 ..JobOptions::default()
             });
         self.submit(job).await

@@ -25,6 +25,9 @@ pub struct Project {
     pub slug: String,
     /// Absolute, canonical path of the project folder.
     pub path: PathBuf,
+    /// The engine the stack runs on: [`LOCAL_HOST`], or the name of a host whose workers take
+    /// the queue of that name (see [`Project::queue`]).
+    pub host: String,
     /// Host ports held by the project, running or not.
     pub ports: PortSet,
     /// Lifecycle state of the stack.
@@ -122,6 +125,9 @@ pub struct NewProject {
     /// Ports to hold instead of allocated ones (any subset of roles).
     #[serde(default)]
     pub ports: PortRequest,
+    /// The engine host it runs on (default [`LOCAL_HOST`]).
+    #[serde(default)]
+    pub host: Option<String>,
 }
 
 impl NewProject {
@@ -131,7 +137,14 @@ impl NewProject {
             name: name.into(),
             path: path.into(),
             ports: PortRequest::default(),
+            host: None,
         }
+    }
+
+    /// Places the project on engine host `host`.
+    pub fn host(mut self, host: impl Into<String>) -> Self {
+        self.host = Some(host.into());
+        self
     }
 
     /// Asks for explicit ports.
@@ -151,6 +164,31 @@ pub struct ProjectUpdate {
     /// New ports for some roles; the others keep theirs.
     #[serde(default)]
     pub ports: PortRequest,
+    /// New engine host.
+    #[serde(default)]
+    pub host: Option<String>,
+}
+
+/// The host of a project that names none: the engine of the workers on the default queue.
+pub const LOCAL_HOST: &str = "local";
+
+/// Checks an engine host name; it names the queue the project's operations go to, so it
+/// follows the queue-name rules.
+pub fn validate_host(host: &str) -> Result<String> {
+    crate::tasks::backend::validate_queue_name("host", host)?;
+    Ok(host.to_owned())
+}
+
+impl Project {
+    /// The queue the project's operations go to: the default queue for [`LOCAL_HOST`], else
+    /// the queue named after its host, which only the workers of that engine take.
+    pub fn queue(&self, default_queue: &str) -> String {
+        if self.host == LOCAL_HOST {
+            default_queue.to_owned()
+        } else {
+            self.host.clone()
+        }
+    }
 }
 
 /// How a caller names a project: by id, or by slug.

@@ -21,12 +21,12 @@ use crate::ports::{
     port_from_db, probe_busy,
 };
 use crate::project::{
-    Health, NewProject, Project, ProjectKey, ProjectStats, ProjectStatus, ProjectUpdate,
-    operation_key, validate_name, validate_path,
+    Health, LOCAL_HOST, NewProject, Project, ProjectKey, ProjectStats, ProjectStatus,
+    ProjectUpdate, operation_key, validate_host, validate_name, validate_path,
 };
 use crate::sync::lock;
 
-const PROJECT_COLUMNS: &str = "id, name, slug, path, backend_port, frontend_port, postgres_port, \
+const PROJECT_COLUMNS: &str = "id, name, slug, path, host, backend_port, frontend_port, postgres_port, \
      redis_port, status, health, last_error, created_at, updated_at, last_started, last_stopped";
 
 /// The registry of projects.
@@ -95,10 +95,13 @@ impl Registry {
     pub async fn create(&self, new: NewProject) -> Result<Project> {
         let (name, slug) = validate_name(&new.name)?;
         let path = self.checked_path(new.path).await?;
+        let host = validate_host(new.host.as_deref().unwrap_or(LOCAL_HOST))?;
+        // Ports are probed where this process runs: only meaningful for the local engine.
+        let probe = host == LOCAL_HOST;
 
         let mut attempt = 0;
         let (mut allocator, mut tx, ports) = loop {
-            let (proposed, _reservation) = self.propose(new.ports, None).await?;
+            let (proposed, _reservation) = self.propose(new.ports, None, probe).await?;
             let mut allocator = self.allocator.lock().await;
             let mut tx = self.db.begin_write().await?;
             ensure_unique(&mut tx, &name, &slug, &path, None).await?;
@@ -113,8 +116,8 @@ impl Registry {
         let now = now_millis();
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO projects (name, slug, path, backend_port, frontend_port, postgres_port, \
-             redis_port, status, health, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING id",
+             redis_port, status, health, created_at, updated_at, host) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11) RETURNING id",
         )
         .bind(&name)
         .bind(&slug)
@@ -126,6 +129,7 @@ impl Registry {
         .bind(ProjectStatus::Stopped.as_str())
         .bind(Health::Unknown.as_str())
         .bind(now)
+        .bind(&host)
         .fetch_one(&mut *tx)
         .await
         .map_err(|err| unique_violation(err, &name, &slug, &path))?;
@@ -133,7 +137,7 @@ impl Registry {
         let project = fetch(&mut tx, &ProjectKey::Id(id)).await?;
         tx.commit().await?;
         allocator.commit(None, Some(&ports));
-        tracing::info!(id, %slug, ?ports, "project registered");
+        tracing::info!(id, %slug, %host, ?ports, "project registered");
         Ok(project)
     }
 
@@ -142,7 +146,7 @@ impl Registry {
     pub async fn preview_ports(&self, request: PortRequest) -> Result<PortSet> {
         let mut attempt = 0;
         loop {
-            let (proposed, _reservation) = self.propose(request, None).await?;
+            let (proposed, _reservation) = self.propose(request, None, true).await?;
             let mut allocator = self.allocator.lock().await;
             let mut conn = self.db.pool().acquire().await?;
             if let Some(ports) = allocator
@@ -162,6 +166,7 @@ impl Registry {
         &self,
         request: PortRequest,
         own: Option<&PortSet>,
+        probe: bool,
     ) -> Result<(PortSet, Reservation)> {
         let mut busy = HashSet::new();
         loop {
@@ -186,7 +191,7 @@ impl Registry {
                 };
                 (proposed, allocator.probes_host(), reservation, unowned)
             };
-            if !probes {
+            if !probes || !probe {
                 return Ok((proposed, reservation));
             }
             let found = probe_busy(unowned).await?;
@@ -238,6 +243,7 @@ impl Registry {
             Some(path) => Some(self.checked_path(path).await?),
             None => None,
         };
+        let rehosted = update.host.as_deref().map(validate_host).transpose()?;
 
         // New ports are proposed and probed before the lock and the transaction; every role is
         // requested (the unchanged ones keep theirs), so confirming checks them all.
@@ -245,7 +251,10 @@ impl Registry {
         let wanted = (!update.ports.is_empty()).then(|| update.ports.or(before.ports.into()));
         let (proposed, _reservation) = match wanted {
             Some(wanted) => {
-                let (ports, reservation) = self.propose(wanted, Some(&before.ports)).await?;
+                let host = rehosted.as_deref().unwrap_or(&before.host);
+                let (ports, reservation) = self
+                    .propose(wanted, Some(&before.ports), host == LOCAL_HOST)
+                    .await?;
                 (Some(ports), Some(reservation))
             }
             None => (None, None),
@@ -279,6 +288,10 @@ impl Registry {
         if !update.ports.is_empty() {
             changing.push("ports");
         }
+        let host = rehosted.unwrap_or_else(|| current.host.clone());
+        if host != current.host {
+            changing.push("host");
+        }
         if !changing.is_empty() {
             let doing = format!("change its {}", changing.join(", "));
             if matches!(
@@ -308,7 +321,8 @@ impl Registry {
 
         sqlx::query(
             "UPDATE projects SET name = $1, slug = $2, path = $3, backend_port = $4, \
-             frontend_port = $5, postgres_port = $6, redis_port = $7, updated_at = $8 WHERE id = $9",
+             frontend_port = $5, postgres_port = $6, redis_port = $7, updated_at = $8, \
+             host = $10 WHERE id = $9",
         )
         .bind(&name)
         .bind(&slug)
@@ -319,6 +333,7 @@ impl Registry {
         .bind(i64::from(ports.redis))
         .bind(now_millis())
         .bind(current.id)
+        .bind(&host)
         .execute(&mut *tx)
         .await
         .map_err(|err| unique_violation(err, &name, &slug, &path))?;
@@ -587,6 +602,7 @@ fn project_from_row(row: &AnyRow) -> Result<Project> {
         name: row.try_get("name")?,
         slug: row.try_get("slug")?,
         path: row.try_get::<String, _>("path")?.into(),
+        host: row.try_get("host")?,
         ports: PortSet {
             backend: port_from_db(row.try_get("backend_port")?)?,
             frontend: port_from_db(row.try_get("frontend_port")?)?,

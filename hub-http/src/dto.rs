@@ -17,6 +17,9 @@ pub struct ProjectJson {
     pub slug: String,
     /// Absolute path of the project folder.
     pub path: String,
+    /// The engine host it runs on: `local`, or a host whose workers take the queue of that
+    /// name.
+    pub host: String,
     /// Host port of the backend.
     pub backend_port: u16,
     /// Host port of the frontend.
@@ -48,6 +51,7 @@ impl From<Project> for ProjectJson {
             name: p.name,
             slug: p.slug,
             path: p.path.display().to_string(),
+            host: p.host,
             backend_port: p.ports.backend,
             frontend_port: p.ports.frontend,
             postgres_port: p.ports.postgres,
@@ -74,6 +78,10 @@ pub struct CreateProject {
     /// Ports to hold instead of allocated ones (any subset of roles).
     #[serde(default)]
     pub ports: Option<PortRequest>,
+    /// The engine host it runs on (default `local`); its operations go to the queue of that
+    /// name.
+    #[serde(default)]
+    pub host: Option<String>,
 }
 
 /// Body of `PATCH /api/projects/{id}`; absent fields stay as they are.
@@ -89,6 +97,9 @@ pub struct UpdateProject {
     /// New ports for some roles.
     #[serde(default)]
     pub ports: Option<PortRequest>,
+    /// New engine host (refused while the stack runs).
+    #[serde(default)]
+    pub host: Option<String>,
 }
 
 /// `?delete_data=` of `DELETE /api/projects/{id}`.

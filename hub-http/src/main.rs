@@ -14,6 +14,10 @@ use utoipa::OpenApi;
 
 mod cli;
 
+/// mimalloc rather than glibc malloc: under load its locking took a fifth of a worker's time.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// CommandCenter Hub: many local multi-container project stacks side by side, without port clashes.
 #[derive(Debug, Parser)]
 #[command(

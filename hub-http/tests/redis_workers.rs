@@ -371,3 +371,75 @@ async fn the_original_e2e_flow_with_two_workers_on_redis() {
     assert_eq!(status, 200);
     stop_workers(&mut workers);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_go_to_their_hosts_queue_and_only_its_workers_run_them() {
+    let dir = TempDir::new().unwrap();
+    let data = dir.path().join("state");
+    let redis = RedisServer::start(&dir.path().join("redis"));
+    let url = redis.url();
+    let server = HubProcess::start(&data, &["--task-backend", &url]).await;
+    let mut workers = vec![
+        spawn_redis_worker(&data, &url, "wa", &["--queues", "a"]),
+        spawn_redis_worker(&data, &url, "wb", &["--queues", "b"]),
+    ];
+    let mut placed = HashMap::new();
+    for host in ["a", "b", "c", "local"] {
+        let project = server
+            .project_with(
+                dir.path(),
+                &format!("on-{host}-{}", tag()),
+                EMPTY,
+                json!({"host": host}),
+            )
+            .await;
+        assert_eq!(project["host"], host, "{project}");
+        let task = start(&server, project["id"].as_i64().unwrap()).await;
+        placed.insert(host, task);
+    }
+    for (host, worker) in [("a", "wa@"), ("b", "wb@")] {
+        let done = server.wait_task(&placed[host]).await;
+        assert_eq!(done["state"], "SUCCESS", "{done}");
+        assert!(
+            done["worker"].as_str().unwrap().starts_with(worker),
+            "{host}: {done}"
+        );
+    }
+    // No worker takes queue `c` or the default one: those wait, whatever the others do.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for host in ["c", "local"] {
+        let (_, waiting) = server
+            .get(&format!("/api/tasks/{}/status", placed[host]))
+            .await;
+        assert_eq!(waiting["state"], "PENDING", "{host}: {waiting}");
+    }
+    let (_, monitoring) = server.get("/api/monitoring").await;
+    let queues: HashMap<&str, &Value> = monitoring["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| (q["name"].as_str().unwrap(), q))
+        .collect();
+    assert_eq!(queues["c"]["pending"], 1, "{monitoring}");
+    assert_eq!(queues["default"]["pending"], 1, "{monitoring}");
+
+    // A worker of every queue picks them up.
+    workers.push(spawn_redis_worker(&data, &url, "any", &[]));
+    for host in ["c", "local"] {
+        let done = server.wait_task(&placed[host]).await;
+        assert_eq!(done["state"], "SUCCESS", "{done}");
+        assert!(done["worker"].as_str().unwrap().starts_with("any@"));
+    }
+    // A host name becomes a queue name, so it follows the same rules.
+    let folder = dir.path().join("bad-host");
+    std::fs::create_dir_all(&folder).unwrap();
+    let (status, body) = server
+        .post(
+            "/api/projects",
+            json!({"name": "bad-host", "path": folder, "host": "no spaces"}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["field"], "host", "{body}");
+    stop_workers(&mut workers);
+}

@@ -171,6 +171,7 @@ async fn dispatch(hub: &Hub, method: &str, args: Args) -> Result<Value, HubError
                 name: args.req("name")?,
                 path: PathBuf::from(args.req::<String>("path")?),
                 ports: args.opt::<PortRequest>("ports")?.unwrap_or_default(),
+                host: args.opt("host")?,
             };
             to_value(hub.create_project(new).await?)
         }
@@ -181,6 +182,7 @@ async fn dispatch(hub: &Hub, method: &str, args: Args) -> Result<Value, HubError
                 name: args.opt("name")?,
                 path: args.opt::<String>("path")?.map(PathBuf::from),
                 ports: args.opt::<PortRequest>("ports")?.unwrap_or_default(),
+                host: args.opt("host")?,
             };
             to_value(hub.update_project(args.project()?, update).await?)
         }

@@ -58,3 +58,36 @@ def hub_binary() -> pathlib.Path:
     if not binary.exists():
         pytest.fail(f"the hub binary is not built at {binary} (run cargo build -p hub-http)")
     return binary
+
+
+@pytest.fixture
+def redis_url(tmp_path: pathlib.Path) -> Iterator[str]:
+    """The test Redis (`HUB_TEST_REDIS_URL`, which the test command starts), with a key prefix
+    of this test's own; else a `redis-server` started for the test."""
+    url = os.environ.get("HUB_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    import socket
+    import subprocess
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

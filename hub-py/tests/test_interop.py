@@ -132,3 +132,36 @@ def test_a_python_hub_opened_beside_the_server_leaves_its_running_task_alone(
     finally:
         server.terminate()
         server.wait(timeout=60)
+
+
+def test_a_python_client_on_redis_submits_and_a_hub_worker_runs(
+    tmp_path: pathlib.Path, hub_binary: pathlib.Path, redis_url: str, tag: str
+) -> None:
+    """Python and `hub worker` share one Redis (under a prefix of this test's own) and one
+    registry file: Python submits and follows, the worker runs, both see one record."""
+    data = tmp_path / "state"
+    prefix = f"py-{tag}:"
+    worker = subprocess.Popen(
+        [str(hub_binary), "worker", "--data-dir", str(data), "--task-backend", redis_url,
+         "--task-prefix", prefix, "--worker-name", "pyworker"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        with ch.Hub(
+            data_dir=data, task_backend=redis_url, task_prefix=prefix, run_tasks=False,
+            project_roots=[tmp_path],
+        ) as hub:
+            project = hub.create_project(f"redis-{tag}", make_folder(tmp_path, f"r-{tag}", "# empty\n"))
+            assert project.host == "local"
+            seen: list[str] = []
+            done = hub.start_project(project.id).wait(timeout=60, on_progress=lambda s: seen.append(s.state))
+            assert done.state == "SUCCESS", done
+            assert done.worker is not None and done.worker.startswith("pyworker@"), done
+            assert seen[-1] == "SUCCESS"
+            assert hub.get_project(project.id).status == "running"
+            with pytest.raises(ch.InvalidInputError):
+                ch.Hub(data_dir=data, task_backend="rediss://nope", run_tasks=False)
+    finally:
+        worker.terminate()
+        assert worker.wait(timeout=60) == 0

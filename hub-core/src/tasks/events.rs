@@ -49,6 +49,16 @@ impl EventFeed {
         lock(&self.published).last
     }
 
+    /// Moves on to `last` without publishing what lies before it (a feed that starts following
+    /// its store late: subscribers resuming from earlier read those events from the store).
+    pub(crate) fn skip_to(&self, last: u64) {
+        let mut published = lock(&self.published);
+        if last > published.last {
+            published.last = last;
+            published.recent.clear();
+        }
+    }
+
     /// Publishes `events`, in order; any at or before the last published are skipped.
     pub(crate) fn publish(&self, events: Vec<TaskEvent>) {
         if events.is_empty() {

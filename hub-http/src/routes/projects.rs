@@ -34,6 +34,7 @@ pub(crate) async fn create(
         name: body.name,
         path: PathBuf::from(body.path),
         ports: body.ports.unwrap_or_default(),
+        host: body.host,
     };
     let project = state.hub.create_project(new).await?;
     Ok((StatusCode::CREATED, Json(project.into())))
@@ -71,6 +72,7 @@ pub(crate) async fn update(
         name: body.name,
         path: body.path.map(PathBuf::from),
         ports: body.ports.unwrap_or_default(),
+        host: body.host,
     };
     Ok(Json(state.hub.update_project(id, update).await?.into()))
 }

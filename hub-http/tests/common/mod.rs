@@ -168,12 +168,20 @@ impl HubProcess {
 
     /// Registers a project whose folder holds `stack` as `hub.toml`.
     pub async fn project(&self, root: &Path, name: &str, stack: &str) -> Value {
+        self.project_with(root, name, stack, json!({})).await
+    }
+
+    /// Registers a project like [`HubProcess::project`], with `extra` fields in the body
+    /// (`{"host": "b"}`).
+    pub async fn project_with(&self, root: &Path, name: &str, stack: &str, extra: Value) -> Value {
         let folder = root.join(name);
         std::fs::create_dir_all(&folder).unwrap();
         std::fs::write(folder.join("hub.toml"), stack).unwrap();
-        let (status, body) = self
-            .post("/api/projects", json!({"name": name, "path": folder}))
-            .await;
+        let mut body = json!({"name": name, "path": folder});
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            body.extend(extra.clone());
+        }
+        let (status, body) = self.post("/api/projects", body).await;
         assert_eq!(status, 201, "{body}");
         body
     }

@@ -202,10 +202,17 @@ class Hub:
         name: str,
         path: Union[str, "os.PathLike[str]"],
         ports: Optional[Mapping[str, int]] = None,
+        host: Optional[str] = None,
     ) -> Project:
-        """Registers a project and gives it a set of host ports (or the ``ports`` asked for)."""
+        """Registers a project and gives it a set of host ports (or the ``ports`` asked for).
+
+        ``host`` places it on another engine host: its operations go to the queue of that
+        name, which that host's ``hub worker --queues <host>`` takes (default ``"local"``).
+        """
         return Project._from(
-            self._call("create_project", name=name, path=path, ports=dict(ports or {}) or None)
+            self._call(
+                "create_project", name=name, path=path, ports=dict(ports or {}) or None, host=host
+            )
         )
 
     def get_project(self, id_or_slug: ProjectKey) -> Project:
@@ -222,8 +229,9 @@ class Hub:
         name: Optional[str] = None,
         path: Optional[Union[str, "os.PathLike[str]"]] = None,
         ports: Optional[Mapping[str, int]] = None,
+        host: Optional[str] = None,
     ) -> Project:
-        """Renames (new slug), moves or re-ports a project."""
+        """Renames (new slug), moves, re-ports or re-hosts a project (not while it runs)."""
         return Project._from(
             self._call(
                 "update_project",
@@ -231,6 +239,7 @@ class Hub:
                 name=name,
                 path=path,
                 ports=dict(ports) if ports else None,
+                host=host,
             )
         )
 

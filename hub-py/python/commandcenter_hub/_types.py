@@ -44,6 +44,7 @@ class Project:
     updated_at: _dt.datetime
     last_started: Optional[_dt.datetime]
     last_stopped: Optional[_dt.datetime]
+    host: str = "local"
 
     @classmethod
     def _from(cls, data: Dict[str, Any]) -> "Project":
@@ -65,6 +66,7 @@ class Project:
             updated_at=updated,
             last_started=_time(data.get("last_started")),
             last_stopped=_time(data.get("last_stopped")),
+            host=data.get("host", "local"),
         )
 
     def to_dict(self) -> Dict[str, Any]:

@@ -118,9 +118,12 @@ class Hub:
         name: str,
         path: Union[str, "os.PathLike[str]"],
         ports: Optional[Mapping[str, int]] = None,
+        host: Optional[str] = None,
     ) -> Project:
         return Project._from(
-            await self._call("create_project", name=name, path=path, ports=dict(ports or {}) or None)
+            await self._call(
+                "create_project", name=name, path=path, ports=dict(ports or {}) or None, host=host
+            )
         )
 
     async def get_project(self, id_or_slug: ProjectKey) -> Project:
@@ -135,11 +138,13 @@ class Hub:
         name: Optional[str] = None,
         path: Optional[Union[str, "os.PathLike[str]"]] = None,
         ports: Optional[Mapping[str, int]] = None,
+        host: Optional[str] = None,
     ) -> Project:
         return Project._from(
             await self._call(
                 "update_project", key=id_or_slug, name=name, path=path,
                 ports=dict(ports) if ports else None,
+                host=host,
             )
         )
 

@@ -14,6 +14,10 @@ use crate::tasks::model::{CancelReason, TaskEvent, TaskState};
 
 /// Events read per round.
 const READ_BATCH: usize = 1000;
+/// A read that returns fewer events than this is followed by a pause of [`GATHER`].
+const GATHER_BELOW: usize = 32;
+/// How long events gather between two small reads (the most it delays an event).
+const GATHER: Duration = Duration::from_millis(1);
 
 fn event(entry: &StreamId) -> Option<TaskEvent> {
     let seq = entry.id.split_once('-')?.0.parse().ok()?;
@@ -95,7 +99,13 @@ pub(super) async fn pump_loop(shared: Arc<Shared>) {
                 for event in &events {
                     notice(&shared, event);
                 }
+                let few = events.len() < GATHER_BELOW;
                 shared.feed.publish(events);
+                // Under load, events come one by one: a short pause lets them gather, so each
+                // process reads them in batches rather than one read per event.
+                if few {
+                    tokio::time::sleep(GATHER).await;
+                }
             }
             Err(err) => {
                 tracing::warn!(error = %shared.error(err), "reading task events failed; retrying");

@@ -114,6 +114,9 @@ impl BackendFactory for RedisBackendFactory {
 pub struct RedisBackend {
     shared: Arc<Shared>,
     background: Mutex<Background>,
+    /// Held while the event pump starts: it follows the event stream only once somebody
+    /// subscribes (a worker nobody watches reads no events).
+    pump_start: tokio::sync::Mutex<()>,
 }
 
 #[derive(Default)]
@@ -172,6 +175,8 @@ struct Shared {
     finished: Notify,
     /// Tasks finished by this process since it started.
     processed: AtomicU64,
+    /// Queues this process has added to the queue set (each once).
+    queues_used: Mutex<std::collections::HashSet<String>>,
     /// Last index score handed out (queue time in µs, strictly increasing here), so that
     /// history lists a process's tasks in submission order.
     order: AtomicI64,
@@ -182,9 +187,13 @@ struct Held {
     record: TaskRecord,
     /// The queue entry that delivered it.
     msg: String,
+    /// Its exclusive key, if any.
+    key: Option<String>,
     /// This owner's write counter (the start is write 1).
     version: u64,
     run: Option<RunControl>,
+    /// Its handler returned; its end is being stored.
+    finishing: bool,
 }
 
 /// Handles on a running task.
@@ -254,11 +263,9 @@ impl RedisBackend {
             finished: Notify::new(),
             processed: AtomicU64::new(0),
             order: AtomicI64::new(0),
+            queues_used: Mutex::default(),
         });
-        let mut background = Background {
-            pump: Some(tokio::spawn(events::pump_loop(shared.clone()))),
-            ..Background::default()
-        };
+        let mut background = Background::default();
         if mode.runs_tasks() {
             if let Err(err) = worker::heartbeat(&shared).await {
                 background.abort_all();
@@ -287,7 +294,29 @@ impl RedisBackend {
         Ok(RedisBackend {
             shared,
             background: Mutex::new(background),
+            pump_start: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Starts following the event stream, from its end, unless it is followed already.
+    async fn ensure_pump(&self) -> Result<()> {
+        if lock(&self.background).pump.is_some() {
+            return Ok(());
+        }
+        let _starting = self.pump_start.lock().await;
+        if lock(&self.background).pump.is_some() {
+            return Ok(());
+        }
+        let shared = &self.shared;
+        let last: Option<u64> = shared
+            .conn
+            .clone()
+            .get(shared.keys.event_seq())
+            .await
+            .map_err(|err| shared.error(err))?;
+        shared.feed.skip_to(last.unwrap_or(0));
+        lock(&self.background).pump = Some(tokio::spawn(events::pump_loop(shared.clone())));
+        Ok(())
     }
 
     /// This process's worker id: what the tasks it runs name as their `worker`.
@@ -348,15 +377,18 @@ struct Stored {
     attempt: u32,
     version: u64,
     msg: Option<String>,
+    /// The exclusive key, if any.
+    key: Option<String>,
     record: TaskRecord,
 }
 
-/// `state, owner, attempt, v, msg, record` as `HMGET` gives them.
+/// `state, owner, attempt, v, msg, key, record` as `HMGET` gives them.
 type StoredFields = (
     Option<String>,
     Option<String>,
     Option<u32>,
     Option<u64>,
+    Option<String>,
     Option<String>,
     Option<String>,
 );
@@ -383,11 +415,11 @@ impl Shared {
     async fn stored(&self, id: TaskId) -> Result<Option<Stored>> {
         let fields: StoredFields = redis::cmd("HMGET")
             .arg(self.keys.task(id))
-            .arg(&["state", "owner", "attempt", "v", "msg", "record"])
+            .arg(&["state", "owner", "attempt", "v", "msg", "key", "record"])
             .query_async(&mut self.conn.clone())
             .await
             .map_err(|err| self.error(err))?;
-        let (Some(state), Some(record)) = (fields.0, fields.5) else {
+        let (Some(state), Some(record)) = (fields.0, fields.6) else {
             return Ok(None);
         };
         Ok(Some(Stored {
@@ -396,16 +428,18 @@ impl Shared {
             attempt: fields.2.unwrap_or(1),
             version: fields.3.unwrap_or(0),
             msg: fields.4.filter(|m| !m.is_empty()),
+            key: fields.5.filter(|k| !k.is_empty()),
             record: decode(&record)?,
         }))
     }
 
     /// Writes `record` (version `version`, now owned by `owner`) if the task is as `fence`
-    /// expects; a terminal record also releases the task's delivery, exclusive key and revoke
-    /// request, counts it and lets it expire.
+    /// expects; a terminal record also releases the task's delivery, its exclusive `key` and
+    /// revoke request, counts it and lets it expire.
     async fn transition(
         &self,
         record: &TaskRecord,
+        key: Option<&str>,
         version: u64,
         owner: &str,
         fence: Fence<'_>,
@@ -415,18 +449,8 @@ impl Shared {
         let runtime_ms = record
             .runtime()
             .map_or(0, |seconds| (seconds * 1000.0).round() as i64);
-        // The exclusive key is only known to the hash; the script compares before deleting.
-        let key: Option<String> = if terminal {
-            redis::cmd("HGET")
-                .arg(self.keys.task(record.id))
-                .arg("key")
-                .query_async(&mut self.conn.clone())
-                .await
-                .map_err(|err| self.error(err))?
-        } else {
-            None
-        };
-        let key = key.filter(|k| !k.is_empty());
+        // Released by a terminal write (the script compares before deleting).
+        let key = key.filter(|k| terminal && !k.is_empty());
         let expires_ms = self.config.result_expires.as_millis().min(i64::MAX as u128) as i64;
         let answer: i64 = self
             .scripts
@@ -435,10 +459,7 @@ impl Shared {
             .key(self.keys.events())
             .key(self.keys.event_seq())
             .key(self.keys.queue(&record.queue))
-            .key(
-                key.as_deref()
-                    .map_or_else(|| self.keys.task(record.id), |key| self.keys.exclusive(key)),
-            )
+            .key(key.map_or_else(|| self.keys.task(record.id), |key| self.keys.exclusive(key)))
             .key(self.keys.kind_counts())
             .key(self.keys.finished_in(minute))
             .key(self.keys.revokes())
@@ -617,7 +638,10 @@ impl ProgressSink for Shared {
             attempt,
             pending: false,
         };
-        match self.transition(&record, version, self.id(), fence).await {
+        match self
+            .transition(&record, None, version, self.id(), fence)
+            .await
+        {
             Ok(Written::Refused) => self.lose(id, CancelReason::LeaseLost),
             Ok(_) => {}
             // Progress is advisory: the run goes on, and its end is stored once Redis is back.
@@ -642,6 +666,7 @@ impl TaskBackend for RedisBackend {
         }
         let (record, key) = new_task(job, &shared.config, shared.mode, &shared.handlers)?;
         let keys = &shared.keys;
+        let new_queue = !lock(&shared.queues_used).contains(&record.queue);
         let reply: (i64, String) = shared
             .scripts
             .enqueue
@@ -663,9 +688,13 @@ impl TaskBackend for RedisBackend {
             .arg(if key.is_some() { "1" } else { "0" })
             .arg(keys.task_prefix())
             .arg(key.as_deref().unwrap_or(""))
+            .arg(if new_queue { "1" } else { "0" })
             .invoke_async(&mut shared.conn.clone())
             .await
             .map_err(|err| shared.error(err))?;
+        if new_queue {
+            lock(&shared.queues_used).insert(record.queue.clone());
+        }
         if reply.0 == 0 {
             let holder = reply
                 .1
@@ -723,7 +752,13 @@ impl TaskBackend for RedisBackend {
                     pending: true,
                 };
                 if shared
-                    .transition(&record, stored.version + 1, "", fence)
+                    .transition(
+                        &record,
+                        stored.key.as_deref(),
+                        stored.version + 1,
+                        "",
+                        fence,
+                    )
                     .await?
                     == Written::Stored
                 {
@@ -750,6 +785,7 @@ impl TaskBackend for RedisBackend {
     }
 
     async fn subscribe(&self, after: Option<EventCursor>) -> Result<EventSubscription> {
+        self.ensure_pump().await?;
         let shared = &self.shared;
         shared
             .feed

@@ -5,8 +5,9 @@
 //!
 //! Fence fields: `state`, `owner` (the worker running it, empty while queued), `attempt`, `v`
 //! (the owner's write counter: an older write arriving late is dropped) and `msg` (the queue
-//! entry that delivers the current attempt). A queue entry carries the id, the attempt and the
-//! record as queued, so a worker starts a task without reading it first.
+//! entry that delivers the current attempt). A queue entry carries the id, the attempt, the
+//! exclusive key and the record as queued, so a worker starts and ends a task without reading
+//! it first.
 
 use redis::Script;
 
@@ -18,7 +19,7 @@ end
 
 /// KEYS: task, queue, events, event seq, index, queue set, exclusive lock (the task key when
 /// none). ARGV: id, record, queue, index score (queue time, µs), event cap, has key, task
-/// key prefix, key.
+/// key prefix, key, queue new to the caller (then it is added to the queue set).
 /// Returns `{1, seq}`, or `{0, holder id}` when the key is held.
 const ENQUEUE: &str = r"
 if ARGV[6] == '1' then
@@ -31,11 +32,14 @@ if ARGV[6] == '1' then
   end
   redis.call('SET', KEYS[7], ARGV[1])
 end
-local msg = redis.call('XADD', KEYS[2], '*', 'id', ARGV[1], 'attempt', '1', 'record', ARGV[2])
+local msg = redis.call('XADD', KEYS[2], '*', 'id', ARGV[1], 'attempt', '1', 'key', ARGV[8],
+  'record', ARGV[2])
 redis.call('HSET', KEYS[1], 'state', 'PENDING', 'owner', '', 'attempt', '1', 'v', '0',
   'msg', msg, 'queue', ARGV[3], 'key', ARGV[8], 'record', ARGV[2])
 redis.call('ZADD', KEYS[5], ARGV[4], ARGV[1])
-redis.call('SADD', KEYS[6], ARGV[3])
+if ARGV[9] == '1' then
+  redis.call('SADD', KEYS[6], ARGV[3])
+end
 local seq = redis.call('INCR', KEYS[4])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], seq .. '-0', 'task', ARGV[2])
 return {1, tostring(seq)}
@@ -65,11 +69,14 @@ if ARGV[9] == '1' then
   if ARGV[14] == '1' and redis.call('GET', KEYS[5]) == ARGV[11] then
     redis.call('DEL', KEYS[5])
   end
-  redis.call('HDEL', KEYS[8], ARGV[11])
+  if ARGV[4] == 'REVOKED' then
+    redis.call('HDEL', KEYS[8], ARGV[11])
+  end
   redis.call('HINCRBY', KEYS[6], ARGV[12] .. '|' .. ARGV[4], 1)
   redis.call('HINCRBY', KEYS[6], ARGV[12] .. '|runtime_ms', ARGV[13])
-  redis.call('INCR', KEYS[7])
-  redis.call('EXPIRE', KEYS[7], 86400)
+  if redis.call('INCR', KEYS[7]) == 1 then
+    redis.call('EXPIRE', KEYS[7], 86400)
+  end
   if tonumber(ARGV[10]) > 0 then
     redis.call('PEXPIRE', KEYS[1], ARGV[10])
   end
@@ -85,7 +92,7 @@ return seq
 /// PENDING, new attempt, record, event cap, id, publish an event. Returns the event's seq (0
 /// without one); -1 when the task is gone; -2 when the fence refuses.
 const REQUEUE: &str = r"
-local h = redis.call('HMGET', KEYS[1], 'state', 'owner', 'attempt', 'msg')
+local h = redis.call('HMGET', KEYS[1], 'state', 'owner', 'attempt', 'msg', 'key')
 if not h[1] then return -1 end
 if terminal(h[1]) or h[2] ~= ARGV[1] or h[3] ~= ARGV[2] then return -2 end
 if ARGV[3] == '1' and h[1] ~= 'PENDING' then return -2 end
@@ -94,7 +101,7 @@ if h[4] then
   redis.call('XDEL', KEYS[2], h[4])
 end
 local msg = redis.call('XADD', KEYS[2], '*', 'id', ARGV[7], 'attempt', ARGV[4],
-  'record', ARGV[5])
+  'key', h[5] or '', 'record', ARGV[5])
 redis.call('HSET', KEYS[1], 'state', 'PENDING', 'owner', '', 'attempt', ARGV[4], 'v', '0',
   'msg', msg, 'record', ARGV[5])
 if ARGV[8] == '1' then

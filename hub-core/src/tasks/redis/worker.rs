@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
 use redis::streams::{StreamClaimReply, StreamId, StreamPendingCountReply, StreamReadReply};
@@ -19,6 +19,8 @@ use crate::tasks::model::{
 };
 use crate::tasks::run::{RunSignals, supervise};
 
+/// How often a worker of every queue looks for new queues.
+const QUEUE_REFRESH: Duration = Duration::from_secs(1);
 /// Entries taken back from one lost consumer per round.
 const RECLAIM_BATCH: usize = 100;
 /// How long a worker keeps its registration after its last heartbeat, for monitoring.
@@ -70,12 +72,19 @@ pub(super) async fn fetch_loop(shared: Arc<Shared>) {
     let mut conn = None;
     let mut backoff = Backoff::new();
     let mut grouped: HashSet<String> = HashSet::new();
+    let mut queues: Vec<String> = Vec::new();
+    let mut listed: Option<Instant> = None;
     let slots = shared.config.concurrency as usize;
     loop {
         if shared.stop_taking.is_cancelled() {
             break;
         }
-        let free = slots.saturating_sub(lock(&shared.held).len());
+        // A task whose handler returned frees its slot while its end is being stored.
+        let occupied = lock(&shared.held)
+            .values()
+            .filter(|task| !task.finishing)
+            .count();
+        let free = slots.saturating_sub(occupied);
         if free == 0 {
             let finished = shared.finished.notified();
             tokio::select! {
@@ -85,14 +94,20 @@ pub(super) async fn fetch_loop(shared: Arc<Shared>) {
             }
             continue;
         }
-        let queues = match shared.queues().await {
-            Ok(queues) => queues,
-            Err(err) => {
-                tracing::warn!(error = %err, "listing queues failed; retrying");
-                backoff.wait().await;
-                continue;
+        // New queues are looked for once a second, not before every read.
+        if listed.is_none_or(|at: Instant| at.elapsed() >= QUEUE_REFRESH) {
+            match shared.queues().await {
+                Ok(fresh) => {
+                    queues = fresh;
+                    listed = Some(Instant::now());
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "listing queues failed; retrying");
+                    backoff.wait().await;
+                    continue;
+                }
             }
-        };
+        }
         for queue in &queues {
             if !grouped.contains(queue) {
                 match ensure_group(&shared, queue).await {
@@ -197,13 +212,16 @@ fn reserve(shared: &Shared, entry: &StreamId) {
         }
     };
     let id = record.id;
+    let key = entry.get::<String>("key").filter(|key| !key.is_empty());
     lock(&shared.held).insert(
         id,
         Held {
             record,
             msg: entry.id.clone(),
+            key,
             version: 0,
             run: None,
+            finishing: false,
         },
     );
     // The workers hold the receiver for as long as the backend runs tasks.
@@ -224,9 +242,9 @@ pub(super) async fn worker_loop(shared: Arc<Shared>) {
 
 /// Starts the task if it is still queued for this attempt, runs it, and stores its end.
 async fn run_task(shared: &Arc<Shared>, id: TaskId) {
-    let Some((mut record, msg)) = lock(&shared.held)
+    let Some((mut record, msg, key)) = lock(&shared.held)
         .get(&id)
-        .map(|task| (task.record.clone(), task.msg.clone()))
+        .map(|task| (task.record.clone(), task.msg.clone(), task.key.clone()))
     else {
         // Revoked or taken away while reserved.
         return;
@@ -247,7 +265,7 @@ async fn run_task(shared: &Arc<Shared>, id: TaskId) {
             attempt: queued.attempt,
             pending: true,
         };
-        store_end(shared, &record, 1, fence).await;
+        store_end(shared, &record, key.as_deref(), 1, fence).await;
         release(shared, id, true);
         return;
     };
@@ -263,7 +281,10 @@ async fn run_task(shared: &Arc<Shared>, id: TaskId) {
             // Still reserved: signing off hands it back.
             return;
         }
-        match shared.transition(&record, 1, shared.id(), fence()).await {
+        match shared
+            .transition(&record, None, 1, shared.id(), fence())
+            .await
+        {
             Ok(written) => break written,
             Err(err) => {
                 tracing::warn!(task = %id, error = %err, "starting a task failed; retrying");
@@ -321,19 +342,21 @@ async fn run_task(shared: &Arc<Shared>, id: TaskId) {
         let mut held = lock(&shared.held);
         held.get_mut(&id).and_then(|task| {
             task.run = None;
+            task.finishing = true;
             task.record.apply(ending, shared.id()).then(|| {
                 task.version += 1;
                 (task.record.clone(), task.version)
             })
         })
     };
+    shared.finished.notify_waiters();
     if let Some((record, version)) = end {
         let fence = Fence {
             owner: shared.id(),
             attempt: record.attempt,
             pending: false,
         };
-        store_end(shared, &record, version, fence).await;
+        store_end(shared, &record, key.as_deref(), version, fence).await;
     }
     release(shared, id, true);
 }
@@ -341,12 +364,21 @@ async fn run_task(shared: &Arc<Shared>, id: TaskId) {
 /// Stores a task's end, retrying while Redis does not answer: nothing is acknowledged that
 /// was not done. Gives up once the write is refused (the task is no longer this worker's) or
 /// the backend is dropped.
-async fn store_end(shared: &Shared, record: &TaskRecord, version: u64, fence: Fence<'_>) {
+async fn store_end(
+    shared: &Shared,
+    record: &TaskRecord,
+    key: Option<&str>,
+    version: u64,
+    fence: Fence<'_>,
+) {
     let mut backoff = Backoff::new();
     loop {
         // The finisher stays the owner of record: a retry whose first answer was lost is
         // then recognised as already stored.
-        match shared.transition(record, version, shared.id(), fence).await {
+        match shared
+            .transition(record, key, version, shared.id(), fence)
+            .await
+        {
             Ok(Written::Refused) => {
                 tracing::warn!(task = %record.id, "task taken over meanwhile; its end here is discarded");
                 return;
@@ -434,8 +466,50 @@ pub(super) async fn heartbeat_loop(shared: Arc<Shared>) {
             tracing::error!(error = %err, "heartbeat failed: this worker's tasks are taken over unless Redis comes back within the lease");
             continue;
         }
+        if let Err(err) = check_ownership(&shared).await {
+            tracing::warn!(error = %err, "checking this worker's tasks failed");
+        }
         recover(&shared).await;
     }
+}
+
+/// Stops the runs of tasks this worker no longer holds: taken over while it was paused or cut
+/// off (a later attempt, another owner), or ended meanwhile. (Their writes would be refused
+/// anyway; this stops the work itself.)
+async fn check_ownership(shared: &Shared) -> Result<()> {
+    let running: Vec<(TaskId, u32)> = lock(&shared.held)
+        .iter()
+        .filter(|(_, task)| task.run.is_some())
+        .map(|(id, task)| (*id, task.record.attempt))
+        .collect();
+    if running.is_empty() {
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
+    for (id, _) in &running {
+        pipe.cmd("HMGET")
+            .arg(shared.keys.task(*id))
+            .arg(&["state", "owner", "attempt"]);
+    }
+    let found: Vec<(Option<String>, Option<String>, Option<u32>)> = pipe
+        .query_async(&mut shared.conn.clone())
+        .await
+        .map_err(|err| shared.error(err))?;
+    for ((id, attempt), (state, owner, stored_attempt)) in running.into_iter().zip(found) {
+        let state = state.and_then(|s| s.parse::<TaskState>().ok());
+        let mine = owner.as_deref() == Some(shared.id())
+            && stored_attempt == Some(attempt)
+            && state.is_some_and(|s| !s.is_terminal());
+        if !mine {
+            let reason = if state == Some(TaskState::Revoked) {
+                CancelReason::Revoked
+            } else {
+                CancelReason::LeaseLost
+            };
+            shared.lose(id, reason);
+        }
+    }
+    Ok(())
 }
 
 /// Passes revoke requests on to the tasks running here.
@@ -485,6 +559,36 @@ pub(super) async fn sweep_loop(shared: Arc<Shared>) {
 }
 
 async fn sweep(shared: &Shared) -> Result<()> {
+    // Revoke requests of tasks that ended before their worker saw the request.
+    let asked: Vec<String> = shared
+        .conn
+        .clone()
+        .hkeys(shared.keys.revokes())
+        .await
+        .map_err(|err| shared.error(err))?;
+    let mut answered = Vec::new();
+    for id in asked {
+        let Ok(task) = id.parse::<TaskId>() else {
+            answered.push(id);
+            continue;
+        };
+        if shared
+            .stored(task)
+            .await?
+            .is_none_or(|stored| stored.state.is_terminal())
+        {
+            answered.push(id);
+        }
+    }
+    if !answered.is_empty() {
+        let _: () = shared
+            .conn
+            .clone()
+            .hdel(shared.keys.revokes(), answered)
+            .await
+            .map_err(|err| shared.error(err))?;
+    }
+
     let horizon = chrono::Utc::now().timestamp_micros()
         - shared
             .config
@@ -709,7 +813,13 @@ async fn settle(
             shared.id(),
         );
         shared
-            .transition(&record, stored.version + 1, "", fence)
+            .transition(
+                &record,
+                stored.key.as_deref(),
+                stored.version + 1,
+                "",
+                fence,
+            )
             .await?;
         return Ok(());
     }
@@ -735,7 +845,13 @@ async fn settle(
         }
         LostVerdict::Fail(failed) => {
             if shared
-                .transition(&failed, stored.version + 1, "", fence)
+                .transition(
+                    &failed,
+                    stored.key.as_deref(),
+                    stored.version + 1,
+                    "",
+                    fence,
+                )
                 .await?
                 == Written::Stored
             {

@@ -15,8 +15,9 @@ pub(super) async fn run(client: &Client, command: ClientCommand) -> Result<Exit,
             path,
             name,
             ports,
+            host,
             json,
-        } => add(client, path, name, &ports, json).await,
+        } => add(client, path, name, &ports, host, json).await,
         ClientCommand::Start(op) => operate(client, "start", op).await,
         ClientCommand::Stop(op) => operate(client, "stop", op).await,
         ClientCommand::Restart(op) => operate(client, "restart", op).await,
@@ -138,6 +139,7 @@ async fn add(
     path: std::path::PathBuf,
     name: Option<String>,
     ports: &[String],
+    host: Option<String>,
     as_json: bool,
 ) -> Result<Exit, CliError> {
     // A relative folder is the caller's, not the hub's: make it absolute here.
@@ -165,16 +167,20 @@ async fn add(
     if !requested.is_empty() {
         body["ports"] = Value::Object(requested);
     }
+    if let Some(host) = host {
+        body["host"] = json!(host);
+    }
     let project = client.post("/api/projects", &body).await?;
     if as_json {
         out!("{project:#}");
         return Ok(Exit::Ok);
     }
     out!(
-        "added {} ({}) in {}",
+        "added {} ({}) in {} on host {}",
         text(&project["name"]),
         text(&project["slug"]),
-        text(&project["path"])
+        text(&project["path"]),
+        text(&project["host"])
     );
     for role in ["frontend", "backend", "postgres", "redis"] {
         out!("  {role:<9} {}", text(&project[format!("{role}_port")]));

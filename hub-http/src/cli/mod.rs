@@ -103,6 +103,10 @@ pub(crate) enum ClientCommand {
         /// redis); repeat for several.
         #[arg(long = "port", value_name = "ROLE=PORT")]
         ports: Vec<String>,
+        /// The Docker host it runs on: its operations go to the queue of that name, which
+        /// that host's `hub worker --queues <host>` takes [default: local].
+        #[arg(long)]
+        host: Option<String>,
         /// Print the project as JSON.
         #[arg(long)]
         json: bool,

@@ -24,6 +24,18 @@ pub enum Dialect {
     Postgres,
 }
 
+impl Dialect {
+    /// The statement that opens a transaction holding the write lock from its start (SQLite's
+    /// `BEGIN IMMEDIATE`; a deferred transaction that reads and then writes fails with
+    /// `SQLITE_BUSY` when another connection wrote between).
+    pub fn begin_write_statement(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "BEGIN IMMEDIATE",
+            Dialect::Postgres => "BEGIN",
+        }
+    }
+}
+
 /// A connection pool plus the dialect it speaks.
 #[derive(Debug, Clone)]
 pub struct Database {
@@ -92,7 +104,12 @@ impl Database {
                 ));
             }
         };
-        migrator.run(&pool).await?;
+        // Processes that open a fresh database at the same moment must not both migrate it:
+        // the whole run holds the write lock (each migration's own transaction nests inside as
+        // a savepoint), so the second one waits and then finds everything applied.
+        let mut migrating = pool.begin_with(dialect.begin_write_statement()).await?;
+        migrator.run(&mut *migrating).await?;
+        migrating.commit().await?;
         tracing::debug!(url = %redact(url), "database ready");
         Ok(Database {
             pool,
@@ -127,10 +144,7 @@ impl Database {
     /// The statement [`Database::begin_write`] opens a transaction with, for callers that hold
     /// their own connection.
     pub fn begin_write_statement(&self) -> &'static str {
-        match self.dialect {
-            Dialect::Sqlite => "BEGIN IMMEDIATE",
-            Dialect::Postgres => "BEGIN",
-        }
+        self.dialect.begin_write_statement()
     }
 
     /// The value of setting `key`, storing `make()` first if it has none. Concurrent callers

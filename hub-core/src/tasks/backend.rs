@@ -151,6 +151,26 @@ pub(crate) fn new_task(
     Ok((record, job.options.exclusive_key))
 }
 
+/// Waits until `running()` is zero (re-checked each time `finished` is notified) or `grace`
+/// has passed: the graceful part of every backend's shutdown.
+pub(crate) async fn wait_for_running(
+    finished: &tokio::sync::Notify,
+    running: impl Fn() -> usize,
+    grace: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + grace;
+    loop {
+        // Interest first, then the check, so a finish in between is not missed.
+        let notified = finished.notified();
+        if running() == 0 {
+            return;
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return;
+        }
+    }
+}
+
 /// The `conflict` an enqueue meets when `holder` (its kind and id) holds exclusive key `key`.
 pub(crate) fn key_held(key: &str, holder: &str) -> HubError {
     HubError::Conflict {

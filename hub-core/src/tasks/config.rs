@@ -196,3 +196,59 @@ impl TaskConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorCode;
+
+    #[test]
+    fn a_backend_is_named_by_in_process_or_a_redis_url() {
+        assert_eq!(
+            BackendKind::from_spec(None, None).ok(),
+            Some(BackendKind::InProcess)
+        );
+        assert_eq!(
+            BackendKind::from_spec(Some("in-process"), None).ok(),
+            Some(BackendKind::InProcess)
+        );
+        let bogus = BackendKind::from_spec(Some("amqp://rabbit"), None).err();
+        assert_eq!(bogus.map(|e| e.code()), Some(ErrorCode::InvalidInput));
+        let misplaced = BackendKind::from_spec(Some("in_process"), Some("x:")).err();
+        assert_eq!(misplaced.map(|e| e.code()), Some(ErrorCode::InvalidInput));
+        #[cfg(feature = "redis")]
+        {
+            let redis = BackendKind::from_spec(Some("redis://127.0.0.1:6379/0"), Some("team:"));
+            match redis {
+                Ok(BackendKind::Redis(settings)) => {
+                    assert_eq!(settings.url, "redis://127.0.0.1:6379/0");
+                    assert_eq!(settings.prefix, "team:");
+                }
+                other => panic!("{other:?}"),
+            }
+            let spaced = BackendKind::from_spec(Some("redis://h:1/0"), Some("a b")).err();
+            assert_eq!(spaced.map(|e| e.code()), Some(ErrorCode::InvalidInput));
+        }
+    }
+
+    #[test]
+    fn queue_names_follow_one_rule() {
+        let config = TaskConfig {
+            queues: vec!["gpu-box".into(), "a.b_c:d".into()],
+            ..TaskConfig::default()
+        };
+        assert!(config.validate().is_ok());
+        for bad in ["", "has space", "ünï", &"x".repeat(65)] {
+            let config = TaskConfig {
+                queues: vec![bad.to_owned()],
+                ..TaskConfig::default()
+            };
+            let err = config.validate().err();
+            assert_eq!(
+                err.map(|e| e.code()),
+                Some(ErrorCode::InvalidInput),
+                "{bad:?}"
+            );
+        }
+    }
+}

@@ -1,5 +1,7 @@
 //! Who this process is, as a worker: the id that owns the tasks it runs.
 
+use std::sync::atomic::{AtomicI64, Ordering};
+
 use uuid::Uuid;
 
 use super::config::TaskConfig;
@@ -50,4 +52,26 @@ fn hostname() -> String {
         .map(|name| name.trim().to_owned())
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "localhost".into())
+}
+
+/// Microsecond stamps that never repeat or go back in this process: FIFO tie-breaks and
+/// history order for tasks queued within the same microsecond.
+#[derive(Debug, Default)]
+pub(crate) struct MonotonicMicros(AtomicI64);
+
+impl MonotonicMicros {
+    /// `now` (µs), or one past the last stamp handed out when that is later.
+    pub(crate) fn next_after(&self, now: i64) -> i64 {
+        let mut previous = self.0.load(Ordering::Acquire);
+        loop {
+            let next = now.max(previous + 1);
+            match self
+                .0
+                .compare_exchange_weak(previous, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return next,
+                Err(actual) => previous = actual,
+            }
+        }
+    }
 }

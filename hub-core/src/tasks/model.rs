@@ -739,6 +739,17 @@ pub struct KindCounts {
     pub mean_runtime: f64,
 }
 
+impl KindCounts {
+    /// These counts with their mean runtime, from the total runtime of the finished tasks.
+    pub(crate) fn with_total_runtime_ms(mut self, runtime_ms: i64) -> Self {
+        let total = self.succeeded + self.failed + self.revoked;
+        if total > 0 {
+            self.mean_runtime = runtime_ms as f64 / 1000.0 / total as f64;
+        }
+        self
+    }
+}
+
 /// What monitoring shows of a backend: workers, queues, history and rates.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -804,13 +804,7 @@ pub(crate) async fn kind_counts(db: &Database) -> Result<Vec<KindCounts>> {
     }
     Ok(by_kind
         .into_iter()
-        .map(|(mut counts, runtime_ms)| {
-            let total = counts.succeeded + counts.failed + counts.revoked;
-            if total > 0 {
-                counts.mean_runtime = runtime_ms as f64 / 1000.0 / total as f64;
-            }
-            counts
-        })
+        .map(|(counts, runtime_ms)| counts.with_total_runtime_ms(runtime_ms))
         .collect())
 }
 

@@ -21,7 +21,7 @@ mod worker;
 mod writer;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,8 +37,9 @@ use self::worker::{feeder_loop, heartbeat_loop, recover, sweep_loop, worker_loop
 use self::writer::{WriteOp, writer_loop};
 use super::backend::{
     BackendContext, BackendFactory, EventSubscription, TaskBackend, TaskHistory, TaskMonitor,
-    new_task,
+    new_task, wait_for_running,
 };
+use super::identity::MonotonicMicros;
 use super::model::{
     BackendStats, EventCursor, JobRequest, QueueInfo, TaskId, TaskQuery, TaskRecord, TaskState,
 };
@@ -130,7 +131,7 @@ impl LocalBackend {
             // Until a first look, the store may hold anything.
             claimable: AtomicBool::new(true),
             processed: AtomicU64::new(0),
-            order: AtomicI64::new(0),
+            order: MonotonicMicros::default(),
         });
         let mut background = Background {
             writer: Some(tokio::spawn(writer_loop(shared.clone(), writer_rx))),
@@ -288,17 +289,7 @@ impl TaskBackend for LocalBackend {
         let shared = &self.shared;
         shared.accepting.store(false, Ordering::Release);
         shared.stop_taking.cancel();
-        let deadline = tokio::time::Instant::now() + grace;
-        loop {
-            // Register interest before checking, so a finish in between is not missed.
-            let finished = shared.finished.notified();
-            if shared.running_count() == 0 {
-                break;
-            }
-            if tokio::time::timeout_at(deadline, finished).await.is_err() {
-                break;
-            }
-        }
+        wait_for_running(&shared.finished, || shared.running_count(), grace).await;
         let interrupted = shared.interrupt_running();
         if interrupted > 0 {
             tracing::warn!(

@@ -7,7 +7,7 @@
 //! revoked elsewhere, and its run here stops.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -23,6 +23,7 @@ use crate::db::{Database, now_millis};
 use crate::error::{HubError, Result};
 use crate::tasks::config::TaskConfig;
 use crate::tasks::handler::{Handlers, ProgressSink, TaskContext};
+use crate::tasks::identity::MonotonicMicros;
 use crate::tasks::model::{
     CancelReason, Change, TaskError, TaskEvent, TaskId, TaskRecord, TaskState, codes,
 };
@@ -55,7 +56,7 @@ pub(super) struct Shared {
     /// Tasks finished since the last heartbeat.
     pub(super) processed: AtomicU64,
     /// Last FIFO tie-break handed out (microseconds, strictly increasing).
-    pub(super) order: AtomicI64,
+    pub(super) order: MonotonicMicros,
 }
 
 /// The tasks this process holds, and counters the feeder needs without scanning them.
@@ -126,20 +127,7 @@ impl Shared {
 
     /// The next FIFO tie-break: the time in microseconds, never twice the same.
     pub(super) fn next_order(&self) -> i64 {
-        let now = Utc::now().timestamp_micros();
-        let mut previous = self.order.load(Ordering::Acquire);
-        loop {
-            let next = now.max(previous + 1);
-            match self.order.compare_exchange_weak(
-                previous,
-                next,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return next,
-                Err(actual) => previous = actual,
-            }
-        }
+        self.order.next_after(Utc::now().timestamp_micros())
     }
 
     /// When a lease taken now runs out (Unix ms).

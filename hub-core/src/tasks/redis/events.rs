@@ -56,17 +56,10 @@ pub(super) async fn pump_loop(shared: Arc<Shared>) {
     let mut backoff = Duration::from_millis(100);
     loop {
         if conn.is_none() {
-            let config = redis::AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(Duration::from_secs(2)))
-                .set_response_timeout(Some(BLOCK + Duration::from_secs(5)));
-            match shared
-                .client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await
-            {
+            match shared.dedicated_connection().await {
                 Ok(fresh) => conn = Some(fresh),
                 Err(err) => {
-                    tracing::warn!(error = %shared.error(err), "event stream unreachable; retrying");
+                    tracing::warn!(error = %err, "event stream unreachable; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;

@@ -23,7 +23,7 @@ mod scripts;
 mod worker;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,12 +39,12 @@ use self::keys::{GROUP, Keys};
 use self::scripts::Scripts;
 use super::backend::{
     BackendContext, BackendFactory, EventSubscription, TaskBackend, TaskHistory, TaskMonitor,
-    key_held, new_task,
+    key_held, new_task, wait_for_running,
 };
 use super::config::TaskConfig;
 use super::events::EventFeed;
 use super::handler::{Handlers, ProgressSink, TaskContext};
-use super::identity::WorkerRow;
+use super::identity::{MonotonicMicros, WorkerRow};
 use super::model::{
     BackendStats, CancelReason, Change, EventCursor, JobRequest, KindCounts, QueueInfo, TaskError,
     TaskId, TaskQuery, TaskRecord, TaskState, codes,
@@ -64,7 +64,7 @@ const BLOCK: Duration = Duration::from_millis(1000);
 const REVOKE_POLL: Duration = Duration::from_millis(200);
 
 /// Where the Redis backend lives: `redis://[:password@]host:port/db` and a key prefix.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RedisSettings {
     /// The Redis URL.
     pub url: String,
@@ -85,6 +85,22 @@ impl RedisSettings {
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
+    }
+}
+
+/// Debug output never shows a password in the URL.
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = match (self.url.find("://"), self.url.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!("{}://***@{}", &self.url[..scheme], &self.url[at + 1..])
+            }
+            _ => self.url.clone(),
+        };
+        f.debug_struct("RedisSettings")
+            .field("url", &url)
+            .field("prefix", &self.prefix)
+            .finish()
     }
 }
 
@@ -177,9 +193,9 @@ struct Shared {
     processed: AtomicU64,
     /// Queues this process has added to the queue set (each once).
     queues_used: Mutex<std::collections::HashSet<String>>,
-    /// Last index score handed out (queue time in µs, strictly increasing here), so that
-    /// history lists a process's tasks in submission order.
-    order: AtomicI64,
+    /// Index scores (queue time in µs, strictly increasing here), so that history lists a
+    /// process's tasks in submission order.
+    order: MonotonicMicros,
 }
 
 /// A task this process holds.
@@ -262,7 +278,7 @@ impl RedisBackend {
             accepting: AtomicBool::new(true),
             finished: Notify::new(),
             processed: AtomicU64::new(0),
-            order: AtomicI64::new(0),
+            order: MonotonicMicros::default(),
             queues_used: Mutex::default(),
         });
         let mut background = Background::default();
@@ -393,6 +409,17 @@ type StoredFields = (
     Option<String>,
 );
 
+impl Stored {
+    /// The fence of a write that expects the task exactly as read.
+    fn fence(&self) -> Fence<'_> {
+        Fence {
+            owner: &self.owner,
+            attempt: self.attempt,
+            pending: self.state == TaskState::Pending,
+        }
+    }
+}
+
 /// How a fenced write expects the task to be.
 #[derive(Debug, Clone, Copy)]
 struct Fence<'a> {
@@ -487,6 +514,19 @@ impl Shared {
         })
     }
 
+    /// Ends a task read as `stored` with `record`, on behalf of whoever held it (a revoke of a
+    /// queued task, a lost worker's task): written only if the task is still as read.
+    async fn end_as_read(&self, stored: &Stored, record: &TaskRecord) -> Result<Written> {
+        self.transition(
+            record,
+            stored.key.as_deref(),
+            stored.version + 1,
+            "",
+            stored.fence(),
+        )
+        .await
+    }
+
     /// Queues the task again with a fresh delivery, as `record` (attempt `record.attempt`), if
     /// it is as `fence` expects; `announce` publishes the change.
     async fn requeue(
@@ -564,23 +604,16 @@ impl Shared {
         }
     }
 
-    /// The task's index score: its queue time in microseconds, bumped past the last one given
-    /// here.
-    fn next_order(&self, record: &TaskRecord) -> i64 {
-        let now = record.queued_at.timestamp_micros();
-        let mut previous = self.order.load(Ordering::Acquire);
-        loop {
-            let next = now.max(previous + 1);
-            match self.order.compare_exchange_weak(
-                previous,
-                next,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return next,
-                Err(actual) => previous = actual,
-            }
-        }
+    /// A connection of its own, for a blocking read (which would hold up every other command
+    /// on the shared one).
+    async fn dedicated_connection(&self) -> Result<redis::aio::MultiplexedConnection> {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(BLOCK + Duration::from_secs(5)));
+        self.client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|err| self.error(err))
     }
 
     /// Known queues: the configured ones, else every queue ever used plus the default.
@@ -683,7 +716,7 @@ impl TaskBackend for RedisBackend {
             .arg(record.id.to_string())
             .arg(encode(&record)?)
             .arg(&record.queue)
-            .arg(shared.next_order(&record))
+            .arg(shared.order.next_after(record.queued_at.timestamp_micros()))
             .arg(EVENT_STREAM_CAP)
             .arg(if key.is_some() { "1" } else { "0" })
             .arg(keys.task_prefix())
@@ -746,22 +779,7 @@ impl TaskBackend for RedisBackend {
                     },
                     shared.id(),
                 );
-                let fence = Fence {
-                    owner: &stored.owner,
-                    attempt: stored.attempt,
-                    pending: true,
-                };
-                if shared
-                    .transition(
-                        &record,
-                        stored.key.as_deref(),
-                        stored.version + 1,
-                        "",
-                        fence,
-                    )
-                    .await?
-                    == Written::Stored
-                {
+                if shared.end_as_read(&stored, &record).await? == Written::Stored {
                     shared.lose(id, CancelReason::Revoked);
                     return Ok(record);
                 }
@@ -817,16 +835,7 @@ impl TaskBackend for RedisBackend {
         let shared = &self.shared;
         shared.accepting.store(false, Ordering::Release);
         shared.stop_taking.cancel();
-        let deadline = tokio::time::Instant::now() + grace;
-        loop {
-            let finished = shared.finished.notified();
-            if worker::running(shared) == 0 {
-                break;
-            }
-            if tokio::time::timeout_at(deadline, finished).await.is_err() {
-                break;
-            }
-        }
+        wait_for_running(&shared.finished, || worker::running(shared), grace).await;
         let interrupted = worker::interrupt_running(shared);
         if interrupted > 0 {
             tracing::warn!(
@@ -1037,13 +1046,7 @@ fn kind_counts(fields: &HashMap<String, i64>) -> Vec<KindCounts> {
     }
     let mut kinds: Vec<KindCounts> = by_kind
         .into_values()
-        .map(|(mut counts, runtime_ms)| {
-            let total = counts.succeeded + counts.failed + counts.revoked;
-            if total > 0 {
-                counts.mean_runtime = runtime_ms as f64 / 1000.0 / total as f64;
-            }
-            counts
-        })
+        .map(|(counts, runtime_ms)| counts.with_total_runtime_ms(runtime_ms))
         .collect();
     kinds.sort_by(|a, b| a.kind.cmp(&b.kind));
     kinds
@@ -1052,4 +1055,41 @@ fn kind_counts(fields: &HashMap<String, i64>) -> Vec<KindCounts> {
 /// A Unix-milliseconds field as a time (the epoch when unreadable).
 fn from_millis(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_the_password() {
+        let settings = RedisSettings::new("redis://:s3cret@cache.internal:6380/2");
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.contains("redis://***@cache.internal:6380/2"),
+            "{shown}"
+        );
+        let plain = format!("{:?}", RedisSettings::new("redis://127.0.0.1:6379/0"));
+        assert!(plain.contains("redis://127.0.0.1:6379/0"), "{plain}");
+    }
+
+    #[test]
+    fn counts_by_kind_come_from_their_fields() {
+        let fields: HashMap<String, i64> = [
+            ("start_project|SUCCESS", 3),
+            ("start_project|FAILURE", 1),
+            ("start_project|runtime_ms", 8000),
+            ("stop_project|REVOKED", 2),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let kinds = kind_counts(&fields);
+        assert_eq!(kinds.len(), 2);
+        assert_eq!(kinds[0].kind, "start_project");
+        assert_eq!((kinds[0].succeeded, kinds[0].failed), (3, 1));
+        assert!((kinds[0].mean_runtime - 2.0).abs() < 1e-9);
+        assert_eq!(kinds[1].revoked, 2);
+    }
 }

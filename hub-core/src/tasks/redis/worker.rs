@@ -121,17 +121,10 @@ pub(super) async fn fetch_loop(shared: Arc<Shared>) {
             }
         }
         if conn.is_none() {
-            let config = redis::AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(Duration::from_secs(2)))
-                .set_response_timeout(Some(BLOCK + Duration::from_secs(5)));
-            match shared
-                .client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await
-            {
+            match shared.dedicated_connection().await {
                 Ok(fresh) => conn = Some(fresh),
                 Err(err) => {
-                    tracing::warn!(error = %shared.error(err), "queues unreachable; retrying");
+                    tracing::warn!(error = %err, "queues unreachable; retrying");
                     backoff.wait().await;
                     continue;
                 }
@@ -787,14 +780,11 @@ async fn settle(
     };
     let max_attempts = shared.config.max_attempts as usize;
     if stored.state == TaskState::Pending {
-        let fence = Fence {
-            owner: "",
-            attempt: stored.attempt,
-            pending: true,
-        };
         if deliveries <= max_attempts {
             // Reserved, never started: back in the queue for any worker.
-            shared.requeue(&stored.record, fence, false).await?;
+            shared
+                .requeue(&stored.record, stored.fence(), false)
+                .await?;
             tracing::info!(task = %stored.record.id, worker = lost_worker, "queued task of a lost worker handed back");
             return Ok(());
         }
@@ -812,15 +802,7 @@ async fn settle(
             },
             shared.id(),
         );
-        shared
-            .transition(
-                &record,
-                stored.key.as_deref(),
-                stored.version + 1,
-                "",
-                fence,
-            )
-            .await?;
+        shared.end_as_read(&stored, &record).await?;
         return Ok(());
     }
     if stored.owner != lost_worker {
@@ -829,32 +811,18 @@ async fn settle(
     }
     let handler = shared.handlers.get(&stored.record.kind);
     let retryable = handler.as_ref().is_some_and(|h| h.retry_when_lost());
-    let fence = Fence {
-        owner: lost_worker,
-        attempt: stored.attempt,
-        pending: false,
-    };
+
     match stored
         .record
         .after_worker_lost(retryable, shared.config.max_attempts, lost_worker)
     {
         LostVerdict::Retry(next) => {
-            if shared.requeue(&next, fence, true).await? == Written::Stored {
+            if shared.requeue(&next, stored.fence(), true).await? == Written::Stored {
                 tracing::warn!(task = %next.id, kind = %next.kind, attempt = next.attempt, "task of a lost worker queued again");
             }
         }
         LostVerdict::Fail(failed) => {
-            if shared
-                .transition(
-                    &failed,
-                    stored.key.as_deref(),
-                    stored.version + 1,
-                    "",
-                    fence,
-                )
-                .await?
-                == Written::Stored
-            {
+            if shared.end_as_read(&stored, &failed).await? == Written::Stored {
                 tracing::warn!(task = %failed.id, kind = %failed.kind, "task of a lost worker ended as interrupted");
                 if let Some(handler) = handler {
                     // Hooks may take a while (they talk to the engine): off the heartbeat's path.

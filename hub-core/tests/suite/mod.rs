@@ -1469,6 +1469,70 @@ pub async fn a_caller_dropped_mid_submit_leaves_no_task_stuck(backend: &Fixture)
     }
 }
 
+/// A job names its queue; a worker takes only the queues it was given (all of them when it
+/// was given none), so a job for queue `b` never runs on a worker of queue `a` alone.
+pub async fn jobs_run_only_on_workers_of_their_queue(backend: &Fixture) {
+    let dir = TempDir::new().unwrap();
+    let handlers = Handlers::new().register("noop", noop);
+    let on = |queues: &[&str]| TaskConfig {
+        queues: queues.iter().map(|q| (*q).to_owned()).collect(),
+        ..TaskConfig::default()
+    };
+    let client = backend
+        .open_as(
+            &dir,
+            TaskConfig::default(),
+            Handlers::new(),
+            HubMode::Client,
+        )
+        .await;
+    let worker_a = backend
+        .open_as(&dir, on(&["a"]), handlers.clone(), HubMode::Worker)
+        .await;
+    let worker_b = backend
+        .open_as(&dir, on(&["b"]), handlers.clone(), HubMode::Worker)
+        .await;
+    let submit = |queue: &'static str| {
+        let client = client.clone();
+        async move {
+            client
+                .submit(job("noop").options(JobOptions {
+                    queue: Some(queue.to_owned()),
+                    ..JobOptions::default()
+                }))
+                .await
+                .unwrap()
+        }
+    };
+    let for_a = submit("a").await;
+    let for_b = submit("b").await;
+    let for_c = submit("c").await;
+    let ran_a = wait_done(&client, for_a).await;
+    let ran_b = wait_done(&client, for_b).await;
+    assert_eq!((ran_a.queue.as_str(), ran_b.queue.as_str()), ("a", "b"));
+    let worker_of = |record: &TaskRecord| record.worker.clone().unwrap();
+    assert_ne!(worker_of(&ran_a), worker_of(&ran_b), "one worker ran both");
+    // Nobody takes `c` yet.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(client.task(for_c).await.unwrap().state, TaskState::Pending);
+    let any = backend
+        .open_as(&dir, TaskConfig::default(), handlers, HubMode::Worker)
+        .await;
+    let ran_c = wait_done(&client, for_c).await;
+    assert_eq!(ran_c.state, TaskState::Success);
+    assert_ne!(worker_of(&ran_c), worker_of(&ran_a));
+    assert_ne!(worker_of(&ran_c), worker_of(&ran_b));
+    // The same worker ran every job of its queue.
+    let again_a = wait_done(&client, submit("a").await).await;
+    assert!(
+        [worker_of(&ran_a), worker_of(&ran_c)].contains(&worker_of(&again_a)),
+        "a job for `a` ran on the worker of `b`"
+    );
+    for hub in [any, worker_a, worker_b, client] {
+        hub.close().await;
+    }
+}
+
 /// What every frontend shows of one task: its current state first, then each later version,
 /// ending after the terminal one; resumed after a cursor, what followed it. And history queries
 /// keep to the core's limit.
@@ -1570,6 +1634,7 @@ macro_rules! behaviour_suite {
             a_worker_frozen_past_its_lease_cannot_overwrite_what_replaced_it,
             a_watch_gives_the_current_state_then_each_change_until_the_end,
             a_caller_dropped_mid_submit_leaves_no_task_stuck,
+            jobs_run_only_on_workers_of_their_queue,
         );
     };
     (@cases $fixture:expr; $($case:ident),* $(,)?) => {

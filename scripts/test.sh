@@ -23,6 +23,8 @@ command -v dockerd >/dev/null || need+=(docker.io)
 # `script` and tmux give the command-line tests a terminal (live progress bar, Ctrl-C).
 command -v script >/dev/null || need+=(bsdutils)
 command -v tmux >/dev/null || need+=(tmux)
+# The dashboard's browser tests drive Debian's Chromium (Playwright with executable_path).
+command -v chromium >/dev/null || need+=(chromium)
 if ((${#need[@]})); then
     if [ "$(id -u)" -eq 0 ]; then
         apt-get update -qq
@@ -63,7 +65,7 @@ if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
 "$venv/bin/pip" install -q --disable-pip-version-check "maturin>=1.7,<2" pytest pytest-timeout \
-    schemathesis mypy
+    schemathesis mypy playwright
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -115,5 +117,10 @@ python3 -c "import commandcenter_hub; print('commandcenter_hub', commandcenter_h
 (cd hub-py/python && "$venv/bin/mypy" --strict -p commandcenter_hub)
 # The real thing: SQLite files, the Docker engine, the hub binary (CARGO_TARGET_DIR/debug/hub).
 "$venv/bin/python" -m pytest -q --timeout=600 hub-py/tests
+
+step "the dashboard in headless Chromium (Playwright)"
+# Screenshots: tests/browser/artifacts/ (every test's last view) and docs/screenshots/ (README).
+HUB_BIN="$CARGO_TARGET_DIR/debug/hub" "$venv/bin/python" -m pytest -q -p no:cacheprovider \
+    --timeout=600 tests/browser
 
 step "all checks passed"

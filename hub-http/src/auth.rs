@@ -60,7 +60,10 @@ pub(crate) async fn require_token(
         return next.run(request).await;
     };
     let path = request.uri().path();
-    if path == "/health" || path == "/health/" {
+    // Health, and the dashboard's page and files: they hold no data, and the page asks for
+    // the token before it calls the API.
+    let page = path == "/" && crate::ui::wants_page(request.headers());
+    if path == "/health" || path == "/health/" || page || crate::ui::is_asset(path) {
         return next.run(request).await;
     }
     let given = bearer(&request).or_else(|| {

@@ -10,6 +10,7 @@ pub mod extract;
 pub mod openapi;
 mod routes;
 pub mod server;
+mod ui;
 
 use std::path::PathBuf;
 use std::sync::Arc;

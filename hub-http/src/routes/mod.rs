@@ -25,6 +25,9 @@ fn both(router: Router<AppState>, path: &str, route: MethodRouter<AppState>) -> 
 pub(crate) fn routes() -> Router<AppState> {
     let table: Vec<(&str, MethodRouter<AppState>)> = vec![
         ("/", get(system::root)),
+        ("/ui/app.js", get(crate::ui::script)),
+        ("/ui/app.css", get(crate::ui::styles)),
+        ("/ui/icon.svg", get(crate::ui::icon)),
         ("/health", get(system::health)),
         ("/openapi.json", get(crate::openapi::serve)),
         ("/api/monitoring", get(system::monitoring)),

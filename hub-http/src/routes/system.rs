@@ -2,20 +2,25 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use hub_core::tasks::BackendStats;
 
 use crate::dto::{HealthJson, RootJson};
 use crate::{ApiError, AppState};
 
-/// The app's name, version and status.
+/// The app's name, version and status; a browser asking for a page gets the dashboard.
 #[utoipa::path(get, path = "/", tag = "system", responses((status = 200, body = RootJson)))]
-pub(crate) async fn root() -> Json<RootJson> {
+pub(crate) async fn root(headers: HeaderMap) -> Response {
+    if crate::ui::wants_page(&headers) {
+        return crate::ui::page();
+    }
     Json(RootJson {
         app: "CommandCenter Hub".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         status: "running".into(),
     })
+    .into_response()
 }
 
 /// Health of the hub and its parts, as a background probe last found them (every 5 s, each

@@ -13,7 +13,7 @@ use crate::orchestration::{self, Orchestrator, ReconcileChange, StackStatus, job
 use crate::ports::BusyPort;
 use crate::project::{LOCAL_HOST, NewProject, Project, ProjectKey, ProjectStats, ProjectUpdate};
 use crate::registry::Registry;
-use crate::runtime::{DockerRuntime, Runtime};
+use crate::runtime::{DockerRuntime, LogLine, Runtime};
 use crate::stack::StackSpec;
 use crate::tasks::{
     BackendContext, BackendFactory, BackendStats, EventCursor, EventSubscription, Handlers,
@@ -459,7 +459,7 @@ impl Hub {
         key: impl Into<ProjectKey>,
         service: &str,
         lines: usize,
-    ) -> Result<BoxStream<'static, Result<String>>> {
+    ) -> Result<BoxStream<'static, Result<LogLine>>> {
         let project = self.project(key).await?;
         let lines = lines.min(orchestration::MAX_LOG_LINES);
         self.inner

@@ -561,7 +561,8 @@ async fn restart_of_one_service_and_its_logs() {
         .unwrap()
         .unwrap()
         .unwrap();
-    assert!(!line.is_empty());
+    assert!(!line.text.is_empty());
+    assert_eq!(line.stream, hub_core::runtime::LogStream::Stdout);
 
     let err = fx.hub.restart_service(p.id, "nope").await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::NotFound);

@@ -40,7 +40,7 @@ TICKER = """
 stop_grace = "1s"
 [services.ticker]
 image = "hubtest/busybox:latest"
-command = ["/bin/sh", "-c", "i=0; while true; do i=$((i+1)); echo tick $i; sleep 1; done"]
+command = ["/bin/sh", "-c", "i=0; while true; do i=$((i+1)); echo tick $i; echo warn $i >&2; sleep 1; done"]
 """
 
 
@@ -256,6 +256,9 @@ def test_a_new_log_line_arrives_while_following(hub: Hub, page: Watched) -> None
     # A line written after the page started following shows up.
     expect(p.locator("#logs .log-line")).not_to_have_count(seen, timeout=5_000)
     expect(p.locator("#log-count")).not_to_have_text("0 lines")
+    # What the service wrote to stderr is marked as such.
+    expect(p.locator("#logs .log-line.stderr").first).to_contain_text("warn")
+    expect(p.locator("#logs .log-line.stdout").first).to_contain_text("tick")
 
 
 def test_two_projects_start_at_once_each_with_its_own_progress(hub: Hub, page: Watched) -> None:

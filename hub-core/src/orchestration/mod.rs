@@ -27,7 +27,7 @@ use crate::error::{Entity, HubError, Result};
 use crate::ports::PortRole;
 use crate::project::{Health, Project, ProjectStatus};
 use crate::registry::Registry;
-use crate::runtime::{ContainerInfo, Ensured, Runtime, labels};
+use crate::runtime::{ContainerInfo, Ensured, LogLine, Runtime, labels};
 use crate::stack::StackSpec;
 use crate::tasks::{
     Handlers, JobHandler, JobResult, TaskBackend, TaskContext, TaskError, TaskRecord,
@@ -499,7 +499,7 @@ impl Orchestrator {
         project: &Project,
         service: &str,
         lines: usize,
-    ) -> Result<BoxStream<'static, Result<String>>> {
+    ) -> Result<BoxStream<'static, Result<LogLine>>> {
         let container = self.service_container(project, service).await?;
         self.runtime
             .follow_logs(&container.id, lines)

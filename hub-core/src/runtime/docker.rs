@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
 use bollard::models::{
     ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, NetworkCreateRequest,
@@ -17,7 +18,7 @@ use bollard::{API_DEFAULT_VERSION, Docker};
 use futures_util::stream::{BoxStream, StreamExt};
 use std::sync::Mutex;
 
-use super::{ContainerInfo, ContainerSpec, Ensured, PullProgress, Runtime};
+use super::{ContainerInfo, ContainerSpec, Ensured, LogLine, LogStream, PullProgress, Runtime};
 use crate::error::{Entity, HubError, Result};
 use crate::sync::lock;
 
@@ -626,7 +627,7 @@ impl Runtime for DockerRuntime {
         &self,
         name: &str,
         tail: usize,
-    ) -> Result<BoxStream<'static, Result<String>>> {
+    ) -> Result<BoxStream<'static, Result<LogLine>>> {
         let client = self.client().await?;
         if self.inspect_container(name).await?.is_none() {
             return Err(HubError::not_found(crate::Entity::Service, name));
@@ -639,39 +640,37 @@ impl Runtime for DockerRuntime {
             tail: tail.to_string(),
             ..Default::default()
         };
-        // Docker sends chunks, not lines: split them, keeping a partial line for the next chunk.
+        // Docker sends chunks, not lines: split them, keeping each stream's partial line for
+        // its next chunk.
         let chunks = client.logs(&name, Some(options));
         Ok(futures_util::stream::unfold(
-            (
-                chunks,
-                String::new(),
-                std::collections::VecDeque::<String>::new(),
-            ),
-            move |(mut chunks, mut partial, mut ready)| {
+            (chunks, LineSplitter::default()),
+            move |(mut chunks, mut lines)| {
                 let name = name.clone();
                 async move {
                     loop {
-                        if let Some(line) = ready.pop_front() {
-                            return Some((Ok(line), (chunks, partial, ready)));
+                        if let Some(line) = lines.ready.pop_front() {
+                            return Some((Ok(line), (chunks, lines)));
                         }
                         match chunks.next().await {
                             Some(Ok(output)) => {
-                                partial.push_str(&output.to_string());
-                                while let Some(end) = partial.find('\n') {
-                                    ready.push_back(partial[..end].to_owned());
-                                    partial.drain(..=end);
-                                }
+                                let stream = match output {
+                                    LogOutput::StdErr { .. } => LogStream::Stderr,
+                                    _ => LogStream::Stdout,
+                                };
+                                lines.push(stream, &output.to_string());
                             }
                             Some(Err(err)) => {
                                 let err =
                                     HubError::Internal(format!("docker: logs of {name}: {err}"));
-                                return Some((Err(err), (chunks, partial, ready)));
+                                return Some((Err(err), (chunks, lines)));
                             }
-                            None if !partial.is_empty() => {
-                                let line = std::mem::take(&mut partial);
-                                return Some((Ok(line), (chunks, partial, ready)));
+                            None => {
+                                lines.finish();
+                                if lines.ready.is_empty() {
+                                    return None;
+                                }
                             }
-                            None => return None,
                         }
                     }
                 }
@@ -717,5 +716,41 @@ mod default_tag_tests {
         assert_eq!(err.field(), Some("docker_host"));
         assert!(DockerRuntime::try_new(Some("unix:///var/run/docker.sock")).is_ok());
         assert!(DockerRuntime::try_new(Some("tcp://127.0.0.1:2375")).is_ok());
+    }
+}
+
+/// Splits a container's output chunks into lines, per stream.
+#[derive(Default)]
+struct LineSplitter {
+    stdout: String,
+    stderr: String,
+    ready: std::collections::VecDeque<LogLine>,
+}
+
+impl LineSplitter {
+    fn push(&mut self, stream: LogStream, chunk: &str) {
+        let partial = match stream {
+            LogStream::Stdout => &mut self.stdout,
+            LogStream::Stderr => &mut self.stderr,
+        };
+        partial.push_str(chunk);
+        while let Some(end) = partial.find('\n') {
+            let text = partial[..end].to_owned();
+            partial.drain(..=end);
+            self.ready.push_back(LogLine { stream, text });
+        }
+    }
+
+    /// The output ended: what is left of each stream is a last line.
+    fn finish(&mut self) {
+        for (stream, partial) in [
+            (LogStream::Stdout, &mut self.stdout),
+            (LogStream::Stderr, &mut self.stderr),
+        ] {
+            if !partial.is_empty() {
+                let text = std::mem::take(partial);
+                self.ready.push_back(LogLine { stream, text });
+            }
+        }
     }
 }

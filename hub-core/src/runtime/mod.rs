@@ -255,10 +255,30 @@ pub trait Runtime: Send + Sync + 'static {
     /// The last `tail` lines of a container's output (stdout and stderr).
     async fn logs(&self, name: &str, tail: usize) -> Result<Vec<String>>;
 
-    /// The last `tail` lines, then new lines as they come, until the container stops.
+    /// The last `tail` lines, then new lines as they come, until the container stops; each
+    /// says which stream it came from.
     async fn follow_logs(
         &self,
         name: &str,
         tail: usize,
-    ) -> Result<BoxStream<'static, Result<String>>>;
+    ) -> Result<BoxStream<'static, Result<LogLine>>>;
+}
+
+/// Which output of a container a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogStream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// One line of a container's output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// Where it came from.
+    pub stream: LogStream,
+    /// The line, without its newline.
+    pub text: String,
 }

@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use hub_core::orchestration::{self, ReconcileChange, StackStatus};
@@ -91,13 +91,16 @@ pub(crate) async fn status(
     Ok(Json(state.hub.project_status(id).await?))
 }
 
-/// The last lines of one service's output; with `follow=true`, a text stream of new lines.
+/// The last lines of one service's output; with `follow=true`, a text stream of new lines (one
+/// JSON object per line, `{"stream": "stdout"|"stderr", "text"}`, for
+/// `Accept: application/x-ndjson`).
 #[utoipa::path(get, path = "/api/orchestration/{id}/logs/{service}", tag = "orchestration",
     params(("id" = String, Path, description = "Project id or slug"), ("service" = String, Path), LogsQuery),
     responses((status = 200, body = LogsJson), (status = 404, body = crate::error::ErrorEnvelope),
         (status = 503, body = crate::error::ErrorEnvelope)))]
 pub(crate) async fn logs(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Path((id, service)): Path<(String, String)>,
     Query(query): Query<LogsQuery>,
 ) -> Result<Response, ApiError> {
@@ -108,8 +111,24 @@ pub(crate) async fn logs(
     let project = state.hub.project(id.as_str()).await?;
     if query.follow.unwrap_or(false) {
         let stream = state.hub.follow_logs(project.id, &service, lines).await?;
+        let tagged = headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|accept| accept.contains("application/x-ndjson"));
+        if tagged {
+            let body = Body::from_stream(stream.map(|line| {
+                let object = match line {
+                    Ok(line) => serde_json::json!({"stream": line.stream, "text": line.text}),
+                    Err(err) => serde_json::json!({
+                        "stream": "hub", "text": format!("log stream ended: {err}")
+                    }),
+                };
+                Ok::<_, std::io::Error>(format!("{object}\n"))
+            }));
+            return Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response());
+        }
         let body = Body::from_stream(stream.map(|line| match line {
-            Ok(line) => Ok::<_, std::io::Error>(format!("{line}\n")),
+            Ok(line) => Ok::<_, std::io::Error>(format!("{}\n", line.text)),
             Err(err) => Ok(format!("[hub] log stream ended: {err}\n")),
         }));
         return Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response());

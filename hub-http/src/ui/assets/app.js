@@ -485,7 +485,7 @@ async function projectPage(id) {
     lines = 0;
     try {
       const response = await api(`/api/orchestration/${project.id}/logs/${encodeURIComponent(service)}?follow=true&lines=100`,
-        { raw: true, signal: follow.signal, headers: { Accept: "text/plain" } });
+        { raw: true, signal: follow.signal, headers: { Accept: "application/x-ndjson" } });
       const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
       let partial = "";
       for (;;) {
@@ -495,8 +495,12 @@ async function projectPage(id) {
         const parts = partial.split("\n");
         partial = parts.pop();
         if (paused) continue;
-        for (const line of parts) {
-          logs.append(h("div", { class: "log-line" }, line));
+        for (const part of parts) {
+          if (!part) continue;
+          const line = JSON.parse(part);
+          // stderr lines are marked (and labelled for screen readers).
+          logs.append(h("div", { class: `log-line ${line.stream}`, title: line.stream },
+            line.stream === "stderr" ? h("span", { class: "tag" }, "stderr ") : null, line.text));
           lines += 1;
         }
         count.textContent = `${lines} lines`;

@@ -238,6 +238,20 @@ def test_add_start_follow_logs_stop_and_delete(hub: Hub, page: Watched) -> None:
     expect(card(p, alpha)).to_have_count(0)
     expect(p.locator('[data-stat="total"]')).to_have_text("0")
 
+    # The task history keeps its operations, filtered by state and kind, each with a timeline.
+    p.get_by_role("link", name="Tasks").click()
+    rows = p.locator("tbody tr")
+    expect(rows.filter(has_text="start_project").first).to_contain_text("SUCCESS")
+    expect(rows.filter(has_text="stop_project").first).to_contain_text("SUCCESS")
+    p.locator("#filter-kind").select_option("stop_project")
+    expect(rows.filter(has_text="start_project")).to_have_count(0)
+    p.locator("#filter-state").select_option("SUCCESS")
+    expect(rows).to_have_count(1)
+    rows.first.locator("a").first.click()
+    timeline = p.locator("#timeline li")
+    expect(timeline.filter(has_text="queued")).to_have_count(1)
+    expect(timeline.filter(has_text="finished")).to_contain_text("SUCCESS")
+
 
 def test_a_new_log_line_arrives_while_following(hub: Hub, page: Watched) -> None:
     name = f"ticker-{uuid.uuid4().hex[:6]}"

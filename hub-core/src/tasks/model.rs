@@ -739,6 +739,18 @@ pub struct KindCounts {
     pub mean_runtime: f64,
 }
 
+/// Tasks finished in the 60 seconds before `now`, from per-minute counts: this minute's, plus
+/// the share of the previous minute's that still lies in the window (the usual sliding-window
+/// estimate). A calendar minute alone would read 0 just after every minute turns.
+pub(crate) fn finished_in_last_minute(
+    this_minute: u64,
+    previous_minute: u64,
+    now: DateTime<Utc>,
+) -> u64 {
+    let elapsed = f64::from(now.timestamp().rem_euclid(60) as u32) / 60.0;
+    this_minute + (previous_minute as f64 * (1.0 - elapsed)).round() as u64
+}
+
 impl KindCounts {
     /// These counts with their mean runtime, from the total runtime of the finished tasks.
     pub(crate) fn with_total_runtime_ms(mut self, runtime_ms: i64) -> Self {
@@ -855,5 +867,23 @@ mod tests {
     fn records_serialise_states_in_upper_case() {
         let json = serde_json::to_value(TaskState::Building).unwrap();
         assert_eq!(json, "BUILDING");
+    }
+}
+
+#[cfg(test)]
+mod minute_tests {
+    use super::*;
+
+    #[test]
+    fn the_last_minute_slides_over_the_turn_of_the_minute() {
+        // 1,800,000,000 s is a whole number of minutes.
+        let at = |secs: i64| DateTime::from_timestamp(1_800_000_000 + secs, 0);
+        let just_after = at(1).unwrap_or_default();
+        // Two tasks that ended a moment before the minute turned still count.
+        assert_eq!(finished_in_last_minute(0, 2, just_after), 2);
+        let half_way = at(30).unwrap_or_default();
+        assert_eq!(finished_in_last_minute(3, 10, half_way), 8);
+        let at_end = at(59).unwrap_or_default();
+        assert_eq!(finished_in_last_minute(4, 60, at_end), 5);
     }
 }

@@ -42,6 +42,7 @@ use super::backend::{
 use super::identity::MonotonicMicros;
 use super::model::{
     BackendStats, EventCursor, JobRequest, QueueInfo, TaskId, TaskQuery, TaskRecord, TaskState,
+    finished_in_last_minute,
 };
 use super::store::{self, StoredTask, WorkerRow};
 use crate::db::now_millis;
@@ -375,8 +376,13 @@ impl TaskMonitor for LocalBackend {
         }
         let mut queues: Vec<QueueInfo> = queues.into_values().collect();
         queues.sort_by(|a, b| a.name.cmp(&b.name));
-        let minute = Utc::now().timestamp() / 60;
+        let now = Utc::now();
+        let minute = now.timestamp() / 60;
         let last_15 = store::finished_since(&shared.db, minute - 14).await?;
+        let this_minute = store::finished_since(&shared.db, minute).await?;
+        let since_previous = store::finished_since(&shared.db, minute - 1).await?;
+        let finished_last_minute =
+            finished_in_last_minute(this_minute, since_previous.saturating_sub(this_minute), now);
         Ok(BackendStats {
             backend: self.name().to_owned(),
             concurrency: workers
@@ -387,7 +393,7 @@ impl TaskMonitor for LocalBackend {
             workers,
             queues,
             kinds: store::kind_counts(&shared.db).await?,
-            finished_last_minute: store::finished_since(&shared.db, minute).await?,
+            finished_last_minute,
             rate_per_minute_15m: last_15 as f64 / 15.0,
             subscribers: shared.log.subscribers(),
         })

@@ -47,7 +47,7 @@ use super::handler::{Handlers, ProgressSink, TaskContext};
 use super::identity::{MonotonicMicros, WorkerRow};
 use super::model::{
     BackendStats, CancelReason, Change, EventCursor, JobRequest, KindCounts, QueueInfo, TaskError,
-    TaskId, TaskQuery, TaskRecord, TaskState, codes,
+    TaskId, TaskQuery, TaskRecord, TaskState, codes, finished_in_last_minute,
 };
 use super::run::RunSignals;
 use crate::config::HubMode;
@@ -992,7 +992,8 @@ impl TaskMonitor for RedisBackend {
             .hgetall(shared.keys.kind_counts())
             .await
             .map_err(|err| shared.error(err))?;
-        let minute = Utc::now().timestamp() / 60;
+        let now = Utc::now();
+        let minute = now.timestamp() / 60;
         let minutes: Vec<String> = (minute - 14..=minute)
             .map(|m| shared.keys.finished_in(m))
             .collect();
@@ -1012,7 +1013,11 @@ impl TaskMonitor for RedisBackend {
             workers,
             queues,
             kinds: kind_counts(&counts),
-            finished_last_minute: finished.last().copied().flatten().unwrap_or(0),
+            finished_last_minute: finished_in_last_minute(
+                finished[14].unwrap_or(0),
+                finished[13].unwrap_or(0),
+                now,
+            ),
             rate_per_minute_15m: last_15 as f64 / 15.0,
             subscribers: shared.feed.subscribers(),
         })

@@ -65,7 +65,7 @@ if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
 "$venv/bin/pip" install -q --disable-pip-version-check "maturin>=1.7,<2" pytest pytest-timeout \
-    schemathesis mypy playwright
+    schemathesis mypy playwright prometheus_client
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -99,6 +99,10 @@ done
 step "property tests: hostile paths and names against a real hub (hypothesis)"
 HUB_BIN="$CARGO_TARGET_DIR/debug/hub" "$venv/bin/python" -m pytest -q -p no:cacheprovider \
     --timeout=600 tests/fuzz
+
+step "/metrics read with Prometheus' text parser"
+HUB_BIN="$CARGO_TARGET_DIR/debug/hub" "$venv/bin/python" -m pytest -q -p no:cacheprovider \
+    --timeout=600 tests/metrics
 
 step "python bindings (maturin) and pytest"
 wheels=$cache/wheels

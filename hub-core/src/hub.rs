@@ -525,6 +525,12 @@ impl Hub {
         Ok(TaskWatch::new(current, subscription, after.is_some()))
     }
 
+    /// The hub's figures in the Prometheus text format (see [`crate::metrics`]).
+    pub async fn metrics(&self) -> Result<String> {
+        let (tasks, projects) = tokio::try_join!(self.task_stats(), self.stats())?;
+        Ok(crate::metrics::render(&tasks, &projects))
+    }
+
     /// Workers, queues, task history and rates.
     pub async fn task_stats(&self) -> Result<BackendStats> {
         match self.inner.tasks.monitor() {

@@ -25,6 +25,7 @@ pub mod db;
 pub mod error;
 pub mod health;
 pub mod hub;
+pub mod metrics;
 pub mod orchestration;
 pub mod paths;
 pub mod ports;

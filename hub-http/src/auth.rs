@@ -13,13 +13,19 @@ use axum::response::{IntoResponse, Response};
 use crate::ApiError;
 use crate::error::HttpCode;
 
-/// The token requests must carry, if any.
+/// The token requests must carry, if any, and whether `/metrics` is open without it.
 #[derive(Clone)]
-pub(crate) struct Token(Option<std::sync::Arc<str>>);
+pub(crate) struct Token {
+    token: Option<std::sync::Arc<str>>,
+    metrics_public: bool,
+}
 
 impl Token {
-    pub(crate) fn new(token: Option<String>) -> Self {
-        Token(token.filter(|t| !t.is_empty()).map(Into::into))
+    pub(crate) fn new(token: Option<String>, metrics_public: bool) -> Self {
+        Token {
+            token: token.filter(|t| !t.is_empty()).map(Into::into),
+            metrics_public,
+        }
     }
 }
 
@@ -56,14 +62,15 @@ pub(crate) async fn require_token(
     request: Request,
     next: Next,
 ) -> Response {
-    let Some(expected) = token.0 else {
+    let Some(expected) = token.token else {
         return next.run(request).await;
     };
     let path = request.uri().path();
     // Health, and the dashboard's page and files: they hold no data, and the page asks for
     // the token before it calls the API.
     let page = path == "/" && crate::ui::wants_page(request.headers());
-    if path == "/health" || path == "/health/" || page || crate::ui::is_asset(path) {
+    let metrics = token.metrics_public && path.trim_end_matches('/') == "/metrics";
+    if path == "/health" || path == "/health/" || page || metrics || crate::ui::is_asset(path) {
         return next.run(request).await;
     }
     let given = bearer(&request).or_else(|| {

@@ -39,6 +39,8 @@ pub struct ServeOptions {
     pub browse_roots: Vec<PathBuf>,
     /// Largest request body accepted, in bytes (default 1 MiB).
     pub body_limit: Option<usize>,
+    /// Serve `/metrics` without the token (for a scraper on a trusted network).
+    pub metrics_public: bool,
 }
 
 /// The application state every handler sees.
@@ -62,7 +64,7 @@ pub fn router_with(hub: Hub, options: &ServeOptions) -> Router {
     };
     let mut router = routes::routes()
         .layer(axum::middleware::from_fn_with_state(
-            auth::Token::new(options.token.clone()),
+            auth::Token::new(options.token.clone(), options.metrics_public),
             auth::require_token,
         ))
         .layer(DefaultBodyLimit::max(

@@ -212,6 +212,10 @@ struct ServeArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "HUB_BODY_LIMIT", default_value_t = 1024 * 1024)]
     body_limit: usize,
+
+    /// Serve `/metrics` without the token (for a Prometheus scraper on a trusted network).
+    #[arg(long, env = "HUB_METRICS_PUBLIC")]
+    metrics_public: bool,
 }
 
 #[derive(Debug, Args)]
@@ -350,6 +354,7 @@ async fn serve(args: ServeArgs, token: Option<String>) -> Result<(), Box<dyn std
         cors_origins: args.cors_origins,
         browse_roots: args.browse_roots,
         body_limit: Some(args.body_limit),
+        metrics_public: args.metrics_public,
     };
     let listener = tokio::net::TcpListener::bind(args.bind)
         .await

@@ -11,7 +11,7 @@ use crate::routes::{events, filesystem, orchestration, projects, system, tasks};
 #[openapi(
     info(title = "CommandCenter Hub", description = "Run many local multi-container project stacks side by side."),
     paths(
-        system::root, system::health, system::monitoring,
+        system::root, system::health, system::metrics, system::monitoring,
         projects::list, projects::create, projects::stats, projects::get, projects::update, projects::delete,
         orchestration::start, orchestration::stop, orchestration::restart, orchestration::restart_service,
         orchestration::status, orchestration::logs, orchestration::reconcile,

@@ -29,6 +29,7 @@ pub(crate) fn routes() -> Router<AppState> {
         ("/ui/app.css", get(crate::ui::styles)),
         ("/ui/icon.svg", get(crate::ui::icon)),
         ("/health", get(system::health)),
+        ("/metrics", get(system::metrics)),
         ("/openapi.json", get(crate::openapi::serve)),
         ("/api/monitoring", get(system::monitoring)),
         ("/api/projects", get(projects::list).post(projects::create)),

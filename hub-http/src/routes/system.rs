@@ -56,3 +56,19 @@ pub(crate) async fn monitoring(
 ) -> Result<Json<BackendStats>, ApiError> {
     Ok(Json(state.hub.task_stats().await?))
 }
+
+/// The hub's figures in the Prometheus text format: tasks finished by kind and state, queue
+/// depth, tasks running, workers online, projects by status.
+#[utoipa::path(get, path = "/metrics", tag = "system", responses(
+    (status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain")))]
+pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let text = state.hub.metrics().await?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            hub_core::metrics::CONTENT_TYPE,
+        )],
+        text,
+    )
+        .into_response())
+}

@@ -1,0 +1,166 @@
+"""`GET /metrics` of a real `hub serve`, read with Prometheus' own text parser
+(`prometheus_client`): after a known mix of successes, failures and revokes, its figures match
+the monitoring API, and they survive a restart of the server."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+NEVER_HEALTHY = """
+[hub]
+health_timeout = "5m"
+stop_grace = "1s"
+[services.stuck]
+image = "hubtest/busybox:latest"
+command = ["/bin/sleep", "600"]
+healthcheck = { test = ["CMD", "/bin/false"], interval = "1s", retries = 1000 }
+"""
+
+
+def hub_binary() -> str:
+    target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
+    return os.environ.get("HUB_BIN", str(target / "debug" / "hub"))
+
+
+class Server:
+    def __init__(self, root: pathlib.Path, *extra: str) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [hub_binary(), "serve", "--bind", f"127.0.0.1:{self.port}", "--data-dir",
+             str(root / "state"), "--browse-root", str(root), *extra],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(f"{self.base}/health")
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("hub serve did not start")
+
+    def call(self, method: str, path: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(f"{self.base}{path}", data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request) as response:
+                raw = response.read().decode()
+                return response.status, (json.loads(raw) if raw.startswith(("{", "[")) else raw)
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read().decode() or "{}")
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        status, text = self.call("GET", "/metrics")
+        assert status == 200, text
+        samples = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+        return samples
+
+    def wait(self, task_id: str) -> dict[str, Any]:
+        for _ in range(600):
+            _, task = self.call("GET", f"/api/tasks/{task_id}/status")
+            if task["ready"]:
+                return task
+            time.sleep(0.1)
+        raise AssertionError(f"task {task_id} did not finish")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=60)
+
+
+def project(server: Server, root: pathlib.Path, name: str, stack: str) -> int:
+    folder = root / name
+    folder.mkdir()
+    (folder / "hub.toml").write_text(stack)
+    status, body = server.call("POST", "/api/projects", {"name": name, "path": str(folder)})
+    assert status == 201, body
+    return int(body["id"])
+
+
+def finished(samples: dict, kind: str, state: str) -> float:
+    return samples.get(("hub_tasks_finished_total", (("kind", kind), ("state", state))), 0.0)
+
+
+def test_metrics_match_the_api_after_a_known_mix_and_survive_a_restart(tmp_path: pathlib.Path) -> None:
+    tag = uuid.uuid4().hex[:6]
+    server = Server(tmp_path)
+    try:
+        empty = [project(server, tmp_path, f"ok{i}-{tag}", "# empty\n") for i in range(3)]
+        broken = project(server, tmp_path, f"broken-{tag}", "[services.x]\nimage = 42\n")
+        stuck = project(server, tmp_path, f"stuck-{tag}", NEVER_HEALTHY)
+        for pid in empty:
+            _, accepted = server.call("POST", f"/api/orchestration/{pid}/start")
+            assert server.wait(accepted["task_id"])["state"] == "SUCCESS"
+        _, accepted = server.call("POST", f"/api/orchestration/{broken}/start")
+        assert server.wait(accepted["task_id"])["state"] == "FAILURE"
+        _, accepted = server.call("POST", f"/api/orchestration/{stuck}/start")
+        server.call("POST", f"/api/tasks/{accepted['task_id']}/revoke?terminate=true")
+        assert server.wait(accepted["task_id"])["state"] == "REVOKED"
+
+        samples = server.metrics()
+        assert finished(samples, "start_project", "success") == 3
+        assert finished(samples, "start_project", "failure") == 1
+        assert finished(samples, "start_project", "revoked") == 1
+        _, monitoring = server.call("GET", "/api/monitoring")
+        kinds = {k["kind"]: k for k in monitoring["kinds"]}
+        assert finished(samples, "start_project", "success") == kinds["start_project"]["succeeded"]
+        online = sum(1 for w in monitoring["workers"] if w["online"])
+        assert samples[("hub_workers_online", ())] == online == 1
+        _, stats = server.call("GET", "/api/projects/stats")
+        assert samples[("hub_projects", (("status", "running"),))] == stats["running"] == 3
+        assert samples[("hub_projects_registered", ())] == stats["total_projects"] == 5
+        assert samples[("hub_queue_depth", (("queue", "default"),))] == 0
+        for pid in empty:
+            _, accepted = server.call("POST", f"/api/orchestration/{pid}/stop")
+            server.wait(accepted["task_id"])
+    finally:
+        server.stop()
+
+    # History lives in the store: a new server reads the same counts.
+    again = Server(tmp_path)
+    try:
+        samples = again.metrics()
+        assert finished(samples, "start_project", "success") == 3
+        assert finished(samples, "start_project", "failure") == 1
+        assert finished(samples, "stop_project", "success") == 3
+    finally:
+        again.stop()
+
+
+def test_metrics_sit_behind_the_token_unless_made_public(tmp_path: pathlib.Path) -> None:
+    guarded = Server(tmp_path / "a", "--token", "s3cret")
+    try:
+        status, _ = guarded.call("GET", "/metrics")
+        assert status == 401
+        status, text = guarded.call("GET", "/metrics", token="s3cret")
+        assert status == 200 and "hub_workers_online" in text
+    finally:
+        guarded.stop()
+    public = Server(tmp_path / "b", "--token", "s3cret", "--metrics-public")
+    try:
+        status, text = public.call("GET", "/metrics")
+        assert status == 200 and "hub_workers_online" in text
+        status, _ = public.call("GET", "/api/projects")
+        assert status == 401, "only /metrics is public"
+    finally:
+        public.stop()

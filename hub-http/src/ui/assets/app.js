@@ -332,9 +332,8 @@ function fieldErrors(form, err) {
   if (!err) return;
   // The slug derives from the name: a clash of slugs is the name's to fix.
   const field = err.field === "slug" ? "name" : err.field || "";
-  const slot = form.querySelector(`.field-error[data-field="${field}"]`) ||
-    form.querySelector(`.field-error[data-field="${field.split(".")[0]}"]`) ||
-    form.querySelector('.field-error[data-field=""]');
+  const slotFor = (name) => form.querySelector(`.field-error[data-field="${CSS.escape(name)}"]`);
+  const slot = slotFor(field) || slotFor(field.split(".")[0]) || slotFor("");
   slot.textContent = err.message;
 }
 

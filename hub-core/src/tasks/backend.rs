@@ -102,14 +102,21 @@ pub trait BackendFactory: Send + Sync {
 }
 
 /// A new task's record (`PENDING`, attempt 1) and its exclusive key, from a job: the checks
-/// and defaults every backend applies at enqueue. A process that runs tasks refuses kinds it
-/// has no handler for; a client trusts the workers to know them.
+/// and defaults every backend applies at enqueue. A backend that shut down (`accepting` off)
+/// takes nothing more. A process that runs tasks refuses kinds it has no handler for; a client
+/// trusts the workers to know them.
 pub(crate) fn new_task(
     job: JobRequest,
+    accepting: &std::sync::atomic::AtomicBool,
     config: &TaskConfig,
     mode: HubMode,
     handlers: &Handlers,
 ) -> Result<(TaskRecord, Option<String>)> {
+    if !accepting.load(std::sync::atomic::Ordering::Acquire) {
+        return Err(HubError::BackendUnavailable {
+            message: "the task backend is shutting down".into(),
+        });
+    }
     if mode.runs_tasks() && !handlers.contains(&job.kind) {
         return Err(HubError::invalid(
             "kind",

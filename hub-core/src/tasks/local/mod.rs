@@ -216,12 +216,13 @@ impl TaskBackend for LocalBackend {
 
     async fn enqueue(&self, job: JobRequest) -> Result<TaskId> {
         let shared = &self.shared;
-        if !shared.accepting.load(Ordering::Acquire) {
-            return Err(HubError::BackendUnavailable {
-                message: "the task backend is shutting down".into(),
-            });
-        }
-        let (record, exclusive_key) = new_task(job, &shared.config, shared.mode, &shared.handlers)?;
+        let (record, exclusive_key) = new_task(
+            job,
+            &shared.accepting,
+            &shared.config,
+            shared.mode,
+            &shared.handlers,
+        )?;
         // An embedded process runs what it submits (when it takes that queue): it reserves the
         // task at once, with no claim round trip. A client leaves it for any worker to claim.
         let runs_here = shared.mode.runs_tasks()

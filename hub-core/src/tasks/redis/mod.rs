@@ -692,12 +692,13 @@ impl TaskBackend for RedisBackend {
 
     async fn enqueue(&self, job: JobRequest) -> Result<TaskId> {
         let shared = &self.shared;
-        if !shared.accepting.load(Ordering::Acquire) {
-            return Err(HubError::BackendUnavailable {
-                message: "the task backend is shutting down".into(),
-            });
-        }
-        let (record, key) = new_task(job, &shared.config, shared.mode, &shared.handlers)?;
+        let (record, key) = new_task(
+            job,
+            &shared.accepting,
+            &shared.config,
+            shared.mode,
+            &shared.handlers,
+        )?;
         let keys = &shared.keys;
         let new_queue = !lock(&shared.queues_used).contains(&record.queue);
         let reply: (i64, String) = shared

@@ -6,13 +6,13 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    HubProcess, NEVER_HEALTHY, SHORT_LEASE, Sse, send_signal, spawn_worker, start, stop, tag,
-    wait_state,
+    HubProcess, NEVER_HEALTHY, SHORT_LEASE, Sse, follow, send_signal, spawn_worker, start, stop,
+    tag, wait_state,
 };
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -138,33 +138,16 @@ async fn two_workers_beside_a_client_server_run_500_jobs_each_exactly_once() {
     assert_eq!(tasks.len(), 500);
 
     // Every event reached the server's subscriber in order, with no gap or duplicate.
-    let mut last: Option<u64> = None;
-    let mut starts: HashMap<String, usize> = HashMap::new();
-    let mut ends: HashMap<String, usize> = HashMap::new();
-    let mut ran_on: HashMap<String, String> = HashMap::new();
-    while ends.len() < 500 || ends.values().any(|n| *n == 0) {
-        let event = events.next().await.expect("stream open");
-        let seq = event.id.expect("every event has an id");
-        if let Some(last) = last {
-            assert_eq!(seq, last + 1, "gap or duplicate after {last}");
-        }
-        last = Some(seq);
-        let task = event.data["task_id"].as_str().unwrap().to_owned();
-        assert!(tasks.contains(&task), "an event of an unknown task");
-        match event.data["state"].as_str().unwrap() {
-            "STARTED" => {
-                *starts.entry(task.clone()).or_default() += 1;
-                ran_on.insert(task, event.data["worker"].as_str().unwrap_or("").to_owned());
-            }
-            "SUCCESS" | "FAILURE" | "REVOKED" => *ends.entry(task).or_default() += 1,
-            _ => {}
-        }
-    }
+    let (starts, ends) = follow(&mut events, &tasks).await;
     assert_eq!(starts.len(), 500, "every task started");
-    assert!(starts.values().all(|n| *n == 1), "a task started twice");
+    assert!(
+        starts.values().all(|w| w.len() == 1),
+        "a task started twice"
+    );
     assert!(ends.values().all(|n| *n == 1), "a task ended twice");
-    let by_worker: HashSet<&str> = ran_on
+    let by_worker: HashSet<&str> = starts
         .values()
+        .flatten()
         .map(|w| w.split('@').next().unwrap())
         .collect();
     assert_eq!(

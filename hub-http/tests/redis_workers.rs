@@ -11,8 +11,8 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::{
-    FOUR_SERVICES, HubProcess, NEVER_HEALTHY, RedisServer, SHORT_LEASE, Sse, request, send_signal,
-    spawn_redis_worker, start, stop, tag, wait_state,
+    FOUR_SERVICES, HubProcess, NEVER_HEALTHY, RedisServer, SHORT_LEASE, Sse, follow, request,
+    send_signal, spawn_redis_worker, start, stop, tag, wait_state,
 };
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -39,42 +39,6 @@ fn stop_workers(workers: &mut [Child]) {
     for worker in workers.iter_mut() {
         assert!(worker.wait().unwrap().success(), "a worker failed to drain");
     }
-}
-
-/// Follows the server's event stream until every task in `tasks` has ended, checking that
-/// sequence numbers follow on with no gap or duplicate; returns, per task, the workers that
-/// started it (one entry per start) and how many times it ended.
-async fn follow(
-    events: &mut Sse,
-    tasks: &HashSet<String>,
-) -> (HashMap<String, Vec<String>>, HashMap<String, usize>) {
-    let mut last: Option<u64> = None;
-    let mut starts: HashMap<String, Vec<String>> = HashMap::new();
-    let mut ends: HashMap<String, usize> = HashMap::new();
-    while ends.len() < tasks.len() {
-        let event = tokio::time::timeout(Duration::from_secs(120), events.next())
-            .await
-            .expect("events keep coming")
-            .expect("stream open");
-        let seq = event.id.expect("every event has an id");
-        if let Some(last) = last {
-            assert_eq!(seq, last + 1, "gap or duplicate after {last}");
-        }
-        last = Some(seq);
-        let task = event.data["task_id"].as_str().unwrap().to_owned();
-        if !tasks.contains(&task) {
-            continue;
-        }
-        match event.data["state"].as_str().unwrap() {
-            "STARTED" => starts
-                .entry(task)
-                .or_default()
-                .push(event.data["worker"].as_str().unwrap_or("").to_owned()),
-            "SUCCESS" | "FAILURE" | "REVOKED" => *ends.entry(task).or_default() += 1,
-            _ => {}
-        }
-    }
-    (starts, ends)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

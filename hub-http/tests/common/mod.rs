@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code, unreachable_pub)] // test helpers panic on setup failure by design
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -441,4 +442,39 @@ pub fn spawn_redis_worker(data: &Path, redis: &str, name: &str, extra: &[&str]) 
         &[&["--task-backend", redis, "--worker-name", name], extra].concat(),
         &log,
     )
+}
+
+/// Follows the server's event stream until every task in `tasks` has ended, checking that
+/// sequence numbers follow on with no gap or duplicate; returns, per task, the workers that
+/// started it (one entry per start) and how many times it ended. An event of a task not in
+/// `tasks` fails the test.
+pub async fn follow(
+    events: &mut Sse,
+    tasks: &HashSet<String>,
+) -> (HashMap<String, Vec<String>>, HashMap<String, usize>) {
+    let mut last: Option<u64> = None;
+    let mut starts: HashMap<String, Vec<String>> = HashMap::new();
+    let mut ends: HashMap<String, usize> = HashMap::new();
+    while ends.len() < tasks.len() {
+        let event = tokio::time::timeout(Duration::from_secs(120), events.next())
+            .await
+            .expect("events keep coming")
+            .expect("stream open");
+        let seq = event.id.expect("every event has an id");
+        if let Some(last) = last {
+            assert_eq!(seq, last + 1, "gap or duplicate after {last}");
+        }
+        last = Some(seq);
+        let task = event.data["task_id"].as_str().unwrap().to_owned();
+        assert!(tasks.contains(&task), "an event of an unknown task");
+        match event.data["state"].as_str().unwrap() {
+            "STARTED" => starts
+                .entry(task)
+                .or_default()
+                .push(event.data["worker"].as_str().unwrap_or("").to_owned()),
+            "SUCCESS" | "FAILURE" | "REVOKED" => *ends.entry(task).or_default() += 1,
+            _ => {}
+        }
+    }
+    (starts, ends)
 }

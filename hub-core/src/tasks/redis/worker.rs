@@ -892,17 +892,24 @@ pub(super) async fn registered(shared: &Shared) -> Result<Vec<WorkerInfo>> {
         .smembers(shared.keys.workers())
         .await
         .map_err(|err| shared.error(err))?;
+    // Every registration and lease in one round trip.
+    let mut pipe = redis::pipe();
+    for id in &ids {
+        pipe.cmd("HGETALL")
+            .arg(shared.keys.worker(id))
+            .cmd("EXISTS")
+            .arg(shared.keys.alive(id));
+    }
+    let found: Vec<(std::collections::HashMap<String, String>, bool)> = if ids.is_empty() {
+        Vec::new()
+    } else {
+        pipe.query_async(&mut shared.conn.clone())
+            .await
+            .map_err(|err| shared.error(err))?
+    };
     let mut workers = Vec::with_capacity(ids.len());
     let mut forgotten = Vec::new();
-    for id in ids {
-        let (fields, alive): (std::collections::HashMap<String, String>, bool) = redis::pipe()
-            .cmd("HGETALL")
-            .arg(shared.keys.worker(&id))
-            .cmd("EXISTS")
-            .arg(shared.keys.alive(&id))
-            .query_async(&mut shared.conn.clone())
-            .await
-            .map_err(|err| shared.error(err))?;
+    for (id, (fields, alive)) in ids.into_iter().zip(found) {
         if fields.is_empty() {
             forgotten.push(id);
             continue;

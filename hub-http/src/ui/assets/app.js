@@ -245,8 +245,8 @@ async function act(projectId, action) {
 
 async function revoke(taskId) {
   try {
-    live.update(await api(`/api/tasks/${taskId}/revoke?terminate=true`, { method: "POST" }).then(
-      () => api(`/api/tasks/${taskId}/status`)));
+    // The revoke answers with the task's status after it.
+    live.update(await api(`/api/tasks/${taskId}/revoke?terminate=true`, { method: "POST" }));
   } catch (err) {
     toast(`cancel: ${err.message}`);
   }

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::db::Database;
 use crate::error::Result;
+use crate::monitor::MonitorConfig;
 use crate::paths::Roots;
 use crate::ports::PortConfig;
 use crate::tasks::TaskConfig;
@@ -15,7 +16,7 @@ pub const DATABASE_FILE: &str = "hub.db";
 
 /// How to open a hub. `HubConfig::default()` gives the embedded setup: a SQLite file in the
 /// platform data folder and the original's port layout.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct HubConfig {
     /// Folder for the embedded database and other state; created on first use.
@@ -40,6 +41,8 @@ pub struct HubConfig {
     /// the hub usually runs beside the Docker socket, and a project folder is what its
     /// containers may bind-mount.
     pub project_roots: Vec<PathBuf>,
+    /// Monitoring: how long offline workers stay listed, alert thresholds.
+    pub monitor: MonitorConfig,
 }
 
 /// What a process that opens a hub does with tasks. Several processes may share one store, each
@@ -86,6 +89,7 @@ impl Default for HubConfig {
             reconcile_on_open: true,
             mode: HubMode::Embedded,
             project_roots: Vec::new(),
+            monitor: MonitorConfig::default(),
         }
     }
 }

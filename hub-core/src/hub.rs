@@ -9,6 +9,9 @@ use crate::config::{HubConfig, HubMode};
 use crate::db::Database;
 use crate::error::{Entity, HubError, Result};
 use crate::health::{self, ComponentState, HealthBoard, HealthReport};
+use crate::monitor::{
+    self, Alert, MonitorOverview, QueueView, TaskDetail, TaskHistoryPage, WindowStats, WorkersView,
+};
 use crate::orchestration::{self, Orchestrator, ReconcileChange, StackStatus, jobs};
 use crate::ports::BusyPort;
 use crate::project::{LOCAL_HOST, NewProject, Project, ProjectKey, ProjectStats, ProjectUpdate};
@@ -17,8 +20,12 @@ use crate::runtime::{DockerRuntime, LogLine, Runtime};
 use crate::stack::StackSpec;
 use crate::tasks::{
     BackendContext, BackendFactory, BackendStats, EventCursor, EventSubscription, Handlers,
-    JobOptions, JobRequest, TaskBackend, TaskId, TaskQuery, TaskRecord, TaskWatch,
+    JobOptions, JobRequest, TaskBackend, TaskHistory, TaskId, TaskMonitor, TaskQuery, TaskRecord,
+    TaskState, TaskStatus, TaskWatch,
 };
+
+/// Running tasks the stuck rule looks at (each costs a timeline read).
+const MAX_STUCK_CHECKS: u32 = 200;
 
 /// A running hub: registry, port allocator, task backend and container runtime.
 ///
@@ -37,6 +44,8 @@ struct HubInner {
     health: HealthBoard,
     /// Stops the hub's own background loops (the health probe).
     stop: CancellationToken,
+    /// Requests a frontend served, by route and status.
+    http_metrics: crate::metrics::HttpMetrics,
 }
 
 impl std::fmt::Debug for Hub {
@@ -150,6 +159,7 @@ impl HubBuilder {
                 orchestrator,
                 health: HealthBoard::new(),
                 stop: CancellationToken::new(),
+                http_metrics: crate::metrics::HttpMetrics::default(),
             }),
         };
         hub.start_health_probe().await;
@@ -496,13 +506,10 @@ impl Hub {
             .ok_or_else(|| HubError::not_found(Entity::Task, id))
     }
 
-    /// Task records matching `query`, newest first (when the backend keeps a history).
+    /// Task records matching `query`, in its order (when the backend keeps a history).
     pub async fn tasks(&self, query: &TaskQuery) -> Result<Vec<TaskRecord>> {
         query.validate()?;
-        match self.inner.tasks.history() {
-            Some(history) => history.list(query).await,
-            None => Err(unsupported(self.inner.tasks.name(), "task history")),
-        }
+        self.history()?.list(query).await
     }
 
     /// Revokes a task (see [`TaskBackend::revoke`]).
@@ -525,18 +532,155 @@ impl Hub {
         Ok(TaskWatch::new(current, subscription, after.is_some()))
     }
 
-    /// The hub's figures in the Prometheus text format (see [`crate::metrics`]).
+    /// The hub's figures in the Prometheus text format (see [`crate::metrics`]), with the
+    /// HTTP figures a frontend recorded in [`Hub::http_metrics`].
     pub async fn metrics(&self) -> Result<String> {
-        let (tasks, projects) = tokio::try_join!(self.task_stats(), self.stats())?;
-        Ok(crate::metrics::render(&tasks, &projects))
+        let (tasks, projects, histograms) =
+            tokio::try_join!(self.task_stats(), self.stats(), async {
+                self.monitor()?.histograms().await
+            })?;
+        Ok(crate::metrics::render(&crate::metrics::Figures {
+            tasks: &tasks,
+            projects: &projects,
+            latency: &histograms,
+            http: &self.inner.http_metrics,
+        }))
+    }
+
+    /// Where a frontend records the requests it serves, for [`Hub::metrics`].
+    pub fn http_metrics(&self) -> &crate::metrics::HttpMetrics {
+        &self.inner.http_metrics
+    }
+
+    fn monitor(&self) -> Result<&dyn TaskMonitor> {
+        self.inner
+            .tasks
+            .monitor()
+            .ok_or_else(|| unsupported(self.inner.tasks.name(), "monitoring"))
+    }
+
+    fn history(&self) -> Result<&dyn TaskHistory> {
+        self.inner
+            .tasks
+            .history()
+            .ok_or_else(|| unsupported(self.inner.tasks.name(), "task history"))
+    }
+
+    /// The workers: online ones, and offline ones until they age out
+    /// ([`crate::monitor::MonitorConfig::worker_expiry`]).
+    pub async fn monitor_workers(&self) -> Result<WorkersView> {
+        let stats = self.task_stats().await?;
+        Ok(self.workers_view(stats.workers))
+    }
+
+    fn workers_view(&self, workers: Vec<crate::tasks::WorkerInfo>) -> WorkersView {
+        monitor::views::workers_view(
+            workers,
+            self.inner.config.tasks.lease,
+            self.inner.config.monitor.worker_expiry,
+            chrono::Utc::now(),
+        )
+    }
+
+    /// The queues: depth, running tasks, oldest waiting task, consumers.
+    pub async fn monitor_queues(&self) -> Result<Vec<QueueView>> {
+        let stats = self.task_stats().await?;
+        Ok(monitor::views::queue_views(
+            stats.queues,
+            &stats.workers,
+            chrono::Utc::now(),
+        ))
+    }
+
+    /// One page of the task history, filtered and sorted as `query` says.
+    pub async fn monitor_tasks(&self, query: &TaskQuery) -> Result<TaskHistoryPage> {
+        query.validate()?;
+        let page = self.history()?.page(query).await?;
+        Ok(TaskHistoryPage {
+            tasks: page.tasks.iter().map(TaskStatus::from).collect(),
+            total: page.total,
+            limit: query.limit,
+            offset: query.offset,
+        })
+    }
+
+    /// One task with its timeline; `not_found` for an unknown (or expired) id.
+    pub async fn monitor_task(&self, id: TaskId) -> Result<TaskDetail> {
+        let (record, timeline) = tokio::try_join!(self.task(id), self.history()?.timeline(id))?;
+        Ok(TaskDetail::new(&record, timeline))
+    }
+
+    /// Throughput, outcome rates and latency percentiles over the `window` ending now (at
+    /// most [`crate::monitor::MAX_WINDOW`]).
+    pub async fn monitor_stats(&self, window: std::time::Duration) -> Result<WindowStats> {
+        let window = window.min(monitor::MAX_WINDOW);
+        let now = chrono::Utc::now();
+        let since = now - chrono::Duration::from_std(window).unwrap_or_default();
+        let data = self.monitor()?.window(since).await?;
+        Ok(WindowStats::compute(data, window, now))
+    }
+
+    /// The alerts firing now (see [`crate::monitor::alerts`]).
+    pub async fn monitor_alerts(&self) -> Result<Vec<Alert>> {
+        Ok(self.monitor_overview().await?.alerts)
+    }
+
+    /// Workers, queues, the last hour's stats and the alerts, read at once.
+    pub async fn monitor_overview(&self) -> Result<MonitorOverview> {
+        let thresholds = &self.inner.config.monitor.alerts;
+        let running_query = TaskQuery {
+            states: TaskState::ALL
+                .into_iter()
+                .filter(|s| s.is_active())
+                .collect(),
+            limit: MAX_STUCK_CHECKS,
+            ..TaskQuery::default()
+        };
+        let (stats, hour, failures, running, projects) = tokio::try_join!(
+            self.task_stats(),
+            self.monitor_stats(monitor::DEFAULT_WINDOW),
+            self.monitor_stats(thresholds.failure_window),
+            self.history()?.list(&running_query),
+            self.projects(),
+        )?;
+        let history = self.history()?;
+        let timelines = futures_util::future::try_join_all(
+            running.iter().map(|task| history.timeline(task.id)),
+        )
+        .await?;
+        let now = chrono::Utc::now();
+        let queues = monitor::views::queue_views(stats.queues, &stats.workers, now);
+        let workers = self.workers_view(stats.workers);
+        let alerts = monitor::alerts::evaluate(
+            thresholds,
+            &monitor::alerts::Snapshot {
+                now,
+                workers_online: workers.online,
+                queues: &queues,
+                failures: &failures,
+                running: running
+                    .iter()
+                    .zip(&timelines)
+                    .map(|(record, timeline)| monitor::alerts::RunningTask {
+                        record,
+                        last_change: timeline.last(),
+                    })
+                    .collect(),
+                projects: &projects,
+            },
+        );
+        Ok(MonitorOverview {
+            backend: stats.backend,
+            workers,
+            queues,
+            stats: hour,
+            alerts,
+        })
     }
 
     /// Workers, queues, task history and rates.
     pub async fn task_stats(&self) -> Result<BackendStats> {
-        match self.inner.tasks.monitor() {
-            Some(monitor) => monitor.stats().await,
-            None => Err(unsupported(self.inner.tasks.name(), "monitoring")),
-        }
+        self.monitor()?.stats().await
     }
 
     /// Stops taking tasks, lets running ones finish within the configured grace period

@@ -26,6 +26,7 @@ pub mod error;
 pub mod health;
 pub mod hub;
 pub mod metrics;
+pub mod monitor;
 pub mod orchestration;
 pub mod paths;
 pub mod ports;

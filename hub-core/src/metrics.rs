@@ -4,14 +4,36 @@
 
 use std::fmt::Write as _;
 
+use std::collections::HashMap;
+
 use crate::project::ProjectStats;
 use crate::tasks::BackendStats;
+use crate::tasks::history::{Latency, LatencyHistogram};
 
 /// The content type of [`render`]'s text.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// The figures of `tasks` and `projects` as Prometheus text.
-pub fn render(tasks: &BackendStats, projects: &ProjectStats) -> String {
+/// What [`render`] reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Figures<'a> {
+    /// Workers, queues and finished counts.
+    pub tasks: &'a BackendStats,
+    /// Projects by status.
+    pub projects: &'a ProjectStats,
+    /// All-time task latency histograms.
+    pub latency: &'a [LatencyHistogram],
+    /// Requests this process served.
+    pub http: &'a HttpMetrics,
+}
+
+/// The figures as Prometheus text.
+pub fn render(figures: &Figures<'_>) -> String {
+    let Figures {
+        tasks,
+        projects,
+        latency,
+        http,
+    } = *figures;
     let mut out = Exposition::default();
     out.family(
         "hub_tasks_finished_total",
@@ -31,17 +53,28 @@ pub fn render(tasks: &BackendStats, projects: &ProjectStats) -> String {
             );
         }
     }
-    out.family(
-        "hub_task_mean_runtime_seconds",
-        "gauge",
-        "Mean runtime of the finished tasks of a job kind.",
-    );
-    for kind in &tasks.kinds {
-        out.sample(
-            "hub_task_mean_runtime_seconds",
-            &[("kind", &kind.kind)],
-            kind.mean_runtime,
-        );
+    for (which, name, help) in [
+        (
+            Latency::Runtime,
+            "hub_task_runtime_seconds",
+            "Time from a task's start to its end, by job kind.",
+        ),
+        (
+            Latency::Wait,
+            "hub_task_queue_wait_seconds",
+            "Time a task waited in its queue before a worker started it, by job kind.",
+        ),
+    ] {
+        out.family(name, "histogram", help);
+        for histogram in latency.iter().filter(|h| h.latency == which) {
+            out.histogram(
+                name,
+                &[("kind", &histogram.kind)],
+                which.bounds(),
+                &histogram.buckets,
+                histogram.sum,
+            );
+        }
     }
     out.family(
         "hub_queue_depth",
@@ -53,6 +86,22 @@ pub fn render(tasks: &BackendStats, projects: &ProjectStats) -> String {
             "hub_queue_depth",
             &[("queue", &queue.name)],
             queue.pending as f64,
+        );
+    }
+    out.family(
+        "hub_queue_oldest_wait_seconds",
+        "gauge",
+        "How long the task waiting longest in a queue has waited (0 when none waits).",
+    );
+    let now = chrono::Utc::now();
+    for queue in &tasks.queues {
+        let waited = queue
+            .oldest_queued_at
+            .map_or(0.0, |t| (now - t).num_milliseconds().max(0) as f64 / 1000.0);
+        out.sample(
+            "hub_queue_oldest_wait_seconds",
+            &[("queue", &queue.name)],
+            waited,
         );
     }
     out.family(
@@ -111,7 +160,100 @@ pub fn render(tasks: &BackendStats, projects: &ProjectStats) -> String {
         &[],
         projects.total_projects as f64,
     );
+    http.render(&mut out);
     out.text
+}
+
+/// Upper bounds (seconds) of the HTTP latency histogram's buckets; `+Inf` is implied.
+pub const HTTP_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Requests a frontend served, by method, route template and status (this process's own:
+/// each process that serves HTTP exposes its own, as Prometheus expects).
+#[derive(Debug, Default)]
+pub struct HttpMetrics {
+    series: std::sync::Mutex<HashMap<HttpKey, HttpSeries>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct HttpKey {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+#[derive(Debug, Clone)]
+struct HttpSeries {
+    buckets: Vec<u64>,
+    sum: f64,
+}
+
+impl HttpMetrics {
+    /// Records one request: `route` is the route's template (`/api/tasks/{task_id}`), never
+    /// the path itself, so ids do not become labels.
+    pub fn record(&self, method: &str, route: &str, status: u16, elapsed: std::time::Duration) {
+        let seconds = elapsed.as_secs_f64();
+        let bucket = crate::tasks::history::bucket_index(HTTP_BUCKETS, seconds);
+        let mut series = crate::sync::lock(&self.series);
+        let key = HttpKey {
+            method: method.to_owned(),
+            route: route.to_owned(),
+            status,
+        };
+        let entry = series.entry(key).or_insert_with(|| HttpSeries {
+            buckets: vec![0; HTTP_BUCKETS.len() + 1],
+            sum: 0.0,
+        });
+        if let Some(slot) = entry.buckets.get_mut(bucket) {
+            *slot += 1;
+        }
+        entry.sum += seconds;
+    }
+
+    fn render(&self, out: &mut Exposition) {
+        let mut series: Vec<(HttpKey, HttpSeries)> = crate::sync::lock(&self.series)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        series.sort_by(|a, b| a.0.cmp(&b.0));
+        out.family(
+            "hub_http_requests_total",
+            "counter",
+            "HTTP requests served by this process, by method, route and status.",
+        );
+        for (key, s) in &series {
+            let status = key.status.to_string();
+            out.sample(
+                "hub_http_requests_total",
+                &[
+                    ("method", &key.method),
+                    ("route", &key.route),
+                    ("status", &status),
+                ],
+                s.buckets.iter().sum::<u64>() as f64,
+            );
+        }
+        out.family(
+            "hub_http_request_duration_seconds",
+            "histogram",
+            "Time to answer an HTTP request (to its response head), by method, route and status.",
+        );
+        for (key, s) in &series {
+            let status = key.status.to_string();
+            out.histogram(
+                "hub_http_request_duration_seconds",
+                &[
+                    ("method", &key.method),
+                    ("route", &key.route),
+                    ("status", &status),
+                ],
+                HTTP_BUCKETS,
+                &s.buckets,
+                s.sum,
+            );
+        }
+    }
 }
 
 #[derive(Default)]
@@ -123,6 +265,31 @@ impl Exposition {
     fn family(&mut self, name: &str, kind: &str, help: &str) {
         let _ = writeln!(self.text, "# HELP {name} {}", escape_help(help));
         let _ = writeln!(self.text, "# TYPE {name} {kind}");
+    }
+
+    /// A histogram's `_bucket` (cumulative, with `le`), `_sum` and `_count` samples from
+    /// per-bucket counts (`bounds.len() + 1` of them, the last for `+Inf`).
+    fn histogram(
+        &mut self,
+        name: &str,
+        labels: &[(&str, &str)],
+        bounds: &[f64],
+        buckets: &[u64],
+        sum: f64,
+    ) {
+        let bucket_name = format!("{name}_bucket");
+        let mut cumulative = 0;
+        for (i, count) in buckets.iter().enumerate() {
+            cumulative += count;
+            let le = bounds
+                .get(i)
+                .map_or_else(|| "+Inf".to_owned(), |b| format_value(*b));
+            let mut with_le = labels.to_vec();
+            with_le.push(("le", &le));
+            self.sample(&bucket_name, &with_le, cumulative as f64);
+        }
+        self.sample(&format!("{name}_sum"), labels, sum);
+        self.sample(&format!("{name}_count"), labels, cumulative as f64);
     }
 
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
@@ -179,6 +346,7 @@ mod tests {
                 name: "default".into(),
                 pending: 3,
                 active: 1,
+                oldest_queued_at: None,
             }],
             kinds: vec![KindCounts {
                 kind: "odd\"kind\\\n".into(),
@@ -197,7 +365,29 @@ mod tests {
             stopped: 2,
             errors: 1,
         };
-        let text = render(&tasks, &projects);
+        let mut runtime = LatencyHistogram::new("start_project", Latency::Runtime);
+        runtime.buckets[0] = 2;
+        runtime.buckets[3] = 1;
+        runtime.sum = 0.3;
+        let http = HttpMetrics::default();
+        http.record(
+            "GET",
+            "/api/tasks/{task_id}",
+            200,
+            std::time::Duration::from_millis(2),
+        );
+        http.record(
+            "GET",
+            "/api/tasks/{task_id}",
+            200,
+            std::time::Duration::from_secs(60),
+        );
+        let text = render(&Figures {
+            tasks: &tasks,
+            projects: &projects,
+            latency: &[runtime],
+            http: &http,
+        });
         assert!(
             text.contains(
                 "hub_tasks_finished_total{kind=\"odd\\\"kind\\\\\\n\",state=\"success\"} 2\n"
@@ -207,6 +397,28 @@ mod tests {
         assert!(text.contains("hub_queue_depth{queue=\"default\"} 3\n"));
         assert!(text.contains("hub_projects{status=\"error\"} 1\n"));
         assert!(text.contains("# TYPE hub_tasks_finished_total counter\n"));
+        assert!(
+            text.contains(
+                "hub_task_runtime_seconds_bucket{kind=\"start_project\",le=\"0.01\"} 2\n"
+            )
+        );
+        assert!(
+            text.contains(
+                "hub_task_runtime_seconds_bucket{kind=\"start_project\",le=\"0.25\"} 3\n"
+            )
+        );
+        assert!(
+            text.contains(
+                "hub_task_runtime_seconds_bucket{kind=\"start_project\",le=\"+Inf\"} 3\n"
+            )
+        );
+        assert!(text.contains("hub_task_runtime_seconds_count{kind=\"start_project\"} 3\n"));
+        assert!(text.contains(
+            "hub_http_requests_total{method=\"GET\",route=\"/api/tasks/{task_id}\",status=\"200\"} 2\n"
+        ));
+        assert!(text.contains(
+            "hub_http_request_duration_seconds_bucket{method=\"GET\",route=\"/api/tasks/{task_id}\",status=\"200\",le=\"10\"} 1\n"
+        ));
         assert!(
             text.lines()
                 .filter(|l| l.starts_with("# TYPE") && l.ends_with("counter"))

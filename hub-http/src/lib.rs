@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hub_core::Hub;
@@ -67,6 +67,11 @@ pub fn router_with(hub: Hub, options: &ServeOptions) -> Router {
             auth::Token::new(options.token.clone(), options.metrics_public),
             auth::require_token,
         ))
+        // Outside the token check, so refused requests are counted too.
+        .layer(axum::middleware::from_fn_with_state(
+            state.hub.clone(),
+            record_request,
+        ))
         .layer(DefaultBodyLimit::max(
             options.body_limit.unwrap_or(1024 * 1024),
         ))
@@ -92,6 +97,32 @@ pub fn router_with(hub: Hub, options: &ServeOptions) -> Router {
         .fallback(|| async { ApiError::http(HttpCode::NotFound, "no such route") })
         .layer(axum::middleware::map_response(json_errors))
         .with_state(state)
+}
+
+/// Counts a request and its latency (to its response head) in the hub's HTTP figures, under
+/// its route's template: ids in paths never become labels.
+async fn record_request(
+    State(hub): State<Hub>,
+    route: Option<axum::extract::MatchedPath>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    let route = route.as_ref().map_or("unmatched", |r| r.as_str());
+    // Each route answers with and without a trailing slash: one series for both.
+    let route = match route.strip_suffix('/') {
+        Some(trimmed) if !trimmed.is_empty() => trimmed,
+        _ => route,
+    };
+    hub.http_metrics().record(
+        method.as_str(),
+        route,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
 }
 
 /// Turns the errors no handler shaped — axum's plain-text rejections (a path that is not

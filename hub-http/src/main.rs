@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use hub_core::monitor::{AlertThresholds, MonitorConfig};
 use hub_core::tasks::{BackendKind, TaskConfig};
 use hub_core::{Hub, HubConfig, HubMode};
 use hub_http::ServeOptions;
@@ -124,6 +125,73 @@ struct StoreArgs {
     /// ends FAILURE / worker_lost.
     #[arg(long, env = "HUB_MAX_ATTEMPTS", default_value_t = 3)]
     max_attempts: u32,
+
+    #[command(flatten)]
+    monitor: MonitorArgs,
+}
+
+/// Monitoring: how long offline workers stay listed, and the alert thresholds. Durations are
+/// seconds or a number with s, m, h or d (`90`, `15m`).
+#[derive(Debug, Args)]
+struct MonitorArgs {
+    /// How long an offline worker stays in the workers view after its last heartbeat.
+    #[arg(long, env = "HUB_WORKER_EXPIRY", default_value = "1h", value_parser = duration)]
+    worker_expiry: Duration,
+
+    /// Share of finished tasks failing (0–1) above which the failure-rate alert fires.
+    #[arg(long, env = "HUB_ALERT_FAILURE_RATE", default_value_t = 0.10)]
+    alert_failure_rate: f64,
+
+    /// The window of the failure-rate alert.
+    #[arg(long, env = "HUB_ALERT_FAILURE_WINDOW", default_value = "15m", value_parser = duration)]
+    alert_failure_window: Duration,
+
+    /// Tasks waiting in one queue above which the queue-depth alert fires.
+    #[arg(long, env = "HUB_ALERT_QUEUE_DEPTH", default_value_t = 10)]
+    alert_queue_depth: u64,
+
+    /// A running task with no change for this long is possibly stuck.
+    #[arg(long, env = "HUB_ALERT_STALLED_AFTER", default_value = "5m", value_parser = duration)]
+    alert_stalled_after: Duration,
+
+    /// A running task is possibly stuck past this (unless its kind has its own).
+    #[arg(long, env = "HUB_ALERT_EXPECTED_RUNTIME", default_value = "10m", value_parser = duration)]
+    alert_expected_runtime: Duration,
+
+    /// A job kind's own expected runtime, `KIND=DURATION` (repeat, or comma-separate).
+    #[arg(
+        long = "alert-expected-runtime-for",
+        env = "HUB_ALERT_EXPECTED_RUNTIME_FOR",
+        value_name = "KIND=DURATION",
+        value_delimiter = ','
+    )]
+    alert_expected_runtime_for: Vec<String>,
+}
+
+impl MonitorArgs {
+    fn config(self) -> Result<MonitorConfig, Box<dyn std::error::Error>> {
+        let config = MonitorConfig {
+            worker_expiry: self.worker_expiry,
+            alerts: AlertThresholds {
+                failure_rate: self.alert_failure_rate,
+                failure_window: self.alert_failure_window,
+                queue_depth: self.alert_queue_depth,
+                stalled_after: self.alert_stalled_after,
+                expected_runtime: self.alert_expected_runtime,
+                expected_runtime_by_kind: hub_core::monitor::parse_kind_durations(
+                    "alert-expected-runtime-for",
+                    &self.alert_expected_runtime_for,
+                )?,
+            },
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// A duration flag: seconds, or a number with s, m, h or d.
+fn duration(text: &str) -> Result<Duration, String> {
+    hub_core::monitor::parse_duration("duration", text).map_err(|err| err.to_string())
 }
 
 impl StoreArgs {
@@ -157,6 +225,7 @@ impl StoreArgs {
                 max_attempts: self.max_attempts,
                 ..TaskConfig::default()
             },
+            monitor: self.monitor.config()?,
             ..HubConfig::default()
         };
         config.tasks.validate()?;

@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use crate::routes::{events, filesystem, orchestration, projects, system, tasks};
+use crate::routes::{events, filesystem, monitor, orchestration, projects, system, tasks};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -18,6 +18,8 @@ use crate::routes::{events, filesystem, orchestration, projects, system, tasks};
         tasks::list, tasks::status, tasks::status_alias, tasks::revoke, tasks::cancel,
         events::task_events, events::all_events,
         filesystem::home, filesystem::browse,
+        monitor::overview, monitor::workers, monitor::queues, monitor::tasks, monitor::task,
+        monitor::stats, monitor::alerts,
     ),
     components(schemas(crate::error::ErrorEnvelope, crate::error::ErrorBody)),
     modifiers(&BearerAuth),
@@ -26,6 +28,7 @@ use crate::routes::{events, filesystem, orchestration, projects, system, tasks};
         (name = "orchestration", description = "Stacks on the container engine"),
         (name = "tasks", description = "Background tasks, history and push events"),
         (name = "filesystem", description = "Folder browser for adding projects"),
+        (name = "monitor", description = "Workers, queues, task history, stats and alerts"),
     )
 )]
 pub struct ApiDoc;

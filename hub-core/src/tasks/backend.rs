@@ -10,12 +10,13 @@ use tokio::sync::broadcast;
 
 use super::config::TaskConfig;
 use super::handler::Handlers;
+use super::history::{LatencyHistogram, TimelineEntry, WindowData};
 use chrono::Utc;
 use uuid::Uuid;
 
 use super::model::{
-    BackendStats, EventCursor, JobRequest, TaskEvent, TaskId, TaskQuery, TaskRecord, TaskState,
-    TimeLimits,
+    BackendStats, EventCursor, JobRequest, TaskEvent, TaskId, TaskPage, TaskQuery, TaskRecord,
+    TaskState, TimeLimits,
 };
 use crate::config::HubMode;
 use crate::db::Database;
@@ -67,11 +68,19 @@ pub trait TaskBackend: Send + Sync + 'static {
     }
 }
 
-/// A backend that can list its tasks.
+/// A backend that can list its tasks and tell their timelines.
 #[async_trait]
 pub trait TaskHistory: Send + Sync {
-    /// Records matching `query`, newest first.
-    async fn list(&self, query: &TaskQuery) -> Result<Vec<TaskRecord>>;
+    /// One page of the records matching `query`, in its order, with the number matching.
+    async fn page(&self, query: &TaskQuery) -> Result<TaskPage>;
+
+    /// Records matching `query`, in its order.
+    async fn list(&self, query: &TaskQuery) -> Result<Vec<TaskRecord>> {
+        Ok(self.page(query).await?.tasks)
+    }
+
+    /// Every change of task `id` the store kept, oldest first (empty for an unknown task).
+    async fn timeline(&self, id: TaskId) -> Result<Vec<TimelineEntry>>;
 }
 
 /// A backend that can describe its workers, queues and rates.
@@ -79,6 +88,13 @@ pub trait TaskHistory: Send + Sync {
 pub trait TaskMonitor: Send + Sync {
     /// Workers, queues, history and rates.
     async fn stats(&self) -> Result<BackendStats>;
+
+    /// Per-minute counts and finished-task samples from `since` to now (at most
+    /// [`super::history::SAMPLE_RETENTION`] back).
+    async fn window(&self, since: chrono::DateTime<Utc>) -> Result<WindowData>;
+
+    /// All-time runtime and queue-wait histograms by kind.
+    async fn histograms(&self) -> Result<Vec<LatencyHistogram>>;
 }
 
 /// What a backend is opened with.

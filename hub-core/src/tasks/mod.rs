@@ -7,12 +7,14 @@
 //!   one store every process shares;
 //! - [`redis`] (feature `redis`) — the Redis backend: workers in other processes and on other
 //!   hosts;
+//! - [`history`] — timelines, samples and histograms kept for monitoring;
 //! - [`config`] — [`TaskConfig`].
 
 pub mod backend;
 pub mod config;
 mod events;
 pub mod handler;
+pub mod history;
 mod identity;
 pub mod local;
 pub mod model;
@@ -30,8 +32,8 @@ pub use handler::{Handlers, JobHandler, JobResult, ProgressSink, Retryable, Task
 pub use local::{LocalBackend, LocalBackendFactory};
 pub use model::{
     BackendStats, CancelReason, DEFAULT_LIST_LIMIT, EventCursor, JobOptions, JobRequest,
-    KindCounts, MAX_LIST_LIMIT, QueueInfo, TaskError, TaskEvent, TaskId, TaskQuery, TaskRecord,
-    TaskState, TaskStatus, TimeLimits, WorkerInfo, codes,
+    KindCounts, MAX_LIST_LIMIT, QueueInfo, TaskError, TaskEvent, TaskId, TaskPage, TaskQuery,
+    TaskRecord, TaskSort, TaskState, TaskStatus, TimeLimits, WorkerInfo, codes,
 };
 #[cfg(feature = "redis")]
 pub use redis::{RedisBackend, RedisBackendFactory, RedisSettings};

@@ -328,7 +328,7 @@ pub(crate) mod duration_secs {
 /// How to run one job; unset fields take the backend's defaults.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobOptions {
-    /// Queue name (default `orchestration`).
+    /// Queue name (default: the configured default queue, `default`).
     pub queue: Option<String>,
     /// Soft time limit override.
     pub soft_time_limit: Option<Duration>,
@@ -460,6 +460,8 @@ pub struct TaskStatus {
     pub error_code: Option<String>,
     /// Job kind.
     pub kind: String,
+    /// The queue it went through.
+    pub queue: String,
     /// The project it is about.
     pub project_id: Option<i64>,
     /// 1 for the first run; more when it ran again after its worker was lost.
@@ -488,6 +490,7 @@ impl From<&TaskRecord> for TaskStatus {
             error: task.error.as_ref().map(|e| e.message.clone()),
             error_code: task.error.as_ref().map(|e| e.code.clone()),
             kind: task.kind.clone(),
+            queue: task.queue.clone(),
             project_id: task.project_id,
             attempt: task.attempt,
             worker: task.worker.clone(),
@@ -513,10 +516,151 @@ pub struct TaskQuery {
     pub queued_after: Option<DateTime<Utc>>,
     /// Only tasks queued before this time.
     pub queued_before: Option<DateTime<Utc>>,
-    /// At most this many (newest first).
+    /// Only tasks run by this worker (its id, as records name it).
+    pub worker: Option<String>,
+    /// Only tasks whose id, kind, queue, worker, step line or error contains this text
+    /// (case-insensitive).
+    pub search: Option<String>,
+    /// What they are sorted by (default: when they were received, newest first).
+    pub sort: TaskSort,
+    /// Oldest (smallest) first instead of newest (largest) first.
+    pub ascending: bool,
+    /// At most this many.
     pub limit: u32,
     /// Skip this many.
     pub offset: u32,
+}
+
+/// What a task history is sorted by.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum TaskSort {
+    /// When the task was queued.
+    #[default]
+    Received,
+    /// When it started (never-started tasks last).
+    Started,
+    /// How long it ran, or has run so far (never-started tasks last).
+    Runtime,
+}
+
+impl TaskSort {
+    /// Its name in queries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskSort::Received => "received",
+            TaskSort::Started => "started",
+            TaskSort::Runtime => "runtime",
+        }
+    }
+}
+
+impl FromStr for TaskSort {
+    type Err = HubError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "received" => Ok(TaskSort::Received),
+            "started" => Ok(TaskSort::Started),
+            "runtime" => Ok(TaskSort::Runtime),
+            other => Err(HubError::invalid(
+                "sort",
+                format!(
+                    "'{}' is not a sort order: use received, started or runtime",
+                    other.escape_debug()
+                ),
+            )),
+        }
+    }
+}
+
+impl TaskState {
+    /// States from a comma-separated list (`RUNNING,PENDING`; any case).
+    pub fn parse_list(text: &str) -> Result<Vec<TaskState>> {
+        text.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::parse)
+            .collect()
+    }
+}
+
+/// Longest text a history search takes.
+pub const MAX_SEARCH_LEN: usize = 200;
+
+/// One page of a task history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskPage {
+    /// The page's tasks, in the query's order.
+    pub tasks: Vec<TaskRecord>,
+    /// Tasks matching the query in all pages.
+    pub total: u64,
+}
+
+impl TaskRecord {
+    /// Whether the record passes `query`'s filters (every backend that filters in memory uses
+    /// this one rule; SQL stores say the same in SQL).
+    pub(crate) fn matches(&self, query: &TaskQuery) -> bool {
+        (query.states.is_empty() || query.states.contains(&self.state))
+            && query.kind.as_ref().is_none_or(|kind| *kind == self.kind)
+            && query
+                .project_id
+                .is_none_or(|project| self.project_id == Some(project))
+            && query
+                .worker
+                .as_ref()
+                .is_none_or(|worker| self.worker.as_ref() == Some(worker))
+            && query.queued_after.is_none_or(|t| self.queued_at >= t)
+            && query.queued_before.is_none_or(|t| self.queued_at < t)
+            && query.search.as_ref().is_none_or(|text| {
+                let text = text.to_lowercase();
+                let id = self.id.to_string();
+                [
+                    Some(id.as_str()),
+                    Some(self.kind.as_str()),
+                    Some(self.queue.as_str()),
+                    self.worker.as_deref(),
+                    self.status.as_deref(),
+                    self.error.as_ref().map(|e| e.message.as_str()),
+                ]
+                .into_iter()
+                .flatten()
+                .any(|field| field.to_lowercase().contains(&text))
+            })
+    }
+
+    /// Sorts `records` as `query` asks, in memory (for stores that cannot sort themselves).
+    pub(crate) fn sort_for(records: &mut [TaskRecord], query: &TaskQuery) {
+        let now = Utc::now();
+        // Never-started tasks sort last whichever the direction: the key is (has value, value).
+        let key = |r: &TaskRecord| -> (bool, i64) {
+            match query.sort {
+                TaskSort::Received => (true, r.queued_at.timestamp_micros()),
+                TaskSort::Started => (
+                    r.started_at.is_some(),
+                    r.started_at.map_or(0, |t| t.timestamp_micros()),
+                ),
+                TaskSort::Runtime => match r.started_at {
+                    Some(started) => (
+                        true,
+                        (r.finished_at.unwrap_or(now) - started)
+                            .num_microseconds()
+                            .unwrap_or(i64::MAX),
+                    ),
+                    None => (false, 0),
+                },
+            }
+        };
+        records.sort_by(|a, b| {
+            let (ka, kb) = (key(a), key(b));
+            ka.0.cmp(&kb.0).reverse().then(if query.ascending {
+                ka.1.cmp(&kb.1)
+            } else {
+                kb.1.cmp(&ka.1)
+            })
+        });
+    }
 }
 
 impl TaskQuery {
@@ -526,6 +670,14 @@ impl TaskQuery {
             return Err(HubError::invalid(
                 "limit",
                 format!("must be 1 to {MAX_LIST_LIMIT}, not {}", self.limit),
+            ));
+        }
+        if let Some(search) = &self.search
+            && (search.is_empty() || search.chars().count() > MAX_SEARCH_LEN)
+        {
+            return Err(HubError::invalid(
+                "q",
+                format!("a search text must be 1 to {MAX_SEARCH_LEN} characters"),
             ));
         }
         Ok(())
@@ -540,6 +692,10 @@ impl Default for TaskQuery {
             project_id: None,
             queued_after: None,
             queued_before: None,
+            worker: None,
+            search: None,
+            sort: TaskSort::Received,
+            ascending: false,
             limit: DEFAULT_LIST_LIMIT,
             offset: 0,
         }
@@ -709,6 +865,12 @@ pub struct WorkerInfo {
     pub active: u64,
     /// Tasks it finished since it started.
     pub processed: u64,
+    /// Tasks it ran that ended `SUCCESS` (all time, from the store).
+    #[serde(default)]
+    pub succeeded: u64,
+    /// Tasks it ran that ended `FAILURE` (all time, from the store).
+    #[serde(default)]
+    pub failed: u64,
 }
 
 /// One queue, as monitoring shows it.
@@ -721,6 +883,9 @@ pub struct QueueInfo {
     pub pending: u64,
     /// Tasks running.
     pub active: u64,
+    /// When the task waiting longest was queued (`None` when none waits).
+    #[serde(default)]
+    pub oldest_queued_at: Option<DateTime<Utc>>,
 }
 
 /// Finished-task counts of one kind (kept apart from records, so expiry does not change them).

@@ -2,16 +2,22 @@
 //! the event log, workers, revoke requests and history counters (portable SQL, see
 //! [`crate::db`]).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
+use chrono::{DateTime, Utc};
+
+use super::history::{
+    Finished, FinishedSample, Latency, LatencyHistogram, MinuteCounts, SAMPLE_RETENTION,
+    TimelineEntry, WindowData,
+};
 use super::model::{
-    KindCounts, LostVerdict, TaskError, TaskEvent, TaskId, TaskQuery, TaskRecord, TaskState,
-    TimeLimits, WorkerInfo, codes,
+    KindCounts, LostVerdict, QueueInfo, TaskError, TaskEvent, TaskId, TaskPage, TaskQuery,
+    TaskRecord, TaskSort, TaskState, TimeLimits, WorkerInfo, codes,
 };
 use crate::db::{Database, from_millis, now_millis};
 use crate::error::{HubError, Result};
@@ -461,11 +467,41 @@ pub(crate) async fn insert_events(
     Ok((last + 1 - count..=last).collect())
 }
 
-/// Adds finished-task counts: `(minute, kind, state) → (count, runtime_ms)`.
-pub(crate) async fn add_counts(
-    conn: &mut AnyConnection,
-    counts: &std::collections::HashMap<(i64, String, TaskState), (i64, i64)>,
-) -> Result<()> {
+/// Adds what finished tasks contribute to the history figures: per-minute counts by kind and
+/// state, a sample each, the latency histograms and their workers' tallies (in the caller's
+/// write transaction, so a task's end and its figures commit together).
+pub(crate) async fn record_finished(conn: &mut AnyConnection, finished: &[Finished]) -> Result<()> {
+    if finished.is_empty() {
+        return Ok(());
+    }
+    let mut counts: HashMap<(i64, &str, TaskState), (i64, i64)> = HashMap::new();
+    let mut latency: HashMap<(&str, Latency, usize), (i64, i64)> = HashMap::new();
+    let mut workers: HashMap<&str, (i64, i64)> = HashMap::new();
+    for f in finished {
+        let entry = counts.entry((f.minute, &f.kind, f.state)).or_default();
+        entry.0 += 1;
+        entry.1 += f.runtime_ms.unwrap_or(0);
+        if let (Some((run_bucket, wait_bucket)), Some(run), Some(wait)) =
+            (f.buckets(), f.runtime_ms, f.wait_ms)
+        {
+            for (key, ms) in [
+                ((f.kind.as_str(), Latency::Runtime, run_bucket), run),
+                ((f.kind.as_str(), Latency::Wait, wait_bucket), wait),
+            ] {
+                let entry = latency.entry(key).or_default();
+                entry.0 += 1;
+                entry.1 += ms;
+            }
+        }
+        if let Some(worker) = &f.worker {
+            let entry = workers.entry(worker).or_default();
+            match f.state {
+                TaskState::Success => entry.0 += 1,
+                TaskState::Failure => entry.1 += 1,
+                _ => {}
+            }
+        }
+    }
     for ((minute, kind, state), (count, runtime_ms)) in counts {
         sqlx::query(
             "INSERT INTO task_counts (minute, kind, state, count, runtime_ms) \
@@ -473,15 +509,172 @@ pub(crate) async fn add_counts(
              count = task_counts.count + excluded.count, \
              runtime_ms = task_counts.runtime_ms + excluded.runtime_ms",
         )
-        .bind(*minute)
-        .bind(kind.clone())
+        .bind(minute)
+        .bind(kind.to_owned())
         .bind(state.as_str())
-        .bind(*count)
-        .bind(*runtime_ms)
+        .bind(count)
+        .bind(runtime_ms)
         .execute(&mut *conn)
         .await?;
     }
+    for ((kind, which, bucket), (count, sum_ms)) in latency {
+        sqlx::query(
+            "INSERT INTO task_latency (kind, latency, bucket, count, sum_ms) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (kind, latency, bucket) DO UPDATE SET \
+             count = task_latency.count + excluded.count, \
+             sum_ms = task_latency.sum_ms + excluded.sum_ms",
+        )
+        .bind(kind.to_owned())
+        .bind(which.as_str())
+        .bind(i64::try_from(bucket).unwrap_or(i64::MAX))
+        .bind(count)
+        .bind(sum_ms)
+        .execute(&mut *conn)
+        .await?;
+    }
+    for (worker, (succeeded, failed)) in workers {
+        if succeeded + failed > 0 {
+            sqlx::query(
+                "UPDATE workers SET succeeded = succeeded + $2, failed = failed + $3 WHERE id = $1",
+            )
+            .bind(worker.to_owned())
+            .bind(succeeded)
+            .bind(failed)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    /// The columns a sample is written with.
+    const SAMPLE_COLUMNS: usize = 5;
+    for chunk in finished.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO task_samples (finished_at, kind, state, runtime_ms, wait_ms) VALUES {}",
+            row_placeholders(chunk.len(), SAMPLE_COLUMNS)
+        );
+        let mut query = sqlx::query(&sql);
+        for f in chunk {
+            query = query
+                .bind(f.finished_ms)
+                .bind(f.kind.clone())
+                .bind(f.state.as_str())
+                .bind(f.runtime_ms)
+                .bind(f.wait_ms);
+        }
+        query.execute(&mut *conn).await?;
+    }
     Ok(())
+}
+
+/// The changes of task `id` the store kept, oldest first.
+pub(crate) async fn timeline(db: &Database, id: TaskId) -> Result<Vec<TimelineEntry>> {
+    let rows = sqlx::query(
+        "SELECT at, state, progress, status, attempt, worker FROM task_events \
+         WHERE task_id = $1 ORDER BY seq",
+    )
+    .bind(id.to_string())
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(TimelineEntry {
+                at: from_millis(row.try_get(0)?)?,
+                state: row.try_get::<String, _>(1)?.parse()?,
+                progress: u8::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0),
+                status: row.try_get(3)?,
+                attempt: u32::try_from(row.try_get::<i64, _>(4)?).unwrap_or(1),
+                worker: row.try_get(5)?,
+            })
+        })
+        .collect()
+}
+
+/// Per-minute counts (every minute from `since`'s to now's) and the samples finished since
+/// `since`.
+pub(crate) async fn window(db: &Database, since: DateTime<Utc>) -> Result<WindowData> {
+    let now = Utc::now();
+    let first = since.timestamp().div_euclid(60);
+    let last = now.timestamp().div_euclid(60);
+    let mut minutes: Vec<MinuteCounts> = (first..=last)
+        .map(|m| MinuteCounts {
+            minute: from_millis(m * 60_000).unwrap_or_default(),
+            ..MinuteCounts::default()
+        })
+        .collect();
+    let rows = sqlx::query(
+        "SELECT minute, state, SUM(count) FROM task_counts WHERE minute >= $1 \
+         GROUP BY minute, state",
+    )
+    .bind(first)
+    .fetch_all(db.pool())
+    .await?;
+    for row in rows {
+        let minute: i64 = row.try_get(0)?;
+        let state: TaskState = row.try_get::<String, _>(1)?.parse()?;
+        let count = u64::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0);
+        if let Some(entry) = usize::try_from(minute - first)
+            .ok()
+            .and_then(|i| minutes.get_mut(i))
+        {
+            entry.add(state, count);
+        }
+    }
+    let rows = sqlx::query(
+        "SELECT finished_at, kind, state, runtime_ms, wait_ms FROM task_samples \
+         WHERE finished_at >= $1 ORDER BY finished_at",
+    )
+    .bind(since.timestamp_millis())
+    .fetch_all(db.pool())
+    .await?;
+    let samples = rows
+        .iter()
+        .map(|row| {
+            let ms = |column: usize| -> Result<Option<u64>> {
+                Ok(row
+                    .try_get::<Option<i64>, _>(column)?
+                    .map(|v| u64::try_from(v).unwrap_or(0)))
+            };
+            Ok(FinishedSample {
+                finished_at: from_millis(row.try_get(0)?)?,
+                kind: row.try_get(1)?,
+                state: row.try_get::<String, _>(2)?.parse()?,
+                runtime_ms: ms(3)?,
+                wait_ms: ms(4)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(WindowData { minutes, samples })
+}
+
+/// All-time latency histograms by kind.
+pub(crate) async fn histograms(db: &Database) -> Result<Vec<LatencyHistogram>> {
+    let rows = sqlx::query(
+        "SELECT kind, latency, bucket, count, sum_ms FROM task_latency ORDER BY kind, latency",
+    )
+    .fetch_all(db.pool())
+    .await?;
+    let mut out: Vec<LatencyHistogram> = Vec::new();
+    for row in rows {
+        let kind: String = row.try_get(0)?;
+        let latency = match row.try_get::<String, _>(1)?.as_str() {
+            "wait" => Latency::Wait,
+            _ => Latency::Runtime,
+        };
+        if out
+            .last()
+            .is_none_or(|h| h.kind != kind || h.latency != latency)
+        {
+            out.push(LatencyHistogram::new(kind, latency));
+        }
+        if let Some(histogram) = out.last_mut() {
+            let bucket = usize::try_from(row.try_get::<i64, _>(2)?).unwrap_or(usize::MAX);
+            let count = u64::try_from(row.try_get::<i64, _>(3)?).unwrap_or(0);
+            if let Some(slot) = histogram.buckets.get_mut(bucket) {
+                *slot += count;
+            }
+            histogram.sum += row.try_get::<i64, _>(4)? as f64 / 1000.0;
+        }
+    }
+    Ok(out)
 }
 
 const EVENT_SELECT: &str = "SELECT e.seq, e.task_id AS id, t.kind, t.queue, t.project_id, \
@@ -555,61 +748,107 @@ pub(crate) async fn holder(db: &Database, key: &str) -> Result<Option<TaskRecord
     exclusive_holder(&mut conn, key).await
 }
 
-/// Records matching `query`, newest first.
-pub(crate) async fn list(db: &Database, query: &TaskQuery) -> Result<Vec<TaskRecord>> {
-    let mut sql = format!("SELECT {COLUMNS} FROM tasks WHERE 1 = 1");
-    let mut n = 0;
-    let mut next = || {
-        n += 1;
-        n
+/// One page of the records matching `query`, in its order, and how many match in all.
+pub(crate) async fn page(db: &Database, query: &TaskQuery) -> Result<TaskPage> {
+    /// A value bound to the query.
+    enum Value {
+        Text(String),
+        Int(i64),
+    }
+    let mut filter = String::from(" WHERE 1 = 1");
+    let mut values: Vec<Value> = Vec::new();
+    let bind = |values: &mut Vec<Value>, value: Value| -> String {
+        values.push(value);
+        format!("${}", values.len())
     };
     if !query.states.is_empty() {
         let placeholders: Vec<String> = query
             .states
             .iter()
-            .map(|_| format!("${}", next()))
+            .map(|state| bind(&mut values, Value::Text(state.as_str().to_owned())))
             .collect();
-        let _ = write!(sql, " AND state IN ({})", placeholders.join(", "));
-    }
-    if query.kind.is_some() {
-        let _ = write!(sql, " AND kind = ${}", next());
-    }
-    if query.project_id.is_some() {
-        let _ = write!(sql, " AND project_id = ${}", next());
-    }
-    if query.queued_after.is_some() {
-        let _ = write!(sql, " AND queued_at >= ${}", next());
-    }
-    if query.queued_before.is_some() {
-        let _ = write!(sql, " AND queued_at < ${}", next());
-    }
-    let _ = write!(
-        sql,
-        " ORDER BY queued_at DESC, queue_order DESC LIMIT ${} OFFSET ${}",
-        next(),
-        next()
-    );
-    let mut q = sqlx::query(&sql);
-    for state in &query.states {
-        q = q.bind(state.as_str());
+        let _ = write!(filter, " AND state IN ({})", placeholders.join(", "));
     }
     if let Some(kind) = &query.kind {
-        q = q.bind(kind.clone());
+        let p = bind(&mut values, Value::Text(kind.clone()));
+        let _ = write!(filter, " AND kind = {p}");
     }
     if let Some(project_id) = query.project_id {
-        q = q.bind(project_id);
+        let p = bind(&mut values, Value::Int(project_id));
+        let _ = write!(filter, " AND project_id = {p}");
+    }
+    if let Some(worker) = &query.worker {
+        let p = bind(&mut values, Value::Text(worker.clone()));
+        let _ = write!(filter, " AND worker = {p}");
     }
     if let Some(after) = query.queued_after {
-        q = q.bind(after.timestamp_millis());
+        let p = bind(&mut values, Value::Int(after.timestamp_millis()));
+        let _ = write!(filter, " AND queued_at >= {p}");
     }
     if let Some(before) = query.queued_before {
-        q = q.bind(before.timestamp_millis());
+        let p = bind(&mut values, Value::Int(before.timestamp_millis()));
+        let _ = write!(filter, " AND queued_at < {p}");
     }
-    q = q.bind(i64::from(query.limit)).bind(i64::from(query.offset));
-    let rows = q.fetch_all(db.pool()).await?;
-    rows.iter()
+    if let Some(text) = &query.search {
+        let pattern = format!(
+            "%{}%",
+            text.replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        let p = bind(&mut values, Value::Text(pattern));
+        let like: Vec<String> = ["id", "kind", "queue", "worker", "status", "error_message"]
+            .iter()
+            .map(|column| format!("{column} LIKE {p} ESCAPE '\\'"))
+            .collect();
+        let _ = write!(filter, " AND ({})", like.join(" OR "));
+    }
+    fn bind_all<'q>(
+        sql: &'q str,
+        values: &[Value],
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+        let mut q = sqlx::query(sql);
+        for value in values {
+            q = match value {
+                Value::Text(text) => q.bind(text.clone()),
+                Value::Int(n) => q.bind(*n),
+            };
+        }
+        q
+    }
+    let count_sql = format!("SELECT COUNT(*) FROM tasks{filter}");
+    let total: i64 = bind_all(&count_sql, &values)
+        .fetch_one(db.pool())
+        .await?
+        .try_get(0)?;
+    let direction = if query.ascending { "ASC" } else { "DESC" };
+    let order = match query.sort {
+        TaskSort::Received => format!("queued_at {direction}, queue_order {direction}"),
+        TaskSort::Started => {
+            format!("started_at IS NULL, started_at {direction}, queued_at {direction}")
+        }
+        TaskSort::Runtime => {
+            let now = bind(&mut values, Value::Int(now_millis()));
+            format!(
+                "started_at IS NULL, COALESCE(finished_at, {now}) - started_at {direction}, \
+                 queued_at {direction}"
+            )
+        }
+    };
+    let limit = bind(&mut values, Value::Int(i64::from(query.limit)));
+    let offset = bind(&mut values, Value::Int(i64::from(query.offset)));
+    let sql = format!(
+        "SELECT {COLUMNS} FROM tasks{filter} ORDER BY {order} LIMIT {limit} OFFSET {offset}"
+    );
+    let rows = bind_all(&sql, &values).fetch_all(db.pool()).await?;
+    let tasks = rows
+        .iter()
         .map(|row| stored_from_row(row).map(|t| t.record))
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    Ok(TaskPage {
+        tasks,
+        total: u64::try_from(total).unwrap_or(0),
+    })
 }
 
 /// Deletes finished records older than `older_than`; returns how many.
@@ -634,6 +873,10 @@ pub(crate) async fn purge_finished(db: &Database, older_than: Duration) -> Resul
     )
     .execute(&mut *tx)
     .await?;
+    sqlx::query("DELETE FROM task_samples WHERE finished_at < $1")
+        .bind(now_millis() - millis(SAMPLE_RETENTION))
+        .execute(&mut *tx)
+        .await?;
     // Workers gone for longer than records are kept are forgotten.
     sqlx::query("DELETE FROM workers WHERE lease_until < $1")
         .bind(cutoff)
@@ -643,27 +886,33 @@ pub(crate) async fn purge_finished(db: &Database, older_than: Duration) -> Resul
     Ok(done.rows_affected())
 }
 
-/// Unfinished tasks by queue: `(queue, pending, active)`.
-pub(crate) async fn queue_depths(db: &Database) -> Result<Vec<(String, u64, u64)>> {
+/// Unfinished tasks by queue: how many wait, how many run, and since when the oldest waits.
+pub(crate) async fn queue_depths(db: &Database) -> Result<Vec<QueueInfo>> {
     let rows = sqlx::query(&format!(
-        "SELECT queue, state, COUNT(*) FROM tasks WHERE state NOT IN {TERMINAL} \
+        "SELECT queue, state, COUNT(*), MIN(queued_at) FROM tasks WHERE state NOT IN {TERMINAL} \
          GROUP BY queue, state ORDER BY queue"
     ))
     .fetch_all(db.pool())
     .await?;
-    let mut depths: Vec<(String, u64, u64)> = Vec::new();
+    let mut depths: Vec<QueueInfo> = Vec::new();
     for row in rows {
         let queue: String = row.try_get(0)?;
         let state: TaskState = row.try_get::<String, _>(1)?.parse()?;
         let count = u64::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0);
-        if depths.last().is_none_or(|(q, _, _)| *q != queue) {
-            depths.push((queue, 0, 0));
+        if depths.last().is_none_or(|q| q.name != queue) {
+            depths.push(QueueInfo {
+                name: queue,
+                pending: 0,
+                active: 0,
+                oldest_queued_at: None,
+            });
         }
         if let Some(entry) = depths.last_mut() {
             if state == TaskState::Pending {
-                entry.1 += count;
+                entry.pending += count;
+                entry.oldest_queued_at = Some(from_millis(row.try_get(3)?)?);
             } else {
-                entry.2 += count;
+                entry.active += count;
             }
         }
     }
@@ -735,7 +984,8 @@ pub(crate) async fn workers(db: &Database, now: i64) -> Result<Vec<WorkerInfo>> 
     let rows = sqlx::query(&format!(
         "SELECT w.id, w.name, w.host, w.pid, w.mode, w.concurrency, w.queues, w.started_at, \
          w.heartbeat_at, w.lease_until, w.stopped_at, w.processed, \
-         (SELECT COUNT(*) FROM tasks t WHERE t.owner = w.id AND t.state NOT IN {TERMINAL}) \
+         (SELECT COUNT(*) FROM tasks t WHERE t.owner = w.id AND t.state NOT IN {TERMINAL}), \
+         w.succeeded, w.failed \
          FROM workers w ORDER BY w.started_at DESC"
     ))
     .fetch_all(db.pool())
@@ -763,6 +1013,8 @@ pub(crate) async fn workers(db: &Database, now: i64) -> Result<Vec<WorkerInfo>> 
                 online: stopped.is_none() && lease_until >= now,
                 processed: u64::try_from(row.try_get::<i64, _>(11)?).unwrap_or(0),
                 active: u64::try_from(row.try_get::<i64, _>(12)?).unwrap_or(0),
+                succeeded: u64::try_from(row.try_get::<i64, _>(13)?).unwrap_or(0),
+                failed: u64::try_from(row.try_get::<i64, _>(14)?).unwrap_or(0),
             })
         })
         .collect::<Result<Vec<_>>>()?;

@@ -2,6 +2,7 @@
 
 pub(crate) mod events;
 pub(crate) mod filesystem;
+pub(crate) mod monitor;
 pub(crate) mod orchestration;
 pub(crate) mod projects;
 pub(crate) mod system;
@@ -32,6 +33,13 @@ pub(crate) fn routes() -> Router<AppState> {
         ("/metrics", get(system::metrics)),
         ("/openapi.json", get(crate::openapi::serve)),
         ("/api/monitoring", get(system::monitoring)),
+        ("/api/monitor", get(monitor::overview)),
+        ("/api/monitor/workers", get(monitor::workers)),
+        ("/api/monitor/queues", get(monitor::queues)),
+        ("/api/monitor/tasks", get(monitor::tasks)),
+        ("/api/monitor/tasks/{task_id}", get(monitor::task)),
+        ("/api/monitor/stats", get(monitor::stats)),
+        ("/api/monitor/alerts", get(monitor::alerts)),
         ("/api/projects", get(projects::list).post(projects::create)),
         ("/api/projects/stats", get(projects::stats)),
         (

@@ -46,12 +46,7 @@ pub(crate) async fn list(
     Query(query): Query<TaskListQuery>,
 ) -> Result<Json<Vec<TaskStatusJson>>, ApiError> {
     let states = match &query.state {
-        Some(text) => text
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::parse::<TaskState>)
-            .collect::<Result<Vec<_>, _>>()?,
+        Some(text) => TaskState::parse_list(text)?,
         None => Vec::new(),
     };
     // The limit's bounds are the core's rule (`TaskQuery::validate`).

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -39,10 +39,11 @@ use super::backend::{
     BackendContext, BackendFactory, EventSubscription, TaskBackend, TaskHistory, TaskMonitor,
     new_task, wait_for_running,
 };
+use super::history::{LatencyHistogram, TimelineEntry, WindowData};
 use super::identity::MonotonicMicros;
 use super::model::{
-    BackendStats, EventCursor, JobRequest, QueueInfo, TaskId, TaskQuery, TaskRecord, TaskState,
-    finished_in_last_minute,
+    BackendStats, EventCursor, JobRequest, QueueInfo, TaskId, TaskPage, TaskQuery, TaskRecord,
+    TaskState, finished_in_last_minute,
 };
 use super::store::{self, StoredTask, WorkerRow};
 use crate::db::now_millis;
@@ -340,9 +341,15 @@ impl TaskBackend for LocalBackend {
 
 #[async_trait]
 impl TaskHistory for LocalBackend {
-    async fn list(&self, query: &TaskQuery) -> Result<Vec<TaskRecord>> {
+    async fn page(&self, query: &TaskQuery) -> Result<TaskPage> {
+        query.validate()?;
         self.shared.flush().await?;
-        store::list(&self.shared.db, query).await
+        store::page(&self.shared.db, query).await
+    }
+
+    async fn timeline(&self, id: TaskId) -> Result<Vec<TimelineEntry>> {
+        self.shared.flush().await?;
+        store::timeline(&self.shared.db, id).await
     }
 }
 
@@ -363,17 +370,11 @@ impl TaskMonitor for LocalBackend {
                 name: shared.config.default_queue.clone(),
                 pending: 0,
                 active: 0,
+                oldest_queued_at: None,
             },
         );
-        for (name, pending, active) in store::queue_depths(&shared.db).await? {
-            queues.insert(
-                name.clone(),
-                QueueInfo {
-                    name,
-                    pending,
-                    active,
-                },
-            );
+        for queue in store::queue_depths(&shared.db).await? {
+            queues.insert(queue.name.clone(), queue);
         }
         let mut queues: Vec<QueueInfo> = queues.into_values().collect();
         queues.sort_by(|a, b| a.name.cmp(&b.name));
@@ -398,5 +399,15 @@ impl TaskMonitor for LocalBackend {
             rate_per_minute_15m: last_15 as f64 / 15.0,
             subscribers: shared.log.subscribers(),
         })
+    }
+
+    async fn window(&self, since: DateTime<Utc>) -> Result<WindowData> {
+        self.shared.flush().await?;
+        store::window(&self.shared.db, since).await
+    }
+
+    async fn histograms(&self) -> Result<Vec<LatencyHistogram>> {
+        self.shared.flush().await?;
+        store::histograms(&self.shared.db).await
     }
 }

@@ -16,6 +16,7 @@ use super::state::{Shared, lock};
 use crate::db::now_millis;
 use crate::error::{HubError, Result};
 use crate::tasks::backend::key_held;
+use crate::tasks::history::Finished;
 use crate::tasks::model::{CancelReason, TaskEvent, TaskId, TaskRecord, TaskState};
 use crate::tasks::store::{self, Reclaimed, StoredTask};
 
@@ -232,18 +233,8 @@ async fn execute(
     for step in steps {
         done.push(run_step(shared, &mut tx, step, &mut events).await?);
     }
-    let mut counts: HashMap<(i64, String, TaskState), (i64, i64)> = HashMap::new();
-    for record in events.iter().filter(|r| r.state.is_terminal()) {
-        if let Some(finished) = record.finished_at {
-            let runtime = record.runtime().map_or(0, |s| (s * 1000.0) as i64);
-            let entry = counts
-                .entry((finished.timestamp() / 60, record.kind.clone(), record.state))
-                .or_default();
-            entry.0 += 1;
-            entry.1 += runtime;
-        }
-    }
-    store::add_counts(&mut tx, &counts).await?;
+    let finished: Vec<Finished> = events.iter().filter_map(Finished::of).collect();
+    store::record_finished(&mut tx, &finished).await?;
     let seqs = store::insert_events(&mut tx, shared.id(), &events).await?;
     // Under the gate: the event pump either sees these events with the commit or not at all.
     let mut committed = shared.log.committed.lock().await;

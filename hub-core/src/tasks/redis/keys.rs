@@ -85,8 +85,20 @@ impl Keys {
         format!("{}stats:kinds", self.prefix)
     }
 
-    /// Tasks finished in one minute (Unix minutes), for rates.
-    pub(super) fn finished_in(&self, minute: i64) -> String {
-        format!("{}stats:finished:{minute}", self.prefix)
+    /// Tasks finished in one minute (Unix minutes) by final state (hash `STATE` → n), for
+    /// rates and throughput; kept a little over a day.
+    pub(super) fn minute(&self, minute: i64) -> String {
+        format!("{}stats:minute:{minute}", self.prefix)
+    }
+
+    /// One sample per finished task (sorted set by finish time in ms, members
+    /// `id|STATE|runtime_ms|wait_ms|kind`), kept for the longest stats window.
+    pub(super) fn samples(&self) -> String {
+        format!("{}stats:samples", self.prefix)
+    }
+
+    /// A task's timeline: its changes as JSON entries (list; expires with the record).
+    pub(super) fn timeline(&self, id: TaskId) -> String {
+        format!("{}timeline:{id}", self.prefix)
     }
 }

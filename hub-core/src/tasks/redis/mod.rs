@@ -44,10 +44,14 @@ use super::backend::{
 use super::config::TaskConfig;
 use super::events::EventFeed;
 use super::handler::{Handlers, ProgressSink, TaskContext};
+use super::history::{
+    Finished, FinishedSample, Latency, LatencyHistogram, MinuteCounts, SAMPLE_RETENTION,
+    TIMELINE_CAP, TimelineEntry, WindowData,
+};
 use super::identity::{MonotonicMicros, WorkerRow};
 use super::model::{
     BackendStats, CancelReason, Change, EventCursor, JobRequest, KindCounts, QueueInfo, TaskError,
-    TaskId, TaskQuery, TaskRecord, TaskState, codes, finished_in_last_minute,
+    TaskId, TaskPage, TaskQuery, TaskRecord, TaskSort, TaskState, codes, finished_in_last_minute,
 };
 use super::run::RunSignals;
 use crate::config::HubMode;
@@ -472,10 +476,13 @@ impl Shared {
         fence: Fence<'_>,
     ) -> Result<Written> {
         let terminal = record.state.is_terminal();
-        let minute = Utc::now().timestamp() / 60;
-        let runtime_ms = record
-            .runtime()
-            .map_or(0, |seconds| (seconds * 1000.0).round() as i64);
+        let now = Utc::now();
+        let finished = Finished::of(record);
+        let runtime_ms = finished.as_ref().and_then(|f| f.runtime_ms).unwrap_or(0);
+        let minute = finished
+            .as_ref()
+            .map_or(now.timestamp().div_euclid(60), |f| f.minute);
+        let figures = finished.as_ref().map(FinishFigures::of).unwrap_or_default();
         // Released by a terminal write (the script compares before deleting).
         let key = key.filter(|k| terminal && !k.is_empty());
         let expires_ms = self.config.result_expires.as_millis().min(i64::MAX as u128) as i64;
@@ -488,8 +495,16 @@ impl Shared {
             .key(self.keys.queue(&record.queue))
             .key(key.map_or_else(|| self.keys.task(record.id), |key| self.keys.exclusive(key)))
             .key(self.keys.kind_counts())
-            .key(self.keys.finished_in(minute))
+            .key(self.keys.minute(minute))
             .key(self.keys.revokes())
+            .key(self.keys.timeline(record.id))
+            .key(self.keys.samples())
+            .key(
+                record
+                    .worker
+                    .as_deref()
+                    .map_or_else(|| self.keys.task(record.id), |w| self.keys.worker(w)),
+            )
             .arg(fence.owner)
             .arg(fence.attempt)
             .arg(if fence.pending { "1" } else { "0" })
@@ -504,6 +519,15 @@ impl Shared {
             .arg(&record.kind)
             .arg(runtime_ms)
             .arg(if key.is_some() { "1" } else { "0" })
+            .arg(timeline_entry(record, now)?)
+            .arg(TIMELINE_CAP)
+            .arg(&figures.sample)
+            .arg(finished.as_ref().map_or(0, |f| f.finished_ms))
+            .arg(now.timestamp_millis() - SAMPLE_RETENTION.as_millis() as i64)
+            .arg(&figures.runtime_bucket)
+            .arg(&figures.wait_bucket)
+            .arg(finished.as_ref().and_then(|f| f.wait_ms).unwrap_or(0))
+            .arg(figures.worker_outcome)
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(|err| self.error(err))?;
@@ -542,6 +566,7 @@ impl Shared {
             .key(self.keys.queue(&record.queue))
             .key(self.keys.events())
             .key(self.keys.event_seq())
+            .key(self.keys.timeline(record.id))
             .arg(fence.owner)
             .arg(fence.attempt)
             .arg(if fence.pending { "1" } else { "0" })
@@ -550,6 +575,8 @@ impl Shared {
             .arg(EVENT_STREAM_CAP)
             .arg(record.id.to_string())
             .arg(if announce { "1" } else { "0" })
+            .arg(timeline_entry(record, Utc::now())?)
+            .arg(TIMELINE_CAP)
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(|err| self.error(err))?;
@@ -714,6 +741,7 @@ impl TaskBackend for RedisBackend {
                 key.as_deref()
                     .map_or_else(|| keys.task(record.id), |key| keys.exclusive(key)),
             )
+            .key(keys.timeline(record.id))
             .arg(record.id.to_string())
             .arg(encode(&record)?)
             .arg(&record.queue)
@@ -723,6 +751,7 @@ impl TaskBackend for RedisBackend {
             .arg(keys.task_prefix())
             .arg(key.as_deref().unwrap_or(""))
             .arg(if new_queue { "1" } else { "0" })
+            .arg(timeline_entry(&record, record.queued_at)?)
             .invoke_async(&mut shared.conn.clone())
             .await
             .map_err(|err| shared.error(err))?;
@@ -883,12 +912,13 @@ impl TaskBackend for RedisBackend {
 }
 
 /// Ids read per round when a history query walks the index.
-const LIST_PAGE: isize = 200;
+const LIST_PAGE: isize = 500;
 
-#[async_trait]
-impl TaskHistory for RedisBackend {
-    async fn list(&self, query: &TaskQuery) -> Result<Vec<TaskRecord>> {
-        query.validate()?;
+impl RedisBackend {
+    /// Every record queued within `query`'s time range that passes its filters, newest
+    /// first. Records that expired drop out of the index at the next sweep; until then they
+    /// are skipped here.
+    async fn matching(&self, query: &TaskQuery) -> Result<Vec<TaskRecord>> {
         let shared = &self.shared;
         let max = query.queued_before.map_or_else(
             || "+inf".to_owned(),
@@ -897,7 +927,6 @@ impl TaskHistory for RedisBackend {
         let min = query
             .queued_after
             .map_or_else(|| "-inf".to_owned(), |t| t.timestamp_micros().to_string());
-        let mut skip = query.offset as usize;
         let mut out = Vec::new();
         let mut start: isize = 0;
         loop {
@@ -927,28 +956,49 @@ impl TaskHistory for RedisBackend {
                 .map_err(|err| shared.error(err))?;
             for json in records.into_iter().flatten() {
                 let record = decode(&json)?;
-                if !matches(query, &record) {
-                    continue;
-                }
-                if skip > 0 {
-                    skip -= 1;
-                    continue;
-                }
-                out.push(record);
-                if out.len() >= query.limit as usize {
-                    return Ok(out);
+                if record.matches(query) {
+                    out.push(record);
                 }
             }
         }
     }
 }
 
-fn matches(query: &TaskQuery, record: &TaskRecord) -> bool {
-    (query.states.is_empty() || query.states.contains(&record.state))
-        && query.kind.as_ref().is_none_or(|kind| *kind == record.kind)
-        && query
-            .project_id
-            .is_none_or(|project| record.project_id == Some(project))
+#[async_trait]
+impl TaskHistory for RedisBackend {
+    async fn page(&self, query: &TaskQuery) -> Result<TaskPage> {
+        query.validate()?;
+        let mut records = self.matching(query).await?;
+        // The index walk yields newest first already; any other order sorts in memory.
+        if query.sort != TaskSort::Received || query.ascending {
+            TaskRecord::sort_for(&mut records, query);
+        }
+        let total = records.len() as u64;
+        let tasks = records
+            .into_iter()
+            .skip(query.offset as usize)
+            .take(query.limit as usize)
+            .collect();
+        Ok(TaskPage { tasks, total })
+    }
+
+    async fn timeline(&self, id: TaskId) -> Result<Vec<TimelineEntry>> {
+        let shared = &self.shared;
+        let entries: Vec<String> = shared
+            .conn
+            .clone()
+            .lrange(shared.keys.timeline(id), 0, -1)
+            .await
+            .map_err(|err| shared.error(err))?;
+        entries
+            .iter()
+            .map(|json| {
+                serde_json::from_str(json).map_err(|err| {
+                    HubError::Internal(format!("a stored timeline entry is not JSON: {err}"))
+                })
+            })
+            .collect()
+    }
 }
 
 #[async_trait]
@@ -958,34 +1008,7 @@ impl TaskMonitor for RedisBackend {
         let workers = worker::registered(shared).await?;
         let mut queues = Vec::new();
         for name in shared.all_queues().await? {
-            let key = shared.keys.queue(&name);
-            let length: u64 = shared
-                .conn
-                .clone()
-                .xlen(&key)
-                .await
-                .map_err(|err| shared.error(err))?;
-            // Entries delivered and not yet acknowledged: reserved or running.
-            let delivered: redis::RedisResult<redis::Value> = redis::cmd("XPENDING")
-                .arg(&key)
-                .arg(GROUP)
-                .query_async(&mut shared.conn.clone())
-                .await;
-            let active = match delivered {
-                Ok(redis::Value::Array(items)) => items
-                    .first()
-                    .and_then(|count| redis::from_redis_value_ref::<u64>(count).ok())
-                    .unwrap_or(0),
-                Ok(_) => 0,
-                // A queue no worker has read yet has no group.
-                Err(err) if err.code() == Some("NOGROUP") => 0,
-                Err(err) => return Err(shared.error(err)),
-            };
-            queues.push(QueueInfo {
-                name,
-                pending: length.saturating_sub(active),
-                active,
-            });
+            queues.push(self.queue_info(name).await?);
         }
         let counts: HashMap<String, i64> = shared
             .conn
@@ -994,16 +1017,11 @@ impl TaskMonitor for RedisBackend {
             .await
             .map_err(|err| shared.error(err))?;
         let now = Utc::now();
-        let minute = now.timestamp() / 60;
-        let minutes: Vec<String> = (minute - 14..=minute)
-            .map(|m| shared.keys.finished_in(m))
-            .collect();
-        let finished: Vec<Option<u64>> = redis::cmd("MGET")
-            .arg(&minutes)
-            .query_async(&mut shared.conn.clone())
-            .await
-            .map_err(|err| shared.error(err))?;
-        let last_15: u64 = finished.iter().flatten().sum();
+        let minutes = self.minutes(now - chrono::Duration::minutes(14)).await?;
+        let finished = |m: &MinuteCounts| m.succeeded + m.failed + m.revoked;
+        let last_15: u64 = minutes.iter().map(finished).sum();
+        let this_minute = minutes.last().map_or(0, finished);
+        let previous = minutes.iter().rev().nth(1).map_or(0, finished);
         Ok(BackendStats {
             backend: self.name().to_owned(),
             concurrency: workers
@@ -1014,15 +1032,177 @@ impl TaskMonitor for RedisBackend {
             workers,
             queues,
             kinds: kind_counts(&counts),
-            finished_last_minute: finished_in_last_minute(
-                finished[14].unwrap_or(0),
-                finished[13].unwrap_or(0),
-                now,
-            ),
+            finished_last_minute: finished_in_last_minute(this_minute, previous, now),
             rate_per_minute_15m: last_15 as f64 / 15.0,
             subscribers: shared.feed.subscribers(),
         })
     }
+
+    async fn window(&self, since: DateTime<Utc>) -> Result<WindowData> {
+        let shared = &self.shared;
+        let minutes = self.minutes(since).await?;
+        let members: Vec<String> = shared
+            .conn
+            .clone()
+            .zrangebyscore(shared.keys.samples(), since.timestamp_millis(), "+inf")
+            .await
+            .map_err(|err| shared.error(err))?;
+        let samples = members.iter().filter_map(|m| parse_sample(m)).collect();
+        Ok(WindowData { minutes, samples })
+    }
+
+    async fn histograms(&self) -> Result<Vec<LatencyHistogram>> {
+        let shared = &self.shared;
+        let counts: HashMap<String, i64> = shared
+            .conn
+            .clone()
+            .hgetall(shared.keys.kind_counts())
+            .await
+            .map_err(|err| shared.error(err))?;
+        Ok(histograms(&counts))
+    }
+}
+
+impl RedisBackend {
+    /// One queue's depth, running tasks and oldest waiting task.
+    async fn queue_info(&self, name: String) -> Result<QueueInfo> {
+        let shared = &self.shared;
+        let key = shared.keys.queue(&name);
+        let length: u64 = shared
+            .conn
+            .clone()
+            .xlen(&key)
+            .await
+            .map_err(|err| shared.error(err))?;
+        // Entries delivered and not yet acknowledged: reserved or running.
+        let delivered: redis::RedisResult<redis::Value> = redis::cmd("XPENDING")
+            .arg(&key)
+            .arg(GROUP)
+            .query_async(&mut shared.conn.clone())
+            .await;
+        let (active, group_exists) = match delivered {
+            Ok(redis::Value::Array(items)) => (
+                items
+                    .first()
+                    .and_then(|count| redis::from_redis_value_ref::<u64>(count).ok())
+                    .unwrap_or(0),
+                true,
+            ),
+            Ok(_) => (0, true),
+            // A queue no worker has read yet has no group.
+            Err(err) if err.code() == Some("NOGROUP") => (0, false),
+            Err(err) => return Err(shared.error(err)),
+        };
+        let pending = length.saturating_sub(active);
+        // The oldest waiting entry is the first one after the group's last delivery; its
+        // stream id is the time it was (re)queued.
+        let oldest_queued_at = if pending == 0 {
+            None
+        } else {
+            let after = if group_exists {
+                self.last_delivered(&key).await?
+            } else {
+                None
+            };
+            let start = after.map_or_else(|| "-".to_owned(), |id| format!("({id}"));
+            let first: redis::streams::StreamRangeReply = shared
+                .conn
+                .clone()
+                .xrange_count(&key, start, "+", 1)
+                .await
+                .map_err(|err| shared.error(err))?;
+            first
+                .ids
+                .first()
+                .and_then(|entry| entry.id.split('-').next()?.parse::<i64>().ok())
+                .map(from_millis)
+        };
+        Ok(QueueInfo {
+            name,
+            pending,
+            active,
+            oldest_queued_at,
+        })
+    }
+
+    /// The id of the entry the `workers` group last read from stream `key`.
+    async fn last_delivered(&self, key: &str) -> Result<Option<String>> {
+        let shared = &self.shared;
+        let groups: redis::streams::StreamInfoGroupsReply = shared
+            .conn
+            .clone()
+            .xinfo_groups(key)
+            .await
+            .map_err(|err| shared.error(err))?;
+        Ok(groups
+            .groups
+            .into_iter()
+            .find(|g| g.name == GROUP)
+            .map(|g| g.last_delivered_id))
+    }
+
+    /// Counts by state for every minute from `since`'s to now's, oldest first.
+    async fn minutes(&self, since: DateTime<Utc>) -> Result<Vec<MinuteCounts>> {
+        let shared = &self.shared;
+        let first = since.timestamp().div_euclid(60);
+        let last = Utc::now().timestamp().div_euclid(60);
+        let mut pipe = redis::pipe();
+        for minute in first..=last {
+            pipe.hgetall(shared.keys.minute(minute));
+        }
+        let counts: Vec<HashMap<String, u64>> = pipe
+            .query_async(&mut shared.conn.clone())
+            .await
+            .map_err(|err| shared.error(err))?;
+        Ok((first..=last)
+            .zip(counts)
+            .map(|(minute, fields)| {
+                let mut counts = MinuteCounts {
+                    minute: from_millis(minute * 60_000),
+                    ..MinuteCounts::default()
+                };
+                for (state, count) in fields {
+                    if let Ok(state) = state.parse::<TaskState>() {
+                        counts.add(state, count);
+                    }
+                }
+                counts
+            })
+            .collect())
+    }
+}
+
+/// Latency histograms from the `kind|run:<bucket>`, `kind|wait:<bucket>`, `kind|runtime_ms`
+/// and `kind|wait_ms` fields.
+fn histograms(fields: &HashMap<String, i64>) -> Vec<LatencyHistogram> {
+    let mut by_key: HashMap<(&str, Latency), LatencyHistogram> = HashMap::new();
+    for (field, value) in fields {
+        let Some((kind, what)) = field.rsplit_once('|') else {
+            continue;
+        };
+        let (latency, bucket) = match what.split_once(':') {
+            Some(("run", bucket)) => (Latency::Runtime, bucket.parse::<usize>().ok()),
+            Some(("wait", bucket)) => (Latency::Wait, bucket.parse::<usize>().ok()),
+            _ => continue,
+        };
+        let n = u64::try_from(*value).unwrap_or(0);
+        let histogram = by_key
+            .entry((kind, latency))
+            .or_insert_with(|| LatencyHistogram::new(kind, latency));
+        if let Some(slot) = bucket.and_then(|b| histogram.buckets.get_mut(b)) {
+            *slot += n;
+        }
+    }
+    for ((kind, latency), histogram) in &mut by_key {
+        let sum_field = match latency {
+            Latency::Runtime => format!("{kind}|runtime_ms"),
+            Latency::Wait => format!("{kind}|wait_ms"),
+        };
+        histogram.sum = fields.get(&sum_field).copied().unwrap_or(0) as f64 / 1000.0;
+    }
+    let mut out: Vec<LatencyHistogram> = by_key.into_values().collect();
+    out.sort_by(|a, b| (&a.kind, a.latency.as_str()).cmp(&(&b.kind, b.latency.as_str())));
+    out
 }
 
 /// Counts by kind from the `kind|STATE` and `kind|runtime_ms` fields.
@@ -1056,6 +1236,73 @@ fn kind_counts(fields: &HashMap<String, i64>) -> Vec<KindCounts> {
         .collect();
     kinds.sort_by(|a, b| a.kind.cmp(&b.kind));
     kinds
+}
+
+/// A timeline entry for `record` as stored.
+fn timeline_entry(record: &TaskRecord, at: DateTime<Utc>) -> Result<String> {
+    serde_json::to_string(&TimelineEntry::of(record, at))
+        .map_err(|err| HubError::Internal(format!("cannot encode a timeline entry: {err}")))
+}
+
+/// What a terminal write adds to the figures, as the transition script takes it: its sample
+/// member, its histogram bucket fields ('' when it never started), and its worker's outcome
+/// field.
+#[derive(Debug, Default)]
+struct FinishFigures {
+    sample: String,
+    runtime_bucket: String,
+    wait_bucket: String,
+    worker_outcome: &'static str,
+}
+
+impl FinishFigures {
+    fn of(finished: &Finished) -> Self {
+        let worker_outcome = match (finished.state, &finished.worker) {
+            (_, None) => "",
+            (TaskState::Success, _) => "succeeded",
+            (TaskState::Failure, _) => "failed",
+            _ => "",
+        };
+        let ms = |v: Option<i64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+        let (runtime_bucket, wait_bucket) =
+            finished
+                .buckets()
+                .map_or_else(Default::default, |(run, wait)| {
+                    (
+                        format!("{}|run:{run}", finished.kind),
+                        format!("{}|wait:{wait}", finished.kind),
+                    )
+                });
+        FinishFigures {
+            sample: format!(
+                "{}|{}|{}|{}|{}",
+                finished.finished_ms,
+                finished.state.as_str(),
+                ms(finished.runtime_ms),
+                ms(finished.wait_ms),
+                finished.kind
+            ),
+            runtime_bucket,
+            wait_bucket,
+            worker_outcome,
+        }
+    }
+}
+
+/// A sample member (`finish ms|STATE|runtime ms|wait ms|kind`) read back.
+fn parse_sample(member: &str) -> Option<FinishedSample> {
+    let mut parts = member.splitn(5, '|');
+    let finished_ms: i64 = parts.next()?.parse().ok()?;
+    let state: TaskState = parts.next()?.parse().ok()?;
+    let runtime_ms = parts.next()?.parse().ok();
+    let wait_ms = parts.next()?.parse().ok();
+    Some(FinishedSample {
+        finished_at: from_millis(finished_ms),
+        kind: parts.next()?.to_owned(),
+        state,
+        runtime_ms,
+        wait_ms,
+    })
 }
 
 /// A Unix-milliseconds field as a time (the epoch when unreadable).

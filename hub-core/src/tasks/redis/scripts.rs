@@ -18,8 +18,9 @@ end
 ";
 
 /// KEYS: task, queue, events, event seq, index, queue set, exclusive lock (the task key when
-/// none). ARGV: id, record, queue, index score (queue time, µs), event cap, has key, task
-/// key prefix, key, queue new to the caller (then it is added to the queue set).
+/// none), timeline. ARGV: id, record, queue, index score (queue time, µs), event cap, has key,
+/// task key prefix, key, queue new to the caller (then it is added to the queue set), timeline
+/// entry.
 /// Returns `{1, seq}`, or `{0, holder id}` when the key is held.
 const ENQUEUE: &str = r"
 if ARGV[6] == '1' then
@@ -37,6 +38,7 @@ local msg = redis.call('XADD', KEYS[2], '*', 'id', ARGV[1], 'attempt', '1', 'key
 redis.call('HSET', KEYS[1], 'state', 'PENDING', 'owner', '', 'attempt', '1', 'v', '0',
   'msg', msg, 'queue', ARGV[3], 'key', ARGV[8], 'record', ARGV[2])
 redis.call('ZADD', KEYS[5], ARGV[4], ARGV[1])
+redis.call('RPUSH', KEYS[8], ARGV[10])
 if ARGV[9] == '1' then
   redis.call('SADD', KEYS[6], ARGV[3])
 end
@@ -46,9 +48,12 @@ return {1, tostring(seq)}
 ";
 
 /// KEYS: task, events, event seq, queue, exclusive lock (or the task key), kind counts,
-/// this minute's finished count, revokes. ARGV: expected owner, expected attempt, expect
-/// PENDING, new state, record, new owner, version, event cap, terminal, expiry ms, id, kind,
-/// runtime ms, has key. Returns the event's seq; 0 when this owner's write of that version (or
+/// this minute's counts, revokes, timeline, samples, the worker that ran it (or the task key).
+/// ARGV: expected owner, expected attempt, expect PENDING, new state, record, new owner,
+/// version, event cap, terminal, expiry ms, id, kind, runtime ms, has key, timeline entry,
+/// timeline cap, and for a terminal write: its sample, finish time ms, samples cutoff ms,
+/// runtime bucket field and wait bucket field ('' when it never started), wait ms, the
+/// worker's outcome field ('' for none). Returns the event's seq; 0 when this owner's write of that version (or
 /// a later one) is already stored (a retry whose answer was lost, or a late duplicate);
 /// -1 when the task is gone; -2 when the fence refuses.
 const TRANSITION: &str = r"
@@ -61,6 +66,8 @@ if terminal(h[1]) or h[2] ~= ARGV[1] then return -2 end
 if ARGV[3] == '1' and h[1] ~= 'PENDING' then return -2 end
 if tonumber(h[4]) >= tonumber(ARGV[7]) then return 0 end
 redis.call('HSET', KEYS[1], 'state', ARGV[4], 'owner', ARGV[6], 'v', ARGV[7], 'record', ARGV[5])
+redis.call('RPUSH', KEYS[9], ARGV[15])
+redis.call('LTRIM', KEYS[9], -tonumber(ARGV[16]), -1)
 if ARGV[9] == '1' then
   if h[5] then
     redis.call('XACK', KEYS[4], 'workers', h[5])
@@ -74,11 +81,21 @@ if ARGV[9] == '1' then
   end
   redis.call('HINCRBY', KEYS[6], ARGV[12] .. '|' .. ARGV[4], 1)
   redis.call('HINCRBY', KEYS[6], ARGV[12] .. '|runtime_ms', ARGV[13])
-  if redis.call('INCR', KEYS[7]) == 1 then
-    redis.call('EXPIRE', KEYS[7], 86400)
+  redis.call('HINCRBY', KEYS[7], ARGV[4], 1)
+  redis.call('EXPIRE', KEYS[7], 90000)
+  redis.call('ZADD', KEYS[10], ARGV[18], ARGV[17])
+  if ARGV[20] ~= '' then
+    redis.call('HINCRBY', KEYS[6], ARGV[20], 1)
+    redis.call('HINCRBY', KEYS[6], ARGV[21], 1)
+    redis.call('HINCRBY', KEYS[6], ARGV[12] .. '|wait_ms', ARGV[22])
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[10], '-inf', '(' .. ARGV[19])
+  if ARGV[23] ~= '' and redis.call('EXISTS', KEYS[11]) == 1 then
+    redis.call('HINCRBY', KEYS[11], ARGV[23], 1)
   end
   if tonumber(ARGV[10]) > 0 then
     redis.call('PEXPIRE', KEYS[1], ARGV[10])
+    redis.call('PEXPIRE', KEYS[9], ARGV[10])
   end
 end
 local seq = redis.call('INCR', KEYS[3])
@@ -88,8 +105,9 @@ return seq
 
 /// Queues a task again with a fresh delivery (the old one is acknowledged and deleted): a
 /// lost worker's task for its next attempt, or a task reserved but never started handed back.
-/// KEYS: task, queue, events, event seq. ARGV: expected owner, expected attempt, expect
-/// PENDING, new attempt, record, event cap, id, publish an event. Returns the event's seq (0
+/// KEYS: task, queue, events, event seq, timeline. ARGV: expected owner, expected attempt,
+/// expect PENDING, new attempt, record, event cap, id, publish an event, timeline entry,
+/// timeline cap. Returns the event's seq (0
 /// without one); -1 when the task is gone; -2 when the fence refuses.
 const REQUEUE: &str = r"
 local h = redis.call('HMGET', KEYS[1], 'state', 'owner', 'attempt', 'msg', 'key')
@@ -104,6 +122,8 @@ local msg = redis.call('XADD', KEYS[2], '*', 'id', ARGV[7], 'attempt', ARGV[4],
   'key', h[5] or '', 'record', ARGV[5])
 redis.call('HSET', KEYS[1], 'state', 'PENDING', 'owner', '', 'attempt', ARGV[4], 'v', '0',
   'msg', msg, 'record', ARGV[5])
+redis.call('RPUSH', KEYS[5], ARGV[9])
+redis.call('LTRIM', KEYS[5], -tonumber(ARGV[10]), -1)
 if ARGV[8] == '1' then
   local seq = redis.call('INCR', KEYS[4])
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], seq .. '-0', 'task', ARGV[5])

@@ -940,6 +940,8 @@ pub(super) async fn registered(shared: &Shared) -> Result<Vec<WorkerInfo>> {
             online: alive && !fields.contains_key("stopped_at"),
             active: u64::try_from(number("active")).unwrap_or(0),
             processed: u64::try_from(number("processed")).unwrap_or(0),
+            succeeded: u64::try_from(number("succeeded")).unwrap_or(0),
+            failed: u64::try_from(number("failed")).unwrap_or(0),
             id,
         };
         // This process's own figures are current, not as of its last heartbeat.

@@ -11,10 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use hub_core::monitor::{AlertKind, AlertThresholds, MonitorConfig};
 use hub_core::tasks::{
     BackendFactory, CancelReason, EventCursor, Handlers, JobHandler, JobOptions, JobRequest,
     JobResult, LocalBackendFactory, MAX_LIST_LIMIT, Retryable, TaskConfig, TaskContext, TaskError,
-    TaskEvent, TaskId, TaskQuery, TaskRecord, TaskState, codes,
+    TaskEvent, TaskId, TaskQuery, TaskRecord, TaskSort, TaskState, codes,
 };
 use hub_core::{ErrorCode, Hub, HubConfig, HubMode};
 use serde_json::{Value, json};
@@ -72,6 +73,25 @@ impl Fixture {
         // No engine is needed here, and none is asked.
         config.reconcile_on_open = false;
         config
+    }
+
+    /// A hub in `mode` with monitoring settings `monitor`.
+    pub async fn open_monitored(
+        &self,
+        dir: &TempDir,
+        tasks: TaskConfig,
+        handlers: Handlers,
+        mode: HubMode,
+        monitor: MonitorConfig,
+    ) -> Hub {
+        let mut config = self.config(dir, tasks, mode);
+        config.monitor = monitor;
+        Hub::builder(config)
+            .handlers(handlers)
+            .task_backend(self.factory_for(&dir.path().join("state")))
+            .open()
+            .await
+            .unwrap()
     }
 
     /// A hub that submits and runs tasks.
@@ -900,6 +920,425 @@ pub async fn tasks_can_be_listed_and_filtered(backend: &Fixture) {
     assert_eq!(stats.queues[0].name, "default");
 }
 
+/// Handlers for the monitoring cases: `ok` sleeps its payload's `ms`, `fail` fails with its
+/// payload's `message`, `gate` waits to be released or revoked.
+fn monitored_handlers(gate: &Gate) -> Handlers {
+    gate.handlers()
+        .register("ok", |ctx: TaskContext, payload: Value| async move {
+            ctx.progress(TaskState::Building, 30, "Building the thing")
+                .await?;
+            let ms = payload["ms"].as_u64().unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            ctx.progress(TaskState::Running, 70, "Running the thing")
+                .await?;
+            Ok(json!({"slept": ms}))
+        })
+        .register("fail", |_: TaskContext, payload: Value| async move {
+            Err(TaskError::new(
+                "broken",
+                payload["message"].as_str().unwrap_or("failed"),
+            ))
+        })
+}
+
+pub async fn monitoring_counts_and_rates_match_a_known_mix_of_outcomes(backend: &Fixture) {
+    let dir = TempDir::new().unwrap();
+    let gate = Gate::default();
+    let hub = backend
+        .open(&dir, TaskConfig::default(), monitored_handlers(&gate))
+        .await;
+    let mut ids = Vec::new();
+    for ms in [10, 20, 30, 40, 50, 60] {
+        ids.push(
+            hub.submit(JobRequest::new("ok", json!({ "ms": ms })))
+                .await
+                .unwrap(),
+        );
+    }
+    for _ in 0..2 {
+        ids.push(
+            hub.submit(JobRequest::new("fail", json!({"message": "no"})))
+                .await
+                .unwrap(),
+        );
+    }
+    for id in &ids {
+        wait_done(&hub, *id).await;
+    }
+    for _ in 0..2 {
+        let id = hub.submit(job("gate")).await.unwrap();
+        wait_state(&hub, id, TaskState::Running).await;
+        hub.revoke(id, true).await.unwrap();
+        assert_eq!(wait_done(&hub, id).await.state, TaskState::Revoked);
+    }
+
+    let stats = hub.monitor_stats(Duration::from_secs(900)).await.unwrap();
+    assert_eq!(
+        (stats.finished, stats.succeeded, stats.failed, stats.revoked),
+        (10, 6, 2, 2)
+    );
+    assert!(
+        (stats.failure_rate - 0.2).abs() < 1e-9,
+        "{}",
+        stats.failure_rate
+    );
+    assert!((stats.success_rate - 0.6).abs() < 1e-9);
+    assert!((stats.throughput_per_minute - 10.0 / 15.0).abs() < 1e-9);
+    let per_minute: u64 = stats
+        .minutes
+        .iter()
+        .map(|m| m.succeeded + m.failed + m.revoked)
+        .sum();
+    assert_eq!(per_minute, 10, "{:?}", stats.minutes);
+    assert_eq!(
+        stats.minutes.len(),
+        16,
+        "every minute of the window, both ends"
+    );
+    let ok = stats.kinds.iter().find(|k| k.kind == "ok").unwrap();
+    assert_eq!(
+        (ok.succeeded, ok.runtime.count, ok.queue_wait.count),
+        (6, 6, 6)
+    );
+    // Nearest-rank over 10..60 ms sleeps: p50 is the third (30 ms), p95 and max the sixth.
+    let p50 = ok.runtime.p50.unwrap();
+    let max = ok.runtime.max.unwrap();
+    assert!((0.030..0.5).contains(&p50), "p50 {p50}");
+    assert!(max >= 0.060 && max >= p50, "max {max}");
+    assert_eq!(ok.runtime.p95, ok.runtime.max);
+    assert!(stats.queue_wait.p95.is_some());
+
+    // All-time counts, per worker, and the Prometheus figures say the same.
+    let counts = hub.task_stats().await.unwrap();
+    let fail = counts.kinds.iter().find(|k| k.kind == "fail").unwrap();
+    assert_eq!((fail.failed, fail.succeeded), (2, 0));
+    let workers = hub.monitor_workers().await.unwrap();
+    assert_eq!(workers.online, 1);
+    let me = &workers.workers[0];
+    assert_eq!((me.succeeded, me.failed), (6, 2), "{me:?}");
+    let text = hub.metrics().await.unwrap();
+    for line in [
+        "hub_tasks_finished_total{kind=\"ok\",state=\"success\"} 6",
+        "hub_tasks_finished_total{kind=\"fail\",state=\"failure\"} 2",
+        "hub_tasks_finished_total{kind=\"gate\",state=\"revoked\"} 2",
+        "hub_task_runtime_seconds_count{kind=\"ok\"} 6",
+        "hub_task_runtime_seconds_bucket{kind=\"ok\",le=\"+Inf\"} 6",
+        "hub_task_queue_wait_seconds_count{kind=\"gate\"} 2",
+        "hub_workers_online 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+    }
+    // A shorter window leaves out what finished before it: nothing here.
+    let alerts = hub.monitor_alerts().await.unwrap();
+    let kinds: Vec<_> = alerts.iter().map(|a| a.kind).collect();
+    assert_eq!(
+        kinds,
+        [AlertKind::FailureRate],
+        "2 of 10 failed: above 10 %"
+    );
+}
+
+pub async fn the_history_filters_searches_sorts_pages_and_tells_timelines(backend: &Fixture) {
+    let dir = TempDir::new().unwrap();
+    let gate = Gate::default();
+    let hub = backend
+        .open(&dir, TaskConfig::default(), monitored_handlers(&gate))
+        .await;
+    let mut ok = Vec::new();
+    for ms in [120, 10, 60] {
+        let id = hub
+            .submit(JobRequest::new("ok", json!({ "ms": ms })).project(7))
+            .await
+            .unwrap();
+        wait_done(&hub, id).await;
+        ok.push(id);
+    }
+    let failed = hub
+        .submit(JobRequest::new(
+            "fail",
+            json!({"message": "Frontend port 3010 is in use"}),
+        ))
+        .await
+        .unwrap();
+    wait_done(&hub, failed).await;
+
+    let all = hub.monitor_tasks(&TaskQuery::default()).await.unwrap();
+    assert_eq!(all.total, 4);
+    assert_eq!(all.tasks[0].task_id, failed, "newest first");
+    let by_runtime = hub
+        .monitor_tasks(&TaskQuery {
+            kind: Some("ok".into()),
+            sort: TaskSort::Runtime,
+            ..TaskQuery::default()
+        })
+        .await
+        .unwrap();
+    let order: Vec<_> = by_runtime.tasks.iter().map(|t| t.task_id).collect();
+    assert_eq!(order, [ok[0], ok[2], ok[1]], "longest first");
+    let shortest_first = hub
+        .monitor_tasks(&TaskQuery {
+            kind: Some("ok".into()),
+            sort: TaskSort::Runtime,
+            ascending: true,
+            limit: 2,
+            offset: 0,
+            ..TaskQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(shortest_first.total, 3);
+    let order: Vec<_> = shortest_first.tasks.iter().map(|t| t.task_id).collect();
+    assert_eq!(order, [ok[1], ok[2]]);
+    let started = hub
+        .monitor_tasks(&TaskQuery {
+            sort: TaskSort::Started,
+            ascending: true,
+            ..TaskQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(started.tasks[0].task_id, ok[0]);
+
+    let search = |text: &str| TaskQuery {
+        search: Some(text.into()),
+        ..TaskQuery::default()
+    };
+    let found = hub.monitor_tasks(&search("PORT 3010")).await.unwrap();
+    assert_eq!(found.total, 1, "case-insensitive, in the error");
+    assert_eq!(found.tasks[0].task_id, failed);
+    let short_id = &failed.to_string()[..8];
+    assert_eq!(hub.monitor_tasks(&search(short_id)).await.unwrap().total, 1);
+    assert_eq!(hub.monitor_tasks(&search("50%_")).await.unwrap().total, 0);
+    let worker = hub.task(ok[0]).await.unwrap().worker.unwrap();
+    let by_worker = hub
+        .monitor_tasks(&TaskQuery {
+            worker: Some(worker),
+            project_id: Some(7),
+            states: vec![TaskState::Success],
+            ..TaskQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_worker.total, 3);
+    let nobody = hub
+        .monitor_tasks(&TaskQuery {
+            worker: Some("nobody".into()),
+            ..TaskQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!((nobody.total, nobody.tasks.len()), (0, 0));
+    let err = hub
+        .monitor_tasks(&search(&"x".repeat(201)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidInput);
+
+    let detail = hub.monitor_task(ok[0]).await.unwrap();
+    let states: Vec<_> = detail.timeline.iter().map(|e| e.state).collect();
+    assert_eq!(
+        states,
+        [
+            TaskState::Pending,
+            TaskState::Started,
+            TaskState::Building,
+            TaskState::Running,
+            TaskState::Success
+        ]
+    );
+    let progress: Vec<_> = detail.timeline.iter().map(|e| e.progress).collect();
+    assert_eq!(progress, [0, 0, 30, 70, 100]);
+    assert_eq!(
+        detail.timeline[2].status.as_deref(),
+        Some("Building the thing")
+    );
+    assert!(detail.timeline.windows(2).all(|w| w[0].at <= w[1].at));
+    assert_eq!(detail.task.result, Some(json!({"slept": 120})));
+    assert!(detail.queue_wait.is_some());
+    let failure = hub.monitor_task(failed).await.unwrap();
+    assert_eq!(failure.task.error_code.as_deref(), Some("broken"));
+    assert_eq!(
+        failure.timeline.last().map(|e| e.state),
+        Some(TaskState::Failure)
+    );
+    let err = hub.monitor_task(uuid::Uuid::new_v4()).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NotFound);
+}
+
+pub async fn a_stuck_task_raises_its_alert_and_clears_when_it_ends(backend: &Fixture) {
+    let dir = TempDir::new().unwrap();
+    let gate = Gate::default();
+    let monitor = MonitorConfig {
+        alerts: AlertThresholds {
+            stalled_after: Duration::from_millis(700),
+            expected_runtime_by_kind: [("stubborn".to_owned(), Duration::from_millis(300))].into(),
+            ..AlertThresholds::default()
+        },
+        ..MonitorConfig::default()
+    };
+    let hub = backend
+        .open_monitored(
+            &dir,
+            TaskConfig::default(),
+            monitored_handlers(&gate),
+            HubMode::Embedded,
+            monitor,
+        )
+        .await;
+    let quiet = hub.submit(job("gate")).await.unwrap();
+    let overdue = hub.submit(job("stubborn")).await.unwrap();
+    wait_state(&hub, quiet, TaskState::Running).await;
+    wait_state(&hub, overdue, TaskState::Started).await;
+    let stuck = |alerts: &[hub_core::monitor::Alert]| -> Vec<String> {
+        let mut subjects: Vec<String> = alerts
+            .iter()
+            .filter(|a| a.kind == AlertKind::TaskStuck)
+            .filter_map(|a| a.subject.clone())
+            .collect();
+        subjects.sort();
+        subjects
+    };
+    assert!(stuck(&hub.monitor_alerts().await.unwrap()).is_empty());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        stuck(&hub.monitor_alerts().await.unwrap()),
+        [overdue.to_string()],
+        "past its kind's expected runtime"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let alerts = hub.monitor_alerts().await.unwrap();
+    let mut both = vec![quiet.to_string(), overdue.to_string()];
+    both.sort();
+    assert_eq!(
+        stuck(&alerts),
+        both,
+        "no change for longer than the stall time"
+    );
+    let message = &alerts
+        .iter()
+        .find(|a| a.subject.as_deref() == Some(&quiet.to_string()))
+        .unwrap()
+        .message;
+    assert!(message.contains("no progress"), "{message}");
+
+    gate.release.notify_one();
+    wait_done(&hub, quiet).await;
+    hub.revoke(overdue, true).await.unwrap();
+    wait_done(&hub, overdue).await;
+    assert!(stuck(&hub.monitor_alerts().await.unwrap()).is_empty());
+}
+
+pub async fn queued_work_without_workers_raises_alerts_and_queues_show_it(backend: &Fixture) {
+    let dir = TempDir::new().unwrap();
+    let client = backend
+        .open_as(
+            &dir,
+            TaskConfig::default(),
+            Handlers::new(),
+            HubMode::Client,
+        )
+        .await;
+    let first = chrono::Utc::now();
+    for _ in 0..11 {
+        client.submit(job("noop")).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let queues = client.monitor_queues().await.unwrap();
+    let default = queues.iter().find(|q| q.name == "default").unwrap();
+    assert_eq!(
+        (default.depth, default.active, default.consumers),
+        (11, 0, 0)
+    );
+    let oldest = default.oldest_queued_at.unwrap();
+    assert!(
+        (oldest - first).num_milliseconds().abs() < 1000,
+        "{oldest} vs {first}"
+    );
+    assert!(default.oldest_wait_seconds.unwrap() >= 0.25);
+    let alerts = client.monitor_alerts().await.unwrap();
+    let kinds: Vec<_> = alerts.iter().map(|a| a.kind).collect();
+    assert_eq!(kinds, [AlertKind::NoWorkerOnline, AlertKind::QueueDepth]);
+    assert_eq!(alerts[1].subject.as_deref(), Some("default"));
+
+    let worker = backend
+        .open_as(
+            &dir,
+            TaskConfig::default(),
+            Handlers::new().register("noop", noop),
+            HubMode::Worker,
+        )
+        .await;
+    for _ in 0..500 {
+        let queues = client.monitor_queues().await.unwrap();
+        if queues.iter().all(|q| q.depth == 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let queues = client.monitor_queues().await.unwrap();
+    let default = queues.iter().find(|q| q.name == "default").unwrap();
+    assert_eq!((default.depth, default.oldest_queued_at), (0, None));
+    assert_eq!(default.consumers, 1);
+    assert!(client.monitor_alerts().await.unwrap().is_empty());
+    worker.close().await;
+    client.close().await;
+}
+
+pub async fn a_worker_that_stops_heartbeating_turns_offline_then_ages_out(backend: &Fixture) {
+    let dir = TempDir::new().unwrap();
+    let monitor = MonitorConfig {
+        worker_expiry: Duration::from_secs(3),
+        ..MonitorConfig::default()
+    };
+    let client = backend
+        .open_monitored(
+            &dir,
+            short_leases(TaskConfig::default()),
+            Handlers::new(),
+            HubMode::Client,
+            monitor,
+        )
+        .await;
+    let worker = backend
+        .open_as(
+            &dir,
+            short_leases(TaskConfig::default()),
+            Handlers::new().register("noop", noop),
+            HubMode::Worker,
+        )
+        .await;
+    let view = client.monitor_workers().await.unwrap();
+    assert_eq!(view.online, 1);
+    assert_eq!(view.offline_after_seconds, 1.0);
+    // Dropped without closing: the process is gone as a crash leaves it, heartbeats stop.
+    drop(worker);
+    let lost = std::time::Instant::now();
+    loop {
+        let view = client.monitor_workers().await.unwrap();
+        if view.online == 0 {
+            assert_eq!(view.workers.len(), 1, "offline but still listed");
+            assert!(!view.workers[0].online);
+            break;
+        }
+        assert!(
+            lost.elapsed() < Duration::from_secs(3),
+            "offline within the lease (1 s) and a heartbeat"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    loop {
+        if client.monitor_workers().await.unwrap().workers.is_empty() {
+            break;
+        }
+        assert!(
+            lost.elapsed() < Duration::from_secs(8),
+            "aged out after 3 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    client.close().await;
+}
+
 pub async fn a_subscriber_resumes_after_the_last_event_it_saw(backend: &Fixture) {
     let dir = TempDir::new().unwrap();
     let handlers = Handlers::new().register("steps", |ctx: TaskContext, _: Value| async move {
@@ -1635,6 +2074,11 @@ macro_rules! behaviour_suite {
             a_watch_gives_the_current_state_then_each_change_until_the_end,
             a_caller_dropped_mid_submit_leaves_no_task_stuck,
             jobs_run_only_on_workers_of_their_queue,
+            monitoring_counts_and_rates_match_a_known_mix_of_outcomes,
+            the_history_filters_searches_sorts_pages_and_tells_timelines,
+            a_stuck_task_raises_its_alert_and_clears_when_it_ends,
+            queued_work_without_workers_raises_alerts_and_queues_show_it,
+            a_worker_that_stops_heartbeating_turns_offline_then_ages_out,
         );
     };
     (@cases $fixture:expr; $($case:ident),* $(,)?) => {

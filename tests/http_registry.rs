@@ -47,3 +47,66 @@ async fn projects_registered_in_rust_are_served_over_http() {
     assert_eq!(status, 404);
     assert_eq!(err["error"]["code"], "not_found");
 }
+
+#[tokio::test]
+async fn monitor_routes_answer_and_name_the_field_of_bad_input() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let folder = dir.path().join("beta");
+    std::fs::create_dir_all(&folder).unwrap();
+    let mut config = HubConfig::with_data_dir(dir.path().join("state")).project_roots([dir.path()]);
+    config.reconcile_on_open = false;
+    let hub = Hub::open(config).await.unwrap();
+    hub.create_project(NewProject::new("Beta", &folder))
+        .await
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, hub_http::router(hub)).await });
+
+    for path in [
+        "/api/monitor",
+        "/api/monitor/workers",
+        "/api/monitor/queues",
+        "/api/monitor/tasks?state=failure,SUCCESS&sort=started&order=asc&q=x&project=beta",
+        "/api/monitor/stats?window=90",
+        "/api/monitor/alerts",
+    ] {
+        let (status, body) = get(addr, path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    let (_, page) = get(addr, "/api/monitor/tasks?project=beta").await;
+    assert_eq!(
+        (page["total"].as_u64(), page["limit"].as_u64()),
+        (Some(0), Some(100))
+    );
+    let (_, stats) = get(addr, "/api/monitor/stats?window=15m").await;
+    assert_eq!(stats["window_seconds"], 900.0);
+    assert_eq!(stats["minutes"].as_array().unwrap().len(), 16);
+
+    for (path, field) in [
+        ("/api/monitor/tasks?sort=fastest", "sort"),
+        ("/api/monitor/tasks?order=up", "order"),
+        ("/api/monitor/tasks?state=DONE", "state"),
+        ("/api/monitor/tasks?limit=0", "limit"),
+        ("/api/monitor/stats?window=2d", "window"),
+        ("/api/monitor/stats?window=soon", "window"),
+    ] {
+        let (status, body) = get(addr, path).await;
+        assert_eq!(status, 422, "{path}: {body}");
+        assert_eq!(body["error"]["field"], field, "{path}: {body}");
+    }
+    let long = "x".repeat(201);
+    let (status, body) = get(addr, &format!("/api/monitor/tasks?q={long}")).await;
+    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("q")));
+    let (status, body) = get(addr, "/api/monitor/tasks?project=nobody").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    let (status, _) = get(
+        addr,
+        "/api/monitor/tasks/00000000-0000-0000-0000-000000000000",
+    )
+    .await;
+    assert_eq!(status, 404);
+}

@@ -576,7 +576,6 @@ impl Hub {
     fn workers_view(&self, workers: Vec<crate::tasks::WorkerInfo>) -> WorkersView {
         monitor::views::workers_view(
             workers,
-            self.inner.config.tasks.lease,
             self.inner.config.monitor.worker_expiry,
             chrono::Utc::now(),
         )

@@ -407,3 +407,58 @@ async fn operations_go_to_their_hosts_queue_and_only_its_workers_run_them() {
     assert_eq!(body["error"]["field"], "host", "{body}");
     stop_workers(&mut workers);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_worker_turns_offline_in_the_monitor_and_back_online_when_resumed() {
+    let dir = TempDir::new().unwrap();
+    let data = dir.path().join("state");
+    let redis = RedisServer::start(&dir.path().join("redis"));
+    let url = redis.url();
+    let server = HubProcess::start(&data, &["--task-backend", &url]).await;
+    let mut worker = spawn_redis_worker(&data, &url, "pausable", &SHORT_LEASE);
+    let online = |want: u64| {
+        let server = &server;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let (status, view) = server.get("/api/monitor/workers").await;
+                assert_eq!(status, 200, "{view}");
+                if view["online"] == want {
+                    return (Instant::now(), view);
+                }
+                assert!(Instant::now() < deadline, "never {want} online: {view}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let (_, view) = online(1).await;
+    assert_eq!(view["expire_after_seconds"], 3600.0, "{view}");
+    let (_, queues) = server.get("/api/monitor/queues").await;
+    assert!(
+        queues["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|q| q["consumers"] == 1),
+        "{queues}"
+    );
+
+    send_signal(&worker, "STOP");
+    let paused = Instant::now();
+    let (offline_at, view) = online(0).await;
+    assert!(
+        offline_at - paused <= Duration::from_millis(3000),
+        "offline within the 2 s lease after its last heartbeat"
+    );
+    let listed = &view["workers"][0];
+    assert_eq!(listed["online"], false, "{view}");
+    assert!(listed["name"] == "pausable", "{view}");
+    let (_, alerts) = server.get("/api/monitor/alerts").await;
+    assert_eq!(alerts["alerts"][0]["kind"], "no_worker_online", "{alerts}");
+
+    send_signal(&worker, "CONT");
+    online(1).await;
+    let (_, alerts) = server.get("/api/monitor/alerts").await;
+    assert_eq!(alerts["alerts"], json!([]), "{alerts}");
+    stop_workers(std::slice::from_mut(&mut worker));
+}

@@ -1,6 +1,7 @@
 """`GET /metrics` of a real `hub serve`, read with Prometheus' own text parser
 (`prometheus_client`): after a known mix of successes, failures and revokes, its figures match
-the monitoring API, and they survive a restart of the server."""
+the monitoring API (`/api/monitor/...`), and the history, stats and counters survive a restart
+of the server."""
 
 from __future__ import annotations
 
@@ -130,9 +131,37 @@ def test_metrics_match_the_api_after_a_known_mix_and_survive_a_restart(tmp_path:
         assert samples[("hub_projects", (("status", "running"),))] == stats["running"] == 3
         assert samples[("hub_projects_registered", ())] == stats["total_projects"] == 5
         assert samples[("hub_queue_depth", (("queue", "default"),))] == 0
+
+        # The monitor views say the same as the counters.
+        _, window = server.call("GET", "/api/monitor/stats?window=15m")
+        assert (window["finished"], window["succeeded"], window["failed"], window["revoked"]) == (5, 3, 1, 1)
+        assert window["failure_rate"] == 0.2 and window["success_rate"] == 0.6
+        kind = {k["kind"]: k for k in window["kinds"]}["start_project"]
+        runtime_count = samples[("hub_task_runtime_seconds_count", (("kind", "start_project"),))]
+        assert runtime_count == kind["runtime"]["count"] == 5
+        assert samples[("hub_task_runtime_seconds_bucket", (("kind", "start_project"), ("le", "+Inf")))] == 5
+        assert samples[("hub_task_queue_wait_seconds_count", (("kind", "start_project"),))] == 5
+        assert kind["runtime"]["p50"] <= kind["runtime"]["p95"] <= kind["runtime"]["max"]
+        _, workers = server.call("GET", "/api/monitor/workers")
+        assert workers["online"] == 1
+        assert (workers["workers"][0]["succeeded"], workers["workers"][0]["failed"]) == (3, 1)
+        _, queues = server.call("GET", "/api/monitor/queues")
+        assert [(q["name"], q["depth"], q["consumers"]) for q in queues["queues"]] == [("default", 0, 1)]
+        _, alerts = server.call("GET", "/api/monitor/alerts")
+        assert [(a["kind"], a["subject"]) for a in alerts["alerts"]] == [
+            ("failure_rate", None), ("project_error", f"broken-{tag}")], alerts
+        # HTTP figures by route template and status, never by id.
+        starts = samples[("hub_http_requests_total",
+                          (("method", "POST"), ("route", "/api/orchestration/{id}/start"), ("status", "202")))]
+        assert starts == 5
+        assert not any("route" in dict(labels) and str(empty[0]) in dict(labels)["route"]
+                       for (_, labels) in samples)
+
         for pid in empty:
             _, accepted = server.call("POST", f"/api/orchestration/{pid}/stop")
             server.wait(accepted["task_id"])
+        _, failed = server.call("GET", "/api/monitor/tasks?state=FAILURE")
+        failed_id = failed["tasks"][0]["task_id"]
     finally:
         server.stop()
 
@@ -143,6 +172,15 @@ def test_metrics_match_the_api_after_a_known_mix_and_survive_a_restart(tmp_path:
         assert finished(samples, "start_project", "success") == 3
         assert finished(samples, "start_project", "failure") == 1
         assert finished(samples, "stop_project", "success") == 3
+        assert samples[("hub_task_runtime_seconds_count", (("kind", "start_project"),))] == 5
+        _, window = again.call("GET", "/api/monitor/stats?window=1h")
+        assert (window["finished"], window["succeeded"], window["failed"], window["revoked"]) == (8, 6, 1, 1)
+        _, history = again.call("GET", "/api/monitor/tasks?kind=start_project&sort=runtime&limit=2")
+        assert history["total"] == 5 and len(history["tasks"]) == 2
+        _, detail = again.call("GET", f"/api/monitor/tasks/{failed_id}")
+        assert detail["state"] == "FAILURE" and detail["error"]
+        assert [e["state"] for e in detail["timeline"]][0] == "PENDING"
+        assert detail["timeline"][-1]["state"] == "FAILURE"
     finally:
         again.stop()
 

@@ -16,10 +16,9 @@ use crate::tasks::model::{QueueInfo, TaskRecord, TaskState, TaskStatus, WorkerIn
 pub struct WorkersView {
     /// Workers online first, then offline ones not yet aged out.
     pub workers: Vec<WorkerView>,
-    /// How many are online.
+    /// How many are online (a worker turns offline when its lease, `--task-lease`, passes
+    /// without a heartbeat).
     pub online: usize,
-    /// A worker turns offline this many seconds after its last heartbeat (its lease).
-    pub offline_after_seconds: f64,
     /// An offline worker leaves this view this many seconds after its last heartbeat.
     pub expire_after_seconds: f64,
 }
@@ -269,7 +268,6 @@ pub struct MonitorOverview {
 /// are left out; online ones first, newest first.
 pub(crate) fn workers_view(
     mut workers: Vec<WorkerInfo>,
-    lease: Duration,
     expire: Duration,
     now: DateTime<Utc>,
 ) -> WorkersView {
@@ -278,7 +276,6 @@ pub(crate) fn workers_view(
     WorkersView {
         online: workers.iter().filter(|w| w.online).count(),
         workers,
-        offline_after_seconds: lease.as_secs_f64(),
         expire_after_seconds: expire.as_secs_f64(),
     }
 }
@@ -389,7 +386,6 @@ mod tests {
                 worker("recent", false, 60),
                 worker("up", true, 1),
             ],
-            Duration::from_secs(30),
             Duration::from_secs(3600),
             now,
         );

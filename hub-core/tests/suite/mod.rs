@@ -1309,7 +1309,6 @@ pub async fn a_worker_that_stops_heartbeating_turns_offline_then_ages_out(backen
         .await;
     let view = client.monitor_workers().await.unwrap();
     assert_eq!(view.online, 1);
-    assert_eq!(view.offline_after_seconds, 1.0);
     // Dropped without closing: the process is gone as a crash leaves it, heartbeats stop.
     drop(worker);
     let lost = std::time::Instant::now();

@@ -25,12 +25,22 @@ command -v script >/dev/null || need+=(bsdutils)
 command -v tmux >/dev/null || need+=(tmux)
 # The dashboard's browser tests drive Debian's Chromium (Playwright with executable_path).
 command -v chromium >/dev/null || need+=(chromium)
-if ((${#need[@]})); then
+# promtool checks and unit-tests the shipped alert rules, and lints /metrics (the server
+# itself is not needed, so nothing it recommends either).
+lean=()
+command -v promtool >/dev/null || lean+=(prometheus)
+if ((${#need[@]} + ${#lean[@]})); then
     if [ "$(id -u)" -eq 0 ]; then
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+        if ((${#need[@]})); then
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+        fi
+        if ((${#lean[@]})); then
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+                "${lean[@]}" >/dev/null
+        fi
     else
-        echo "missing packages: ${need[*]} (run as root, or install them)" >&2
+        echo "missing packages: ${need[*]} ${lean[*]} (run as root, or install them)" >&2
         exit 1
     fi
 fi
@@ -100,7 +110,10 @@ step "property tests: hostile paths and names against a real hub (hypothesis)"
 HUB_BIN="$CARGO_TARGET_DIR/debug/hub" "$venv/bin/python" -m pytest -q -p no:cacheprovider \
     --timeout=600 tests/fuzz
 
-step "/metrics read with Prometheus' text parser"
+step "/metrics read with Prometheus' text parser, linted by promtool; the alert rules tested"
+promtool check rules docs/monitoring/hub-alerts.yml
+promtool check config docs/monitoring/prometheus.yml
+promtool test rules docs/monitoring/hub-alerts.test.yml
 HUB_BIN="$CARGO_TARGET_DIR/debug/hub" "$venv/bin/python" -m pytest -q -p no:cacheprovider \
     --timeout=600 tests/metrics
 

@@ -535,14 +535,17 @@ impl Hub {
     /// The hub's figures in the Prometheus text format (see [`crate::metrics`]), with the
     /// HTTP figures a frontend recorded in [`Hub::http_metrics`].
     pub async fn metrics(&self) -> Result<String> {
-        let (tasks, projects, histograms) =
-            tokio::try_join!(self.task_stats(), self.stats(), async {
-                self.monitor()?.histograms().await
-            })?;
+        let (tasks, projects, histograms, alerts) = tokio::try_join!(
+            self.task_stats(),
+            self.stats(),
+            async { self.monitor()?.histograms().await },
+            self.monitor_alerts()
+        )?;
         Ok(crate::metrics::render(&crate::metrics::Figures {
             tasks: &tasks,
             projects: &projects,
             latency: &histograms,
+            alerts: &alerts,
             http: &self.inner.http_metrics,
         }))
     }

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use std::collections::HashMap;
 
+use crate::monitor::{Alert, AlertKind};
 use crate::project::ProjectStats;
 use crate::tasks::BackendStats;
 use crate::tasks::history::{Latency, LatencyHistogram};
@@ -22,6 +23,8 @@ pub struct Figures<'a> {
     pub projects: &'a ProjectStats,
     /// All-time task latency histograms.
     pub latency: &'a [LatencyHistogram],
+    /// The alerts the hub's own rules raise now.
+    pub alerts: &'a [Alert],
     /// Requests this process served.
     pub http: &'a HttpMetrics,
 }
@@ -32,6 +35,7 @@ pub fn render(figures: &Figures<'_>) -> String {
         tasks,
         projects,
         latency,
+        alerts,
         http,
     } = *figures;
     let mut out = Exposition::default();
@@ -160,6 +164,19 @@ pub fn render(figures: &Figures<'_>) -> String {
         &[],
         projects.total_projects as f64,
     );
+    out.family(
+        "hub_alerts_firing",
+        "gauge",
+        "Alerts the hub's own rules raise now, by kind (see /api/monitor/alerts for the detail).",
+    );
+    for kind in AlertKind::ALL {
+        let firing = alerts.iter().filter(|a| a.kind == kind).count();
+        out.sample(
+            "hub_alerts_firing",
+            &[("kind", kind.as_str())],
+            firing as f64,
+        );
+    }
     http.render(&mut out);
     out.text
 }
@@ -386,6 +403,7 @@ mod tests {
             tasks: &tasks,
             projects: &projects,
             latency: &[runtime],
+            alerts: &[],
             http: &http,
         });
         assert!(
@@ -396,6 +414,7 @@ mod tests {
         );
         assert!(text.contains("hub_queue_depth{queue=\"default\"} 3\n"));
         assert!(text.contains("hub_projects{status=\"error\"} 1\n"));
+        assert!(text.contains("hub_alerts_firing{kind=\"task_stuck\"} 0\n"));
         assert!(text.contains("# TYPE hub_tasks_finished_total counter\n"));
         assert!(
             text.contains(

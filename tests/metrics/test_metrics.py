@@ -156,6 +156,12 @@ def test_metrics_match_the_api_after_a_known_mix_and_survive_a_restart(tmp_path:
         assert starts == 5
         assert not any("route" in dict(labels) and str(empty[0]) in dict(labels)["route"]
                        for (_, labels) in samples)
+        assert samples[("hub_alerts_firing", (("kind", "failure_rate"),))] == 1
+        assert samples[("hub_alerts_firing", (("kind", "task_stuck"),))] == 0
+        # Prometheus' own linter finds nothing to say about the names, units and types.
+        _, text = server.call("GET", "/metrics")
+        lint = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
+        assert lint.returncode == 0 and not lint.stdout.strip(), lint.stdout + lint.stderr
 
         for pid in empty:
             _, accepted = server.call("POST", f"/api/orchestration/{pid}/stop")

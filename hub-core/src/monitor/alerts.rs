@@ -1,6 +1,6 @@
 //! The alert rules the hub evaluates itself (and shows in the API and the dashboard), with the
 //! original's documented thresholds as defaults. The shipped Prometheus rules file says the
-//! same over `/metrics` (docs/monitoring/hub-alerts.yml).
+//! same over `/metrics` (`docs/monitoring/hub-alerts.yml`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -80,6 +80,28 @@ pub enum AlertKind {
     TaskStuck,
     /// A project is in `error`.
     ProjectError,
+}
+
+impl AlertKind {
+    /// Every kind.
+    pub const ALL: [AlertKind; 5] = [
+        AlertKind::NoWorkerOnline,
+        AlertKind::FailureRate,
+        AlertKind::QueueDepth,
+        AlertKind::TaskStuck,
+        AlertKind::ProjectError,
+    ];
+
+    /// Its name in JSON and in metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::NoWorkerOnline => "no_worker_online",
+            AlertKind::FailureRate => "failure_rate",
+            AlertKind::QueueDepth => "queue_depth",
+            AlertKind::TaskStuck => "task_stuck",
+            AlertKind::ProjectError => "project_error",
+        }
+    }
 }
 
 /// How urgent an alert is.

@@ -1,5 +1,6 @@
 // CommandCenter Hub dashboard: the hub's own API from this origin, nothing else.
-// Pages (hash routes): #/ projects, #/projects/<id> one project, #/tasks history, #/tasks/<id>.
+// Pages (hash routes): #/ projects, #/projects/<id> one project, #/tasks history, #/tasks/<id>
+// one task, #/monitor workers, queues, throughput and alerts.
 
 const ACTIVE = ["PENDING", "STARTED", "BUILDING", "RUNNING", "STOPPING", "RESTARTING", "FETCHING"];
 const main = document.getElementById("main");
@@ -190,6 +191,7 @@ async function route() {
     if ((match = path.match(/^\/projects\/([^/]+)$/))) page = await projectPage(decodeURIComponent(match[1]));
     else if ((match = path.match(/^\/tasks\/([^/]+)$/))) page = await taskPage(decodeURIComponent(match[1]));
     else if (path === "/tasks") page = await tasksPage();
+    else if (path === "/monitor") page = await monitorPage();
     else page = await dashboard();
   } catch (err) {
     main.replaceChildren(h("h1", {}, "Something went wrong"), h("p", { class: "error-row" }, err.message));
@@ -566,6 +568,8 @@ async function projectPage(id) {
 
 // ---- Tasks --------------------------------------------------------------------------------------
 
+const PAGE_SIZE = 50;
+
 async function tasksPage() {
   const rows = h("tbody");
   const state = h("select", { id: "filter-state", "aria-label": "State" },
@@ -573,53 +577,198 @@ async function tasksPage() {
   const kind = h("select", { id: "filter-kind", "aria-label": "Kind" },
     h("option", { value: "" }, "any kind"),
     ...["start_project", "stop_project", "restart_project", "restart_service"].map((k) => h("option", { value: k }, k)));
-  const project = h("input", { id: "filter-project", "aria-label": "Project id", inputmode: "numeric", placeholder: "project id", size: 10 });
+  const project = h("input", { id: "filter-project", "aria-label": "Project id or name", placeholder: "project", size: 12 });
+  const search = h("input", { id: "filter-search", type: "search", "aria-label": "Search", placeholder: "search id, step, error…", size: 24 });
+  const sort = h("select", { id: "sort", "aria-label": "Sort by" },
+    h("option", { value: "received" }, "newest first"), h("option", { value: "started" }, "last started"),
+    h("option", { value: "runtime" }, "longest runtime"));
+  const summary = h("span", { class: "muted", id: "tasks-total" });
+  const previous = h("button", { type: "button", id: "page-previous" }, "Previous");
+  const next = h("button", { type: "button", id: "page-next" }, "Next");
+  let offset = 0;
   main.replaceChildren(h("h1", {}, "Tasks"),
-    h("div", { class: "toolbar" }, state, kind, project),
+    h("div", { class: "toolbar" }, state, kind, project, search, sort),
     h("div", { class: "table-wrap" }, h("table", {},
       h("thead", {}, h("tr", {}, ...["Task", "Kind", "Project", "State", "Progress", "Queued", "Duration", "Worker"].map((t) => h("th", {}, t)))),
-      rows)));
+      rows)),
+    h("div", { class: "toolbar" }, previous, summary, next));
   async function load() {
-    const query = new URLSearchParams({ limit: "200" });
+    const query = new URLSearchParams({ limit: String(PAGE_SIZE), offset: String(offset), sort: sort.value });
     if (state.value) query.set("state", state.value);
     if (kind.value) query.set("kind", kind.value);
-    if (project.value.trim()) query.set("project_id", project.value.trim());
-    const tasks = await api(`/api/tasks?${query}`);
-    rows.replaceChildren(...tasks.map((task) => h("tr", {},
+    if (project.value.trim()) query.set("project", project.value.trim());
+    if (search.value.trim()) query.set("q", search.value.trim());
+    const page = await api(`/api/monitor/tasks?${query}`);
+    rows.replaceChildren(...page.tasks.map((task) => h("tr", {},
       h("td", { class: "mono" }, h("a", { href: `#/tasks/${task.task_id}` }, task.task_id.slice(0, 8))),
       h("td", {}, task.kind), h("td", {}, task.project_id ? h("a", { href: `#/projects/${task.project_id}` }, task.project_id) : ""),
       h("td", { class: `state-${task.state}` }, task.state), h("td", {}, `${task.progress}%`),
       h("td", {}, when(task.queued_at)), h("td", {}, duration(task.runtime)), h("td", { class: "mono" }, task.worker || ""))));
-    if (!tasks.length) rows.replaceChildren(h("tr", {}, h("td", { colspan: 8, class: "muted" }, "No tasks")));
+    if (!page.tasks.length) rows.replaceChildren(h("tr", {}, h("td", { colspan: 8, class: "muted" }, "No tasks")));
+    const last = Math.min(page.offset + page.tasks.length, page.total);
+    summary.textContent = page.total ? `${page.offset + 1}–${last} of ${page.total}` : "";
+    previous.disabled = page.offset === 0;
+    next.disabled = last >= page.total;
   }
-  for (const input of [state, kind, project]) input.addEventListener("change", () => load().catch((e) => toast(e.message)));
+  const reload = () => { offset = 0; load().catch((e) => toast(e.message)); };
+  for (const input of [state, kind, project, sort]) input.addEventListener("change", reload);
+  let typing = null;
+  search.addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(reload, 250); });
+  previous.addEventListener("click", () => { offset = Math.max(0, offset - PAGE_SIZE); load().catch((e) => toast(e.message)); });
+  next.addEventListener("click", () => { offset += PAGE_SIZE; load().catch((e) => toast(e.message)); });
   await load();
-  return { refresh: () => load().catch(() => {}) };
+  return { refresh: () => load().catch(() => {}), cleanup: () => clearTimeout(typing) };
+}
+
+/** What a timeline entry says: queued, started, finished, or the step it reached. */
+function timelineItem(entry) {
+  const what = entry.state === "PENDING" ? (entry.attempt > 1 ? `queued again (attempt ${entry.attempt})` : "queued")
+    : entry.state === "STARTED" ? `started on ${entry.worker || "a worker"}`
+      : ["SUCCESS", "FAILURE", "REVOKED"].includes(entry.state) ? "finished"
+        : `${entry.progress}% — ${entry.status || ""}`;
+  return h("li", {}, h("time", { datetime: entry.at }, when(entry.at)), " — ",
+    h("span", { class: `state-${entry.state}` }, entry.state), ` ${what}`);
 }
 
 async function taskPage(id) {
-  const task = await api(`/api/tasks/${encodeURIComponent(id)}/status`);
-  const timeline = h("ol", { class: "timeline", id: "timeline" });
-  const seen = [];
-  const draw = (status) => {
-    const points = [["queued", task.queued_at, "PENDING"], ["started", status.started_at, "STARTED"],
-      ...seen.map((s) => [s.status, s.at, s.state]), ["finished", status.finished_at, status.state]];
-    timeline.replaceChildren(...points.filter(([, at]) => at).map(([what, at, st]) =>
-      h("li", {}, h("time", { datetime: at }, when(at)), " — ", h("span", { class: `state-${st}` }, st), ` ${what}`)));
-  };
-  main.replaceChildren(h("h1", {}, `${task.kind} ${task.task_id.slice(0, 8)}`),
-    h("p", {}, task.project_id ? h("a", { href: `#/projects/${task.project_id}` }, `project ${task.project_id}`) : "",
-      ` · attempt ${task.attempt ?? 1} · ${task.worker || "no worker yet"}`),
-    progressRow(task, () => revoke(task.task_id)), h("h2", {}, "Timeline"), timeline,
-    task.result ? h("pre", { class: "mono" }, JSON.stringify(task.result, null, 2)) : "");
-  draw(task);
+  const detail = await api(`/api/monitor/tasks/${encodeURIComponent(id)}`);
+  const timeline = h("ol", { class: "timeline", id: "timeline" }, ...detail.timeline.map(timelineItem));
+  const progress = h("div", {}, progressRow(detail, () => revoke(detail.task_id)));
+  const outcome = h("div", {});
+  const drawOutcome = (status) => outcome.replaceChildren(
+    status.result !== undefined && status.result !== null ? h("pre", { class: "mono", id: "task-result" }, JSON.stringify(status.result, null, 2)) : "",
+    status.error ? h("p", { class: "error-row", id: "task-error" }, `${status.error_code || "error"}: ${status.error}`) : "");
+  main.replaceChildren(h("h1", {}, `${detail.kind} ${detail.task_id.slice(0, 8)}`),
+    h("p", {}, detail.project_id ? h("a", { href: `#/projects/${detail.project_id}` }, `project ${detail.project_id}`) : "",
+      ` · queue ${detail.queue} · attempt ${detail.attempt ?? 1} · ${detail.worker || "no worker yet"}`,
+      detail.queue_wait !== null ? ` · waited ${duration(detail.queue_wait)}` : ""),
+    progress, outcome, h("h2", {}, "Timeline"), timeline);
+  drawOutcome(detail);
   const listener = (status) => {
-    if (status.task_id !== task.task_id) return;
-    seen.push({ status: status.status, state: status.state, at: new Date().toISOString() });
-    draw(status);
+    if (status.task_id !== detail.task_id) return;
+    progress.replaceChildren(progressRow(status, () => revoke(status.task_id)));
+    timeline.append(timelineItem({ ...status, at: new Date().toISOString() }));
+    drawOutcome(status);
   };
   live.listeners.add(listener);
   return { cleanup: () => live.listeners.delete(listener) };
+}
+
+// ---- Monitor ------------------------------------------------------------------------------------
+
+const SVG = "http://www.w3.org/2000/svg";
+
+/** An SVG element with attributes. */
+function svg(tag, attrs = {}, ...children) {
+  const el = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attrs)) el.setAttribute(key, String(value));
+  el.append(...children);
+  return el;
+}
+
+/** Finished tasks per minute over the last hour: stacked bars (succeeded, failed, revoked). */
+function throughputChart(minutes) {
+  const width = 720, height = 180, left = 36, bottom = 22, top = 8;
+  const total = (m) => m.succeeded + m.failed + m.revoked;
+  const peak = Math.max(1, ...minutes.map(total));
+  const step = (width - left) / Math.max(1, minutes.length);
+  const y = (n) => (height - bottom) - (n / peak) * (height - bottom - top);
+  const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", id: "throughput-chart",
+    "aria-label": `Tasks finished per minute over the last hour: ${minutes.reduce((a, m) => a + total(m), 0)} in all, ${minutes.reduce((a, m) => a + m.failed, 0)} failed` });
+  for (const tick of [0, Math.round(peak / 2), peak]) {
+    chart.append(svg("line", { x1: left, x2: width, y1: y(tick), y2: y(tick), class: "grid" }),
+      svg("text", { x: left - 6, y: y(tick) + 4, "text-anchor": "end", class: "axis" }, String(tick)));
+  }
+  minutes.forEach((m, i) => {
+    let base = 0;
+    for (const [kind, n] of [["ok", m.succeeded], ["failed", m.failed], ["revoked", m.revoked]]) {
+      if (!n) continue;
+      const bar = svg("rect", { x: left + i * step + 1, width: Math.max(1, step - 2), y: y(base + n), height: y(base) - y(base + n), class: `bar-${kind}` },
+        svg("title", {}, `${new Date(m.minute).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })}: ${n} ${kind === "ok" ? "succeeded" : kind}`));
+      chart.append(bar);
+      base += n;
+    }
+    if (i % 10 === 0 && i < minutes.length - 5) {
+      chart.append(svg("text", { x: left + i * step, y: height - 6, class: "axis" },
+        new Date(m.minute).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })));
+    }
+  });
+  return chart;
+}
+
+function percent(rate) {
+  return `${(rate * 100).toFixed(rate > 0 && rate < 0.1 ? 1 : 0)} %`;
+}
+
+function seconds(value) {
+  return value === null || value === undefined ? "–" : value < 1 ? `${Math.round(value * 1000)} ms` : `${value.toFixed(1)} s`;
+}
+
+async function monitorPage() {
+  const banner = h("div", { id: "alerts", role: "alert" });
+  const figures = h("div", { class: "stats" });
+  const chartBox = h("div", { class: "panel chart" });
+  const workers = h("tbody", { id: "workers" });
+  const queues = h("tbody", { id: "queues" });
+  const kinds = h("tbody", { id: "kinds" });
+  const feed = h("ol", { class: "feed", id: "live-tasks" });
+  const table = (headers, body) => h("div", { class: "table-wrap" }, h("table", {},
+    h("thead", {}, h("tr", {}, ...headers.map((t) => h("th", {}, t)))), body));
+  main.replaceChildren(h("h1", {}, "Monitor"), banner, figures,
+    h("h2", {}, "Finished per minute, last hour"), chartBox,
+    h("h2", {}, "Workers"), table(["Worker", "Host", "Status", "Active", "Processed", "Succeeded", "Failed", "Slots", "Queues", "Last heartbeat"], workers),
+    h("h2", {}, "Queues"), table(["Queue", "Waiting", "Running", "Oldest waiting", "Consumers"], queues),
+    h("h2", {}, "By kind, last hour"), table(["Kind", "Succeeded", "Failed", "Revoked", "Runtime p50", "p95", "max", "Queue wait p50", "p95"], kinds),
+    h("h2", {}, "Live"), feed);
+  const stat = (name, label, value) => h("div", { class: `stat ${name}`, "data-stat": name },
+    h("div", { class: "label" }, label), h("div", { class: "value" }, value));
+  async function load() {
+    const o = await api("/api/monitor");
+    banner.replaceChildren(...o.alerts.map((a) => h("p", { class: `alert ${a.severity}`, "data-alert": a.kind },
+      h("strong", {}, a.kind.replaceAll("_", " ")), " — ", a.message)));
+    const s = o.stats;
+    figures.replaceChildren(stat("online", "Workers online", o.workers.online),
+      stat("finished", "Finished (1 h)", s.finished), stat("rate", "Per minute", s.throughput_per_minute.toFixed(1)),
+      stat("failure", "Failure rate", percent(s.failure_rate)),
+      stat("waiting", "Waiting", o.queues.reduce((n, q) => n + q.depth, 0)));
+    chartBox.replaceChildren(throughputChart(s.minutes),
+      h("p", { class: "legend muted" }, h("span", { class: "key ok" }), "succeeded ", h("span", { class: "key failed" }), "failed ",
+        h("span", { class: "key revoked" }), "revoked"));
+    workers.replaceChildren(...o.workers.workers.map((w) => h("tr", { "data-worker": w.id },
+      h("td", { class: "mono" }, w.id), h("td", {}, w.host),
+      h("td", {}, h("span", { class: "status" }, h("span", { class: `dot ${w.online ? "green" : "grey"}` }), w.online ? "online" : "offline")),
+      h("td", {}, w.active), h("td", {}, w.processed), h("td", {}, w.succeeded), h("td", {}, w.failed),
+      h("td", {}, w.concurrency), h("td", {}, w.queues.length ? w.queues.join(", ") : "all"), h("td", {}, when(w.last_heartbeat)))));
+    if (!o.workers.workers.length) workers.replaceChildren(h("tr", {}, h("td", { colspan: 10, class: "muted" }, "No worker has registered")));
+    queues.replaceChildren(...o.queues.map((q) => h("tr", { "data-queue": q.name },
+      h("td", {}, q.name), h("td", {}, q.depth), h("td", {}, q.active),
+      h("td", {}, q.oldest_wait_seconds === null ? "–" : duration(q.oldest_wait_seconds)), h("td", {}, q.consumers))));
+    kinds.replaceChildren(...s.kinds.map((k) => h("tr", {},
+      h("td", {}, k.kind), h("td", {}, k.succeeded), h("td", {}, k.failed), h("td", {}, k.revoked),
+      h("td", {}, seconds(k.runtime.p50)), h("td", {}, seconds(k.runtime.p95)), h("td", {}, seconds(k.runtime.max)),
+      h("td", {}, seconds(k.queue_wait.p50)), h("td", {}, seconds(k.queue_wait.p95)))));
+    if (!s.kinds.length) kinds.replaceChildren(h("tr", {}, h("td", { colspan: 9, class: "muted" }, "Nothing finished in the last hour")));
+  }
+  // The live list: every change the event stream brings, newest first.
+  const listener = (status) => {
+    feed.prepend(h("li", {}, h("time", {}, new Date().toLocaleTimeString()), " ",
+      h("a", { class: "mono", href: `#/tasks/${status.task_id}` }, status.task_id.slice(0, 8)), ` ${status.kind} `,
+      h("span", { class: `state-${status.state}` }, status.state), ` ${status.progress}% ${status.ready ? "" : status.status}`));
+    while (feed.children.length > 30) feed.lastChild.remove();
+    if (status.ready) scheduleLoad();
+  };
+  let pending = null;
+  const scheduleLoad = () => {
+    if (pending) return;
+    pending = setTimeout(() => { pending = null; load().catch(() => {}); }, 300);
+  };
+  live.listeners.add(listener);
+  const timer = setInterval(() => load().catch(() => {}), 5000);
+  await load();
+  return {
+    refresh: () => load().catch(() => {}),
+    cleanup: () => { clearInterval(timer); clearTimeout(pending); live.listeners.delete(listener); },
+  };
 }
 
 // ---- Start --------------------------------------------------------------------------------------

@@ -79,8 +79,9 @@ impl Keys {
         format!("{}alive:{id}", self.prefix)
     }
 
-    /// All-time finished counts and runtimes by kind (hash `kind|STATE` → n), kept apart from
-    /// the records so totals outlive the records' expiry.
+    /// All-time figures by kind, kept apart from the records so totals outlive the records'
+    /// expiry (hash): `kind|STATE` → finished count, `kind|runtime_ms` and `kind|wait_ms` →
+    /// sums, `kind|run:<bucket>` and `kind|wait:<bucket>` → histogram buckets.
     pub(super) fn kind_counts(&self) -> String {
         format!("{}stats:kinds", self.prefix)
     }

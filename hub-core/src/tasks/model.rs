@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::history::MinuteCounts;
 use crate::error::{ErrorCode, HubError, Result};
 
 /// A task's id: a random UUID, handed out at enqueue.
@@ -924,6 +925,38 @@ impl KindCounts {
             self.mean_runtime = runtime_ms as f64 / 1000.0 / total as f64;
         }
         self
+    }
+}
+
+impl BackendStats {
+    /// The stats of a backend from what it read: its workers, queues and all-time counts, and
+    /// the per-minute counts of the last 15 minutes (oldest first, this minute last). Every
+    /// backend assembles them here, so the rates mean the same on each.
+    pub(crate) fn assemble(
+        backend: &str,
+        workers: Vec<WorkerInfo>,
+        queues: Vec<QueueInfo>,
+        kinds: Vec<KindCounts>,
+        last_15_minutes: &[MinuteCounts],
+        subscribers: u64,
+    ) -> Self {
+        let finished = |m: &MinuteCounts| m.succeeded + m.failed + m.revoked;
+        let this_minute = last_15_minutes.last().map_or(0, finished);
+        let previous = last_15_minutes.iter().rev().nth(1).map_or(0, finished);
+        BackendStats {
+            backend: backend.to_owned(),
+            concurrency: workers
+                .iter()
+                .filter(|w| w.online)
+                .map(|w| w.concurrency)
+                .sum(),
+            workers,
+            queues,
+            kinds,
+            finished_last_minute: finished_in_last_minute(this_minute, previous, Utc::now()),
+            rate_per_minute_15m: last_15_minutes.iter().map(finished).sum::<u64>() as f64 / 15.0,
+            subscribers,
+        }
     }
 }
 

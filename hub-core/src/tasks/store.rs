@@ -591,33 +591,7 @@ pub(crate) async fn timeline(db: &Database, id: TaskId) -> Result<Vec<TimelineEn
 /// Per-minute counts (every minute from `since`'s to now's) and the samples finished since
 /// `since`.
 pub(crate) async fn window(db: &Database, since: DateTime<Utc>) -> Result<WindowData> {
-    let now = Utc::now();
-    let first = since.timestamp().div_euclid(60);
-    let last = now.timestamp().div_euclid(60);
-    let mut minutes: Vec<MinuteCounts> = (first..=last)
-        .map(|m| MinuteCounts {
-            minute: from_millis(m * 60_000).unwrap_or_default(),
-            ..MinuteCounts::default()
-        })
-        .collect();
-    let rows = sqlx::query(
-        "SELECT minute, state, SUM(count) FROM task_counts WHERE minute >= $1 \
-         GROUP BY minute, state",
-    )
-    .bind(first)
-    .fetch_all(db.pool())
-    .await?;
-    for row in rows {
-        let minute: i64 = row.try_get(0)?;
-        let state: TaskState = row.try_get::<String, _>(1)?.parse()?;
-        let count = u64::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0);
-        if let Some(entry) = usize::try_from(minute - first)
-            .ok()
-            .and_then(|i| minutes.get_mut(i))
-        {
-            entry.add(state, count);
-        }
-    }
+    let minutes = minute_counts(db, since).await?;
     let rows = sqlx::query(
         "SELECT finished_at, kind, state, runtime_ms, wait_ms FROM task_samples \
          WHERE finished_at >= $1 ORDER BY finished_at",
@@ -643,6 +617,40 @@ pub(crate) async fn window(db: &Database, since: DateTime<Utc>) -> Result<Window
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(WindowData { minutes, samples })
+}
+
+/// Finished counts by outcome for every minute from `since`'s to now's, oldest first.
+pub(crate) async fn minute_counts(
+    db: &Database,
+    since: DateTime<Utc>,
+) -> Result<Vec<MinuteCounts>> {
+    let first = since.timestamp().div_euclid(60);
+    let last = Utc::now().timestamp().div_euclid(60);
+    let mut minutes: Vec<MinuteCounts> = (first..=last)
+        .map(|m| MinuteCounts {
+            minute: from_millis(m * 60_000).unwrap_or_default(),
+            ..MinuteCounts::default()
+        })
+        .collect();
+    let rows = sqlx::query(
+        "SELECT minute, state, SUM(count) FROM task_counts WHERE minute >= $1 \
+         GROUP BY minute, state",
+    )
+    .bind(first)
+    .fetch_all(db.pool())
+    .await?;
+    for row in rows {
+        let minute: i64 = row.try_get(0)?;
+        let state: TaskState = row.try_get::<String, _>(1)?.parse()?;
+        let count = u64::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0);
+        if let Some(entry) = usize::try_from(minute - first)
+            .ok()
+            .and_then(|i| minutes.get_mut(i))
+        {
+            entry.add(state, count);
+        }
+    }
+    Ok(minutes)
 }
 
 /// All-time latency histograms by kind.
@@ -1058,16 +1066,6 @@ pub(crate) async fn kind_counts(db: &Database) -> Result<Vec<KindCounts>> {
         .into_iter()
         .map(|(counts, runtime_ms)| counts.with_total_runtime_ms(runtime_ms))
         .collect())
-}
-
-/// Tasks finished in minutes `>= since_minute`.
-pub(crate) async fn finished_since(db: &Database, since_minute: i64) -> Result<u64> {
-    let total: Option<i64> =
-        sqlx::query_scalar("SELECT SUM(count) FROM task_counts WHERE minute >= $1")
-            .bind(since_minute)
-            .fetch_one(db.pool())
-            .await?;
-    Ok(u64::try_from(total.unwrap_or(0)).unwrap_or(0))
 }
 
 fn millis(d: Duration) -> i64 {

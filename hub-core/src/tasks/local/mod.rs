@@ -43,7 +43,7 @@ use super::history::{LatencyHistogram, TimelineEntry, WindowData};
 use super::identity::MonotonicMicros;
 use super::model::{
     BackendStats, EventCursor, JobRequest, QueueInfo, TaskId, TaskPage, TaskQuery, TaskRecord,
-    TaskState, finished_in_last_minute,
+    TaskState,
 };
 use super::store::{self, StoredTask, WorkerRow};
 use crate::db::now_millis;
@@ -378,27 +378,16 @@ impl TaskMonitor for LocalBackend {
         }
         let mut queues: Vec<QueueInfo> = queues.into_values().collect();
         queues.sort_by(|a, b| a.name.cmp(&b.name));
-        let now = Utc::now();
-        let minute = now.timestamp() / 60;
-        let last_15 = store::finished_since(&shared.db, minute - 14).await?;
-        let this_minute = store::finished_since(&shared.db, minute).await?;
-        let since_previous = store::finished_since(&shared.db, minute - 1).await?;
-        let finished_last_minute =
-            finished_in_last_minute(this_minute, since_previous.saturating_sub(this_minute), now);
-        Ok(BackendStats {
-            backend: self.name().to_owned(),
-            concurrency: workers
-                .iter()
-                .filter(|w| w.online)
-                .map(|w| w.concurrency)
-                .sum(),
+        let minutes =
+            store::minute_counts(&shared.db, Utc::now() - chrono::Duration::minutes(14)).await?;
+        Ok(BackendStats::assemble(
+            self.name(),
             workers,
             queues,
-            kinds: store::kind_counts(&shared.db).await?,
-            finished_last_minute,
-            rate_per_minute_15m: last_15 as f64 / 15.0,
-            subscribers: shared.log.subscribers(),
-        })
+            store::kind_counts(&shared.db).await?,
+            &minutes,
+            shared.log.subscribers(),
+        ))
     }
 
     async fn window(&self, since: DateTime<Utc>) -> Result<WindowData> {

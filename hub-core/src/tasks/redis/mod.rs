@@ -51,7 +51,7 @@ use super::history::{
 use super::identity::{MonotonicMicros, WorkerRow};
 use super::model::{
     BackendStats, CancelReason, Change, EventCursor, JobRequest, KindCounts, QueueInfo, TaskError,
-    TaskId, TaskPage, TaskQuery, TaskRecord, TaskSort, TaskState, codes, finished_in_last_minute,
+    TaskId, TaskPage, TaskQuery, TaskRecord, TaskSort, TaskState, codes,
 };
 use super::run::RunSignals;
 use crate::config::HubMode;
@@ -1010,32 +1010,18 @@ impl TaskMonitor for RedisBackend {
         for name in shared.all_queues().await? {
             queues.push(self.queue_info(name).await?);
         }
-        let counts: HashMap<String, i64> = shared
-            .conn
-            .clone()
-            .hgetall(shared.keys.kind_counts())
-            .await
-            .map_err(|err| shared.error(err))?;
-        let now = Utc::now();
-        let minutes = self.minutes(now - chrono::Duration::minutes(14)).await?;
-        let finished = |m: &MinuteCounts| m.succeeded + m.failed + m.revoked;
-        let last_15: u64 = minutes.iter().map(finished).sum();
-        let this_minute = minutes.last().map_or(0, finished);
-        let previous = minutes.iter().rev().nth(1).map_or(0, finished);
-        Ok(BackendStats {
-            backend: self.name().to_owned(),
-            concurrency: workers
-                .iter()
-                .filter(|w| w.online)
-                .map(|w| w.concurrency)
-                .sum(),
+        let counts = self.kind_fields().await?;
+        let minutes = self
+            .minutes(Utc::now() - chrono::Duration::minutes(14))
+            .await?;
+        Ok(BackendStats::assemble(
+            self.name(),
             workers,
             queues,
-            kinds: kind_counts(&counts),
-            finished_last_minute: finished_in_last_minute(this_minute, previous, now),
-            rate_per_minute_15m: last_15 as f64 / 15.0,
-            subscribers: shared.feed.subscribers(),
-        })
+            kind_counts(&counts),
+            &minutes,
+            shared.feed.subscribers(),
+        ))
     }
 
     async fn window(&self, since: DateTime<Utc>) -> Result<WindowData> {
@@ -1052,18 +1038,22 @@ impl TaskMonitor for RedisBackend {
     }
 
     async fn histograms(&self) -> Result<Vec<LatencyHistogram>> {
-        let shared = &self.shared;
-        let counts: HashMap<String, i64> = shared
-            .conn
-            .clone()
-            .hgetall(shared.keys.kind_counts())
-            .await
-            .map_err(|err| shared.error(err))?;
-        Ok(histograms(&counts))
+        Ok(histograms(&self.kind_fields().await?))
     }
 }
 
 impl RedisBackend {
+    /// The all-time figures by kind, as stored (see [`Keys::kind_counts`]).
+    async fn kind_fields(&self) -> Result<HashMap<String, i64>> {
+        let shared = &self.shared;
+        shared
+            .conn
+            .clone()
+            .hgetall(shared.keys.kind_counts())
+            .await
+            .map_err(|err| shared.error(err))
+    }
+
     /// One queue's depth, running tasks and oldest waiting task.
     async fn queue_info(&self, name: String) -> Result<QueueInfo> {
         let shared = &self.shared;

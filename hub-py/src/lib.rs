@@ -12,8 +12,8 @@ use std::time::Duration;
 use hub_core::browse::FolderBrowser;
 use hub_core::orchestration::DEFAULT_LOG_LINES;
 use hub_core::tasks::{
-    BackendKind, DEFAULT_LIST_LIMIT, TaskConfig, TaskId, TaskQuery, TaskRecord, TaskState,
-    TaskStatus, TaskWatch,
+    BackendKind, DEFAULT_LIST_LIMIT, TaskConfig, TaskId, TaskQuery, TaskRecord, TaskSort,
+    TaskState, TaskStatus, TaskWatch,
 };
 use hub_core::{
     ErrorCode, Hub, HubConfig, HubError, HubMode, NewProject, PortConfig, PortRequest, PortSet,
@@ -230,6 +230,42 @@ async fn dispatch(hub: &Hub, method: &str, args: Args) -> Result<Value, HubError
         "check_ports" => to_value(hub.check_ports(args.project()?).await?),
         "reconcile" => to_value(hub.reconcile().await?),
         "monitoring" => to_value(hub.task_stats().await?),
+        "monitor_workers" => to_value(hub.monitor_workers().await?),
+        "monitor_queues" => to_value(hub.monitor_queues().await?),
+        "monitor_tasks" => {
+            let states = args
+                .opt::<Vec<String>>("states")?
+                .unwrap_or_default()
+                .iter()
+                .map(|s| s.parse::<TaskState>())
+                .collect::<Result<Vec<_>, _>>()?;
+            let project_id = match args.0.get("key") {
+                None | Some(Value::Null) => None,
+                Some(_) => Some(hub.project(args.project()?).await?.id),
+            };
+            let query = TaskQuery {
+                states,
+                kind: args.opt("kind")?,
+                project_id,
+                worker: args.opt("worker")?,
+                search: args.opt("search")?,
+                sort: match args.opt::<String>("sort")? {
+                    Some(sort) => sort.parse()?,
+                    None => TaskSort::Received,
+                },
+                ascending: args.opt("ascending")?.unwrap_or(false),
+                limit: args.opt("limit")?.unwrap_or(DEFAULT_LIST_LIMIT),
+                offset: args.opt("offset")?.unwrap_or(0),
+                ..TaskQuery::default()
+            };
+            to_value(hub.monitor_tasks(&query).await?)
+        }
+        "monitor_task" => to_value(hub.monitor_task(args.task()?).await?),
+        "monitor_stats" => {
+            let window = hub_core::monitor::window(args.opt::<String>("window")?.as_deref())?;
+            to_value(hub.monitor_stats(window).await?)
+        }
+        "monitor_alerts" => to_value(hub.monitor_alerts().await?),
         "browse" => {
             let roots: Vec<PathBuf> = args.opt("roots")?.unwrap_or_default();
             let path: Option<String> = args.opt("path")?;

@@ -151,3 +151,45 @@ def test_an_infinite_timeout_means_no_limit(hub: ch.Hub, tmp_path: pathlib.Path,
     for limit in (float("inf"), float("nan"), 1e300):
         raw = hub._native.watch(handle.task_id).next(limit)
         assert raw is not None and '"SUCCESS"' in raw
+
+
+def test_monitoring_views_from_python(hub: ch.Hub, tmp_path: pathlib.Path, tag: str) -> None:
+    ok = hub.create_project(f"ok-{tag}", make_folder(tmp_path, "ok", "# empty\n"))
+    broken = hub.create_project(f"broken-{tag}", make_folder(tmp_path, "broken", "[services.x]\nimage = 42\n"))
+    assert hub.start_project(ok.id).wait(timeout=60).state == "SUCCESS"
+    with pytest.raises(ch.TaskFailedError):
+        hub.start_project(broken.id).wait(timeout=60)
+
+    stats = hub.monitor_stats("15m")
+    assert (stats["finished"], stats["succeeded"], stats["failed"]) == (2, 1, 1)
+    assert stats["failure_rate"] == 0.5 and len(stats["minutes"]) == 16
+    (kind,) = stats["kinds"]
+    assert kind["kind"] == "start_project" and kind["runtime"]["count"] == 2
+
+    page = hub.monitor_tasks(project=broken.slug, states=["failure"])
+    assert page.total == 1 and isinstance(page.tasks[0], ch.TaskStatus)
+    failed = page.tasks[0]
+    assert failed.state == "FAILURE"
+    assert hub.monitor_tasks(search="INVALID TYPE").total == 1
+    by_runtime = hub.monitor_tasks(sort="runtime", ascending=True, limit=1)
+    assert by_runtime.total == 2 and len(by_runtime.tasks) == 1
+
+    detail = hub.monitor_task(failed.task_id)
+    assert detail["timeline"][0]["state"] == "PENDING"
+    assert detail["timeline"][-1]["state"] == "FAILURE"
+    assert "invalid type" in detail["error"]
+
+    workers = hub.monitor_workers()
+    assert workers["online"] == 1 and workers["workers"][0]["failed"] == 1
+    (queue,) = hub.monitor_queues()
+    assert queue["name"] == "default" and queue["consumers"] == 1
+    alerts = [a["kind"] for a in hub.monitor_alerts()]
+    assert alerts == ["failure_rate", "project_error"], alerts
+
+    with pytest.raises(ch.InvalidInputError) as bad:
+        hub.monitor_stats("2d")
+    assert "window" in str(bad.value)
+    with pytest.raises(ch.InvalidInputError):
+        hub.monitor_tasks(sort="fastest")
+    with pytest.raises(ch.NotFoundError):
+        hub.monitor_task("00000000-0000-0000-0000-000000000000")

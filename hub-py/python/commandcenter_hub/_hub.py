@@ -9,7 +9,19 @@ import time
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Union, Sequence
 
 from . import _native
-from ._types import BusyPort, Project, StackStatus, Stats, TaskStatus
+from ._types import (
+    Alert,
+    BusyPort,
+    Project,
+    QueueView,
+    StackStatus,
+    Stats,
+    TaskDetail,
+    TaskPage,
+    TaskStatus,
+    WindowStats,
+    WorkersView,
+)
 
 ProjectKey = Union[int, str]
 """A project id, or its slug."""
@@ -314,6 +326,53 @@ class Hub:
     def monitoring(self) -> Dict[str, Any]:
         """Workers, queues, per-kind history and rates."""
         result: Dict[str, Any] = self._call("monitoring")
+        return result
+
+    # -- monitoring (docs/MONITORING.md) ------------------------------------------------------
+
+    def monitor_workers(self) -> WorkersView:
+        """Workers: online from their heartbeats; offline ones until they age out."""
+        result: WorkersView = self._call("monitor_workers")
+        return result
+
+    def monitor_queues(self) -> List[QueueView]:
+        """Queues: waiting and running tasks, the oldest wait, the consumers."""
+        result: List[QueueView] = self._call("monitor_queues")
+        return result
+
+    def monitor_tasks(
+        self,
+        states: Optional[List[str]] = None,
+        kind: Optional[str] = None,
+        project: Optional[ProjectKey] = None,
+        worker: Optional[str] = None,
+        search: Optional[str] = None,
+        sort: str = "received",
+        ascending: bool = False,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> TaskPage:
+        """One page of the task history — filtered, searched (id, kind, queue, worker, step,
+        error), sorted by ``received``, ``started`` or ``runtime`` — and the number matching."""
+        return TaskPage._from(self._call(
+            "monitor_tasks", states=states, kind=kind, key=project, worker=worker, search=search,
+            sort=sort, ascending=ascending, limit=limit, offset=offset,
+        ))
+
+    def monitor_task(self, task_id: str) -> TaskDetail:
+        """One task with its input and its timeline of changes; ``NotFoundError`` if unknown."""
+        result: TaskDetail = self._call("monitor_task", task_id=task_id)
+        return result
+
+    def monitor_stats(self, window: Union[str, float] = "1h") -> WindowStats:
+        """Throughput, outcome rates and latency percentiles over ``window`` (seconds, or
+        ``"15m"``, ``"1h"``…; one minute to 24 hours)."""
+        result: WindowStats = self._call("monitor_stats", window=str(window))
+        return result
+
+    def monitor_alerts(self) -> List[Alert]:
+        """The alerts the hub's rules raise now, most urgent first."""
+        result: List[Alert] = self._call("monitor_alerts")
         return result
 
     # -- folders -----------------------------------------------------------------------------

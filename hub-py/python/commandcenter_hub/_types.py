@@ -4,9 +4,28 @@ from __future__ import annotations
 
 import datetime as _dt
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, TypedDict
 
-__all__ = ["Ports", "Project", "Stats", "TaskStatus", "ServiceStatus", "StackStatus", "BusyPort"]
+__all__ = [
+    "Alert",
+    "BusyPort",
+    "KindStats",
+    "LatencySummary",
+    "MinuteCounts",
+    "Ports",
+    "Project",
+    "QueueView",
+    "ServiceStatus",
+    "StackStatus",
+    "Stats",
+    "TaskDetail",
+    "TaskPage",
+    "TaskStatus",
+    "TimelineEntry",
+    "WindowStats",
+    "WorkerView",
+    "WorkersView",
+]
 
 
 def _time(value: Optional[str]) -> Optional[_dt.datetime]:
@@ -190,3 +209,161 @@ class BusyPort:
 
     role: str
     port: int
+
+
+# -- monitoring: the core's views as they cross over (see docs/MONITORING.md) ---------------
+
+
+class WorkerView(TypedDict):
+    """One worker: online from its heartbeat, with what it ran."""
+
+    id: str
+    name: str
+    host: str
+    pid: int
+    mode: str
+    concurrency: int
+    queues: List[str]
+    started_at: str
+    last_heartbeat: str
+    online: bool
+    active: int
+    processed: int
+    succeeded: int
+    failed: int
+
+
+class WorkersView(TypedDict):
+    """Workers online first, then offline ones until they age out."""
+
+    workers: List[WorkerView]
+    online: int
+    expire_after_seconds: float
+
+
+class QueueView(TypedDict):
+    """One queue: waiting and running tasks, the oldest wait, its consumers."""
+
+    name: str
+    depth: int
+    active: int
+    oldest_queued_at: Optional[str]
+    oldest_wait_seconds: Optional[float]
+    consumers: int
+
+
+class TimelineEntry(TypedDict):
+    """One change in a task's life."""
+
+    at: str
+    state: str
+    progress: int
+    status: Optional[str]
+    attempt: int
+    worker: Optional[str]
+
+
+class TaskDetail(TypedDict, total=False):
+    """A task's status fields (as :class:`TaskStatus` has them, raw), its input and timeline."""
+
+    task_id: str
+    state: str
+    ready: bool
+    status: str
+    progress: int
+    result: Any
+    error: str
+    error_code: str
+    kind: str
+    queue: str
+    project_id: Optional[int]
+    attempt: int
+    worker: Optional[str]
+    queued_at: str
+    started_at: Optional[str]
+    finished_at: Optional[str]
+    runtime: Optional[float]
+    payload: Any
+    queue_wait: Optional[float]
+    soft_time_limit: float
+    hard_time_limit: float
+    timeline: List[TimelineEntry]
+
+
+class MinuteCounts(TypedDict):
+    """Tasks finished in one minute, by outcome."""
+
+    minute: str
+    succeeded: int
+    failed: int
+    revoked: int
+
+
+class LatencySummary(TypedDict):
+    """Nearest-rank percentiles in seconds (``None`` without observations)."""
+
+    count: int
+    p50: Optional[float]
+    p95: Optional[float]
+    max: Optional[float]
+
+
+class KindStats(TypedDict):
+    """One job kind over a window."""
+
+    kind: str
+    succeeded: int
+    failed: int
+    revoked: int
+    runtime: LatencySummary
+    queue_wait: LatencySummary
+
+
+class WindowStats(TypedDict):
+    """Throughput, outcome rates and latency percentiles over a window."""
+
+    window_seconds: float
+    since: str
+    until: str
+    finished: int
+    succeeded: int
+    failed: int
+    revoked: int
+    success_rate: float
+    failure_rate: float
+    throughput_per_minute: float
+    minutes: List[MinuteCounts]
+    runtime: LatencySummary
+    queue_wait: LatencySummary
+    kinds: List[KindStats]
+
+
+class Alert(TypedDict):
+    """One alert the hub's rules raise."""
+
+    kind: str
+    severity: str
+    subject: Optional[str]
+    message: str
+    value: float
+    threshold: float
+    since: Optional[str]
+
+
+@dataclass(frozen=True)
+class TaskPage:
+    """One page of the task history, and how many tasks match in all."""
+
+    tasks: List[TaskStatus]
+    total: int
+    limit: int
+    offset: int
+
+    @classmethod
+    def _from(cls, data: Dict[str, Any]) -> "TaskPage":
+        return cls(
+            tasks=[TaskStatus._from(t) for t in data["tasks"]],
+            total=data["total"],
+            limit=data["limit"],
+            offset=data["offset"],
+        )

@@ -15,7 +15,19 @@ import os
 from typing import Any, AsyncIterator, Dict, List, Mapping, Optional, Union, Sequence
 
 from ._hub import ProgressCallback, ProjectKey, _args, _open, _task_failed
-from ._types import BusyPort, Project, StackStatus, Stats, TaskStatus
+from ._types import (
+    Alert,
+    BusyPort,
+    Project,
+    QueueView,
+    StackStatus,
+    Stats,
+    TaskDetail,
+    TaskPage,
+    TaskStatus,
+    WindowStats,
+    WorkersView,
+)
 
 __all__ = ["Hub", "TaskHandle"]
 
@@ -205,6 +217,43 @@ class Hub:
 
     async def monitoring(self) -> Dict[str, Any]:
         result: Dict[str, Any] = await self._call("monitoring")
+        return result
+
+    async def monitor_workers(self) -> WorkersView:
+        result: WorkersView = await self._call("monitor_workers")
+        return result
+
+    async def monitor_queues(self) -> List[QueueView]:
+        result: List[QueueView] = await self._call("monitor_queues")
+        return result
+
+    async def monitor_tasks(
+        self,
+        states: Optional[List[str]] = None,
+        kind: Optional[str] = None,
+        project: Optional[ProjectKey] = None,
+        worker: Optional[str] = None,
+        search: Optional[str] = None,
+        sort: str = "received",
+        ascending: bool = False,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> TaskPage:
+        return TaskPage._from(await self._call(
+            "monitor_tasks", states=states, kind=kind, key=project, worker=worker, search=search,
+            sort=sort, ascending=ascending, limit=limit, offset=offset,
+        ))
+
+    async def monitor_task(self, task_id: str) -> TaskDetail:
+        result: TaskDetail = await self._call("monitor_task", task_id=task_id)
+        return result
+
+    async def monitor_stats(self, window: Union[str, float] = "1h") -> WindowStats:
+        result: WindowStats = await self._call("monitor_stats", window=str(window))
+        return result
+
+    async def monitor_alerts(self) -> List[Alert]:
+        result: List[Alert] = await self._call("monitor_alerts")
         return result
 
     async def browse(

@@ -638,19 +638,23 @@ impl Hub {
             limit: MAX_STUCK_CHECKS,
             ..TaskQuery::default()
         };
-        let (stats, hour, failures, running, projects) = tokio::try_join!(
+        // One read of the longer window serves the hour's stats and the failure window's.
+        let longest = monitor::DEFAULT_WINDOW.max(thresholds.failure_window);
+        let now = chrono::Utc::now();
+        let since = now - chrono::Duration::from_std(longest).unwrap_or_default();
+        let (stats, window, running, projects) = tokio::try_join!(
             self.task_stats(),
-            self.monitor_stats(monitor::DEFAULT_WINDOW),
-            self.monitor_stats(thresholds.failure_window),
+            self.monitor()?.window(since),
             self.history()?.list(&running_query),
             self.projects(),
         )?;
+        let failures = WindowStats::compute(window.clone(), thresholds.failure_window, now);
+        let hour = WindowStats::compute(window, monitor::DEFAULT_WINDOW, now);
         let history = self.history()?;
         let timelines = futures_util::future::try_join_all(
             running.iter().map(|task| history.timeline(task.id)),
         )
         .await?;
-        let now = chrono::Utc::now();
         let queues = monitor::views::queue_views(stats.queues, &stats.workers, now);
         let workers = self.workers_view(stats.workers);
         let alerts = monitor::alerts::evaluate(

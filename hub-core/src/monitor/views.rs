@@ -184,9 +184,16 @@ pub struct WindowStats {
 }
 
 impl WindowStats {
-    /// The figures of `data`, read for the `window` ending `now`.
+    /// The figures of the `window` ending `now`, from `data` read for that window or a longer
+    /// one.
     pub(crate) fn compute(data: WindowData, window: Duration, now: DateTime<Utc>) -> Self {
         let since = now - chrono::Duration::from_std(window).unwrap_or_default();
+        let first_minute = since.timestamp().div_euclid(60) * 60;
+        let minutes: Vec<MinuteCounts> = data
+            .minutes
+            .into_iter()
+            .filter(|m| m.minute.timestamp() >= first_minute)
+            .collect();
         let samples: Vec<&FinishedSample> = data
             .samples
             .iter()
@@ -240,7 +247,7 @@ impl WindowStats {
             success_rate: rate(succeeded),
             failure_rate: rate(failed),
             throughput_per_minute: finished as f64 / (window.as_secs_f64() / 60.0),
-            minutes: data.minutes,
+            minutes,
             runtime: LatencySummary::of(samples.iter().filter_map(|s| s.runtime_ms).collect()),
             queue_wait: LatencySummary::of(samples.iter().filter_map(|s| s.wait_ms).collect()),
             kinds,

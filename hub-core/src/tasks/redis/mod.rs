@@ -920,6 +920,31 @@ impl RedisBackend {
     /// are skipped here.
     async fn matching(&self, query: &TaskQuery) -> Result<Vec<TaskRecord>> {
         let shared = &self.shared;
+        // Unfinished tasks are exactly the entries of the queue streams (an entry goes with its
+        // task's end): a few, where the index holds every task kept.
+        if !query.states.is_empty() && query.states.iter().all(|s| !s.is_terminal()) {
+            let mut ids = Vec::new();
+            for queue in shared.all_queues().await? {
+                let entries: redis::streams::StreamRangeReply = shared
+                    .conn
+                    .clone()
+                    .xrange_all(shared.keys.queue(&queue))
+                    .await
+                    .map_err(|err| shared.error(err))?;
+                ids.extend(
+                    entries
+                        .ids
+                        .iter()
+                        .filter_map(|entry| entry.get::<String>("id")),
+                );
+            }
+            let mut seen = std::collections::HashSet::new();
+            ids.retain(|id| seen.insert(id.clone()));
+            let mut records = self.records(&ids).await?;
+            records.retain(|r| r.matches(query));
+            records.sort_by_key(|r| std::cmp::Reverse(r.queued_at));
+            return Ok(records);
+        }
         let max = query.queued_before.map_or_else(
             || "+inf".to_owned(),
             |t| format!("({}", t.timestamp_micros()),
@@ -944,23 +969,36 @@ impl RedisBackend {
                 return Ok(out);
             }
             start += LIST_PAGE;
-            let mut pipe = redis::pipe();
-            for id in &ids {
-                pipe.cmd("HGET")
-                    .arg(format!("{}{id}", shared.keys.task_prefix()))
-                    .arg("record");
-            }
-            let records: Vec<Option<String>> = pipe
-                .query_async(&mut shared.conn.clone())
-                .await
-                .map_err(|err| shared.error(err))?;
-            for json in records.into_iter().flatten() {
-                let record = decode(&json)?;
-                if record.matches(query) {
-                    out.push(record);
-                }
-            }
+            out.extend(
+                self.records(&ids)
+                    .await?
+                    .into_iter()
+                    .filter(|r| r.matches(query)),
+            );
         }
+    }
+
+    /// The records of tasks `ids` still kept, in order, in one round trip.
+    async fn records(&self, ids: &[String]) -> Result<Vec<TaskRecord>> {
+        let shared = &self.shared;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("HGET")
+                .arg(format!("{}{id}", shared.keys.task_prefix()))
+                .arg("record");
+        }
+        let records: Vec<Option<String>> = pipe
+            .query_async(&mut shared.conn.clone())
+            .await
+            .map_err(|err| shared.error(err))?;
+        records
+            .into_iter()
+            .flatten()
+            .map(|json| decode(&json))
+            .collect()
     }
 }
 

@@ -7,12 +7,11 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::{
-    FOUR_SERVICES, HubProcess, NEVER_HEALTHY, RedisServer, SHORT_LEASE, Sse, follow, request,
-    send_signal, spawn_redis_worker, start, stop, tag, wait_state,
+    FOUR_SERVICES, HubProcess, NEVER_HEALTHY, Process, RedisServer, SHORT_LEASE, Sse, follow,
+    request, send_signal, spawn_redis_worker, start, stop, tag, wait_state,
 };
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -32,7 +31,7 @@ healthcheck = { test = ["CMD", "/bin/ls", "/tmp/ready"], interval = "200ms", ret
 const EMPTY: &str = "# no services\n";
 
 /// Stops worker processes with SIGTERM (a graceful drain) and waits for them.
-fn stop_workers(workers: &mut [Child]) {
+fn stop_workers(workers: &mut [Process]) {
     for worker in workers.iter_mut() {
         send_signal(worker, "TERM");
     }
@@ -49,7 +48,7 @@ async fn three_workers_on_redis_run_1000_jobs_each_exactly_once() {
     let url = redis.url();
     // With Redis, `hub serve` submits and serves; the workers run.
     let server = HubProcess::start(&data, &["--task-backend", &url]).await;
-    let mut workers: Vec<Child> = ["w1", "w2", "w3"]
+    let mut workers: Vec<Process> = ["w1", "w2", "w3"]
         .iter()
         .map(|name| spawn_redis_worker(&data, &url, name, &[]))
         .collect();
@@ -217,7 +216,7 @@ async fn redis_killed_and_started_again_loses_no_job_and_runs_none_twice() {
     let mut redis = RedisServer::start(&dir.path().join("redis"));
     let url = redis.url();
     let server = HubProcess::start(&data, &["--task-backend", &url]).await;
-    let mut workers: Vec<Child> = ["r1", "r2"]
+    let mut workers: Vec<Process> = ["r1", "r2"]
         .iter()
         .map(|name| spawn_redis_worker(&data, &url, name, &[]))
         .collect();
@@ -291,7 +290,7 @@ async fn the_original_e2e_flow_with_two_workers_on_redis() {
     let redis = RedisServer::start(&dir.path().join("redis"));
     let url = redis.url();
     let server = HubProcess::start(&data, &["--task-backend", &url]).await;
-    let mut workers: Vec<Child> = ["e1", "e2"]
+    let mut workers: Vec<Process> = ["e1", "e2"]
         .iter()
         .map(|name| spawn_redis_worker(&data, &url, name, &[]))
         .collect();

@@ -334,17 +334,45 @@ pub fn send_signal(child: &Child, signal: &str) {
     assert!(status.success(), "kill -{signal} failed");
 }
 
+/// A child process that is killed when dropped, so a failing test leaves none behind; as a
+/// `Child` otherwise (signal it, wait for it).
+pub struct Process(Child);
+
+impl std::ops::Deref for Process {
+    type Target = Child;
+
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Process {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // Already waited for: killing a reaped child only fails, harmlessly.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A `hub worker` on `data`, with `extra` flags; its log goes to `log`.
-pub fn spawn_worker(data: &Path, extra: &[&str], log: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_hub"))
-        .arg("worker")
-        .args(["--data-dir", data.to_str().unwrap()])
-        .args(extra)
-        .env("HUB_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .expect("start hub worker")
+pub fn spawn_worker(data: &Path, extra: &[&str], log: &Path) -> Process {
+    Process(
+        Command::new(env!("CARGO_BIN_EXE_hub"))
+            .arg("worker")
+            .args(["--data-dir", data.to_str().unwrap()])
+            .args(extra)
+            .env("HUB_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .expect("start hub worker"),
+    )
 }
 
 /// A real `redis-server` on a free loopback port, its data in a folder of its own, every
@@ -435,7 +463,7 @@ impl Drop for RedisServer {
 
 /// A `hub worker` on Redis at `redis` and the registry in `data`, named `name`, with `extra`
 /// flags; its log goes to `<data>/../<name>.log`.
-pub fn spawn_redis_worker(data: &Path, redis: &str, name: &str, extra: &[&str]) -> Child {
+pub fn spawn_redis_worker(data: &Path, redis: &str, name: &str, extra: &[&str]) -> Process {
     let log = data.parent().unwrap().join(format!("{name}.log"));
     spawn_worker(
         data,

@@ -110,3 +110,59 @@ async fn monitor_routes_answer_and_name_the_field_of_bad_input() {
     .await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn the_project_list_pages_with_a_total_and_stays_whole_without_paging() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let mut config = HubConfig::with_data_dir(dir.path().join("state")).project_roots([dir.path()]);
+    config.reconcile_on_open = false;
+    let hub = Hub::open(config).await.unwrap();
+    for name in ["one", "two", "three"] {
+        let folder = dir.path().join(name);
+        std::fs::create_dir_all(&folder).unwrap();
+        hub.create_project(NewProject::new(name, &folder))
+            .await
+            .unwrap();
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, hub_http::router(hub)).await });
+
+    let total = |path: &'static str| async move {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        response
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("x-total-count: ")
+                    .map(str::to_owned)
+            })
+            .unwrap()
+    };
+    let (status, all) = get(addr, "/api/projects").await;
+    assert_eq!((status, all.as_array().unwrap().len()), (200, 3));
+    assert_eq!(total("/api/projects").await, "3");
+    let (_, page) = get(addr, "/api/projects?limit=2&offset=1").await;
+    let names: Vec<_> = page
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].clone())
+        .collect();
+    assert_eq!(names, ["two", "three"]);
+    assert_eq!(total("/api/projects?limit=2&offset=1").await, "3");
+    let (_, past) = get(addr, "/api/projects?offset=5").await;
+    assert_eq!(past, serde_json::json!([]));
+    for bad in ["/api/projects?limit=0", "/api/projects?limit=1001"] {
+        let (status, body) = get(addr, bad).await;
+        assert_eq!(
+            (status, body["error"]["field"].as_str()),
+            (422, Some("limit")),
+            "{bad}"
+        );
+    }
+}

@@ -14,7 +14,9 @@ use crate::monitor::{
 };
 use crate::orchestration::{self, Orchestrator, ReconcileChange, StackStatus, jobs};
 use crate::ports::BusyPort;
-use crate::project::{LOCAL_HOST, NewProject, Project, ProjectKey, ProjectStats, ProjectUpdate};
+use crate::project::{
+    LOCAL_HOST, NewProject, Project, ProjectKey, ProjectPage, ProjectStats, ProjectUpdate,
+};
 use crate::registry::Registry;
 use crate::runtime::{DockerRuntime, LogLine, Runtime};
 use crate::stack::StackSpec;
@@ -246,6 +248,11 @@ impl Hub {
     /// Every project, ordered by id.
     pub async fn projects(&self) -> Result<Vec<Project>> {
         self.inner.registry.list().await
+    }
+
+    /// One page of projects, ordered by id, with the total (see [`Registry::page`]).
+    pub async fn projects_page(&self, limit: u32, offset: u32) -> Result<ProjectPage> {
+        self.inner.registry.page(limit, offset).await
     }
 
     /// Renames, moves or re-ports a project; a new name gives a new slug.

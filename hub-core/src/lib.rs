@@ -42,6 +42,7 @@ pub use error::{Entity, ErrorCode, HubError, Result};
 pub use hub::{Hub, HubBuilder};
 pub use ports::{BusyPort, PortAllocator, PortConfig, PortRequest, PortRole, PortSet};
 pub use project::{
-    Health, NewProject, Project, ProjectKey, ProjectStats, ProjectStatus, ProjectUpdate, slugify,
+    Health, NewProject, Project, ProjectKey, ProjectPage, ProjectStats, ProjectStatus,
+    ProjectUpdate, slugify,
 };
 pub use registry::Registry;

@@ -231,6 +231,29 @@ impl fmt::Display for ProjectKey {
     }
 }
 
+/// Most projects one page of the list holds.
+pub const MAX_PROJECT_PAGE: u32 = 1000;
+
+/// One page of the project list, ordered by id, and how many projects there are in all.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProjectPage {
+    /// The page's projects.
+    pub projects: Vec<Project>,
+    /// Projects registered in all.
+    pub total: u64,
+}
+
+/// Checks a page size: 1 to [`MAX_PROJECT_PAGE`].
+pub fn validate_page_limit(limit: u32) -> crate::error::Result<()> {
+    if limit == 0 || limit > MAX_PROJECT_PAGE {
+        return Err(crate::error::HubError::invalid(
+            "limit",
+            format!("must be 1 to {MAX_PROJECT_PAGE}, not {limit}"),
+        ));
+    }
+    Ok(())
+}
+
 /// Counts of projects by status, as the original's `/api/projects/stats` gave them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

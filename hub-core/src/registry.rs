@@ -21,8 +21,8 @@ use crate::ports::{
     port_from_db, probe_busy,
 };
 use crate::project::{
-    Health, LOCAL_HOST, NewProject, Project, ProjectKey, ProjectStats, ProjectStatus,
-    ProjectUpdate, operation_key, validate_host, validate_name, validate_path,
+    Health, LOCAL_HOST, NewProject, Project, ProjectKey, ProjectPage, ProjectStats, ProjectStatus,
+    ProjectUpdate, operation_key, validate_host, validate_name, validate_page_limit, validate_path,
 };
 use crate::sync::lock;
 
@@ -229,6 +229,24 @@ impl Registry {
         .fetch_all(self.db.pool())
         .await?;
         rows.iter().map(project_from_row).collect()
+    }
+
+    /// One page of projects, ordered by id: `limit` (1 to [`crate::project::MAX_PROJECT_PAGE`]) after
+    /// `offset`, with the total.
+    pub async fn page(&self, limit: u32, offset: u32) -> Result<ProjectPage> {
+        validate_page_limit(limit)?;
+        let sql = format!("SELECT {PROJECT_COLUMNS} FROM projects ORDER BY id LIMIT $1 OFFSET $2");
+        let (rows, total) = tokio::try_join!(
+            sqlx::query(&sql)
+                .bind(i64::from(limit))
+                .bind(i64::from(offset))
+                .fetch_all(self.db.pool()),
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM projects").fetch_one(self.db.pool()),
+        )?;
+        Ok(ProjectPage {
+            projects: rows.iter().map(project_from_row).collect::<Result<_>>()?,
+            total: u64::try_from(total).unwrap_or(0),
+        })
     }
 
     /// Changes name (and so slug), path or ports. Unchanged fields stay as they are.

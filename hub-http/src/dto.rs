@@ -102,6 +102,15 @@ pub struct UpdateProject {
     pub host: Option<String>,
 }
 
+/// `?limit=&offset=` of a paged list.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct PageQuery {
+    /// Page size (1 to 1000); without `limit` and `offset`, the whole list.
+    pub limit: Option<u32>,
+    /// Items skipped before the page.
+    pub offset: Option<u32>,
+}
+
 /// `?delete_data=` of `DELETE /api/projects/{id}`.
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct DeleteQuery {

@@ -5,21 +5,46 @@ use std::path::PathBuf;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use hub_core::{NewProject, ProjectStats, ProjectUpdate};
 
-use crate::dto::{CreateProject, DeleteQuery, ProjectJson, UpdateProject};
+use crate::dto::{CreateProject, DeleteQuery, PageQuery, ProjectJson, UpdateProject};
 use crate::extract::{JsonBody, Query};
 use crate::{ApiError, AppState};
 
-/// Every project, ordered by id.
-#[utoipa::path(get, path = "/api/projects", tag = "projects", responses(
-    (status = 200, body = Vec<ProjectJson>)))]
+/// Projects, ordered by id: every one (the original's answer), or one page with `limit` and
+/// `offset`, its total in the `X-Total-Count` header.
+#[utoipa::path(get, path = "/api/projects", tag = "projects", params(PageQuery), responses(
+    (status = 200, body = Vec<ProjectJson>, headers(
+        ("X-Total-Count" = u64, description = "projects registered in all"))),
+    (status = 422, body = crate::error::ErrorEnvelope)))]
 pub(crate) async fn list(
     State(state): State<AppState>,
-) -> Result<Json<Vec<ProjectJson>>, ApiError> {
-    let projects = state.hub.projects().await?;
-    Ok(Json(projects.into_iter().map(ProjectJson::from).collect()))
+    Query(page): Query<PageQuery>,
+) -> Result<Response, ApiError> {
+    let (projects, total) = match (page.limit, page.offset) {
+        (None, None) => {
+            let projects = state.hub.projects().await?;
+            let total = projects.len() as u64;
+            (projects, total)
+        }
+        (limit, offset) => {
+            let page = state
+                .hub
+                .projects_page(limit.unwrap_or(DEFAULT_PROJECT_PAGE), offset.unwrap_or(0))
+                .await?;
+            (page.projects, page.total)
+        }
+    };
+    let body: Vec<ProjectJson> = projects.into_iter().map(ProjectJson::from).collect();
+    Ok(([(TOTAL_COUNT, total.to_string())], Json(body)).into_response())
 }
+
+/// The header that carries a paged list's total.
+const TOTAL_COUNT: &str = "x-total-count";
+
+/// A page's size when `offset` is given without `limit`.
+const DEFAULT_PROJECT_PAGE: u32 = 100;
 
 /// Registers a project and allocates its ports.
 #[utoipa::path(post, path = "/api/projects", tag = "projects", request_body = CreateProject,

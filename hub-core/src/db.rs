@@ -79,10 +79,12 @@ impl Database {
                     if dialect == Dialect::Sqlite {
                         // WAL lets readers run beside the single writer; NORMAL sync is durable
                         // across application crashes, which is what a local registry needs.
+                        // A small page cache per connection (2 MB) and no mmap: the OS caches
+                        // the file once for all of them, and the hub's memory stays small.
                         conn.execute(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                              PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; \
-                             PRAGMA cache_size = -32768; PRAGMA mmap_size = 268435456; \
+                             PRAGMA cache_size = -2048; PRAGMA mmap_size = 0; \
                              PRAGMA wal_autocheckpoint = 10000;",
                         )
                         .await?;

@@ -190,18 +190,14 @@ pub const HTTP_BUCKETS: &[f64] = &[
 /// each process that serves HTTP exposes its own, as Prometheus expects).
 #[derive(Debug, Default)]
 pub struct HttpMetrics {
-    series: std::sync::Mutex<HashMap<HttpKey, HttpSeries>>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-struct HttpKey {
-    method: String,
-    route: String,
-    status: u16,
+    /// By route template, then by method and status: a request's lookup allocates nothing.
+    series: std::sync::Mutex<HashMap<String, Vec<HttpSeries>>>,
 }
 
 #[derive(Debug, Clone)]
 struct HttpSeries {
+    method: &'static str,
+    status: u16,
     buckets: Vec<u64>,
     sum: f64,
 }
@@ -210,18 +206,32 @@ impl HttpMetrics {
     /// Records one request: `route` is the route's template (`/api/tasks/{task_id}`), never
     /// the path itself, so ids do not become labels.
     pub fn record(&self, method: &str, route: &str, status: u16, elapsed: std::time::Duration) {
+        let method = standard_method(method);
         let seconds = elapsed.as_secs_f64();
         let bucket = crate::tasks::history::bucket_index(HTTP_BUCKETS, seconds);
         let mut series = crate::sync::lock(&self.series);
-        let key = HttpKey {
-            method: method.to_owned(),
-            route: route.to_owned(),
-            status,
+        if !series.contains_key(route) {
+            series.insert(route.to_owned(), Vec::new());
+        }
+        let Some(by_route) = series.get_mut(route) else {
+            return;
         };
-        let entry = series.entry(key).or_insert_with(|| HttpSeries {
-            buckets: vec![0; HTTP_BUCKETS.len() + 1],
-            sum: 0.0,
-        });
+        let index = match by_route
+            .iter()
+            .position(|s| s.method == method && s.status == status)
+        {
+            Some(index) => index,
+            None => {
+                by_route.push(HttpSeries {
+                    method,
+                    status,
+                    buckets: vec![0; HTTP_BUCKETS.len() + 1],
+                    sum: 0.0,
+                });
+                by_route.len() - 1
+            }
+        };
+        let entry = &mut by_route[index];
         if let Some(slot) = entry.buckets.get_mut(bucket) {
             *slot += 1;
         }
@@ -229,25 +239,21 @@ impl HttpMetrics {
     }
 
     fn render(&self, out: &mut Exposition) {
-        let mut series: Vec<(HttpKey, HttpSeries)> = crate::sync::lock(&self.series)
+        let mut series: Vec<(String, HttpSeries)> = crate::sync::lock(&self.series)
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .flat_map(|(route, all)| all.iter().map(|s| (route.clone(), s.clone())))
             .collect();
-        series.sort_by(|a, b| a.0.cmp(&b.0));
+        series.sort_by(|a, b| (&a.0, a.1.method, a.1.status).cmp(&(&b.0, b.1.method, b.1.status)));
         out.family(
             "hub_http_requests_total",
             "counter",
             "HTTP requests served by this process, by method, route and status.",
         );
-        for (key, s) in &series {
-            let status = key.status.to_string();
+        for (route, s) in &series {
+            let status = s.status.to_string();
             out.sample(
                 "hub_http_requests_total",
-                &[
-                    ("method", &key.method),
-                    ("route", &key.route),
-                    ("status", &status),
-                ],
+                &[("method", s.method), ("route", route), ("status", &status)],
                 s.buckets.iter().sum::<u64>() as f64,
             );
         }
@@ -256,15 +262,11 @@ impl HttpMetrics {
             "histogram",
             "Time to answer an HTTP request (to its response head), by method, route and status.",
         );
-        for (key, s) in &series {
-            let status = key.status.to_string();
+        for (route, s) in &series {
+            let status = s.status.to_string();
             out.histogram(
                 "hub_http_request_duration_seconds",
-                &[
-                    ("method", &key.method),
-                    ("route", &key.route),
-                    ("status", &status),
-                ],
+                &[("method", s.method), ("route", route), ("status", &status)],
                 HTTP_BUCKETS,
                 &s.buckets,
                 s.sum,
@@ -323,6 +325,18 @@ impl Exposition {
         }
         let _ = writeln!(self.text, " {}", format_value(value));
     }
+}
+
+/// A method's name as a label: the standard ones, every other as `OTHER` (a client must not
+/// be able to make up label values).
+fn standard_method(method: &str) -> &'static str {
+    const STANDARD: [&str; 9] = [
+        "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    STANDARD
+        .into_iter()
+        .find(|m| *m == method)
+        .unwrap_or("OTHER")
 }
 
 /// Label values escape backslash, double quote and line feed.

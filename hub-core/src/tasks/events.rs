@@ -5,22 +5,26 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use tokio::sync::broadcast;
 
 use super::backend::EventSubscription;
 use super::model::{EventCursor, TaskEvent};
+use super::recent::FinishedRecords;
 use crate::error::Result;
 use crate::sync::lock;
 
 /// Events read back from the store at most for one resuming subscriber.
 pub(crate) const MAX_REPLAY: usize = 100_000;
 
-/// Published events: the recent ones in memory, and the live broadcast.
+/// Published events: the recent ones in memory, and the live broadcast; the finished records
+/// they carry are kept for status reads.
 pub(crate) struct EventFeed {
     buffer: usize,
     published: Mutex<Published>,
     sender: broadcast::Sender<TaskEvent>,
+    finished: FinishedRecords,
 }
 
 struct Published {
@@ -31,8 +35,9 @@ struct Published {
 }
 
 impl EventFeed {
-    /// A feed that publishes what comes after `last`, keeping `buffer` recent events.
-    pub(crate) fn new(last: u64, buffer: usize) -> Self {
+    /// A feed that publishes what comes after `last`, keeping `buffer` recent events, and
+    /// finished records until they expire (`result_expires`).
+    pub(crate) fn new(last: u64, buffer: usize, result_expires: Duration) -> Self {
         let (sender, _) = broadcast::channel(buffer.max(16));
         EventFeed {
             buffer: buffer.max(16),
@@ -41,7 +46,13 @@ impl EventFeed {
                 recent: VecDeque::new(),
             }),
             sender,
+            finished: FinishedRecords::new(result_expires),
         }
+    }
+
+    /// Finished records seen: in published events, or offered by the backend.
+    pub(crate) fn finished(&self) -> &FinishedRecords {
+        &self.finished
     }
 
     /// The sequence number of the last event published.
@@ -70,6 +81,7 @@ impl EventFeed {
                 continue;
             }
             published.last = event.seq;
+            self.finished.offer(&event.task);
             if published.recent.len() >= self.buffer {
                 published.recent.pop_front();
             }

@@ -18,6 +18,7 @@ pub mod history;
 mod identity;
 pub mod local;
 pub mod model;
+mod recent;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub(crate) mod run;

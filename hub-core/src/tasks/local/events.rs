@@ -33,9 +33,9 @@ pub(super) struct EventLog {
 
 impl EventLog {
     /// A log that publishes what comes after `last`.
-    pub(super) fn new(last: u64, buffer: usize) -> Self {
+    pub(super) fn new(last: u64, buffer: usize, result_expires: std::time::Duration) -> Self {
         EventLog {
-            feed: EventFeed::new(last, buffer),
+            feed: EventFeed::new(last, buffer, result_expires),
             committed: tokio::sync::Mutex::new(Vec::new()),
             wake: Notify::new(),
         }

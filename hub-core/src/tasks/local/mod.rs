@@ -117,7 +117,7 @@ impl LocalBackend {
         let (queue_tx, queue_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             db,
-            log: EventLog::new(last, config.event_buffer),
+            log: EventLog::new(last, config.event_buffer, config.result_expires),
             config,
             handlers,
             mode,
@@ -254,7 +254,15 @@ impl TaskBackend for LocalBackend {
         if let Some(task) = lock(&self.shared.live).tasks.get(&id) {
             return Ok(Some(task.stored.record.clone()));
         }
-        store::get(&self.shared.db, id).await
+        let finished = self.shared.log.feed.finished();
+        if let Some(record) = finished.get(id) {
+            return Ok(Some(record));
+        }
+        let record = store::get(&self.shared.db, id).await?;
+        if let Some(record) = &record {
+            finished.offer(record);
+        }
+        Ok(record)
     }
 
     async fn revoke(&self, id: TaskId, terminate: bool) -> Result<TaskRecord> {

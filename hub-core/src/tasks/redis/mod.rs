@@ -270,7 +270,11 @@ impl RedisBackend {
             address,
             keys,
             scripts: Scripts::new(),
-            feed: EventFeed::new(last.unwrap_or(0), config.event_buffer),
+            feed: EventFeed::new(
+                last.unwrap_or(0),
+                config.event_buffer,
+                config.result_expires,
+            ),
             me: WorkerRow::this_process(&config, mode),
             config,
             handlers,
@@ -533,7 +537,10 @@ impl Shared {
             .map_err(|err| self.error(err))?;
         Ok(match answer {
             0 => Written::Stale,
-            n if n > 0 => Written::Stored,
+            n if n > 0 => {
+                self.feed.finished().offer(record);
+                Written::Stored
+            }
             _ => Written::Refused,
         })
     }
@@ -777,6 +784,10 @@ impl TaskBackend for RedisBackend {
     }
 
     async fn get(&self, id: TaskId) -> Result<Option<TaskRecord>> {
+        let finished = self.shared.feed.finished();
+        if let Some(record) = finished.get(id) {
+            return Ok(Some(record));
+        }
         let json: Option<String> = self
             .shared
             .conn
@@ -784,7 +795,11 @@ impl TaskBackend for RedisBackend {
             .hget(self.shared.keys.task(id), "record")
             .await
             .map_err(|err| self.shared.error(err))?;
-        json.as_deref().map(decode).transpose()
+        let record = json.as_deref().map(decode).transpose()?;
+        if let Some(record) = &record {
+            finished.offer(record);
+        }
+        Ok(record)
     }
 
     async fn revoke(&self, id: TaskId, terminate: bool) -> Result<TaskRecord> {

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::Once;
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -42,6 +42,40 @@ pub struct Database {
     pool: AnyPool,
     dialect: Dialect,
     url: String,
+    /// One writer at a time in this process. SQLite lets one connection write; another that
+    /// tries meanwhile sleeps in its busy handler (1, 2, 5, 10 … ms) even if the lock frees
+    /// a few microseconds later. Waiting here instead wakes the next writer at once; the busy
+    /// handler is left to decide between processes.
+    write_gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// A transaction that holds the write lock, and this process's write gate until it ends.
+/// Derefs to its connection (`.execute(&mut *tx)`).
+#[derive(Debug)]
+pub struct WriteTransaction {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    _gate: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl WriteTransaction {
+    /// Commits; the gate opens after.
+    pub async fn commit(self) -> Result<()> {
+        Ok(self.tx.commit().await?)
+    }
+}
+
+impl std::ops::Deref for WriteTransaction {
+    type Target = sqlx::AnyConnection;
+
+    fn deref(&self) -> &sqlx::AnyConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTransaction {
+    fn deref_mut(&mut self) -> &mut sqlx::AnyConnection {
+        &mut self.tx
+    }
 }
 
 static INSTALL_DRIVERS: Once = Once::new();
@@ -117,6 +151,7 @@ impl Database {
             pool,
             dialect,
             url: url.to_owned(),
+            write_gate: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
@@ -139,8 +174,18 @@ impl Database {
     ///
     /// On SQLite it takes the write lock up front (`BEGIN IMMEDIATE`): a deferred transaction
     /// that reads and then writes fails with `SQLITE_BUSY` when another connection wrote between.
-    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
-        Ok(self.pool.begin_with(self.begin_write_statement()).await?)
+    /// The gate is taken before a connection, so a writer waiting for it holds none. Never
+    /// call it while holding a write transaction: the gate is not reentrant.
+    pub async fn begin_write(&self) -> Result<WriteTransaction> {
+        let gate = self.write_gate().await;
+        let tx = self.pool.begin_with(self.begin_write_statement()).await?;
+        Ok(WriteTransaction { tx, _gate: gate })
+    }
+
+    /// This process's write gate, for a writer that holds its own connection: take it before
+    /// `BEGIN`, keep it until the commit.
+    pub async fn write_gate(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.write_gate.clone().lock_owned().await
     }
 
     /// The statement [`Database::begin_write`] opens a transaction with, for callers that hold

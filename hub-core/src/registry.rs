@@ -433,6 +433,7 @@ impl Registry {
         let now = now_millis();
         let started = (status == ProjectStatus::Running).then_some(now);
         let stopped = (status == ProjectStatus::Stopped).then_some(now);
+        let mut tx = self.db.begin_write().await?;
         let done = sqlx::query(
             "UPDATE projects SET status = $1, health = $2, last_error = $3, updated_at = $4, \
              last_started = COALESCE($5, last_started), last_stopped = COALESCE($6, last_stopped) \
@@ -445,12 +446,14 @@ impl Registry {
         .bind(started)
         .bind(stopped)
         .bind(id)
-        .execute(self.db.pool())
+        .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
             return Err(HubError::not_found(Entity::Project, id));
         }
-        self.get(id).await
+        let project = fetch(&mut tx, &ProjectKey::Id(id)).await?;
+        tx.commit().await?;
+        Ok(project)
     }
 }
 

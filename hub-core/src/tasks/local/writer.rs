@@ -227,6 +227,8 @@ async fn execute(
         Some(conn) => conn,
         None => conn.insert(shared.db.pool().acquire().await?),
     };
+    // Gate before BEGIN: other writers of this process wait here, not in SQLite's busy handler.
+    let gate = shared.db.write_gate().await;
     let mut tx = conn.begin_with(shared.db.begin_write_statement()).await?;
     let mut done = Vec::with_capacity(steps.len());
     let mut events: Vec<TaskRecord> = Vec::new();
@@ -239,6 +241,7 @@ async fn execute(
     // Under the gate: the event pump either sees these events with the commit or not at all.
     let mut committed = shared.log.committed.lock().await;
     tx.commit().await?;
+    drop(gate);
     committed.extend(
         seqs.into_iter()
             .zip(events)

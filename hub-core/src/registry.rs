@@ -429,7 +429,7 @@ impl Registry {
         status: ProjectStatus,
         health: Health,
         error: Option<&str>,
-    ) -> Result<Project> {
+    ) -> Result<()> {
         let now = now_millis();
         let started = (status == ProjectStatus::Running).then_some(now);
         let stopped = (status == ProjectStatus::Stopped).then_some(now);
@@ -451,9 +451,8 @@ impl Registry {
         if done.rows_affected() == 0 {
             return Err(HubError::not_found(Entity::Project, id));
         }
-        let project = fetch(&mut tx, &ProjectKey::Id(id)).await?;
         tx.commit().await?;
-        Ok(project)
+        Ok(())
     }
 }
 

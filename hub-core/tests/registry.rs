@@ -640,10 +640,11 @@ async fn stats_count_projects_by_status() {
         .set_status(a.id, ProjectStatus::Running, Health::Healthy, None)
         .await
         .unwrap();
-    let failed = registry
+    registry
         .set_status(b.id, ProjectStatus::Error, Health::Unhealthy, Some("boom"))
         .await
         .unwrap();
+    let failed = registry.get(b.id).await.unwrap();
     assert_eq!(failed.last_error.as_deref(), Some("boom"));
     let stats = fx.hub.stats().await.unwrap();
     assert_eq!(

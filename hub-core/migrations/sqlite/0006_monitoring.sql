@@ -1,7 +1,8 @@
 -- Monitoring reads from the store, so what it shows survives restarts and record expiry.
 
--- A task's timeline is its events.
-CREATE INDEX task_events_by_task ON task_events (task_id, seq);
+-- A task's timeline is its events, found between its queue and end times: an index by time
+-- only ever appends (one by task id, random, halved the writer's throughput).
+CREATE INDEX task_events_by_time ON task_events (at);
 
 -- Tasks each worker ran, by outcome (all time).
 ALTER TABLE workers ADD COLUMN succeeded BIGINT NOT NULL DEFAULT 0;

@@ -565,12 +565,27 @@ pub(crate) async fn record_finished(conn: &mut AnyConnection, finished: &[Finish
     Ok(())
 }
 
-/// The changes of task `id` the store kept, oldest first.
+/// The changes of task `id` the store kept, oldest first: its events, looked for between
+/// the time it was queued and the time it finished (or now).
 pub(crate) async fn timeline(db: &Database, id: TaskId) -> Result<Vec<TimelineEntry>> {
+    let Some(span) = sqlx::query("SELECT queued_at, finished_at FROM tasks WHERE id = $1")
+        .bind(id.to_string())
+        .fetch_optional(db.pool())
+        .await?
+    else {
+        return Ok(Vec::new());
+    };
+    let queued: i64 = span.try_get(0)?;
+    let finished: Option<i64> = span.try_get(1)?;
+    // Events are stamped when the store takes them: at or after these times, within a clock
+    // step of another process's.
+    const SLACK_MS: i64 = 5_000;
     let rows = sqlx::query(
         "SELECT at, state, progress, status, attempt, worker FROM task_events \
-         WHERE task_id = $1 ORDER BY seq",
+         WHERE at >= $1 AND at <= $2 AND task_id = $3 ORDER BY seq",
     )
+    .bind(queued - SLACK_MS)
+    .bind(finished.unwrap_or_else(now_millis) + SLACK_MS)
     .bind(id.to_string())
     .fetch_all(db.pool())
     .await?;

@@ -119,7 +119,7 @@ impl Database {
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                              PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; \
                              PRAGMA cache_size = -2048; PRAGMA mmap_size = 0; \
-                             PRAGMA wal_autocheckpoint = 10000;",
+                             PRAGMA wal_autocheckpoint = 100000;",
                         )
                         .await?;
                     }
@@ -147,6 +147,9 @@ impl Database {
         migrator.run(&mut *migrating).await?;
         migrating.commit().await?;
         tracing::debug!(url = %redact(url), "database ready");
+        if dialect == Dialect::Sqlite {
+            tokio::spawn(checkpoint_loop(pool.clone()));
+        }
         Ok(Database {
             pool,
             dialect,
@@ -225,6 +228,31 @@ impl Database {
     /// Closes every connection; later use fails.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// How often the WAL is copied back into the database file.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Copies the WAL back into the database in the background, so no commit pays for it. SQLite
+/// would otherwise checkpoint inside the commit that crosses its threshold, stalling that
+/// writer (and every writer behind it) for as long as the copy takes; `PASSIVE` never waits for
+/// readers or writers. The automatic checkpoint stays, far out, for processes that stop early.
+async fn checkpoint_loop(pool: AnyPool) {
+    loop {
+        tokio::time::sleep(CHECKPOINT_INTERVAL).await;
+        if pool.is_closed() {
+            return;
+        }
+        if let Err(err) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            if pool.is_closed() {
+                return;
+            }
+            tracing::debug!(error = %err, "background checkpoint did not run");
+        }
     }
 }
 

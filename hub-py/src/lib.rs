@@ -146,6 +146,15 @@ impl Args {
         }
     }
 
+    /// Task states given as a list of names (any case).
+    fn states(&self) -> Result<Vec<TaskState>, HubError> {
+        self.opt::<Vec<String>>("states")?
+            .unwrap_or_default()
+            .iter()
+            .map(|s| s.parse::<TaskState>())
+            .collect()
+    }
+
     fn task(&self) -> Result<TaskId, HubError> {
         let raw: String = self.req("task_id")?;
         raw.parse()
@@ -200,12 +209,7 @@ async fn dispatch(hub: &Hub, method: &str, args: Args) -> Result<Value, HubError
         }
         "task" => Ok(task_json(&hub.task(args.task()?).await?)),
         "tasks" => {
-            let states = args
-                .opt::<Vec<String>>("states")?
-                .unwrap_or_default()
-                .iter()
-                .map(|s| s.parse::<TaskState>())
-                .collect::<Result<Vec<_>, _>>()?;
+            let states = args.states()?;
             let query = TaskQuery {
                 states,
                 kind: args.opt("kind")?,
@@ -233,12 +237,7 @@ async fn dispatch(hub: &Hub, method: &str, args: Args) -> Result<Value, HubError
         "monitor_workers" => to_value(hub.monitor_workers().await?),
         "monitor_queues" => to_value(hub.monitor_queues().await?),
         "monitor_tasks" => {
-            let states = args
-                .opt::<Vec<String>>("states")?
-                .unwrap_or_default()
-                .iter()
-                .map(|s| s.parse::<TaskState>())
-                .collect::<Result<Vec<_>, _>>()?;
+            let states = args.states()?;
             let project_id = match args.0.get("key") {
                 None | Some(Value::Null) => None,
                 Some(_) => Some(hub.project(args.project()?).await?.id),

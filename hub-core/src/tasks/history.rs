@@ -160,6 +160,8 @@ pub struct TimelineEntry {
 
 impl TimelineEntry {
     /// The entry for `record` as it is now.
+    // Used by the Redis backend.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn of(record: &TaskRecord, at: DateTime<Utc>) -> Self {
         TimelineEntry {
             at,

@@ -602,6 +602,8 @@ pub struct TaskPage {
 impl TaskRecord {
     /// Whether the record passes `query`'s filters (every backend that filters in memory uses
     /// this one rule; SQL stores say the same in SQL).
+    // Used by the Redis backend.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn matches(&self, query: &TaskQuery) -> bool {
         (query.states.is_empty() || query.states.contains(&self.state))
             && query.kind.as_ref().is_none_or(|kind| *kind == self.kind)
@@ -632,6 +634,8 @@ impl TaskRecord {
     }
 
     /// Sorts `records` as `query` asks, in memory (for stores that cannot sort themselves).
+    // Used by the Redis backend.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn sort_for(records: &mut [TaskRecord], query: &TaskQuery) {
         let now = Utc::now();
         // Never-started tasks sort last whichever the direction: the key is (has value, value).

@@ -47,6 +47,19 @@ pub struct Database {
     /// a few microseconds later. Waiting here instead wakes the next writer at once; the busy
     /// handler is left to decide between processes.
     write_gate: Arc<tokio::sync::Mutex<()>>,
+    /// Stops the background checkpoints once the last clone is gone (they hold a pool handle,
+    /// which would otherwise keep the pool open forever).
+    _checkpoints: Option<Arc<AbortOnDrop>>,
+}
+
+/// Aborts a background task when dropped.
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// A transaction that holds the write lock, and this process's write gate until it ends.
@@ -147,14 +160,17 @@ impl Database {
         migrator.run(&mut *migrating).await?;
         migrating.commit().await?;
         tracing::debug!(url = %redact(url), "database ready");
-        if dialect == Dialect::Sqlite {
-            tokio::spawn(checkpoint_loop(pool.clone()));
-        }
+        let checkpoints = (dialect == Dialect::Sqlite).then(|| {
+            Arc::new(AbortOnDrop(
+                tokio::spawn(checkpoint_loop(pool.clone())).abort_handle(),
+            ))
+        });
         Ok(Database {
             pool,
             dialect,
             url: url.to_owned(),
             write_gate: Arc::new(tokio::sync::Mutex::new(())),
+            _checkpoints: checkpoints,
         })
     }
 

@@ -1,6 +1,7 @@
 //! The monitoring views: what each `/api/monitor/...` route answers, computed from what the
 //! backend reads out of its store.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -149,6 +150,21 @@ pub struct KindStats {
     pub queue_wait: LatencySummary,
 }
 
+impl KindStats {
+    /// The outcomes and latencies of `samples`, under the name `kind`.
+    fn of(kind: &str, samples: &[&FinishedSample]) -> Self {
+        let count = |state| samples.iter().filter(|s| s.state == state).count() as u64;
+        KindStats {
+            kind: kind.to_owned(),
+            succeeded: count(TaskState::Success),
+            failed: count(TaskState::Failure),
+            revoked: count(TaskState::Revoked),
+            runtime: LatencySummary::of(samples.iter().filter_map(|s| s.runtime_ms).collect()),
+            queue_wait: LatencySummary::of(samples.iter().filter_map(|s| s.wait_ms).collect()),
+        }
+    }
+}
+
 /// What happened over a window: throughput, outcome rates, latency percentiles.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -199,12 +215,18 @@ impl WindowStats {
             .iter()
             .filter(|s| s.finished_at >= since)
             .collect();
-        let count = |state: TaskState| samples.iter().filter(|s| s.state == state).count() as u64;
-        let (succeeded, failed, revoked) = (
-            count(TaskState::Success),
-            count(TaskState::Failure),
-            count(TaskState::Revoked),
-        );
+        let mut by_kind: BTreeMap<&str, Vec<&FinishedSample>> = BTreeMap::new();
+        for sample in &samples {
+            by_kind
+                .entry(sample.kind.as_str())
+                .or_default()
+                .push(sample);
+        }
+        let kinds: Vec<KindStats> = by_kind
+            .into_iter()
+            .map(|(kind, of_kind)| KindStats::of(kind, &of_kind))
+            .collect();
+        let all = KindStats::of("", &samples);
         let finished = samples.len() as u64;
         let rate = |n: u64| {
             if finished == 0 {
@@ -213,43 +235,20 @@ impl WindowStats {
                 n as f64 / finished as f64
             }
         };
-        let mut kind_names: Vec<&str> = samples.iter().map(|s| s.kind.as_str()).collect();
-        kind_names.sort_unstable();
-        kind_names.dedup();
-        let kinds = kind_names
-            .into_iter()
-            .map(|kind| {
-                let of_kind: Vec<&&FinishedSample> =
-                    samples.iter().filter(|s| s.kind == kind).collect();
-                let count = |state| of_kind.iter().filter(|s| s.state == state).count() as u64;
-                KindStats {
-                    kind: kind.to_owned(),
-                    succeeded: count(TaskState::Success),
-                    failed: count(TaskState::Failure),
-                    revoked: count(TaskState::Revoked),
-                    runtime: LatencySummary::of(
-                        of_kind.iter().filter_map(|s| s.runtime_ms).collect(),
-                    ),
-                    queue_wait: LatencySummary::of(
-                        of_kind.iter().filter_map(|s| s.wait_ms).collect(),
-                    ),
-                }
-            })
-            .collect();
         WindowStats {
             window_seconds: window.as_secs_f64(),
             since,
             until: now,
             finished,
-            succeeded,
-            failed,
-            revoked,
-            success_rate: rate(succeeded),
-            failure_rate: rate(failed),
+            succeeded: all.succeeded,
+            failed: all.failed,
+            revoked: all.revoked,
+            success_rate: rate(all.succeeded),
+            failure_rate: rate(all.failed),
             throughput_per_minute: finished as f64 / (window.as_secs_f64() / 60.0),
             minutes,
-            runtime: LatencySummary::of(samples.iter().filter_map(|s| s.runtime_ms).collect()),
-            queue_wait: LatencySummary::of(samples.iter().filter_map(|s| s.wait_ms).collect()),
+            runtime: all.runtime,
+            queue_wait: all.queue_wait,
             kinds,
         }
     }

@@ -15,7 +15,8 @@ use crate::monitor::{
 use crate::orchestration::{self, Orchestrator, ReconcileChange, StackStatus, jobs};
 use crate::ports::BusyPort;
 use crate::project::{
-    LOCAL_HOST, NewProject, Project, ProjectKey, ProjectPage, ProjectStats, ProjectUpdate,
+    LOCAL_HOST, NewProject, Project, ProjectKey, ProjectPage, ProjectStats, ProjectStatus,
+    ProjectUpdate,
 };
 use crate::registry::Registry;
 use crate::runtime::{DockerRuntime, LogLine, Runtime};
@@ -542,12 +543,12 @@ impl Hub {
     /// The hub's figures in the Prometheus text format (see [`crate::metrics`]), with the
     /// HTTP figures a frontend recorded in [`Hub::http_metrics`].
     pub async fn metrics(&self) -> Result<String> {
-        let (tasks, projects, histograms, alerts) = tokio::try_join!(
-            self.task_stats(),
-            self.stats(),
-            async { self.monitor()?.histograms().await },
-            self.monitor_alerts()
-        )?;
+        let (tasks, projects, histograms) =
+            tokio::try_join!(self.task_stats(), self.stats(), async {
+                self.monitor()?.histograms().await
+            },)?;
+        // The alerts from the stats just read, not from a second read of them.
+        let alerts = self.overview_of(tasks.clone()).await?.alerts;
         Ok(crate::metrics::render(&crate::metrics::Figures {
             tasks: &tasks,
             projects: &projects,
@@ -636,6 +637,11 @@ impl Hub {
 
     /// Workers, queues, the last hour's stats and the alerts, read at once.
     pub async fn monitor_overview(&self) -> Result<MonitorOverview> {
+        self.overview_of(self.task_stats().await?).await
+    }
+
+    /// The overview around backend stats already read.
+    async fn overview_of(&self, stats: BackendStats) -> Result<MonitorOverview> {
         let thresholds = &self.inner.config.monitor.alerts;
         let running_query = TaskQuery {
             states: TaskState::ALL
@@ -649,11 +655,11 @@ impl Hub {
         let longest = monitor::DEFAULT_WINDOW.max(thresholds.failure_window);
         let now = chrono::Utc::now();
         let since = now - chrono::Duration::from_std(longest).unwrap_or_default();
-        let (stats, window, running, projects) = tokio::try_join!(
-            self.task_stats(),
+        // Only projects in error can raise an alert: the rest of the registry is not read.
+        let (window, running, in_error) = tokio::try_join!(
             self.monitor()?.window(since),
             self.history()?.list(&running_query),
-            self.projects(),
+            self.inner.registry.with_status(ProjectStatus::Error),
         )?;
         let failures = WindowStats::compute(window.clone(), thresholds.failure_window, now);
         let hour = WindowStats::compute(window, monitor::DEFAULT_WINDOW, now);
@@ -679,7 +685,7 @@ impl Hub {
                         last_change: timeline.last(),
                     })
                     .collect(),
-                projects: &projects,
+                projects: &in_error,
             },
         );
         Ok(MonitorOverview {

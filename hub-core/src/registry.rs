@@ -231,6 +231,17 @@ impl Registry {
         rows.iter().map(project_from_row).collect()
     }
 
+    /// The projects whose status is `status`, ordered by id.
+    pub async fn with_status(&self, status: ProjectStatus) -> Result<Vec<Project>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {PROJECT_COLUMNS} FROM projects WHERE status = $1 ORDER BY id"
+        ))
+        .bind(status.as_str())
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter().map(project_from_row).collect()
+    }
+
     /// One page of projects, ordered by id: `limit` (1 to [`crate::project::MAX_PROJECT_PAGE`]) after
     /// `offset`, with the total.
     pub async fn page(&self, limit: u32, offset: u32) -> Result<ProjectPage> {

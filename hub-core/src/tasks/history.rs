@@ -211,6 +211,17 @@ impl Finished {
         })
     }
 
+    /// The worker that ran it and the tally the task adds to there: `succeeded` or `failed`
+    /// (a revoked task, or one no worker ran, adds to none). The names are the stores' own.
+    pub(crate) fn worker_tally(&self) -> Option<(&str, &'static str)> {
+        let tally = match self.state {
+            TaskState::Success => "succeeded",
+            TaskState::Failure => "failed",
+            _ => return None,
+        };
+        Some((self.worker.as_deref()?, tally))
+    }
+
     /// The histogram bucket of its runtime and of its wait (when it started).
     pub(crate) fn buckets(&self) -> Option<(usize, usize)> {
         Some((

@@ -476,7 +476,7 @@ pub(crate) async fn record_finished(conn: &mut AnyConnection, finished: &[Finish
     }
     let mut counts: HashMap<(i64, &str, TaskState), (i64, i64)> = HashMap::new();
     let mut latency: HashMap<(&str, Latency, usize), (i64, i64)> = HashMap::new();
-    let mut workers: HashMap<&str, (i64, i64)> = HashMap::new();
+    let mut workers: HashMap<(&str, &'static str), i64> = HashMap::new();
     for f in finished {
         let entry = counts.entry((f.minute, &f.kind, f.state)).or_default();
         entry.0 += 1;
@@ -493,13 +493,8 @@ pub(crate) async fn record_finished(conn: &mut AnyConnection, finished: &[Finish
                 entry.1 += ms;
             }
         }
-        if let Some(worker) = &f.worker {
-            let entry = workers.entry(worker).or_default();
-            match f.state {
-                TaskState::Success => entry.0 += 1,
-                TaskState::Failure => entry.1 += 1,
-                _ => {}
-            }
+        if let Some(tally) = f.worker_tally() {
+            *workers.entry(tally).or_default() += 1;
         }
     }
     for ((minute, kind, state), (count, runtime_ms)) in counts {
@@ -532,17 +527,15 @@ pub(crate) async fn record_finished(conn: &mut AnyConnection, finished: &[Finish
         .execute(&mut *conn)
         .await?;
     }
-    for (worker, (succeeded, failed)) in workers {
-        if succeeded + failed > 0 {
-            sqlx::query(
-                "UPDATE workers SET succeeded = succeeded + $2, failed = failed + $3 WHERE id = $1",
-            )
-            .bind(worker.to_owned())
-            .bind(succeeded)
-            .bind(failed)
-            .execute(&mut *conn)
-            .await?;
-        }
+    for ((worker, tally), count) in workers {
+        // `tally` is one of the two column names `Finished::worker_tally` gives.
+        sqlx::query(&format!(
+            "UPDATE workers SET {tally} = {tally} + $2 WHERE id = $1"
+        ))
+        .bind(worker.to_owned())
+        .bind(count)
+        .execute(&mut *conn)
+        .await?;
     }
     /// The columns a sample is written with.
     const SAMPLE_COLUMNS: usize = 5;

@@ -1300,12 +1300,7 @@ struct FinishFigures {
 
 impl FinishFigures {
     fn of(finished: &Finished) -> Self {
-        let worker_outcome = match (finished.state, &finished.worker) {
-            (_, None) => "",
-            (TaskState::Success, _) => "succeeded",
-            (TaskState::Failure, _) => "failed",
-            _ => "",
-        };
+        let worker_outcome = finished.worker_tally().map_or("", |(_, tally)| tally);
         let ms = |v: Option<i64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
         let (runtime_bucket, wait_bucket) =
             finished

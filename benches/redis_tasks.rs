@@ -12,25 +12,19 @@
 
 #![allow(clippy::expect_used, clippy::print_stdout)] // a benchmark aborts on setup failure and reports figures
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use hub_core::tasks::{
-    Handlers, JobOptions, JobRequest, RedisBackendFactory, RedisSettings, TaskConfig, TaskContext,
-    TaskError, TaskState,
-};
+use hub_core::tasks::{Handlers, RedisBackendFactory, RedisSettings, TaskConfig};
 use hub_core::{Hub, HubConfig, HubMode};
-use serde_json::{Value, json};
+
+mod common;
+use common::{
+    JOBS, drain, enqueue_latencies, exclusive_job, noop, noop_job, print_latencies, run_batch,
+};
 
 /// The allocator of the `hub` binary, whose workers this stands for.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-const JOBS: u64 = 10_000;
-const CLIENTS: u64 = 8;
-
-async fn noop(_: TaskContext, _: Value) -> Result<Value, TaskError> {
-    Ok(Value::Null)
-}
 
 /// A Redis for the run: the test one, or a server of our own (killed when dropped).
 struct Redis {
@@ -99,60 +93,6 @@ async fn open(dir: &std::path::Path, settings: &RedisSettings, mode: HubMode) ->
         .expect("open hub")
 }
 
-async fn enqueue_latencies(client: &Hub, job: impl Fn() -> JobRequest) -> Vec<Duration> {
-    let mut latencies = Vec::with_capacity(JOBS as usize);
-    for _ in 0..JOBS {
-        let job = job();
-        let start = Instant::now();
-        client.submit(job).await.expect("enqueue");
-        latencies.push(start.elapsed());
-    }
-    latencies.sort();
-    latencies
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
-}
-
-/// Waits until every queue is empty and nothing runs.
-async fn drain(hub: &Hub) {
-    loop {
-        let stats = hub.task_stats().await.expect("stats");
-        if stats.queues.iter().all(|q| q.pending == 0 && q.active == 0) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn batch(client: &Hub) -> Duration {
-    let mut events = client.subscribe(None).await.expect("subscribe");
-    let start = Instant::now();
-    let mut clients = tokio::task::JoinSet::new();
-    for _ in 0..CLIENTS {
-        let hub = client.clone();
-        clients.spawn(async move {
-            for _ in 0..JOBS / CLIENTS {
-                hub.submit(JobRequest::new("noop", json!({})))
-                    .await
-                    .expect("enqueue");
-            }
-        });
-    }
-    let mut succeeded = 0;
-    while succeeded < JOBS {
-        let event = events.recv().await.expect("event stream open");
-        if event.task.state == TaskState::Success {
-            succeeded += 1;
-        }
-    }
-    let elapsed = start.elapsed();
-    clients.join_all().await;
-    assert_eq!(events.missed(), 0, "the subscriber fell behind");
-    elapsed
-}
-
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing to run.
     if !std::env::args().any(|a| a == "--bench") {
@@ -167,22 +107,11 @@ fn main() {
     runtime.block_on(async {
         let client = open(scratch.path(), &settings, HubMode::Client).await;
         // Latency first, with nobody draining the queue: the enqueue alone.
-        let plain = enqueue_latencies(&client, || JobRequest::new("noop", json!({}))).await;
-        let exclusive = enqueue_latencies(&client, || {
-            JobRequest::new("noop", json!({})).options(JobOptions {
-                exclusive_key: Some(uuid::Uuid::new_v4().to_string()),
-                ..JobOptions::default()
-            })
-        })
-        .await;
-        for (name, latencies) in [("enqueue", &plain), ("enqueue_exclusive", &exclusive)] {
-            println!(
-                "{name}: p50 {:?}, p99 {:?}, max {:?} over {JOBS}",
-                percentile(latencies, 0.50),
-                percentile(latencies, 0.99),
-                latencies[latencies.len() - 1]
-            );
-        }
+        print_latencies("enqueue", &enqueue_latencies(&client, noop_job).await);
+        print_latencies(
+            "enqueue_exclusive",
+            &enqueue_latencies(&client, exclusive_job).await,
+        );
         let workers = [
             open(scratch.path(), &settings, HubMode::Worker).await,
             open(scratch.path(), &settings, HubMode::Worker).await,
@@ -190,7 +119,7 @@ fn main() {
         drain(&client).await;
         let mut rates = Vec::new();
         for round in 1..=3 {
-            let elapsed = batch(&client).await;
+            let elapsed = run_batch(&client).await;
             let rate = JOBS as f64 / elapsed.as_secs_f64();
             println!(
                 "{JOBS} no-op jobs, 2 workers x concurrency 2, batch {round}: {:.2} s, {rate:.0} jobs/s",

@@ -94,6 +94,12 @@ impl Fixture {
             .unwrap()
     }
 
+    /// A hub that only submits and reads (a client process), with default settings.
+    pub async fn client(&self, dir: &TempDir) -> Hub {
+        self.open_as(dir, TaskConfig::default(), Handlers::new(), HubMode::Client)
+            .await
+    }
+
     /// A hub that submits and runs tasks.
     pub async fn open(&self, dir: &TempDir, tasks: TaskConfig, handlers: Handlers) -> Hub {
         self.open_as(dir, tasks, handlers, HubMode::Embedded).await
@@ -1230,14 +1236,7 @@ pub async fn a_stuck_task_raises_its_alert_and_clears_when_it_ends(backend: &Fix
 
 pub async fn queued_work_without_workers_raises_alerts_and_queues_show_it(backend: &Fixture) {
     let dir = TempDir::new().unwrap();
-    let client = backend
-        .open_as(
-            &dir,
-            TaskConfig::default(),
-            Handlers::new(),
-            HubMode::Client,
-        )
-        .await;
+    let client = backend.client(&dir).await;
     let first = chrono::Utc::now();
     for _ in 0..11 {
         client.submit(job("noop")).await.unwrap();
@@ -1500,14 +1499,7 @@ pub async fn opening_and_closing_a_second_process_leaves_a_running_task_alone(ba
     }
     gate.release.notify_one();
     assert_eq!(wait_done(&first, id).await.state, TaskState::Success);
-    let third = backend
-        .open_as(
-            &dir,
-            TaskConfig::default(),
-            Handlers::new(),
-            HubMode::Client,
-        )
-        .await;
+    let third = backend.client(&dir).await;
     assert_eq!(third.task(id).await.unwrap().state, TaskState::Success);
     third.close().await;
     first.close().await;
@@ -1516,14 +1508,7 @@ pub async fn opening_and_closing_a_second_process_leaves_a_running_task_alone(ba
 pub async fn a_client_submits_and_a_worker_process_runs(backend: &Fixture) {
     let dir = TempDir::new().unwrap();
     let handlers = Handlers::new().register("noop", noop);
-    let client = backend
-        .open_as(
-            &dir,
-            TaskConfig::default(),
-            Handlers::new(),
-            HubMode::Client,
-        )
-        .await;
+    let client = backend.client(&dir).await;
     let id = client.submit(job("noop")).await.unwrap();
     // No worker yet: it waits, visible to all.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -1575,14 +1560,7 @@ pub async fn every_process_publishes_one_event_sequence_without_gaps(backend: &F
         )
         .await;
     let embedded = backend.open(&dir, TaskConfig::default(), handlers).await;
-    let client = backend
-        .open_as(
-            &dir,
-            TaskConfig::default(),
-            Handlers::new(),
-            HubMode::Client,
-        )
-        .await;
+    let client = backend.client(&dir).await;
     let mut events = client.subscribe(None).await.unwrap();
     let mut ids = Vec::new();
     for i in 0..40 {
@@ -1916,14 +1894,7 @@ pub async fn jobs_run_only_on_workers_of_their_queue(backend: &Fixture) {
         queues: queues.iter().map(|q| (*q).to_owned()).collect(),
         ..TaskConfig::default()
     };
-    let client = backend
-        .open_as(
-            &dir,
-            TaskConfig::default(),
-            Handlers::new(),
-            HubMode::Client,
-        )
-        .await;
+    let client = backend.client(&dir).await;
     let worker_a = backend
         .open_as(&dir, on(&["a"]), handlers.clone(), HubMode::Worker)
         .await;

@@ -555,14 +555,16 @@ async fn role_ranges_that_overlap_never_share_a_port() {
 
 #[tokio::test]
 async fn a_full_range_is_a_clear_error() {
+    // Below Linux's ephemeral range (32768–60999): a port there can be any test's outgoing
+    // connection at that moment, and the allocator rightly skips a port in use.
     let ports = PortConfig {
         bases: PortSet {
-            backend: 40000,
-            frontend: 40001,
-            postgres: 40002,
-            redis: 40003,
+            backend: 24000,
+            frontend: 24001,
+            postgres: 24002,
+            redis: 24003,
         },
-        max_port: 40025,
+        max_port: 24025,
         ..PortConfig::default()
     };
     let fx = Fixture::with_ports(ports).await;

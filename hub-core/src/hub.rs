@@ -12,7 +12,9 @@ use crate::health::{self, ComponentState, HealthBoard, HealthReport};
 use crate::monitor::{
     self, Alert, MonitorOverview, QueueView, TaskDetail, TaskHistoryPage, WindowStats, WorkersView,
 };
-use crate::orchestration::{self, Orchestrator, ReconcileChange, StackStatus, jobs};
+use crate::orchestration::{
+    self, EffectiveStack, ExtraPorts, Orchestrator, ReconcileChange, StackStatus, jobs,
+};
 use crate::ports::BusyPort;
 use crate::project::{
     LOCAL_HOST, NewProject, Project, ProjectKey, ProjectPage, ProjectStats, ProjectStatus,
@@ -20,7 +22,6 @@ use crate::project::{
 };
 use crate::registry::Registry;
 use crate::runtime::{DockerRuntime, LogLine, Runtime};
-use crate::stack::StackSpec;
 use crate::tasks::{
     BackendContext, BackendFactory, BackendStats, EventCursor, EventSubscription, Handlers,
     JobOptions, JobRequest, TaskBackend, TaskHistory, TaskId, TaskMonitor, TaskQuery, TaskRecord,
@@ -420,7 +421,11 @@ impl Hub {
         service: &str,
     ) -> Result<TaskId> {
         let project = self.project(key).await?;
-        let stack = StackSpec::load(&project.path).await?;
+        let stack = self
+            .inner
+            .orchestrator
+            .stack(&project, ExtraPorts::Read)
+            .await?;
         if stack.service(service).is_none() {
             return Err(HubError::not_found(
                 Entity::Service,
@@ -450,6 +455,14 @@ impl Hub {
                 ..JobOptions::default()
             });
         self.submit(job).await
+    }
+
+    /// The stack a start of the project would run: its services after interpolation and port
+    /// remapping. Extra ports its compose file publishes are leased now if they were not yet,
+    /// so the ports shown are the ones a start uses.
+    pub async fn effective_stack(&self, key: impl Into<ProjectKey>) -> Result<EffectiveStack> {
+        let project = self.project(key).await?;
+        self.inner.orchestrator.effective_stack(&project).await
     }
 
     /// Per-service state, health and ports of the project's stack, read from the engine.

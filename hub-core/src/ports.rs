@@ -203,6 +203,9 @@ pub struct PortConfig {
     pub max_port: u16,
     /// Skip ports that cannot be bound on this host right now (on by default).
     pub probe_host: bool,
+    /// Where extra ports start: a compose service's published ports beyond its role's get the
+    /// lowest free ports from here up.
+    pub extra_base: u16,
 }
 
 impl Default for PortConfig {
@@ -218,6 +221,7 @@ impl Default for PortConfig {
             min_port: 1024,
             max_port: 65535,
             probe_host: true,
+            extra_base: 9000,
         }
     }
 }
@@ -462,6 +466,44 @@ impl PortAllocator {
             for (_, port) in new.iter() {
                 self.held.insert(port);
             }
+        }
+    }
+
+    /// `count` ports for extra leases: the lowest from `extra_base` up (then from `min_port`)
+    /// that no project holds and `skip` does not refuse.
+    pub fn extra_candidates(&self, count: usize, skip: impl Fn(u16) -> bool) -> Result<Vec<u16>> {
+        let base = self
+            .config
+            .extra_base
+            .clamp(self.config.min_port, self.config.max_port);
+        let mut found = Vec::with_capacity(count);
+        let range = (base..=self.config.max_port).chain(self.config.min_port..base);
+        for port in range {
+            if found.len() == count {
+                break;
+            }
+            if !self.held.contains(port) && !skip(port) {
+                found.push(port);
+            }
+        }
+        if found.len() < count {
+            return Err(HubError::PortUnavailable {
+                message: format!(
+                    "no free port left for {count} extra ports in {}..={}",
+                    self.config.min_port, self.config.max_port
+                ),
+            });
+        }
+        Ok(found)
+    }
+
+    /// Records in memory that `held` are now leased and `released` are not.
+    pub fn commit_extra(&mut self, released: &[u16], held: &[u16]) {
+        for port in released {
+            self.held.remove(*port);
+        }
+        for port in held {
+            self.held.insert(*port);
         }
     }
 

@@ -4,7 +4,7 @@
 //! process never races itself; other processes are kept out by the write transaction and the
 //! primary key of `port_leases`.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -18,13 +18,16 @@ use crate::error::{Entity, HubError, Result};
 use crate::paths::Roots;
 use crate::ports::{
     BusyPort, PortAllocator, PortConfig, PortRequest, PortRole, PortSet, busy_host_ports,
-    port_from_db, probe_busy,
+    is_port_free_on_host, port_from_db, probe_busy,
 };
 use crate::project::{
     Health, LOCAL_HOST, NewProject, Project, ProjectKey, ProjectPage, ProjectStats, ProjectStatus,
     ProjectUpdate, operation_key, validate_host, validate_name, validate_page_limit, validate_path,
 };
 use crate::sync::lock;
+
+/// The `role` of an extra port's lease: this prefix, then the mapping's lease key.
+const EXTRA_ROLE: &str = "extra:";
 
 const PROJECT_COLUMNS: &str = "id, name, slug, path, host, backend_port, frontend_port, postgres_port, \
      redis_port, status, health, last_error, created_at, updated_at, last_started, last_stopped";
@@ -367,10 +370,12 @@ impl Registry {
         .await
         .map_err(|err| unique_violation(err, &name, &slug, &path))?;
         if ports != current.ports {
-            sqlx::query("DELETE FROM port_leases WHERE project_id = $1")
-                .bind(current.id)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "DELETE FROM port_leases WHERE project_id = $1 AND role NOT LIKE 'extra:%'",
+            )
+            .bind(current.id)
+            .execute(&mut *tx)
+            .await?;
             insert_leases(&mut tx, current.id, &ports).await?;
         }
         let project = fetch(&mut tx, &ProjectKey::Id(current.id)).await?;
@@ -387,6 +392,10 @@ impl Registry {
         let project = fetch(&mut tx, &key).await?;
         // Checked in the deleting transaction, so no operation can begin in between.
         ensure_no_operation(&mut tx, &project, "delete it").await?;
+        let extras: Vec<u16> = extra_leases(&mut tx, project.id)
+            .await?
+            .into_values()
+            .collect();
         // Leases go with the project (ON DELETE CASCADE); deleting them first keeps that true
         // on connections where foreign keys are off.
         sqlx::query("DELETE FROM port_leases WHERE project_id = $1")
@@ -399,6 +408,7 @@ impl Registry {
             .await?;
         tx.commit().await?;
         allocator.commit(Some(&project.ports), None);
+        allocator.commit_extra(&extras, &[]);
         tracing::info!(id = project.id, slug = %project.slug, "project deleted, ports released");
         Ok(project)
     }
@@ -423,6 +433,88 @@ impl Registry {
             stopped: count(2)?,
             errors: count(3)?,
         })
+    }
+
+    /// The project's extra ports (published ports beyond its four roles), by lease key.
+    pub async fn extra_ports(&self, project_id: i64) -> Result<BTreeMap<String, u16>> {
+        let mut conn = self.db.pool().acquire().await?;
+        extra_leases(&mut conn, project_id).await
+    }
+
+    /// Makes the project hold an extra port for each of `keys`: a key it holds keeps its port,
+    /// a new one gets the lowest free port from `extra_base` up (free on the host too, for a
+    /// local project). With `release_others`, leases for keys not in `keys` are given back.
+    /// Returns the project's extra ports after the change.
+    pub async fn lease_extra_ports(
+        &self,
+        project: &Project,
+        keys: &[String],
+        release_others: bool,
+    ) -> Result<BTreeMap<String, u16>> {
+        let probe = project.host == LOCAL_HOST;
+        let mut attempt = 0;
+        loop {
+            let mut allocator = self.allocator.lock().await;
+            let mut tx = self.db.begin_write().await?;
+            let mut held = extra_leases(&mut tx, project.id).await?;
+            let stale: Vec<(String, u16)> = held
+                .iter()
+                .filter(|(key, _)| release_others && !keys.contains(key))
+                .map(|(key, port)| (key.clone(), *port))
+                .collect();
+            let mut missing: Vec<&String> =
+                keys.iter().filter(|key| !held.contains_key(*key)).collect();
+            missing.dedup();
+            if missing.is_empty() && stale.is_empty() {
+                return Ok(held);
+            }
+            for (key, _) in &stale {
+                sqlx::query("DELETE FROM port_leases WHERE project_id = $1 AND role = $2")
+                    .bind(project.id)
+                    .bind(format!("{EXTRA_ROLE}{key}"))
+                    .execute(&mut *tx)
+                    .await?;
+                held.remove(key);
+            }
+            let reserved = lock(&self.reserved).clone();
+            let probes = probe && allocator.probes_host();
+            let candidates = allocator.extra_candidates(missing.len(), |port| {
+                reserved.contains(&port) || (probes && !is_port_free_on_host(port))
+            })?;
+            let mut taken_meanwhile = false;
+            for (key, port) in missing.iter().zip(&candidates) {
+                let inserted = sqlx::query(
+                    "INSERT INTO port_leases (port, project_id, role) VALUES ($1, $2, $3)",
+                )
+                .bind(i64::from(*port))
+                .bind(project.id)
+                .bind(format!("{EXTRA_ROLE}{key}"))
+                .execute(&mut *tx)
+                .await;
+                match inserted {
+                    Ok(_) => {
+                        held.insert((*key).clone(), *port);
+                    }
+                    // Another process leased it since this allocator last looked.
+                    Err(sqlx::Error::Database(err)) if err.is_unique_violation() => {
+                        taken_meanwhile = true;
+                        break;
+                    }
+                    Err(err) => return Err(err.into()),
+                }
+            }
+            if taken_meanwhile {
+                allocator.reload(&mut tx).await?;
+                drop(tx);
+                attempt = retry_after_stale(attempt)?;
+                continue;
+            }
+            tx.commit().await?;
+            let released: Vec<u16> = stale.iter().map(|(_, port)| *port).collect();
+            allocator.commit_extra(&released, &candidates);
+            tracing::info!(project = %project.slug, leased = ?candidates, ?released, "extra ports");
+            return Ok(held);
+        }
     }
 
     /// Which of the project's ports are busy on the host right now (checked before a start).
@@ -494,6 +586,23 @@ async fn insert_leases(conn: &mut AnyConnection, project_id: i64, ports: &PortSe
             })?;
     }
     Ok(())
+}
+
+/// The extra-port leases of a project, by lease key.
+async fn extra_leases(conn: &mut AnyConnection, project_id: i64) -> Result<BTreeMap<String, u16>> {
+    let rows = sqlx::query(
+        "SELECT role, port FROM port_leases WHERE project_id = $1 AND role LIKE 'extra:%'",
+    )
+    .bind(project_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut leases = BTreeMap::new();
+    for row in rows {
+        let role: String = row.try_get(0)?;
+        let key = role.strip_prefix(EXTRA_ROLE).unwrap_or(&role).to_owned();
+        leases.insert(key, port_from_db(row.try_get(1)?)?);
+    }
+    Ok(leases)
 }
 
 /// Fails with `already_exists` naming the first of name, slug or path another project has.

@@ -7,6 +7,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::runtime::Runtime;
+use crate::stack::{Protocol, ServiceSpec};
 use crate::tasks::TaskError;
 
 /// Task error code of a service that did not become ready.
@@ -16,27 +17,45 @@ pub const NOT_READY: &str = "unhealthy";
 const POLL_MAX: Duration = Duration::from_millis(250);
 const POLL_MIN: Duration = Duration::from_millis(25);
 
-/// Waits until container `name` is ready: healthy when it has a health check, else answering on
-/// `host_port` when it publishes one, else simply running. Fails when the container stops, turns
-/// unhealthy, or `deadline` passes; the error carries its last log lines.
+/// Waits until container `name` of `service` is ready: healthy when it has a health check, else
+/// answering on its first published TCP port, else simply running; a service that runs once is
+/// ready when it exited with code 0. Fails when the container stops (or, run once, exits with
+/// another code), turns unhealthy, or `deadline` passes; the error carries its last log lines.
 ///
 /// Docker runs a health check first only after one interval; while it reports `starting`, the
 /// hub runs the same check command itself (`health_test`), so a service that is ready at once
 /// is seen ready at once.
 pub(super) async fn wait_ready(
     runtime: &dyn Runtime,
-    service: &str,
+    spec: &ServiceSpec,
     name: &str,
-    host_port: Option<u16>,
-    health_test: Option<&[String]>,
     deadline: Instant,
 ) -> Result<(), TaskError> {
+    let service = spec.name.as_str();
+    let host_port = spec
+        .ports
+        .iter()
+        .find(|p| p.protocol == Protocol::Tcp)
+        .and_then(|p| p.host_port);
+    let health_test = spec.healthcheck.as_ref().map(|h| h.test.as_slice());
     let mut poll = POLL_MIN;
     loop {
         let Some(info) = runtime.inspect_container(name).await? else {
             return Err(not_ready(runtime, service, name, "its container disappeared").await);
         };
-        if !info.is_running() {
+        if spec.run_once && !info.is_running() {
+            if info.state == "exited" && info.exit_code == Some(0) {
+                return Ok(());
+            }
+            if info.state == "exited" || info.state == "dead" {
+                let why = format!(
+                    "it runs once and exited with code {}",
+                    info.exit_code.unwrap_or(-1)
+                );
+                return Err(not_ready(runtime, service, name, &why).await);
+            }
+        }
+        if !spec.run_once && !info.is_running() {
             let why = match info.exit_code {
                 Some(code) => format!("it {} with exit code {code}", info.state),
                 None => format!("it is {}", info.state),
@@ -44,6 +63,8 @@ pub(super) async fn wait_ready(
             return Err(not_ready(runtime, service, name, &why).await);
         }
         let ready = match info.health.as_deref() {
+            // A task that runs once is ready when it has finished, whatever its health says.
+            _ if spec.run_once => false,
             Some("healthy") => true,
             Some("unhealthy") => {
                 return Err(not_ready(runtime, service, name, "its health check fails").await);

@@ -8,12 +8,14 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::health::wait_ready;
-use super::{Orchestrator, container_name, engine_volume, stack_name};
+use super::{ExtraPorts, Orchestrator, container_name, engine_volume, stack_name};
 use crate::error::Entity;
-use crate::ports::{PortRole, probe_busy};
+use crate::ports::probe_busy;
 use crate::project::{Health, Project, ProjectStatus};
-use crate::runtime::{ContainerInfo, ContainerSpec, HealthCheck, PublishedPort, labels};
-use crate::stack::{Mount, ServiceSpec, StackSpec, interpolate};
+use crate::runtime::{
+    Binding, BuildRequest, ContainerInfo, ContainerSpec, HealthCheck, PublishedPort, labels,
+};
+use crate::stack::{Mount, Protocol, ServiceSpec, StackSpec};
 use crate::sync::lock;
 use crate::tasks::{CancelReason, JobResult, TaskContext, TaskError, TaskState};
 
@@ -21,6 +23,8 @@ use crate::tasks::{CancelReason, JobResult, TaskContext, TaskError, TaskState};
 pub const PORT_IN_USE: &str = "port_in_use";
 /// Task error code of an image that is neither present nor pullable.
 pub const IMAGE_UNAVAILABLE: &str = "image_unavailable";
+/// Task error code of a service image whose build failed.
+pub const BUILD_FAILED: &str = "build_failed";
 
 /// Maps a phase's 0–100 onto a slice of the task's progress bar, so a restart's stop and start
 /// halves report one bar that only goes up.
@@ -162,8 +166,7 @@ impl Orchestrator {
         phase
             .report(TaskState::Building, 2, "Reading the stack definition")
             .await;
-        let stack = StackSpec::load(&project.path).await?;
-        let vars = self.variables(project);
+        let stack = self.stack(project, ExtraPorts::Sync).await?;
         let volumes = self.engine_volumes(project, &stack).await?;
         let specs: HashMap<&str, ContainerSpec> = stack
             .services
@@ -171,7 +174,7 @@ impl Orchestrator {
             .map(|service| {
                 Ok((
                     service.name.as_str(),
-                    self.container_spec(project, &stack, service, &vars, &volumes)?,
+                    self.container_spec(project, service, &volumes)?,
                 ))
             })
             .collect::<Result<_, TaskError>>()?;
@@ -181,19 +184,33 @@ impl Orchestrator {
         let own_ports: HashSet<u16> = existing
             .iter()
             .filter(|c| c.is_running())
-            .filter_map(|c| c.labels.get(labels::PUBLISHED_PORT)?.parse().ok())
+            .filter_map(|c| c.labels.get(labels::PUBLISHED_PORT))
+            .flat_map(|ports| ports.split(',').filter_map(|p| p.parse().ok()))
             .collect();
-        let published: Vec<(PortRole, u16)> = stack
-            .published_roles()
-            .into_iter()
-            .map(|role| (role, project.ports.get(role)))
+        let published: Vec<(String, u16)> = stack
+            .services
+            .iter()
+            .flat_map(|service| {
+                service.ports.iter().filter_map(|mapping| {
+                    let port = mapping.host_port?;
+                    let what = match mapping.role {
+                        Some(role) => format!("{} port {port}", role.title()),
+                        None => format!(
+                            "port {port} (service {}, {}/{})",
+                            service.name, mapping.target, mapping.protocol
+                        ),
+                    };
+                    // Probing binds TCP; a UDP port is left to the engine to refuse.
+                    (mapping.protocol == Protocol::Tcp).then_some((what, port))
+                })
+            })
             .filter(|(_, port)| !own_ports.contains(port))
             .collect();
         let taken = probe_busy(published.iter().map(|(_, port)| *port).collect()).await?;
-        let busy: Vec<String> = published
+        let busy: Vec<&str> = published
             .iter()
             .filter(|(_, port)| taken.contains(port))
-            .map(|(role, port)| format!("{} port {port}", role.title()))
+            .map(|(what, _)| what.as_str())
             .collect();
         if !busy.is_empty() {
             return Err(TaskError::new(
@@ -246,19 +263,12 @@ impl Orchestrator {
             }
         }
         for (short, volume) in &volumes {
-            if self
-                .ensure_owned(
-                    project,
-                    Entity::Volume,
-                    volume,
-                    self.resource_labels(project, labels::COMPOSE_VOLUME, short),
-                )
-                .await?
-            {
+            if self.ensure_volume(project, &stack, short, volume).await? {
                 lock(created).volumes.push(volume.clone());
             }
         }
 
+        self.build_missing(project, &stack, phase).await?;
         self.pull_missing(&stack, phase).await?;
 
         // Creating copies image layers and runs nothing, so every container is created at once;
@@ -309,20 +319,8 @@ impl Orchestrator {
                 )
                 .await;
             try_join_all(level.iter().map(|service| {
-                let host_port = service.publish.map(|p| project.ports.get(p.role));
                 let name = container_name(project, &service.name);
-                let test = service.healthcheck.as_ref().map(|h| h.test.as_slice());
-                async move {
-                    wait_ready(
-                        self.runtime.as_ref(),
-                        &service.name,
-                        &name,
-                        host_port,
-                        test,
-                        deadline,
-                    )
-                    .await
-                }
+                async move { wait_ready(self.runtime.as_ref(), service, &name, deadline).await }
             }))
             .await?;
             done += level.len();
@@ -334,9 +332,129 @@ impl Orchestrator {
         Ok(json!({"services": services, "ports": project.ports, "stack": stack.source}))
     }
 
+    /// Creates a named volume of the stack unless it exists (an `external` one must exist
+    /// already); returns whether it was created.
+    async fn ensure_volume(
+        &self,
+        project: &Project,
+        stack: &StackSpec,
+        short: &str,
+        volume: &str,
+    ) -> Result<bool, TaskError> {
+        let declared = stack.volumes.get(short).cloned().unwrap_or_default();
+        if declared.external {
+            if self.runtime.volume_labels(volume).await?.is_none() {
+                return Err(TaskError::new(
+                    "invalid_input",
+                    format!(
+                        "external volume '{volume}' (volumes.{short} in {}) does not exist; \
+                         create it with `docker volume create {volume}`",
+                        stack.source
+                    ),
+                ));
+            }
+            return Ok(false);
+        }
+        let mut labels = self.resource_labels(project, labels::COMPOSE_VOLUME, short);
+        labels.extend(declared.labels);
+        Ok(self
+            .ensure_owned(project, Entity::Volume, volume, labels)
+            .await?)
+    }
+
+    /// Builds the images of services with a `build:` section that are not present yet, as
+    /// `docker compose up` does; the last line of the build's output is the task's step.
+    async fn build_missing(
+        &self,
+        project: &Project,
+        stack: &StackSpec,
+        phase: &Phase<'_>,
+    ) -> Result<(), TaskError> {
+        let mut missing = Vec::new();
+        for service in stack.services.iter().filter(|s| s.build.is_some()) {
+            if !self.runtime.image_exists(&service.image).await? {
+                missing.push(service);
+            }
+        }
+        let count = missing.len();
+        for (i, service) in missing.into_iter().enumerate() {
+            let Some(build) = &service.build else {
+                continue;
+            };
+            let step = format!("Building {} ({}/{count})", service.image, i + 1);
+            let percent = (8 + 30 * i / count) as u8;
+            phase
+                .report(TaskState::Building, percent, step.clone())
+                .await;
+            let folder = build
+                .context_dir
+                .clone()
+                .unwrap_or_else(|| project.path.join(&build.context));
+            let context = tokio::task::spawn_blocking(move || context_archive(&folder))
+                .await
+                .map_err(|err| {
+                    TaskError::new(
+                        "internal",
+                        format!("packing the build context failed: {err}"),
+                    )
+                })?
+                .map_err(|err| {
+                    TaskError::new(
+                        BUILD_FAILED,
+                        format!(
+                            "cannot pack the build context of service '{}': {err}",
+                            service.name
+                        ),
+                    )
+                })?;
+            let request = BuildRequest {
+                tag: service.image.clone(),
+                context,
+                dockerfile: build.dockerfile.clone(),
+                args: build.args.clone().into_iter().collect(),
+                target: build.target.clone(),
+            };
+            let (sender, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+            let run = async move {
+                let output = move |line: String| {
+                    let _ = sender.send(line);
+                };
+                self.runtime.build_image(request, &output).await
+            };
+            let forward = async {
+                while let Some(line) = lines.recv().await {
+                    phase
+                        .report(TaskState::Building, percent, format!("{step}: {line}"))
+                        .await;
+                }
+            };
+            let (built, ()) = tokio::join!(run, forward);
+            built.map_err(|err| {
+                let detail = match err {
+                    crate::HubError::Internal(detail) => detail,
+                    other => other.to_string(),
+                };
+                TaskError::new(
+                    BUILD_FAILED,
+                    format!(
+                        "building the image of service '{}' failed: {detail}",
+                        service.name
+                    ),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
     /// Pulls the images the stack needs that are not present, reporting per-image progress.
+    /// Images the stack builds are not pulled.
     async fn pull_missing(&self, stack: &StackSpec, phase: &Phase<'_>) -> Result<(), TaskError> {
-        let mut images: Vec<&str> = stack.services.iter().map(|s| s.image.as_str()).collect();
+        let mut images: Vec<&str> = stack
+            .services
+            .iter()
+            .filter(|s| s.build.is_none())
+            .map(|s| s.image.as_str())
+            .collect();
         images.sort();
         images.dedup();
         let mut missing = Vec::new();
@@ -439,7 +557,7 @@ impl Orchestrator {
             .report(TaskState::Stopping, 5, "Looking up running services")
             .await;
         let containers = self.containers(project.id).await?;
-        let stack = StackSpec::load(&project.path).await.ok();
+        let stack = self.stack(project, ExtraPorts::Read).await.ok();
         let grace = stack
             .as_ref()
             .map_or(std::time::Duration::from_secs(10), |s| s.stop_grace);
@@ -471,7 +589,7 @@ impl Orchestrator {
     }
 
     async fn restart_one(&self, project: &Project, service: &str, phase: &Phase<'_>) -> JobResult {
-        let stack = StackSpec::load(&project.path).await?;
+        let stack = self.stack(project, ExtraPorts::Lease).await?;
         let spec = stack.service(service).ok_or_else(|| {
             TaskError::from(crate::HubError::not_found(
                 Entity::Service,
@@ -479,8 +597,7 @@ impl Orchestrator {
             ))
         })?;
         let volumes = self.engine_volumes(project, &stack).await?;
-        let container =
-            self.container_spec(project, &stack, spec, &self.variables(project), &volumes)?;
+        let container = self.container_spec(project, spec, &volumes)?;
         phase
             .report(TaskState::Restarting, 10, format!("Stopping {service}"))
             .await;
@@ -505,13 +622,8 @@ impl Orchestrator {
         .await?;
         for mount in &spec.volumes {
             if let Mount::Volume { name, .. } = mount {
-                self.ensure_owned(
-                    project,
-                    Entity::Volume,
-                    &engine_volume(&volumes, project, name),
-                    self.resource_labels(project, labels::COMPOSE_VOLUME, name),
-                )
-                .await?;
+                let volume = engine_volume(&volumes, project, name);
+                self.ensure_volume(project, &stack, name, &volume).await?;
             }
         }
         phase
@@ -526,13 +638,10 @@ impl Orchestrator {
                 format!("Waiting for {service} to be healthy"),
             )
             .await;
-        let host_port = spec.publish.map(|p| project.ports.get(p.role));
         wait_ready(
             self.runtime.as_ref(),
-            service,
+            spec,
             &container.name,
-            host_port,
-            spec.healthcheck.as_ref().map(|h| h.test.as_slice()),
             Instant::now() + stack.health_timeout,
         )
         .await?;
@@ -543,69 +652,94 @@ impl Orchestrator {
     fn container_spec(
         &self,
         project: &Project,
-        stack: &StackSpec,
         service: &ServiceSpec,
-        vars: &BTreeMap<&'static str, String>,
         engine_volumes: &BTreeMap<String, String>,
     ) -> Result<ContainerSpec, TaskError> {
-        let mut env = Vec::with_capacity(service.environment.len());
-        for (key, value) in &service.environment {
-            let value = interpolate(value, vars).map_err(|message| {
-                TaskError::new(
-                    "invalid_input",
-                    format!(
-                        "invalid {}: services.{}.environment.{key}: {message}",
-                        stack.source, service.name
-                    ),
-                )
-            })?;
-            env.push(format!("{key}={value}"));
-        }
+        let env = service
+            .environment
+            .iter()
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect();
         let name = container_name(project, &service.name);
-        let mut labels = self.resource_labels(project, labels::COMPOSE_SERVICE, &service.name);
+        // The file's labels first: the hub's own cannot be overridden.
+        let mut labels: HashMap<String, String> = service.labels.clone().into_iter().collect();
+        labels.extend(self.resource_labels(project, labels::COMPOSE_SERVICE, &service.name));
         labels.insert(labels::COMPOSE_ONEOFF.into(), "False".into());
         labels.insert(labels::COMPOSE_CONTAINER_NUMBER.into(), "1".into());
         labels.insert(labels::SERVICE.into(), service.name.clone());
-        if let Some(publish) = service.publish {
-            labels.insert(labels::ROLE.into(), publish.role.to_string());
-            labels.insert(
-                labels::PUBLISHED_PORT.into(),
-                project.ports.get(publish.role).to_string(),
-            );
+        if let Some(role) = service.ports.iter().find_map(|p| p.role) {
+            labels.insert(labels::ROLE.into(), role.to_string());
+        }
+        let mut ports = Vec::with_capacity(service.ports.len());
+        for mapping in &service.ports {
+            let host_port = mapping.host_port.ok_or_else(|| {
+                TaskError::new(
+                    "internal",
+                    format!(
+                        "no host port is leased for {}/{} of service '{}'",
+                        mapping.target, mapping.protocol, service.name
+                    ),
+                )
+            })?;
+            ports.push(PublishedPort {
+                host_ip: mapping.host_ip.clone(),
+                host_port,
+                target: mapping.target,
+                protocol: mapping.protocol,
+            });
+        }
+        if !ports.is_empty() {
+            let list: Vec<String> = ports.iter().map(|p| p.host_port.to_string()).collect();
+            labels.insert(labels::PUBLISHED_PORT.into(), list.join(","));
+        }
+        if service.run_once {
+            labels.insert(labels::RUN_ONCE.into(), "true".into());
         }
         let mut volumes = Vec::new();
         let mut binds = Vec::new();
         for mount in &service.volumes {
             match mount {
-                Mount::Volume { name, target } => {
-                    volumes.push((engine_volume(engine_volumes, project, name), target.clone()));
-                }
+                Mount::Volume {
+                    name,
+                    target,
+                    read_only,
+                } => volumes.push(Binding {
+                    source: engine_volume(engine_volumes, project, name),
+                    target: target.clone(),
+                    read_only: *read_only,
+                }),
                 Mount::Bind {
                     source,
                     target,
                     host,
+                    read_only,
                 } => {
                     let host = host.clone().unwrap_or_else(|| project.path.join(source));
-                    binds.push((host.display().to_string(), target.clone()));
+                    binds.push(Binding {
+                        source: host.display().to_string(),
+                        target: target.clone(),
+                        read_only: *read_only,
+                    });
                 }
             }
         }
+        let mut aliases = vec![service.name.clone()];
+        aliases.extend(service.aliases.iter().cloned());
         Ok(ContainerSpec {
             name,
             image: service.image.clone(),
+            entrypoint: service.entrypoint.clone(),
             command: service.command.clone(),
+            user: service.user.clone(),
+            restart: service.restart,
             env,
             working_dir: service.working_dir.clone(),
             labels,
             network: Some(stack_name(project)),
-            aliases: vec![service.name.clone()],
+            aliases,
             volumes,
             binds,
-            publish: service.publish.map(|p| PublishedPort {
-                host_ip: "127.0.0.1".into(),
-                host_port: project.ports.get(p.role),
-                target: p.target,
-            }),
+            ports,
             healthcheck: service.healthcheck.as_ref().map(|h| HealthCheck {
                 test: h.test.clone(),
                 interval: h.interval,
@@ -676,4 +810,13 @@ fn stop_order<'a>(
         }
     }
     levels
+}
+
+/// A build context folder as the tar archive the engine's build API takes. Links are stored
+/// as links, so a context cannot smuggle in files from outside through them.
+fn context_archive(folder: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    let mut archive = tar::Builder::new(Vec::new());
+    archive.follow_symlinks(false);
+    archive.append_dir_all(".", folder)?;
+    archive.into_inner()
 }

@@ -4,6 +4,7 @@
 //! Everything the hub creates carries labels (see [`crate::runtime::labels`]); the engine, not
 //! memory, is the truth about what runs.
 
+mod effective;
 mod health;
 mod lifecycle;
 
@@ -15,20 +16,21 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+pub use effective::{EffectiveService, EffectiveStack, EffectiveVolume};
 pub use health::NOT_READY;
 
 /// Most lines of a service's output one logs call returns.
 pub const MAX_LOG_LINES: usize = 10_000;
 /// Lines of a service's output returned when the caller does not say.
 pub const DEFAULT_LOG_LINES: usize = 100;
-pub use lifecycle::{IMAGE_UNAVAILABLE, PORT_IN_USE};
+pub use lifecycle::{BUILD_FAILED, IMAGE_UNAVAILABLE, PORT_IN_USE};
 
 use crate::error::{Entity, HubError, Result};
 use crate::ports::PortRole;
 use crate::project::{Health, Project, ProjectStatus};
 use crate::registry::Registry;
 use crate::runtime::{ContainerInfo, Ensured, LogLine, Runtime, labels};
-use crate::stack::StackSpec;
+use crate::stack::{Protocol, StackContext, StackFormat, StackSpec};
 use crate::tasks::{
     Handlers, JobHandler, JobResult, TaskBackend, TaskContext, TaskError, TaskRecord,
 };
@@ -77,6 +79,53 @@ fn legacy_volume_name(project: &Project, volume: &str) -> String {
     format!("hub-{}-{volume}", project.slug)
 }
 
+/// How [`Orchestrator::stack`] treats a compose file's extra ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExtraPorts {
+    /// Use the leases as they are; a port without one shows no host port.
+    Read,
+    /// Lease a port for every published port that has none.
+    Lease,
+    /// Lease the missing ones and give back the ones the file no longer publishes.
+    Sync,
+}
+
+/// One published port of a service: `container port → host port`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ServicePort {
+    /// The port in the container.
+    pub container_port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: Protocol,
+    /// The host address it is published on.
+    pub host_ip: String,
+    /// The host port, from the project's allocation; `None` before an extra port is leased.
+    pub host_port: Option<u16>,
+    /// The project port role it uses; `None` for an extra port.
+    pub role: Option<PortRole>,
+    /// The mapping as text: `80/tcp → 127.0.0.1:8010`.
+    pub mapping: String,
+}
+
+impl ServicePort {
+    /// The status view of a stack's port mapping.
+    pub fn of(mapping: &crate::stack::PortMapping) -> Self {
+        let host = mapping.host_port.map_or_else(
+            || "(no port leased yet)".to_owned(),
+            |p| format!("{}:{p}", mapping.host_ip),
+        );
+        ServicePort {
+            container_port: mapping.target,
+            protocol: mapping.protocol,
+            host_ip: mapping.host_ip.clone(),
+            host_port: mapping.host_port,
+            role: mapping.role,
+            mapping: format!("{}/{} → {host}", mapping.target, mapping.protocol),
+        }
+    }
+}
+
 /// One service as the engine runs it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -97,6 +146,8 @@ pub struct ServiceStatus {
     pub host_port: Option<u16>,
     /// The container port behind it.
     pub target_port: Option<u16>,
+    /// Every published port, `container port → host port`.
+    pub ports: Vec<ServicePort>,
 }
 
 /// A project's stack as the engine runs it.
@@ -289,14 +340,55 @@ impl Orchestrator {
         }
     }
 
+    /// What the project's stack file is read with: the hub's variables and its role ports.
+    fn stack_context(&self, project: &Project) -> StackContext {
+        StackContext {
+            variables: self.variables(project),
+            ports: Some(project.ports),
+            extra_ports: BTreeMap::new(),
+        }
+    }
+
+    /// The project's stack, read for it. A compose file's extra ports come from the
+    /// registry: as they are (`Read`), with missing ones leased (`Lease`), or also with the
+    /// leases the file no longer uses given back (`Sync`, when a start replaces the stack).
+    pub async fn stack(&self, project: &Project, ports: ExtraPorts) -> Result<StackSpec> {
+        let mut context = self.stack_context(project);
+        let stack = StackSpec::load(&project.path, &context).await?;
+        if stack.format != StackFormat::Compose {
+            return Ok(stack);
+        }
+        let wanted = stack.extra_port_keys();
+        context.extra_ports = match ports {
+            ExtraPorts::Read => self.registry.extra_ports(project.id).await?,
+            ExtraPorts::Lease => {
+                if wanted.is_empty() {
+                    return Ok(stack);
+                }
+                self.registry
+                    .lease_extra_ports(project, &wanted, false)
+                    .await?
+            }
+            ExtraPorts::Sync => {
+                self.registry
+                    .lease_extra_ports(project, &wanted, true)
+                    .await?
+            }
+        };
+        if wanted.is_empty() {
+            return Ok(stack);
+        }
+        StackSpec::load(&project.path, &context).await
+    }
+
     /// The values `${…}` placeholders of this project's stack take.
-    fn variables(&self, project: &Project) -> BTreeMap<&'static str, String> {
+    fn variables(&self, project: &Project) -> BTreeMap<String, String> {
         let derive = |purpose: &str| {
             Uuid::new_v5(&self.secret, format!("{}/{purpose}", project.id).as_bytes())
                 .simple()
                 .to_string()
         };
-        BTreeMap::from([
+        [
             ("BACKEND_PORT", project.ports.backend.to_string()),
             ("FRONTEND_PORT", project.ports.frontend.to_string()),
             ("POSTGRES_PORT", project.ports.postgres.to_string()),
@@ -305,7 +397,10 @@ impl Orchestrator {
             ("PROJECT_NAME", project.name.clone()),
             ("POSTGRES_PASSWORD", derive("postgres-password")),
             ("SECRET_KEY", derive("secret-key")),
-        ])
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value))
+        .collect()
     }
 
     /// Containers of a project, as the engine has them.
@@ -418,10 +513,17 @@ impl Orchestrator {
         Ok(())
     }
 
+    /// The stack a start of `project` would run: interpolated, with every published port's
+    /// host port (extra ports are leased for it if they were not yet).
+    pub async fn effective_stack(&self, project: &Project) -> Result<EffectiveStack> {
+        let stack = self.stack(project, ExtraPorts::Lease).await?;
+        Ok(EffectiveStack::of(project, &stack))
+    }
+
     /// Per-service state of a project's stack.
     pub async fn status(&self, project: &Project) -> Result<StackStatus> {
         let containers = self.containers(project.id).await?;
-        let stack = StackSpec::load(&project.path).await.ok();
+        let stack = self.stack(project, ExtraPorts::Read).await.ok();
         let mut services: Vec<ServiceStatus> = Vec::new();
         let mut seen = HashSet::new();
         if let Some(stack) = &stack {
@@ -440,9 +542,10 @@ impl Orchestrator {
                     image: running.map_or_else(|| spec.image.clone(), |c| c.image.clone()),
                     state: running.map_or_else(|| "missing".into(), |c| c.state.clone()),
                     health: running.and_then(|c| c.health.clone()),
-                    role: spec.publish.map(|p| p.role),
-                    host_port: spec.publish.map(|p| project.ports.get(p.role)),
-                    target_port: spec.publish.map(|p| p.target),
+                    role: spec.ports.iter().find_map(|p| p.role),
+                    host_port: spec.ports.first().and_then(|p| p.host_port),
+                    target_port: spec.ports.first().map(|p| p.target),
+                    ports: spec.ports.iter().map(ServicePort::of).collect(),
                 });
             }
         }
@@ -466,8 +569,9 @@ impl Orchestrator {
                 host_port: container
                     .labels
                     .get(labels::PUBLISHED_PORT)
-                    .and_then(|p| p.parse().ok()),
+                    .and_then(|p| p.split(',').next()?.parse().ok()),
                 target_port: None,
+                ports: Vec::new(),
             });
         }
         Ok(StackStatus {
@@ -549,7 +653,7 @@ impl Orchestrator {
         for project in self.registry.list().await? {
             let mine = by_project.remove(&project.id).unwrap_or_default();
             // A stack that defines no services runs with no containers: nothing to judge.
-            let defines_services = StackSpec::load(&project.path)
+            let defines_services = StackSpec::load(&project.path, &self.stack_context(&project))
                 .await
                 .map(|stack| !stack.services.is_empty())
                 .unwrap_or(true);
@@ -598,7 +702,16 @@ fn judge(
     containers: &[&ContainerInfo],
 ) -> Option<(ProjectStatus, Health, String)> {
     let running: Vec<&&ContainerInfo> = containers.iter().filter(|c| c.is_running()).collect();
-    let dead: Vec<&&ContainerInfo> = containers.iter().filter(|c| !c.is_running()).collect();
+    // A task that ran to completion (exit code 0) is done, not dead.
+    let completed = |c: &ContainerInfo| {
+        c.labels.get(labels::RUN_ONCE).is_some_and(|v| v == "true")
+            && c.state == "exited"
+            && c.exit_code == Some(0)
+    };
+    let dead: Vec<&&ContainerInfo> = containers
+        .iter()
+        .filter(|c| !c.is_running() && !completed(c))
+        .collect();
     let health = if running
         .iter()
         .any(|c| c.health.as_deref() == Some("unhealthy"))

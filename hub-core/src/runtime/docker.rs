@@ -8,18 +8,24 @@ use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
 use bollard::models::{
     ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, NetworkCreateRequest,
-    NetworkingConfig, PortBinding, VolumeCreateOptions,
+    NetworkingConfig, PortBinding, RestartPolicy as EngineRestart, RestartPolicyNameEnum,
+    VolumeCreateOptions,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListVolumesOptions,
-    LogsOptions, RemoveContainerOptions, RemoveVolumeOptions, StopContainerOptions,
+    BuildImageOptions, CreateContainerOptions, CreateImageOptions, ListContainersOptions,
+    ListVolumesOptions, LogsOptions, RemoveContainerOptions, RemoveVolumeOptions,
+    StopContainerOptions,
 };
 use bollard::{API_DEFAULT_VERSION, Docker};
 use futures_util::stream::{BoxStream, StreamExt};
 use std::sync::Mutex;
 
-use super::{ContainerInfo, ContainerSpec, Ensured, LogLine, LogStream, PullProgress, Runtime};
+use super::{
+    Binding, BuildRequest, ContainerInfo, ContainerSpec, Ensured, LogLine, LogStream, PullProgress,
+    Runtime,
+};
 use crate::error::{Entity, HubError, Result};
+use crate::stack::RestartPolicy;
 use crate::sync::lock;
 
 /// The socket Docker listens on when nothing else is said.
@@ -269,6 +275,48 @@ impl Runtime for DockerRuntime {
         Ok(())
     }
 
+    async fn build_image(
+        &self,
+        request: BuildRequest,
+        output: &(dyn Fn(String) + Send + Sync),
+    ) -> Result<()> {
+        let client = self.client().await?;
+        let options = BuildImageOptions {
+            dockerfile: request.dockerfile.clone(),
+            t: Some(request.tag.clone()),
+            buildargs: Some(request.args.clone()),
+            target: request.target.clone().unwrap_or_default(),
+            rm: true,
+            forcerm: true,
+            labels: Some(HashMap::from([(
+                super::labels::MANAGED.to_owned(),
+                "true".to_owned(),
+            )])),
+            ..Default::default()
+        };
+        let body = bollard::body_full(request.context.into());
+        let mut stream = client.build_image(options, None, Some(body));
+        while let Some(item) = stream.next().await {
+            let info = match item {
+                Ok(info) => info,
+                Err(err) => return Err(self.fail("build", Object::Image(&request.tag), err).await),
+            };
+            if let Some(detail) = info.error_detail.and_then(|d| d.message).or(info.error) {
+                return Err(HubError::Internal(format!(
+                    "docker: building {} failed: {detail}",
+                    request.tag
+                )));
+            }
+            for line in info.stream.iter().flat_map(|s| s.lines()) {
+                let line = line.trim_end();
+                if !line.is_empty() {
+                    output(line.to_owned());
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn ensure_network(&self, name: &str, labels: HashMap<String, String>) -> Result<Ensured> {
         if let Some(existing) = self.network_labels(name).await? {
             return Ok(Ensured::Existing(existing));
@@ -365,32 +413,39 @@ impl Runtime for DockerRuntime {
 
     async fn create_container(&self, spec: &ContainerSpec) -> Result<String> {
         let client = self.client().await?;
-        let mut binds: Vec<String> = spec
-            .volumes
-            .iter()
-            .map(|(volume, path)| format!("{volume}:{path}"))
-            .collect();
-        binds.extend(
-            spec.binds
-                .iter()
-                .map(|(host, path)| format!("{host}:{path}")),
-        );
-        let (exposed_ports, port_bindings) = match &spec.publish {
-            Some(publish) => {
-                let key = format!("{}/tcp", publish.target);
-                (
-                    Some(HashMap::from([(key.clone(), HashMap::new())])),
-                    Some(HashMap::from([(
-                        key,
-                        Some(vec![PortBinding {
-                            host_ip: Some(publish.host_ip.clone()),
-                            host_port: Some(publish.host_port.to_string()),
-                        }]),
-                    )])),
-                )
-            }
-            None => (None, None),
+        let bind = |b: &Binding| {
+            let mode = if b.read_only { ":ro" } else { "" };
+            format!("{}:{}{mode}", b.source, b.target)
         };
+        let binds: Vec<String> = spec.volumes.iter().chain(&spec.binds).map(bind).collect();
+        let mut exposed_ports = HashMap::new();
+        let mut port_bindings = HashMap::new();
+        for port in &spec.ports {
+            let key = format!("{}/{}", port.target, port.protocol);
+            exposed_ports.insert(key.clone(), HashMap::new());
+            port_bindings.insert(
+                key,
+                Some(vec![PortBinding {
+                    host_ip: Some(port.host_ip.clone()),
+                    host_port: Some(port.host_port.to_string()),
+                }]),
+            );
+        }
+        let restart_policy = spec.restart.map(|policy| {
+            let (name, retries) = match policy {
+                RestartPolicy::No => (RestartPolicyNameEnum::NO, None),
+                RestartPolicy::Always => (RestartPolicyNameEnum::ALWAYS, None),
+                RestartPolicy::UnlessStopped => (RestartPolicyNameEnum::UNLESS_STOPPED, None),
+                RestartPolicy::OnFailure { max_retries } => (
+                    RestartPolicyNameEnum::ON_FAILURE,
+                    max_retries.map(i64::from),
+                ),
+            };
+            EngineRestart {
+                name: Some(name),
+                maximum_retry_count: retries,
+            }
+        });
         let networking_config = spec.network.as_ref().map(|network| NetworkingConfig {
             endpoints_config: Some(HashMap::from([(
                 network.clone(),
@@ -410,15 +465,18 @@ impl Runtime for DockerRuntime {
         });
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
+            entrypoint: spec.entrypoint.clone(),
             cmd: spec.command.clone(),
+            user: spec.user.clone(),
             env: Some(spec.env.clone()),
             working_dir: spec.working_dir.clone(),
             labels: Some(spec.labels.clone()),
-            exposed_ports,
+            exposed_ports: (!exposed_ports.is_empty()).then_some(exposed_ports),
             healthcheck,
             host_config: Some(HostConfig {
                 binds: (!binds.is_empty()).then_some(binds),
-                port_bindings,
+                port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
+                restart_policy,
                 network_mode: spec.network.clone(),
                 ..Default::default()
             }),

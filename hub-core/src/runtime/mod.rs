@@ -14,6 +14,7 @@ use futures_util::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::stack::{Protocol, RestartPolicy};
 
 pub use docker::{DEFAULT_DOCKER_HOST, DockerRuntime, resolve_address};
 
@@ -50,8 +51,11 @@ pub mod labels {
     pub const SERVICE: &str = "dev.commandcenter.hub.service";
     /// Port role the service publishes, if any.
     pub const ROLE: &str = "dev.commandcenter.hub.role";
-    /// Host port the service publishes, if any.
+    /// Host ports the service publishes, comma-separated, if any.
     pub const PUBLISHED_PORT: &str = "dev.commandcenter.hub.published-port";
+    /// Set (to `true`) on a service that runs to completion: once it exited with code 0,
+    /// its stack is still whole.
+    pub const RUN_ONCE: &str = "dev.commandcenter.hub.run-once";
     /// A digest of everything the container was created from: a start keeps a running
     /// container whose digest still matches, and recreates the others.
     pub const CONFIG_HASH: &str = "dev.commandcenter.hub.config-hash";
@@ -64,8 +68,14 @@ pub struct ContainerSpec {
     pub name: String,
     /// Image reference.
     pub image: String,
+    /// Entrypoint (replaces the image's `ENTRYPOINT`), if set.
+    pub entrypoint: Option<Vec<String>>,
     /// Command (replaces the image's `CMD`), if set.
     pub command: Option<Vec<String>>,
+    /// User (and group) to run as, if set.
+    pub user: Option<String>,
+    /// What the engine does when the container exits; `None` is the engine's default (`no`).
+    pub restart: Option<RestartPolicy>,
     /// Environment, `KEY=value`.
     pub env: Vec<String>,
     /// Working directory.
@@ -76,12 +86,12 @@ pub struct ContainerSpec {
     pub network: Option<String>,
     /// Aliases on `network` (the service name, so peers reach it by name).
     pub aliases: Vec<String>,
-    /// Named volumes: `(volume, path in container)`.
-    pub volumes: Vec<(String, String)>,
-    /// Bind mounts: `(host path, path in container)`.
-    pub binds: Vec<(String, String)>,
-    /// Published port: container port `target` on `host_ip:host_port`.
-    pub publish: Option<PublishedPort>,
+    /// Named volumes (`source` is the volume's engine name).
+    pub volumes: Vec<Binding>,
+    /// Bind mounts (`source` is the host path).
+    pub binds: Vec<Binding>,
+    /// Published ports.
+    pub ports: Vec<PublishedPort>,
     /// Health check, in Docker's form.
     pub healthcheck: Option<HealthCheck>,
 }
@@ -109,6 +119,17 @@ impl ContainerSpec {
     }
 }
 
+/// A volume or host folder mounted into a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Binding {
+    /// Volume name or host path.
+    pub source: String,
+    /// Path in the container.
+    pub target: String,
+    /// Mounted read-only.
+    pub read_only: bool,
+}
+
 /// A container port published on the host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublishedPort {
@@ -118,6 +139,23 @@ pub struct PublishedPort {
     pub host_port: u16,
     /// Container port.
     pub target: u16,
+    /// `tcp` or `udp`.
+    pub protocol: Protocol,
+}
+
+/// An image to build from a context folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildRequest {
+    /// The tag the image gets.
+    pub tag: String,
+    /// The context, as a tar archive.
+    pub context: Vec<u8>,
+    /// The Dockerfile's path inside the context.
+    pub dockerfile: String,
+    /// Build arguments.
+    pub args: HashMap<String, String>,
+    /// The stage to build, if not the last.
+    pub target: Option<String>,
 }
 
 /// A health check as Docker runs it.
@@ -207,6 +245,14 @@ pub trait Runtime: Send + Sync + 'static {
         &self,
         image: &str,
         progress: &(dyn Fn(PullProgress) + Send + Sync),
+    ) -> Result<()>;
+
+    /// Builds an image from `request`'s context; each line of the build's output goes to
+    /// `output` as it comes.
+    async fn build_image(
+        &self,
+        request: BuildRequest,
+        output: &(dyn Fn(String) + Send + Sync),
     ) -> Result<()>;
 
     /// Creates network `name` unless it exists; an existing one is returned with its labels,

@@ -7,7 +7,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{HealthSpec, Mount, Publish, ServiceSpec, StackSpec};
+use super::{
+    Condition, Dependency, HealthSpec, Mount, PortMapping, Protocol, ServiceSpec, StackFormat,
+    StackSpec,
+};
 use crate::error::{HubError, Result};
 use crate::ports::PortRole;
 
@@ -17,8 +20,8 @@ pub const STACK_FILE: &str = "hub.toml";
 /// The default stack, in stack-file form.
 pub const DEFAULT_STACK_TOML: &str = include_str!("default.toml");
 
-const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(300);
-const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
+pub(super) const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(300);
+pub(super) const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -145,8 +148,8 @@ pub(super) fn parse(text: &str, name: &str) -> Result<StackSpec> {
             ));
         }
 
-        let publish = match &raw_service.publish {
-            None => None,
+        let ports = match &raw_service.publish {
+            None => Vec::new(),
             Some(publish) => {
                 let p = publish.get_ref();
                 let role: PortRole = p.role.get_ref().parse().map_err(|_| {
@@ -176,7 +179,14 @@ pub(super) fn parse(text: &str, name: &str) -> Result<StackSpec> {
                             format!("{} is not a port (1-65535)", p.target.get_ref()),
                         )
                     })?;
-                Some(Publish { role, target })
+                vec![PortMapping {
+                    role: Some(role),
+                    target,
+                    protocol: Protocol::Tcp,
+                    host_ip: "127.0.0.1".into(),
+                    host_port: None,
+                    published: None,
+                }]
             }
         };
 
@@ -206,7 +216,10 @@ pub(super) fn parse(text: &str, name: &str) -> Result<StackSpec> {
                     format!("unknown service '{dep}' (services: {})", names.join(", ")),
                 ));
             }
-            depends_on.push(dep.clone());
+            depends_on.push(Dependency {
+                service: dep.clone(),
+                condition: Condition::ServiceHealthy,
+            });
         }
 
         let healthcheck = match &raw_service.healthcheck {
@@ -229,21 +242,25 @@ pub(super) fn parse(text: &str, name: &str) -> Result<StackSpec> {
             name: service_name.to_owned(),
             image: raw_service.image.get_ref().trim().to_owned(),
             command: raw_service.command.clone(),
-            publish,
+            ports,
             volumes,
             environment: raw_service.environment.clone(),
             depends_on,
             healthcheck,
             working_dir,
+            ..ServiceSpec::default()
         });
     }
 
     let stack = StackSpec {
         services,
+        volumes: BTreeMap::new(),
         health_timeout,
         stop_grace,
         allow_outside,
         source: name.to_owned(),
+        format: StackFormat::Default,
+        warnings: Vec::new(),
     };
     let placed: usize = stack.start_order().iter().map(Vec::len).sum();
     if placed < stack.services.len() {
@@ -274,7 +291,7 @@ pub(super) fn parse(text: &str, name: &str) -> Result<StackSpec> {
     Ok(stack)
 }
 
-fn is_service_name(name: &str) -> bool {
+pub(super) fn is_service_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars
         .next()
@@ -308,6 +325,7 @@ fn parse_mount(text: &str, allow_outside: bool) -> std::result::Result<Mount, St
             source: source.to_owned(),
             target,
             host: None,
+            read_only: false,
         });
     }
     let valid_name = source
@@ -325,12 +343,13 @@ fn parse_mount(text: &str, allow_outside: bool) -> std::result::Result<Mount, St
     Ok(Mount::Volume {
         name: source.to_owned(),
         target,
+        read_only: false,
     })
 }
 
 /// Whether a bind source, as written, points outside the project folder: absolute, or climbing
 /// above it with `..`. (Links are checked when the stack is loaded from its folder.)
-fn leaves_folder(source: &str) -> bool {
+pub(super) fn leaves_folder(source: &str) -> bool {
     if source.starts_with('/') {
         return true;
     }
@@ -425,11 +444,12 @@ healthcheck = { test = ["CMD", "/usr/bin/redis-cli", "ping"], interval = "1s", r
         .unwrap();
         let cache = stack.service("cache").unwrap();
         assert_eq!(
-            cache.publish,
-            Some(Publish {
-                role: PortRole::Redis,
-                target: 6379
-            })
+            cache
+                .ports
+                .iter()
+                .map(|p| (p.role, p.target))
+                .collect::<Vec<_>>(),
+            [(Some(PortRole::Redis), 6379)]
         );
         assert_eq!(cache.volumes.len(), 2);
         assert!(matches!(&cache.volumes[1], Mount::Bind { source, .. } if source == "./conf"));

@@ -14,7 +14,7 @@ use crate::routes::{events, filesystem, monitor, orchestration, projects, system
         system::root, system::health, system::metrics, system::monitoring,
         projects::list, projects::create, projects::stats, projects::get, projects::update, projects::delete,
         orchestration::start, orchestration::stop, orchestration::restart, orchestration::restart_service,
-        orchestration::status, orchestration::logs, orchestration::reconcile,
+        orchestration::status, orchestration::logs, orchestration::reconcile, orchestration::stack,
         tasks::list, tasks::status, tasks::status_alias, tasks::revoke, tasks::cancel,
         events::task_events, events::all_events,
         filesystem::home, filesystem::browse,

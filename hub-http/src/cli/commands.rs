@@ -22,6 +22,7 @@ pub(super) async fn run(client: &Client, command: ClientCommand) -> Result<Exit,
         ClientCommand::Stop(op) => operate(client, "stop", op).await,
         ClientCommand::Restart(op) => operate(client, "restart", op).await,
         ClientCommand::Status { name, json } => status(client, &name, json).await,
+        ClientCommand::Stack { name, json } => stack(client, &name, json).await,
         ClientCommand::Logs {
             name,
             service,
@@ -246,7 +247,14 @@ async fn status(client: &Client, name: &str, as_json: bool) -> Result<Exit, CliE
         .into_iter()
         .flatten()
         .map(|s| {
+            let mappings: Vec<String> = s["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| text(&p["mapping"]))
+                .collect();
             let ports = match (s["target_port"].as_u64(), s["host_port"].as_u64()) {
+                _ if !mappings.is_empty() => mappings.join(", "),
                 (Some(target), Some(host)) => format!("{target} → 127.0.0.1:{host}"),
                 (None, Some(host)) => format!("127.0.0.1:{host}"),
                 _ => "-".to_owned(),
@@ -267,6 +275,99 @@ async fn status(client: &Client, name: &str, as_json: bool) -> Result<Exit, CliE
         table(&["SERVICE", "STATE", "HEALTH", "IMAGE", "PORTS"], &rows);
     }
     Ok(Exit::Ok)
+}
+
+async fn stack(client: &Client, name: &str, as_json: bool) -> Result<Exit, CliError> {
+    let project = client.project(name).await?;
+    let id = project["id"].as_i64().unwrap_or_default();
+    let stack = client.get(&format!("/api/projects/{id}/stack")).await?;
+    if as_json {
+        out!("{stack:#}");
+        return Ok(Exit::Ok);
+    }
+    out!(
+        "{} — {} ({}), network {}",
+        text(&stack["project"]),
+        text(&stack["source"]),
+        text(&stack["format"]),
+        text(&stack["network"])
+    );
+    out!(
+        "health timeout {}, stop grace {}",
+        text(&stack["health_timeout"]),
+        text(&stack["stop_grace"])
+    );
+    let list = |value: &Value| -> Vec<String> {
+        value
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|v| match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect()
+    };
+    for service in stack["services"].as_array().into_iter().flatten() {
+        out!("");
+        out!(
+            "{}  {}",
+            console::style(text(&service["name"])).bold(),
+            text(&service["image"])
+        );
+        let field = |label: &str, value: String| {
+            if !value.is_empty() && value != "-" {
+                out!("  {label:<12} {value}");
+            }
+        };
+        field("container", text(&service["container"]));
+        field("build", text(&service["build"]));
+        field("entrypoint", shell_words(&list(&service["entrypoint"])));
+        field("command", shell_words(&list(&service["command"])));
+        for port in service["ports"].as_array().into_iter().flatten() {
+            let role = port["role"]
+                .as_str()
+                .map_or_else(|| "extra port".to_owned(), |r| format!("{r} port"));
+            field("port", format!("{} ({role})", text(&port["mapping"])));
+        }
+        for (key, value) in service["environment"].as_object().into_iter().flatten() {
+            field("environment", format!("{key}={}", text(value)));
+        }
+        for volume in list(&service["volumes"]) {
+            field("volume", volume);
+        }
+        for dependency in list(&service["depends_on"]) {
+            field("depends on", dependency);
+        }
+        field("healthcheck", text(&service["healthcheck"]));
+        field("working dir", text(&service["working_dir"]));
+        field("user", text(&service["user"]));
+        field("restart", text(&service["restart"]));
+        for (key, value) in service["labels"].as_object().into_iter().flatten() {
+            field("label", format!("{key}={}", text(value)));
+        }
+        field("aliases", list(&service["aliases"]).join(", "));
+        if service["run_once"].as_bool() == Some(true) {
+            field("runs once", "dependants wait for it to exit with code 0".into());
+        }
+    }
+    let warnings = list(&stack["warnings"]);
+    if !warnings.is_empty() {
+        out!("");
+        out!("{}", console::style("warnings").yellow());
+        for warning in warnings {
+            out!("  - {warning}");
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+/// A command line as a shell would read it back (`-` for none).
+fn shell_words(words: &[String]) -> String {
+    if words.is_empty() {
+        return "-".to_owned();
+    }
+    shlex::try_join(words.iter().map(String::as_str)).unwrap_or_else(|_| words.join(" "))
 }
 
 async fn logs(

@@ -125,6 +125,15 @@ pub(crate) enum ClientCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Print the stack a start would run: every service after `${…}` interpolation, with each
+    /// published port's host port (`container port → host port`).
+    Stack {
+        /// Project id, slug or name.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a service's last lines of output; with -f, follow it until Ctrl-C.
     Logs {
         /// Project id, slug or name.

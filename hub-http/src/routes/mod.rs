@@ -48,6 +48,7 @@ pub(crate) fn routes() -> Router<AppState> {
                 .patch(projects::update)
                 .delete(projects::delete),
         ),
+        ("/api/projects/{id}/stack", get(orchestration::stack)),
         ("/api/orchestration/{id}/start", post(orchestration::start)),
         ("/api/orchestration/{id}/stop", post(orchestration::stop)),
         (

@@ -1,4 +1,5 @@
-//! `/api/orchestration/{id}/…`: start, stop, restart, status, logs.
+//! `/api/orchestration/{id}/…`: start, stop, restart, status, logs; and
+//! `/api/projects/{id}/stack`, the stack a start would run.
 
 use axum::Json;
 use axum::body::Body;
@@ -6,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
-use hub_core::orchestration::{self, ReconcileChange, StackStatus};
+use hub_core::orchestration::{self, EffectiveStack, ReconcileChange, StackStatus};
 use hub_core::tasks::TaskId;
 
 use crate::dto::{LogsJson, LogsQuery, TaskAccepted};
@@ -77,6 +78,20 @@ pub(crate) async fn restart_service(
         task,
         format!("Restarting {service} of project {id}"),
     ))
+}
+
+/// The effective stack: the services a start would run, after interpolation and port
+/// remapping (`container port → host port`). Extra ports a compose file publishes are leased
+/// now if they were not yet. An invalid stack file is a 422 naming the file, key and line.
+#[utoipa::path(get, path = "/api/projects/{id}/stack", tag = "orchestration",
+    params(("id" = String, Path, description = "Project id or slug")),
+    responses((status = 200, body = EffectiveStack), (status = 404, body = crate::error::ErrorEnvelope),
+        (status = 422, description = "the stack file is invalid", body = crate::error::ErrorEnvelope)))]
+pub(crate) async fn stack(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<EffectiveStack>, ApiError> {
+    Ok(Json(state.hub.effective_stack(id).await?))
 }
 
 /// Per-service state, health and ports, read from the engine.

@@ -10,7 +10,7 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use hub_core::orchestration::{IMAGE_UNAVAILABLE, NOT_READY, PORT_IN_USE};
+use hub_core::orchestration::{BUILD_FAILED, IMAGE_UNAVAILABLE, NOT_READY, PORT_IN_USE};
 use hub_core::runtime::{DockerRuntime, Runtime, labels};
 use hub_core::tasks::{TaskId, TaskRecord, TaskState};
 use hub_core::{
@@ -48,6 +48,7 @@ async fn fixture_with(base: u16, config: HubConfig) -> Fixture {
                 postgres: base + 2,
                 redis: base + 3,
             },
+            extra_base: base + 500,
             ..PortConfig::default()
         },
         ..config
@@ -69,6 +70,22 @@ impl Fixture {
         let folder = self.root.join(&name);
         std::fs::create_dir_all(&folder).unwrap();
         std::fs::write(folder.join("hub.toml"), stack).unwrap();
+        self.hub
+            .create_project(NewProject::new(&name, folder))
+            .await
+            .unwrap()
+    }
+
+    /// Registers a project named `<name>-<tag>` whose folder holds `files` (path, text): a
+    /// compose project when one of them is `compose.yaml`.
+    async fn project_with(&self, name: &str, files: &[(&str, &str)]) -> Project {
+        let name = format!("{name}-{}", self.tag);
+        let folder = self.root.join(&name);
+        for (path, text) in files {
+            let path = folder.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
         self.hub
             .create_project(NewProject::new(&name, folder))
             .await
@@ -893,4 +910,299 @@ async fn container_ids(
         ids.insert(service, info.id);
     }
     ids
+}
+
+/// A compose project as people write them: a backend with a bind-mounted site and a second
+/// published port, a redis cache with a named volume, a database with a health check, a
+/// one-shot migration, and a mail catcher publishing a port of its own.
+const COMPOSE_APP: &str = r#"
+name: shop
+# busybox's httpd, as process 1, ignores SIGTERM: a stop would wait the whole default grace.
+x-hub:
+  stop_grace: 1s
+x-defaults: &defaults
+  restart: "no"
+services:
+  api:
+    <<: *defaults
+    image: hubtest/busybox:latest
+    command: httpd -f -p 8000 -h /www
+    environment:
+      PUBLIC_URL: http://localhost:${BACKEND_PORT}
+      MAIL_URL: http://localhost:${MAILHOG_PORT}
+      GREETING: ${GREETING:-hello}
+    ports:
+      - "8000:8000"
+      - target: 9229
+        published: "9229"
+    volumes:
+      - ./www:/www:ro
+    depends_on:
+      db:
+        condition: service_healthy
+      migrate:
+        condition: service_completed_successfully
+  cache:
+    image: hubtest/redis:latest
+    command: ["/usr/bin/redis-server", "--protected-mode", "no", "--dir", "/data"]
+    ports: ["6379:6379"]
+    volumes: [cache-data:/data]
+  db:
+    image: hubtest/redis:latest
+    command: ["/usr/bin/redis-server", "--protected-mode", "no", "--port", "5432"]
+    ports: ["5432:5432"]
+    healthcheck:
+      test: ["CMD", "/usr/bin/redis-cli", "-p", "5432", "ping"]
+      interval: 1s
+      retries: 30
+  migrate:
+    image: hubtest/busybox:latest
+    command: ["sh", "-c", "echo migrated"]
+    depends_on: [db]
+  mailhog:
+    image: hubtest/busybox:latest
+    command: ["httpd", "-f", "-p", "8025", "-h", "/www"]
+    ports: ["8025"]
+    volumes: ["./www:/www:ro"]
+volumes:
+  cache-data:
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_copies_of_one_compose_project_run_side_by_side() {
+    let fx = fixture(23000).await;
+    let a = fx
+        .project_with(
+            "shop-a",
+            &[
+                ("compose.yaml", COMPOSE_APP),
+                ("www/index.html", "copy a"),
+                (".env", "GREETING=from a\n"),
+            ],
+        )
+        .await;
+    let b = fx
+        .project_with(
+            "shop-b",
+            &[("compose.yaml", COMPOSE_APP), ("www/index.html", "copy b")],
+        )
+        .await;
+    assert_success(&fx.start(&a).await);
+    assert_success(&fx.start(&b).await);
+
+    // Each copy answers on its own role ports and its own extra ports.
+    for (project, page) in [(&a, "copy a"), (&b, "copy b")] {
+        assert!(
+            http_get(project.ports.backend)
+                .await
+                .unwrap()
+                .contains(page)
+        );
+        assert_eq!(
+            redis(project.ports.redis, &["PING"]).await.unwrap(),
+            "+PONG\r\n"
+        );
+        assert_eq!(
+            redis(project.ports.postgres, &["PING"]).await.unwrap(),
+            "+PONG\r\n"
+        );
+    }
+    assert_ne!(a.ports, b.ports);
+    let stack_a = fx.hub.effective_stack(a.id).await.unwrap();
+    let stack_b = fx.hub.effective_stack(b.id).await.unwrap();
+    let port_of = |stack: &hub_core::orchestration::EffectiveStack, service: &str, target: u16| {
+        stack
+            .services
+            .iter()
+            .find(|s| s.name == service)
+            .and_then(|s| s.ports.iter().find(|p| p.container_port == target))
+            .and_then(|p| p.host_port)
+            .unwrap()
+    };
+    let mail_a = port_of(&stack_a, "mailhog", 8025);
+    let mail_b = port_of(&stack_b, "mailhog", 8025);
+    assert_ne!(mail_a, mail_b);
+    assert!(http_get(mail_a).await.unwrap().contains("copy a"));
+    assert!(http_get(mail_b).await.unwrap().contains("copy b"));
+    let debug_a = port_of(&stack_a, "api", 9229);
+    assert!(![mail_a, mail_b, port_of(&stack_b, "api", 9229)].contains(&debug_a));
+    assert_eq!(port_of(&stack_a, "api", 8000), a.ports.backend);
+
+    // The services see the hub's ports, and the project's .env.
+    let api = stack_a.services.iter().find(|s| s.name == "api").unwrap();
+    assert_eq!(
+        api.environment["PUBLIC_URL"],
+        format!("http://localhost:{}", a.ports.backend)
+    );
+    assert_eq!(
+        api.environment["MAIL_URL"],
+        format!("http://localhost:{mail_a}")
+    );
+    assert_eq!(api.environment["GREETING"], "from a");
+    let api_b = stack_b.services.iter().find(|s| s.name == "api").unwrap();
+    assert_eq!(api_b.environment["GREETING"], "hello");
+
+    // The status shows every mapping; the finished migration is not a failure.
+    let status = fx.hub.project_status(a.id).await.unwrap();
+    let api = status.services.iter().find(|s| s.name == "api").unwrap();
+    let mappings: Vec<&str> = api.ports.iter().map(|p| p.mapping.as_str()).collect();
+    assert_eq!(
+        mappings,
+        [
+            format!("8000/tcp → 127.0.0.1:{}", a.ports.backend),
+            format!("9229/tcp → 127.0.0.1:{debug_a}")
+        ]
+    );
+    assert!(fx.hub.reconcile().await.unwrap().is_empty());
+    assert_eq!(
+        fx.hub.project(a.id).await.unwrap().status,
+        ProjectStatus::Running
+    );
+
+    // Data in a named volume survives stop and start; the extra ports stay the project's.
+    assert_eq!(
+        redis(a.ports.redis, &["SET", "answer", "42"])
+            .await
+            .unwrap(),
+        "+OK\r\n"
+    );
+    assert_eq!(redis(a.ports.redis, &["SAVE"]).await.unwrap(), "+OK\r\n");
+    assert_success(&fx.stop(&a).await);
+    assert!(fx.containers(&a).await.is_empty());
+    assert_success(&fx.start(&a).await);
+    assert_eq!(
+        redis(a.ports.redis, &["GET", "answer"]).await.unwrap(),
+        "$2\r\n42\r\n"
+    );
+    let again = fx.hub.effective_stack(a.id).await.unwrap();
+    assert_eq!(port_of(&again, "mailhog", 8025), mail_a);
+
+    for project in [&a, &b] {
+        assert_success(&fx.stop(project).await);
+        fx.purge(project).await;
+    }
+    // Deleting gives the extra ports back: a new project gets them again.
+    let c = fx
+        .project_with(
+            "shop-c",
+            &[("compose.yaml", COMPOSE_APP), ("www/index.html", "copy c")],
+        )
+        .await;
+    let stack_c = fx.hub.effective_stack(c.id).await.unwrap();
+    assert_eq!(
+        port_of(&stack_c, "api", 9229),
+        debug_a.min(port_of(&stack_b, "api", 9229))
+    );
+    fx.purge(&c).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compose_dependencies_wait_for_health_and_completion() {
+    let fx = fixture(23100).await;
+    let stack = r#"
+x-hub: { stop_grace: 1s }
+services:
+  db:
+    image: hubtest/busybox:latest
+    command: ["sh", "-c", "sleep 2; echo > /shared/ready; exec httpd -f -p 80 -h /"]
+    volumes: [shared:/shared]
+    healthcheck:
+      test: "[ -f /shared/ready ]"
+      interval: 1s
+      retries: 20
+  migrate:
+    image: hubtest/busybox:latest
+    command: ["sh", "-c", "sleep 1; echo > /shared/migrated"]
+    volumes: [shared:/shared]
+  app:
+    image: hubtest/busybox:latest
+    command:
+      - sh
+      - -c
+      - |
+        [ -f /shared/ready ] && echo db-was-healthy || echo db-was-not-ready
+        [ -f /shared/migrated ] && echo migration-had-finished || echo migration-had-not-finished
+        exec httpd -f -p 80 -h /
+    volumes: [shared:/shared]
+    depends_on:
+      db: { condition: service_healthy }
+      migrate: { condition: service_completed_successfully }
+volumes:
+  shared:
+"#;
+    let p = fx.project_with("deps", &[("compose.yaml", stack)]).await;
+    assert_success(&fx.start(&p).await);
+    let logs = fx.hub.logs(p.id, "app", 10).await.unwrap().join("\n");
+    assert!(logs.contains("db-was-healthy"), "{logs}");
+    assert!(logs.contains("migration-had-finished"), "{logs}");
+    assert_success(&fx.stop(&p).await);
+    fx.purge(&p).await;
+
+    // A migration that fails fails the start, naming it and its exit code.
+    let failing = stack.replace("sleep 1; echo > /shared/migrated", "exit 3");
+    let q = fx
+        .project_with("deps-fail", &[("compose.yaml", &failing)])
+        .await;
+    let record = fx.start(&q).await;
+    assert_eq!(record.state, TaskState::Failure);
+    let error = record.error.unwrap();
+    assert_eq!(error.code, NOT_READY);
+    assert!(
+        error.message.contains("'migrate'") && error.message.contains("exited with code 3"),
+        "{}",
+        error.message
+    );
+    assert!(
+        fx.containers(&q).await.is_empty(),
+        "a failed start leaves nothing"
+    );
+    fx.purge(&q).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compose_images_are_built_from_the_project_folder() {
+    let fx = fixture(23200).await;
+    let dockerfile = "FROM hubtest/busybox:latest\nARG GREETING=none\nCOPY index.html /www/index.html\n\
+                      RUN echo \"$GREETING\" > /www/greeting.txt\nCMD [\"httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/www\"]\n";
+    let stack = "x-hub: { stop_grace: 1s }\nservices:\n  web:\n    build:\n      context: ./app\n      args:\n        GREETING: built-by-the-hub\n    ports: [\"80\"]\n";
+    let p = fx
+        .project_with(
+            "built",
+            &[
+                ("compose.yaml", stack),
+                ("app/Dockerfile", dockerfile),
+                ("app/index.html", "a page built into the image"),
+            ],
+        )
+        .await;
+    let record = fx.start(&p).await;
+    assert_success(&record);
+    let image = format!("hub-{}_web", p.slug);
+    let page = http_get(p.ports.frontend).await.unwrap();
+    assert!(page.contains("a page built into the image"), "{page}");
+    assert!(fx.hub.runtime().image_exists(&image).await.unwrap());
+    assert_success(&fx.stop(&p).await);
+    fx.purge(&p).await;
+    docker(&["rmi", "-f", &image]).await;
+
+    // A Dockerfile that fails is the start's error, with the engine's message.
+    let broken = fx
+        .project_with(
+            "broken-build",
+            &[
+                ("compose.yaml", "services:\n  web:\n    build: .\n"),
+                ("Dockerfile", "FROM hubtest/busybox:latest\nRUN exit 7\n"),
+            ],
+        )
+        .await;
+    let record = fx.start(&broken).await;
+    assert_eq!(record.state, TaskState::Failure);
+    let error = record.error.unwrap();
+    assert_eq!(error.code, BUILD_FAILED);
+    assert!(
+        error.message.contains("'web'") && error.message.contains("7"),
+        "{}",
+        error.message
+    );
+    fx.purge(&broken).await;
 }

@@ -348,7 +348,10 @@ async fn stack(client: &Client, name: &str, as_json: bool) -> Result<Exit, CliEr
         }
         field("aliases", list(&service["aliases"]).join(", "));
         if service["run_once"].as_bool() == Some(true) {
-            field("runs once", "dependants wait for it to exit with code 0".into());
+            field(
+                "runs once",
+                "dependants wait for it to exit with code 0".into(),
+            );
         }
     }
     let warnings = list(&stack["warnings"]);

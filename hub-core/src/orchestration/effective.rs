@@ -57,8 +57,8 @@ pub struct EffectiveService {
     pub container: String,
     /// Image (the tag a build gets, for a service that is built).
     pub image: String,
-    /// Build context folder and Dockerfile, for a service that is built.
-    pub build: Option<String>,
+    /// How the image is built, for a service that is built.
+    pub build: Option<EffectiveBuild>,
     /// Entrypoint, when the file replaces the image's.
     pub entrypoint: Option<Vec<String>>,
     /// Command, when the file replaces the image's.
@@ -85,6 +85,20 @@ pub struct EffectiveService {
     pub aliases: Vec<String>,
     /// Runs to completion (a dependant waits for `service_completed_successfully`).
     pub run_once: bool,
+}
+
+/// How a service's image is built.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EffectiveBuild {
+    /// The context folder.
+    pub context: String,
+    /// The Dockerfile, relative to the context.
+    pub dockerfile: String,
+    /// The stage built, when not the last.
+    pub target: Option<String>,
+    /// Build arguments.
+    pub args: BTreeMap<String, String>,
 }
 
 impl EffectiveStack {
@@ -176,15 +190,14 @@ impl EffectiveService {
             name: service.name.clone(),
             container: container_name(project, &service.name),
             image: service.image.clone(),
-            build: service.build.as_ref().map(|b| {
-                let folder = b
+            build: service.build.as_ref().map(|b| EffectiveBuild {
+                context: b
                     .context_dir
                     .as_ref()
-                    .map_or_else(|| b.context.clone(), |d| d.display().to_string());
-                match &b.target {
-                    Some(target) => format!("{folder} ({}, stage {target})", b.dockerfile),
-                    None => format!("{folder} ({})", b.dockerfile),
-                }
+                    .map_or_else(|| b.context.clone(), |d| d.display().to_string()),
+                dockerfile: b.dockerfile.clone(),
+                target: b.target.clone(),
+                args: b.args.clone(),
             }),
             entrypoint: service.entrypoint.clone(),
             command: service.command.clone(),

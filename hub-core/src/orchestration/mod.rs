@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-pub use effective::{EffectiveService, EffectiveStack, EffectiveVolume};
+pub use effective::{EffectiveBuild, EffectiveService, EffectiveStack, EffectiveVolume};
 pub use health::NOT_READY;
 
 /// Most lines of a service's output one logs call returns.

@@ -321,7 +321,20 @@ async fn stack(client: &Client, name: &str, as_json: bool) -> Result<Exit, CliEr
             }
         };
         field("container", text(&service["container"]));
-        field("build", text(&service["build"]));
+        if let Some(build) = service["build"].as_object() {
+            let mut line = format!(
+                "{} ({})",
+                text(&build["context"]),
+                text(&build["dockerfile"])
+            );
+            if let Some(target) = build["target"].as_str() {
+                line.push_str(&format!(", stage {target}"));
+            }
+            field("build", line);
+            for (key, value) in build["args"].as_object().into_iter().flatten() {
+                field("build arg", format!("{key}={}", text(value)));
+            }
+        }
         field("entrypoint", shell_words(&list(&service["entrypoint"])));
         field("command", shell_words(&list(&service["command"])));
         for port in service["ports"].as_array().into_iter().flatten() {

@@ -295,3 +295,74 @@ async fn ctrl_c_asks_whether_to_cancel_the_operation() {
         .await;
     assert!(removed.is_object(), "{removed}");
 }
+
+/// `hub stack NAME` prints what a start would run: a compose project's services with the
+/// hub's ports in place of the file's, as text and as JSON (the same as
+/// `GET /api/projects/{id}/stack`); a broken compose file is a 422 naming the key and line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_stack_prints_the_effective_compose_stack() {
+    let dir = TempDir::new().unwrap();
+    let server = HubProcess::start(&dir.path().join("state"), &[]).await;
+    let folder = dir.path().join("shop");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(
+        folder.join("compose.yaml"),
+        "services:\n  api:\n    image: example/api\n    ports: [\"8000:8000\"]\n    \
+         environment:\n      MAIL: http://localhost:${MAILHOG_PORT}\n  \
+         mailhog:\n    image: example/mailhog\n    ports: [\"8025:8025\"]\n",
+    )
+    .unwrap();
+    let added = hub(server.port, &["add", folder.to_str().unwrap(), "--json"]).await;
+    assert!(added.status.success(), "{}", stderr(&added));
+    let project: serde_json::Value = serde_json::from_slice(&added.stdout).unwrap();
+    let backend = project["backend_port"].as_u64().unwrap();
+
+    let printed = hub(server.port, &["stack", "shop"]).await;
+    assert!(printed.status.success(), "{}", stderr(&printed));
+    let text = stdout(&printed);
+    assert!(
+        text.contains(&format!("8000/tcp → 127.0.0.1:{backend} (backend port)")),
+        "{text}"
+    );
+    assert!(text.contains("(extra port)"), "{text}");
+
+    let json = hub(server.port, &["stack", "shop", "--json"]).await;
+    let stack: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let (status, api) = server
+        .get(&format!("/api/projects/{}/stack", project["id"]))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(api, stack);
+    assert_eq!(stack["format"], "compose");
+    let mail = stack["services"][1]["ports"][0]["host_port"]
+        .as_u64()
+        .unwrap();
+    assert_ne!(mail, 8025, "the file's host port is replaced");
+    assert_eq!(
+        stack["services"][0]["environment"]["MAIL"],
+        format!("http://localhost:{mail}")
+    );
+    assert!(
+        text.contains(&format!("MAIL=http://localhost:{mail}")),
+        "{text}"
+    );
+
+    // A mistake in the file: 422 naming the key and its line, and the CLI says so.
+    std::fs::write(
+        folder.join("compose.yaml"),
+        "services:\n  api:\n    image: example/api\n    privileged: true\n",
+    )
+    .unwrap();
+    let (status, body) = server
+        .get(&format!("/api/projects/{}/stack", project["id"]))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let field = body["error"]["field"].as_str().unwrap_or_default();
+    assert!(
+        field.ends_with("compose.yaml: services.api.privileged"),
+        "{body}"
+    );
+    let refused = hub(server.port, &["stack", "shop"]).await;
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("line 4"), "{}", stderr(&refused));
+}

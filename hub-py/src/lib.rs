@@ -226,6 +226,7 @@ async fn dispatch(hub: &Hub, method: &str, args: Args) -> Result<Value, HubError
             Ok(task_json(&hub.revoke(args.task()?, terminate).await?))
         }
         "project_status" => to_value(hub.project_status(args.project()?).await?),
+        "effective_stack" => to_value(hub.effective_stack(args.project()?).await?),
         "logs" => {
             let service: String = args.req("service")?;
             let lines = args.opt("lines")?.unwrap_or(DEFAULT_LOG_LINES);

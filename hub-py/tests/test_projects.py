@@ -117,3 +117,35 @@ def test_project_folders_must_lie_inside_the_project_roots(hub: ch.Hub, tmp_path
             hub.create_project("Outside", outside)
         assert refused.value.field == "path"
     assert hub.list_projects() == []
+
+
+def test_effective_stack_of_a_compose_project(hub: ch.Hub, tmp_path: pathlib.Path) -> None:
+    folder = make_folder(tmp_path, "shop")
+    (folder / "compose.yaml").write_text(
+        "services:\n"
+        "  api:\n"
+        "    image: example/api\n"
+        "    ports: ['8000:8000']\n"
+        "    environment:\n"
+        "      MAIL: http://localhost:${MAILHOG_PORT}\n"
+        "      LEVEL: ${LEVEL:-info}\n"
+        "  mailhog:\n"
+        "    image: example/mailhog\n"
+        "    ports: ['8025']\n"
+    )
+    (folder / ".env").write_text("LEVEL=debug\n")
+    shop = hub.create_project("Shop", folder)
+    stack = hub.effective_stack(shop.id)
+    assert stack["format"] == "compose"
+    api, mailhog = stack["services"]
+    assert api["ports"][0]["role"] == "backend"
+    assert api["ports"][0]["host_port"] == shop.ports.backend
+    extra = mailhog["ports"][0]
+    assert extra["role"] is None and extra["host_port"] not in (None, 8025)
+    assert api["environment"] == {"LEVEL": "debug", "MAIL": f"http://localhost:{extra['host_port']}"}
+    assert hub.effective_stack("shop") == stack
+
+    (folder / "compose.yaml").write_text("services:\n  api:\n    image: x\n    privileged: true\n")
+    with pytest.raises(ch.InvalidInputError) as refused:
+        hub.effective_stack(shop.id)
+    assert refused.value.field is not None and refused.value.field.endswith("services.api.privileged")

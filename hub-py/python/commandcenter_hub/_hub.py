@@ -14,6 +14,7 @@ from ._types import (
     BusyPort,
     Project,
     QueueView,
+    EffectiveStack,
     StackStatus,
     Stats,
     TaskDetail,
@@ -288,6 +289,12 @@ class Hub:
     def project_status(self, id_or_slug: ProjectKey) -> StackStatus:
         """Per-service state, health and ports, read from the engine."""
         return StackStatus._from(self._call("project_status", key=id_or_slug))
+
+    def effective_stack(self, id_or_slug: ProjectKey) -> EffectiveStack:
+        """The stack a start would run: every service after ``${…}`` interpolation, with each
+        published port's host port (extra ports of a compose file are leased now if needed)."""
+        result: EffectiveStack = self._call("effective_stack", key=id_or_slug)
+        return result
 
     def logs(self, id_or_slug: ProjectKey, service: str, lines: int = 100) -> List[str]:
         """The last ``lines`` lines of one service's output."""

@@ -9,12 +9,17 @@ from typing import Any, Dict, List, Optional, TypedDict
 __all__ = [
     "Alert",
     "BusyPort",
+    "EffectiveBuild",
+    "EffectiveService",
+    "EffectiveStack",
+    "EffectiveVolume",
     "KindStats",
     "LatencySummary",
     "MinuteCounts",
     "Ports",
     "Project",
     "QueueView",
+    "ServicePort",
     "ServiceStatus",
     "StackStatus",
     "Stats",
@@ -169,6 +174,21 @@ class TaskStatus:
 
 
 @dataclass(frozen=True)
+class ServicePort:
+    """One published port of a service: ``container port → host port``."""
+
+    container_port: int
+    protocol: str
+    host_ip: str
+    #: ``None`` before an extra port is leased for it.
+    host_port: Optional[int]
+    #: The project port role it uses; ``None`` for an extra port.
+    role: Optional[str]
+    #: ``"80/tcp → 127.0.0.1:8010"``
+    mapping: str
+
+
+@dataclass(frozen=True)
 class ServiceStatus:
     """One service of a stack, as the engine runs it."""
 
@@ -180,6 +200,12 @@ class ServiceStatus:
     role: Optional[str]
     host_port: Optional[int]
     target_port: Optional[int]
+    ports: List[ServicePort] = field(default_factory=list)
+
+    @classmethod
+    def _from(cls, data: Dict[str, Any]) -> "ServiceStatus":
+        fields = {k: v for k, v in data.items() if k != "ports"}
+        return cls(**fields, ports=[ServicePort(**p) for p in data.get("ports", [])])
 
 
 @dataclass(frozen=True)
@@ -199,7 +225,7 @@ class StackStatus:
             status=data["status"],
             health=data["health"],
             stack_source=data["stack_source"],
-            services=[ServiceStatus(**s) for s in data["services"]],
+            services=[ServiceStatus._from(s) for s in data["services"]],
         )
 
 
@@ -209,6 +235,71 @@ class BusyPort:
 
     role: str
     port: int
+
+
+class PortMapping(TypedDict):
+    """A published port of the effective stack."""
+
+    container_port: int
+    protocol: str
+    host_ip: str
+    host_port: Optional[int]
+    role: Optional[str]
+    mapping: str
+
+
+class EffectiveBuild(TypedDict):
+    """How a service's image is built."""
+
+    context: str
+    dockerfile: str
+    target: Optional[str]
+    args: Dict[str, str]
+
+
+class EffectiveService(TypedDict):
+    """One service as a start would run it."""
+
+    name: str
+    container: str
+    image: str
+    build: Optional[EffectiveBuild]
+    entrypoint: Optional[List[str]]
+    command: Optional[List[str]]
+    ports: List[PortMapping]
+    environment: Dict[str, str]
+    volumes: List[str]
+    depends_on: List[str]
+    healthcheck: Optional[str]
+    working_dir: Optional[str]
+    user: Optional[str]
+    restart: Optional[str]
+    labels: Dict[str, str]
+    aliases: List[str]
+    run_once: bool
+
+
+class EffectiveVolume(TypedDict):
+    """A named volume as the engine has it."""
+
+    name: str
+    external: bool
+
+
+class EffectiveStack(TypedDict):
+    """The stack a start would run: after interpolation, with the hub's host ports."""
+
+    project_id: int
+    project: str
+    source: str
+    #: ``"compose"``, ``"hub_toml"`` or ``"default"``
+    format: str
+    network: str
+    health_timeout: str
+    stop_grace: str
+    services: List[EffectiveService]
+    volumes: Dict[str, EffectiveVolume]
+    warnings: List[str]
 
 
 # -- monitoring: the core's views as they cross over (see docs/MONITORING.md) ---------------

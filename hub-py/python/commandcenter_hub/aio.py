@@ -20,6 +20,7 @@ from ._types import (
     BusyPort,
     Project,
     QueueView,
+    EffectiveStack,
     StackStatus,
     Stats,
     TaskDetail,
@@ -187,6 +188,10 @@ class Hub:
 
     async def project_status(self, id_or_slug: ProjectKey) -> StackStatus:
         return StackStatus._from(await self._call("project_status", key=id_or_slug))
+
+    async def effective_stack(self, id_or_slug: ProjectKey) -> EffectiveStack:
+        result: EffectiveStack = await self._call("effective_stack", key=id_or_slug)
+        return result
 
     async def logs(self, id_or_slug: ProjectKey, service: str, lines: int = 100) -> List[str]:
         result: List[str] = await self._call("logs", key=id_or_slug, service=service, lines=lines)

@@ -814,3 +814,94 @@ fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Extra ports (a compose file's published ports beyond the four roles) are leases like the
+/// roles': unique across projects, stable across calls, given back when no longer published
+/// or when the project goes, and avoided by the role allocator.
+#[tokio::test]
+async fn extra_ports_are_leased_beside_the_roles() {
+    // Extras start where the second slot's backend port lies: the allocator must step over.
+    let fx = Fixture::with_ports(PortConfig {
+        extra_base: 8020,
+        probe_host: false,
+        ..PortConfig::default()
+    })
+    .await;
+    let registry = fx.hub.registry();
+    let a = fx
+        .hub
+        .create_project(NewProject::new("a", fx.folder("a")))
+        .await
+        .unwrap();
+    let keys = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    let leased = registry
+        .lease_extra_ports(&a, &keys(&["web:8025/tcp", "web:1025/tcp"]), false)
+        .await
+        .unwrap();
+    assert_eq!(leased.len(), 2);
+    let ports: HashSet<u16> = leased.values().copied().collect();
+    assert_eq!(ports, HashSet::from([8020, 8021]));
+    // Asking again changes nothing; another project gets other ports.
+    assert_eq!(
+        registry
+            .lease_extra_ports(&a, &keys(&["web:8025/tcp", "web:1025/tcp"]), false)
+            .await
+            .unwrap(),
+        leased
+    );
+    let b = fx
+        .hub
+        .create_project(NewProject::new("b", fx.folder("b")))
+        .await
+        .unwrap();
+    assert_ne!(
+        b.ports.backend, 8020,
+        "the role allocator skips leased extras"
+    );
+    let b_extra = registry
+        .lease_extra_ports(&b, &keys(&["api:9229/tcp"]), false)
+        .await
+        .unwrap();
+    assert!(!ports.contains(&b_extra["api:9229/tcp"]));
+
+    // A port that is no longer published is given back, and a reopened hub agrees.
+    let kept = registry
+        .lease_extra_ports(&a, &keys(&["web:8025/tcp"]), true)
+        .await
+        .unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept["web:8025/tcp"], leased["web:8025/tcp"]);
+    let reopened = fx.reopen().await;
+    assert_eq!(reopened.registry().extra_ports(a.id).await.unwrap(), kept);
+    drop(reopened);
+
+    // Changing the role ports keeps the extras; deleting the project frees them for others.
+    fx.hub
+        .update_project(
+            a.id,
+            ProjectUpdate {
+                ports: PortRequest {
+                    backend: Some(18000),
+                    ..PortRequest::default()
+                },
+                ..ProjectUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(registry.extra_ports(a.id).await.unwrap(), kept);
+    fx.hub.delete_project(a.id, false).await.unwrap();
+    let c = fx
+        .hub
+        .create_project(NewProject::new("c", fx.folder("c")))
+        .await
+        .unwrap();
+    let c_extra = registry
+        .lease_extra_ports(&c, &keys(&["x:1/tcp"]), false)
+        .await
+        .unwrap();
+    assert_eq!(
+        c_extra["x:1/tcp"],
+        leased["web:8025/tcp"].min(leased["web:1025/tcp"])
+    );
+}

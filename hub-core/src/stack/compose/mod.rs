@@ -131,6 +131,7 @@ impl<'a> Reader<'a> {
         };
         let env_path = folder.join(".env");
         let mut values = BTreeMap::new();
+        let mut unset = Vec::new();
         match std::fs::read_to_string(&env_path) {
             Ok(text) => {
                 let name = env_path.display().to_string();
@@ -141,11 +142,15 @@ impl<'a> Reader<'a> {
                     let value = if entry.literal {
                         value
                     } else {
-                        reader.vars = Variables::new(values.clone());
-                        reader
-                            .vars
+                        // A value may use the ones above it and the hub's.
+                        let mut scope = values.clone();
+                        scope.extend(context.variables.clone());
+                        let mut vars = Variables::new(scope);
+                        let value = vars
                             .interpolate(&value)
-                            .map_err(|message| invalid(&name, &entry.key, entry.line, message))?
+                            .map_err(|message| invalid(&name, &entry.key, entry.line, message))?;
+                        unset.extend(vars.unset);
+                        value
                     };
                     values.insert(entry.key, value);
                 }
@@ -167,7 +172,10 @@ impl<'a> Reader<'a> {
                 ));
             }
         }
+        unset.sort();
+        unset.dedup();
         reader.vars = Variables::new(values);
+        reader.vars.unset = unset;
         Ok(reader)
     }
 
@@ -796,7 +804,7 @@ impl<'a> Reader<'a> {
             let at = format!("{path}[{i}]");
             let (file, required) = match &item.value {
                 Value::Map(entries) => {
-                    self.check_keys(entries, &at, &["path", "required", "format"])?;
+                    self.check_keys(entries, &at, &["path", "required"])?;
                     let file = get(entries, "path")
                         .ok_or_else(|| self.err(&at, item, "an env_file entry needs `path`"))?;
                     let file = self.text(file, &format!("{at}.path"))?;

@@ -512,6 +512,18 @@ async function projectPage(id) {
     }
   }
 
+  // Every published port as `container port → host port`, the host port a link.
+  function servicePorts(svc) {
+    const mappings = svc.ports && svc.ports.length
+      ? svc.ports
+      : svc.host_port ? [{ container_port: svc.target_port, protocol: "tcp", host_port: svc.host_port }] : [];
+    return mappings.map((port) => h("div", {},
+      `${port.container_port ?? ""}${port.protocol === "udp" ? "/udp" : ""} → `,
+      port.host_port
+        ? h("a", { href: `http://localhost:${port.host_port}`, target: "_blank", rel: "noopener" }, String(port.host_port))
+        : "not leased yet"));
+  }
+
   async function load() {
     const [stack, tasks, fresh] = await Promise.all([
       api(`/api/orchestration/${project.id}/status`).catch(() => ({ services: [] })),
@@ -521,9 +533,7 @@ async function projectPage(id) {
     services.replaceChildren(...stack.services.map((svc) => h("tr", {},
       h("td", {}, svc.name), h("td", {}, svc.state), h("td", {}, svc.health || ""),
       h("td", { class: "mono" }, svc.image || ""),
-      h("td", {}, svc.host_port
-        ? [`${svc.target_port ?? ""} → `, h("a", { href: `http://localhost:${svc.host_port}`, target: "_blank", rel: "noopener" }, svc.host_port)]
-        : ""),
+      h("td", { class: "ports" }, servicePorts(svc)),
       h("td", {}, h("button", { type: "button", onclick: () => restartService(svc.name) }, "Restart")))));
     if (!stack.services.length) services.replaceChildren(h("tr", {}, h("td", { colspan: 6, class: "muted" }, "No containers")));
     const chosen = pick.value;

@@ -14,6 +14,7 @@ use crate::ports::probe_busy;
 use crate::project::{Health, Project, ProjectStatus};
 use crate::runtime::{
     Binding, BuildRequest, ContainerInfo, ContainerSpec, HealthCheck, PublishedPort, labels,
+    pack_context,
 };
 use crate::stack::{Mount, Protocol, ServiceSpec, StackSpec};
 use crate::sync::lock;
@@ -390,7 +391,7 @@ impl Orchestrator {
                 .context_dir
                 .clone()
                 .unwrap_or_else(|| project.path.join(&build.context));
-            let context = tokio::task::spawn_blocking(move || context_archive(&folder))
+            let context = tokio::task::spawn_blocking(move || pack_context(&folder))
                 .await
                 .map_err(|err| {
                     TaskError::new(
@@ -810,13 +811,4 @@ fn stop_order<'a>(
         }
     }
     levels
-}
-
-/// A build context folder as the tar archive the engine's build API takes. Links are stored
-/// as links, so a context cannot smuggle in files from outside through them.
-fn context_archive(folder: &std::path::Path) -> std::io::Result<Vec<u8>> {
-    let mut archive = tar::Builder::new(Vec::new());
-    archive.follow_symlinks(false);
-    archive.append_dir_all(".", folder)?;
-    archive.into_inner()
 }

@@ -4,6 +4,7 @@
 //! The trait speaks in the hub's terms — a network per project, named volumes, containers built
 //! from a [`ContainerSpec`] — so orchestration rules stay independent of the engine.
 
+mod context;
 mod docker;
 
 use std::collections::HashMap;
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 use crate::stack::{Protocol, RestartPolicy};
 
+pub(crate) use context::pack as pack_context;
 pub use docker::{DEFAULT_DOCKER_HOST, DockerRuntime, resolve_address};
 
 /// Label keys the hub puts on everything it creates. The `com.docker.compose.*` ones make our

@@ -1,9 +1,9 @@
 //! Stack definitions: which services a project runs and how.
 //!
 //! A project's stack comes from `hub.toml` in its folder, read at each start; without one, from
-//! its compose file (one of [`COMPOSE_FILES`], read after the Compose Specification); without either,
-//! from the default CommandCenter template (postgres, redis, backend, frontend), which is
-//! written in the same format (`stack/default.toml`). The format is compose-like:
+//! its compose file (one of [`COMPOSE_FILES`], read after the Compose Specification); without
+//! either, from the default CommandCenter template (postgres, redis, backend, frontend), which
+//! is written in the `hub.toml` format (`stack/default.toml`). That format is compose-like:
 //!
 //! ```toml
 //! [hub]                                   # optional

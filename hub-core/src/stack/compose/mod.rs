@@ -542,13 +542,18 @@ impl<'a> Reader<'a> {
         if text == "none" {
             return Ok(Some(None));
         }
-        text.parse::<PortRole>().map(|r| Some(Some(r))).map_err(|_| {
-            self.err(
-                &at,
-                role,
-                format!("unknown role '{text}' (expected backend, frontend, postgres, redis or none)"),
-            )
-        })
+        text.parse::<PortRole>()
+            .map(|r| Some(Some(r)))
+            .map_err(|_| {
+                self.err(
+                    &at,
+                    role,
+                    format!(
+                        "unknown role '{text}' (expected backend, frontend, postgres, redis or \
+                     none)"
+                    ),
+                )
+            })
     }
 
     /// Gives every published port its host port: the role's for a service's first one, an
@@ -817,11 +822,7 @@ impl<'a> Reader<'a> {
                 _ => (self.text(item, &at)?, true),
             };
             if !self.allow_outside && leaves_folder(&file) {
-                return Err(self.err(
-                    &at,
-                    item,
-                    format!("'{file}' leaves the project folder (set `x-hub: {{ allow_outside: true }}` to allow it)"),
-                ));
+                return Err(self.err(&at, item, leaves_the_folder(&format!("'{file}'"))));
             }
             let full = self.folder.join(&file);
             let text = match std::fs::read_to_string(&full) {
@@ -896,10 +897,7 @@ impl<'a> Reader<'a> {
             return Err(self.err(
                 path,
                 node,
-                format!(
-                    "context '{}' leaves the project folder (set `x-hub: {{ allow_outside: true }}` to allow it)",
-                    build.context
-                ),
+                leaves_the_folder(&format!("context '{}'", build.context)),
             ));
         }
         if leaves_folder(&build.dockerfile) {
@@ -1031,10 +1029,7 @@ impl<'a> Reader<'a> {
                     return Err(self.err(
                         &at,
                         item,
-                        format!(
-                            "'{source}' leaves the project folder; a bind mount must stay inside it \
-                             (set `x-hub: {{ allow_outside: true }}` to allow it, at your own risk)"
-                        ),
+                        leaves_the_folder(&format!("bind mount '{source}'")),
                     ));
                 }
                 mounts.push(Mount::Bind {
@@ -1279,6 +1274,14 @@ impl<'a> Reader<'a> {
         }
         Ok(aliases)
     }
+}
+
+/// The refusal of a path that leads out of the project folder.
+fn leaves_the_folder(what: &str) -> String {
+    format!(
+        "{what} leaves the project folder; set `x-hub: {{ allow_outside: true }}` to allow it, \
+         at your own risk (the hub usually runs as root beside the Docker socket)"
+    )
 }
 
 fn mapping(

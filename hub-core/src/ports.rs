@@ -586,6 +586,10 @@ async fn leases_of(
 /// Which of `ports` cannot be bound on the host right now. Probing is a system call per port,
 /// so it runs on a blocking thread, outside every lock and transaction.
 pub async fn probe_busy(ports: Vec<u16>) -> Result<Vec<u16>> {
+    // Nothing to probe (an empty stack, ports its own containers hold): no thread hop.
+    if ports.is_empty() {
+        return Ok(Vec::new());
+    }
     tokio::task::spawn_blocking(move || {
         ports
             .into_iter()

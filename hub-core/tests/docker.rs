@@ -150,6 +150,16 @@ fn assert_success(record: &TaskRecord) {
     );
 }
 
+/// Checks that `record` failed with `code` and a message holding every one of `fragments`.
+fn assert_failure(record: &TaskRecord, code: &str, fragments: &[&str]) {
+    assert_eq!(record.state, TaskState::Failure, "{record:?}");
+    let error = record.error.as_ref().unwrap();
+    assert_eq!(error.code, code, "{}", error.message);
+    for fragment in fragments {
+        assert!(error.message.contains(fragment), "{}", error.message);
+    }
+}
+
 async fn network_exists(name: &str) -> bool {
     let status = tokio::process::Command::new("docker")
         .args(["network", "inspect", name])
@@ -1143,14 +1153,10 @@ volumes:
     let q = fx
         .project_with("deps-fail", &[("compose.yaml", &failing)])
         .await;
-    let record = fx.start(&q).await;
-    assert_eq!(record.state, TaskState::Failure);
-    let error = record.error.unwrap();
-    assert_eq!(error.code, NOT_READY);
-    assert!(
-        error.message.contains("'migrate'") && error.message.contains("exited with code 3"),
-        "{}",
-        error.message
+    assert_failure(
+        &fx.start(&q).await,
+        NOT_READY,
+        &["'migrate'", "exited with code 3"],
     );
     assert!(
         fx.containers(&q).await.is_empty(),
@@ -1195,14 +1201,6 @@ async fn compose_images_are_built_from_the_project_folder() {
             ],
         )
         .await;
-    let record = fx.start(&broken).await;
-    assert_eq!(record.state, TaskState::Failure);
-    let error = record.error.unwrap();
-    assert_eq!(error.code, BUILD_FAILED);
-    assert!(
-        error.message.contains("'web'") && error.message.contains("7"),
-        "{}",
-        error.message
-    );
+    assert_failure(&fx.start(&broken).await, BUILD_FAILED, &["'web'", "7"]);
     fx.purge(&broken).await;
 }

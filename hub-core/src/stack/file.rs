@@ -262,21 +262,8 @@ pub(super) fn parse(text: &str, name: &str) -> Result<StackSpec> {
         format: StackFormat::Default,
         warnings: Vec::new(),
     };
-    let placed: usize = stack.start_order().iter().map(Vec::len).sum();
-    if placed < stack.services.len() {
-        let ordered: Vec<&str> = stack
-            .start_order()
-            .iter()
-            .flatten()
-            .map(|s| s.name.as_str())
-            .collect();
-        let cycle: Vec<&str> = stack
-            .services
-            .iter()
-            .map(|s| s.name.as_str())
-            .filter(|n| !ordered.contains(n))
-            .collect();
-        let first = cycle.first().copied().unwrap_or_default();
+    let cycle = stack.in_cycle();
+    if let Some(first) = cycle.first() {
         let offset = raw
             .services
             .iter()

@@ -460,6 +460,19 @@ impl StackSpec {
         levels
     }
 
+    /// The services a dependency cycle keeps out of [`StackSpec::start_order`], in stack
+    /// order; empty for a valid stack.
+    pub fn in_cycle(&self) -> Vec<&str> {
+        let order = self.start_order();
+        let placed: std::collections::HashSet<&str> =
+            order.iter().flatten().map(|s| s.name.as_str()).collect();
+        self.services
+            .iter()
+            .map(|s| s.name.as_str())
+            .filter(|name| !placed.contains(name))
+            .collect()
+    }
+
     /// The roles this stack publishes.
     pub fn published_roles(&self) -> Vec<PortRole> {
         self.services

@@ -173,8 +173,7 @@ class TaskStatus:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class ServicePort:
+class ServicePort(TypedDict):
     """One published port of a service: ``container port → host port``."""
 
     container_port: int
@@ -202,11 +201,6 @@ class ServiceStatus:
     target_port: Optional[int]
     ports: List[ServicePort] = field(default_factory=list)
 
-    @classmethod
-    def _from(cls, data: Dict[str, Any]) -> "ServiceStatus":
-        fields = {k: v for k, v in data.items() if k != "ports"}
-        return cls(**fields, ports=[ServicePort(**p) for p in data.get("ports", [])])
-
 
 @dataclass(frozen=True)
 class StackStatus:
@@ -225,7 +219,7 @@ class StackStatus:
             status=data["status"],
             health=data["health"],
             stack_source=data["stack_source"],
-            services=[ServiceStatus._from(s) for s in data["services"]],
+            services=[ServiceStatus(**s) for s in data["services"]],
         )
 
 
@@ -235,17 +229,6 @@ class BusyPort:
 
     role: str
     port: int
-
-
-class PortMapping(TypedDict):
-    """A published port of the effective stack."""
-
-    container_port: int
-    protocol: str
-    host_ip: str
-    host_port: Optional[int]
-    role: Optional[str]
-    mapping: str
 
 
 class EffectiveBuild(TypedDict):
@@ -266,7 +249,7 @@ class EffectiveService(TypedDict):
     build: Optional[EffectiveBuild]
     entrypoint: Optional[List[str]]
     command: Optional[List[str]]
-    ports: List[PortMapping]
+    ports: List[ServicePort]
     environment: Dict[str, str]
     volumes: List[str]
     depends_on: List[str]

@@ -505,18 +505,8 @@ impl<'a> Reader<'a> {
             format: StackFormat::Compose,
             warnings: Vec::new(),
         };
-        let placed: BTreeSet<&str> = probe
-            .start_order()
-            .iter()
-            .flatten()
-            .map(|s| s.name.as_str())
-            .collect();
-        if let Some(draft) = drafts.iter().find(|d| !placed.contains(d.name.as_str())) {
-            let cycle: Vec<&str> = drafts
-                .iter()
-                .map(|d| d.name.as_str())
-                .filter(|n| !placed.contains(n))
-                .collect();
+        let cycle = probe.in_cycle();
+        if let Some(draft) = drafts.iter().find(|d| cycle.contains(&d.name.as_str())) {
             return Err(self.err(
                 &format!("services.{}.depends_on", draft.name),
                 draft.key,

@@ -533,30 +533,78 @@ impl Registry {
         health: Health,
         error: Option<&str>,
     ) -> Result<()> {
-        let now = now_millis();
-        let started = (status == ProjectStatus::Running).then_some(now);
-        let stopped = (status == ProjectStatus::Stopped).then_some(now);
+        self.apply_status(&StatusChange::new(id, status, health, error))
+            .await
+    }
+
+    /// Records `change` in a transaction of its own.
+    pub async fn apply_status(&self, change: &StatusChange) -> Result<()> {
         let mut tx = self.db.begin_write().await?;
-        let done = sqlx::query(
-            "UPDATE projects SET status = $1, health = $2, last_error = $3, updated_at = $4, \
-             last_started = COALESCE($5, last_started), last_stopped = COALESCE($6, last_stopped) \
-             WHERE id = $7",
-        )
-        .bind(status.as_str())
-        .bind(health.as_str())
-        .bind(error.filter(|_| status == ProjectStatus::Error))
-        .bind(now)
-        .bind(started)
-        .bind(stopped)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(HubError::not_found(Entity::Project, id));
+        if !write_status(&mut tx, change).await? {
+            return Err(HubError::not_found(Entity::Project, change.project_id));
         }
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// A lifecycle change of a project's stack, as [`Registry::set_status`] records it; task
+/// handlers may hand it to their backend's writer instead, to be stored with the task's own
+/// changes (see [`crate::tasks::TaskContext::record_project_status`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusChange {
+    /// The project.
+    pub project_id: i64,
+    /// Its new status.
+    pub status: ProjectStatus,
+    /// Its new health.
+    pub health: Health,
+    /// `last_error`, kept only with status `error`.
+    pub error: Option<String>,
+    /// When it happened (Unix milliseconds).
+    pub at: i64,
+}
+
+impl StatusChange {
+    /// A change happening now.
+    pub fn new(
+        project_id: i64,
+        status: ProjectStatus,
+        health: Health,
+        error: Option<&str>,
+    ) -> Self {
+        StatusChange {
+            project_id,
+            status,
+            health,
+            error: error
+                .filter(|_| status == ProjectStatus::Error)
+                .map(str::to_owned),
+            at: now_millis(),
+        }
+    }
+}
+
+/// Writes `change` on `conn` (inside the caller's transaction); `false` when the project does
+/// not exist.
+pub(crate) async fn write_status(conn: &mut AnyConnection, change: &StatusChange) -> Result<bool> {
+    let started = (change.status == ProjectStatus::Running).then_some(change.at);
+    let stopped = (change.status == ProjectStatus::Stopped).then_some(change.at);
+    let done = sqlx::query(
+        "UPDATE projects SET status = $1, health = $2, last_error = $3, updated_at = $4, \
+         last_started = COALESCE($5, last_started), last_stopped = COALESCE($6, last_stopped) \
+         WHERE id = $7",
+    )
+    .bind(change.status.as_str())
+    .bind(change.health.as_str())
+    .bind(change.error.as_deref())
+    .bind(change.at)
+    .bind(started)
+    .bind(stopped)
+    .bind(change.project_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
 }
 
 fn path_text(path: &Path) -> Result<String> {

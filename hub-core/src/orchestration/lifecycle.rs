@@ -12,6 +12,7 @@ use super::{ExtraPorts, Orchestrator, container_name, engine_volume, stack_name}
 use crate::error::Entity;
 use crate::ports::probe_busy;
 use crate::project::{Health, Project, ProjectStatus};
+use crate::registry::StatusChange;
 use crate::runtime::{
     Binding, BuildRequest, ContainerInfo, ContainerSpec, HealthCheck, PublishedPort, labels,
     pack_context,
@@ -109,16 +110,43 @@ impl Orchestrator {
         };
         let result = self.restart_one(&project, service, &phase).await;
         if let Err(err) = &result {
-            self.registry
-                .set_status(
-                    project.id,
-                    ProjectStatus::Error,
-                    Health::Unhealthy,
-                    Some(&err.message),
-                )
-                .await?;
+            self.record_status(
+                ctx,
+                project.id,
+                ProjectStatus::Error,
+                Health::Unhealthy,
+                Some(&err.message),
+            )
+            .await?;
         }
         result
+    }
+
+    /// Records a status change that the operation `ctx` runs makes: with the task's own
+    /// writes when its backend keeps them in the registry's database (no transaction of its
+    /// own), else directly. An outcome (`running`, `stopped`, `error`) is waited for, so that
+    /// whoever sees the task end sees the project's status too; `starting` and `stopping` are
+    /// not: the outcome follows them in order.
+    async fn record_status(
+        &self,
+        ctx: &TaskContext,
+        project_id: i64,
+        status: ProjectStatus,
+        health: Health,
+        error: Option<&str>,
+    ) -> crate::Result<()> {
+        let change = StatusChange::new(project_id, status, health, error);
+        let Some(stored) = ctx.record_project_status(change.clone()) else {
+            return self.registry.apply_status(&change).await;
+        };
+        if matches!(status, ProjectStatus::Starting | ProjectStatus::Stopping) {
+            return Ok(());
+        }
+        stored
+            .await
+            .map_err(|_| crate::HubError::BackendUnavailable {
+                message: "the task writer stopped before storing a project's status".into(),
+            })?
     }
 
     /// Brings the stack up; on failure or revoke, removes what this start created and records
@@ -134,9 +162,14 @@ impl Orchestrator {
         };
         match outcome {
             Ok(result) => {
-                self.registry
-                    .set_status(project.id, ProjectStatus::Running, Health::Healthy, None)
-                    .await?;
+                self.record_status(
+                    phase.ctx,
+                    project.id,
+                    ProjectStatus::Running,
+                    Health::Healthy,
+                    None,
+                )
+                .await?;
                 tracing::info!(project = %project.slug, "stack running");
                 Ok(result)
             }
@@ -149,8 +182,7 @@ impl Orchestrator {
                     Some(CancelReason::Revoked) => (ProjectStatus::Stopped, None),
                     _ => (ProjectStatus::Error, Some(err.message.as_str())),
                 };
-                self.registry
-                    .set_status(project.id, status, Health::Unknown, error)
+                self.record_status(phase.ctx, project.id, status, Health::Unknown, error)
                     .await?;
                 tracing::warn!(project = %project.slug, error = %err, "start did not complete");
                 Err(err)
@@ -223,9 +255,14 @@ impl Orchestrator {
             ));
         }
 
-        self.registry
-            .set_status(project.id, ProjectStatus::Starting, Health::Unknown, None)
-            .await?;
+        self.record_status(
+            phase.ctx,
+            project.id,
+            ProjectStatus::Starting,
+            Health::Unknown,
+            None,
+        )
+        .await?;
         // A running container created from the same spec is kept, so a start repeated (by the
         // user, or after a lost worker) does not recreate a stack that runs; whatever else an
         // earlier run left is replaced.
@@ -529,25 +566,35 @@ impl Orchestrator {
     /// Stops and removes the stack's containers in reverse dependency order, then its network.
     /// Named volumes stay.
     async fn stop_stack(&self, project: &Project, phase: &Phase<'_>) -> JobResult {
-        self.registry
-            .set_status(project.id, ProjectStatus::Stopping, project.health, None)
-            .await?;
+        self.record_status(
+            phase.ctx,
+            project.id,
+            ProjectStatus::Stopping,
+            project.health,
+            None,
+        )
+        .await?;
         match self.stop_inner(project, phase).await {
             Ok(result) => {
-                self.registry
-                    .set_status(project.id, ProjectStatus::Stopped, Health::Unknown, None)
-                    .await?;
+                self.record_status(
+                    phase.ctx,
+                    project.id,
+                    ProjectStatus::Stopped,
+                    Health::Unknown,
+                    None,
+                )
+                .await?;
                 Ok(result)
             }
             Err(err) => {
-                self.registry
-                    .set_status(
-                        project.id,
-                        ProjectStatus::Error,
-                        Health::Unknown,
-                        Some(&err.message),
-                    )
-                    .await?;
+                self.record_status(
+                    phase.ctx,
+                    project.id,
+                    ProjectStatus::Error,
+                    Health::Unknown,
+                    Some(&err.message),
+                )
+                .await?;
                 Err(err)
             }
         }

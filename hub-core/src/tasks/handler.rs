@@ -8,8 +8,11 @@ use std::sync::{Arc, OnceLock};
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
+use tokio::sync::oneshot;
+
 use super::model::{CancelReason, TaskError, TaskId, TaskRecord, TaskState};
 use crate::error::{HubError, Result};
+use crate::registry::StatusChange;
 
 /// What a handler returns: a JSON result, or why it failed.
 pub type JobResult = std::result::Result<serde_json::Value, TaskError>;
@@ -131,6 +134,15 @@ pub trait ProgressSink: Send + Sync + 'static {
         percent: u8,
         status: Option<String>,
     ) -> Result<()>;
+
+    /// Takes a change of a project's status to store with the task's own changes, in their
+    /// order and the same transactions, when this backend keeps its tasks in the registry's
+    /// database; the receiver answers once it is stored. `None` when the backend cannot (the
+    /// caller writes it itself).
+    fn project_status(&self, change: StatusChange) -> Option<oneshot::Receiver<Result<()>>> {
+        let _ = change;
+        None
+    }
 }
 
 /// What a running handler knows about its task, and how it talks back.
@@ -213,6 +225,17 @@ impl TaskContext {
         self.sink
             .progress(self.id, state, percent.min(100), Some(status.into()))
             .await
+    }
+
+    /// Hands a change of a project's status to the task backend, to be stored with this task's
+    /// changes (no transaction of its own); the receiver answers once it is stored. `None` when
+    /// the backend keeps its tasks elsewhere: then the caller records it with
+    /// [`crate::Registry::apply_status`].
+    pub fn record_project_status(
+        &self,
+        change: StatusChange,
+    ) -> Option<oneshot::Receiver<Result<()>>> {
+        self.sink.project_status(change)
     }
 
     /// The token that fires when the task should stop (revoke, soft time limit, shutdown).

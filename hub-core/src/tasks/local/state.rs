@@ -324,6 +324,19 @@ impl ProgressSink for Shared {
         );
         Ok(())
     }
+
+    fn project_status(
+        &self,
+        change: crate::registry::StatusChange,
+    ) -> Option<tokio::sync::oneshot::Receiver<Result<()>>> {
+        // The registry lives in this store's database: the change rides in the writer's next
+        // transaction, after every change of this task sent before it.
+        let (ack, answer) = tokio::sync::oneshot::channel();
+        self.writer
+            .send(WriteOp::ProjectStatus { change, ack })
+            .ok()
+            .map(|()| answer)
+    }
 }
 
 pub(super) fn writer_gone() -> HubError {

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::state::{Shared, lock};
 use crate::db::now_millis;
 use crate::error::{HubError, Result};
+use crate::registry::{StatusChange, write_status};
 use crate::tasks::backend::key_held;
 use crate::tasks::history::Finished;
 use crate::tasks::model::{CancelReason, TaskEvent, TaskId, TaskRecord, TaskState};
@@ -55,6 +56,9 @@ pub(super) enum WriteOp {
     Release(Ack<u64>),
     /// Report when everything sent before is stored.
     Flush(oneshot::Sender<()>),
+    /// Store a change of a project's status (a task handler's), in order with the task's
+    /// changes; answered once stored, retried until then if nobody waits.
+    ProjectStatus { change: StatusChange, ack: Ack<()> },
 }
 
 /// Stores batches of ops until every sender is gone.
@@ -92,11 +96,18 @@ enum Step {
     Reclaim(Ack<Reclaimed>),
     Revoke(TaskId, bool, Ack<()>),
     Release(Ack<u64>),
+    ProjectStatus(StatusChange, Ack<()>),
 }
 
 impl Step {
+    /// Whether a caller waits on this step: if the batch fails, it is answered with the error
+    /// instead of the step being tried again.
     fn has_ack(&self) -> bool {
-        !matches!(self, Step::Write { .. })
+        match self {
+            Step::Write { .. } => false,
+            Step::ProjectStatus(_, ack) => !ack.is_closed(),
+            _ => true,
+        }
     }
 
     /// Fails the caller waiting on this step.
@@ -106,7 +117,10 @@ impl Step {
         };
         match self {
             Step::Write { .. } => {}
-            Step::InsertExclusive(_, ack) | Step::Register(ack) | Step::Heartbeat(_, ack) => {
+            Step::InsertExclusive(_, ack)
+            | Step::Register(ack)
+            | Step::Heartbeat(_, ack)
+            | Step::ProjectStatus(_, ack) => {
                 let _ = ack.send(Err(unavailable()));
             }
             Step::Revoke(_, _, ack) => {
@@ -176,6 +190,9 @@ fn plan(ops: Vec<WriteOp>) -> (Vec<Step>, Vec<oneshot::Sender<()>>) {
             }
             WriteOp::Release(ack) => steps.push(Step::Release(ack)),
             WriteOp::Flush(done) => flushes.push(done),
+            WriteOp::ProjectStatus { change, ack } => {
+                steps.push(Step::ProjectStatus(change, ack));
+            }
         }
     }
     (steps, flushes)
@@ -321,6 +338,16 @@ async fn run_step(
             store::stop_worker(tx, me, now_millis()).await?;
             Done::Released(released)
         }
+        Step::ProjectStatus(change, _) => {
+            if !write_status(tx, change).await? {
+                // Deleted meanwhile: nothing left to record it on.
+                tracing::debug!(
+                    project = change.project_id,
+                    "status of a project that is gone"
+                );
+            }
+            Done::Unit
+        }
     })
 }
 
@@ -367,7 +394,13 @@ fn finish(shared: &Shared, steps: Vec<Step>, done: Vec<Done>) {
                 drop(live);
                 let _ = ack.send(Ok(count));
             }
-            (Step::Register(ack) | Step::Heartbeat(_, ack) | Step::Revoke(_, _, ack), _) => {
+            (
+                Step::Register(ack)
+                | Step::Heartbeat(_, ack)
+                | Step::Revoke(_, _, ack)
+                | Step::ProjectStatus(_, ack),
+                _,
+            ) => {
                 let _ = ack.send(Ok(()));
             }
             (Step::Reclaim(ack), Done::Reclaimed(reclaimed)) => {

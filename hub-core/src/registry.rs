@@ -587,24 +587,53 @@ impl StatusChange {
 
 /// Writes `change` on `conn` (inside the caller's transaction); `false` when the project does
 /// not exist.
-pub(crate) async fn write_status(conn: &mut AnyConnection, change: &StatusChange) -> Result<bool> {
-    let started = (change.status == ProjectStatus::Running).then_some(change.at);
-    let stopped = (change.status == ProjectStatus::Stopped).then_some(change.at);
-    let done = sqlx::query(
-        "UPDATE projects SET status = $1, health = $2, last_error = $3, updated_at = $4, \
-         last_started = COALESCE($5, last_started), last_stopped = COALESCE($6, last_stopped) \
-         WHERE id = $7",
-    )
-    .bind(change.status.as_str())
-    .bind(change.health.as_str())
-    .bind(change.error.as_deref())
-    .bind(change.at)
-    .bind(started)
-    .bind(stopped)
-    .bind(change.project_id)
-    .execute(&mut *conn)
-    .await?;
-    Ok(done.rows_affected() > 0)
+async fn write_status(conn: &mut AnyConnection, change: &StatusChange) -> Result<bool> {
+    Ok(write_statuses(conn, &[change]).await? > 0)
+}
+
+/// Writes `changes`, in order, on `conn` (inside the caller's transaction) with one statement:
+/// each project ends as its last change says, its `last_started` / `last_stopped` stamped by
+/// its latest `running` / `stopped`, as one statement per change would leave it. Returns how
+/// many projects were found.
+pub(crate) async fn write_statuses(
+    conn: &mut AnyConnection,
+    changes: &[&StatusChange],
+) -> Result<u64> {
+    let mut last: BTreeMap<i64, (&StatusChange, Option<i64>, Option<i64>)> = BTreeMap::new();
+    for change in changes {
+        let entry = last
+            .entry(change.project_id)
+            .or_insert((change, None, None));
+        entry.0 = change;
+        match change.status {
+            ProjectStatus::Running => entry.1 = Some(change.at),
+            ProjectStatus::Stopped => entry.2 = Some(change.at),
+            _ => {}
+        }
+    }
+    if last.is_empty() {
+        return Ok(0);
+    }
+    let rows = vec!["(?, ?, ?, ?, ?, ?, ?)"; last.len()].join(", ");
+    let sql = format!(
+        "WITH v (id, status, health, last_error, at, started, stopped) AS (VALUES {rows}) \
+         UPDATE projects SET status = v.status, health = v.health, last_error = v.last_error, \
+         updated_at = v.at, last_started = COALESCE(v.started, projects.last_started), \
+         last_stopped = COALESCE(v.stopped, projects.last_stopped) \
+         FROM v WHERE projects.id = v.id"
+    );
+    let mut query = sqlx::query(&sql);
+    for (id, (change, started, stopped)) in &last {
+        query = query
+            .bind(*id)
+            .bind(change.status.as_str())
+            .bind(change.health.as_str())
+            .bind(change.error.as_deref())
+            .bind(change.at)
+            .bind(*started)
+            .bind(*stopped);
+    }
+    Ok(query.execute(&mut *conn).await?.rows_affected())
 }
 
 fn path_text(path: &Path) -> Result<String> {

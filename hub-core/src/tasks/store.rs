@@ -113,22 +113,32 @@ async fn refused_among(conn: &mut AnyConnection, tasks: &[&StoredTask]) -> Resul
     Ok(refused)
 }
 
-/// Inserts `task` unless an unfinished task holds its exclusive key; returns whether it did.
-/// Check and insert are one statement, so no other writer can slip between them.
-pub(crate) async fn insert_if_key_free(
+/// Inserts `tasks`, each unless its exclusive key is held (by a stored task, or by one earlier
+/// in `tasks`): one statement per [`ROWS_PER_STATEMENT`] rows, the key's unique index deciding.
+/// Returns the ids stored.
+pub(crate) async fn insert_if_keys_free(
     conn: &mut AnyConnection,
-    task: &StoredTask,
-) -> Result<bool> {
-    let values: Vec<String> = (1..=COLUMN_COUNT).map(|i| format!("${i}")).collect();
-    let sql = format!(
-        "INSERT INTO tasks ({COLUMNS}) SELECT {} WHERE NOT EXISTS \
-         (SELECT 1 FROM tasks WHERE exclusive_key = $20)",
-        values.join(", ")
-    );
-    let done = bind_task(sqlx::query(&sql), task)
-        .execute(&mut *conn)
-        .await?;
-    Ok(done.rows_affected() == 1)
+    tasks: &[&StoredTask],
+) -> Result<HashSet<TaskId>> {
+    let mut stored = HashSet::with_capacity(tasks.len());
+    for chunk in tasks.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO tasks ({COLUMNS}) VALUES {} ON CONFLICT DO NOTHING RETURNING id",
+            row_placeholders(chunk.len(), COLUMN_COUNT)
+        );
+        let mut query = sqlx::query(&sql);
+        for task in chunk {
+            query = bind_task(query, task);
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            let id: String = row.try_get(0)?;
+            let id = id
+                .parse()
+                .map_err(|err| HubError::Internal(format!("stored task id '{id}': {err}")))?;
+            stored.insert(id);
+        }
+    }
+    Ok(stored)
 }
 
 /// `rows` rows of `columns` positional placeholders: `(?, ?, …), (?, ?, …)`.
@@ -497,35 +507,46 @@ pub(crate) async fn record_finished(conn: &mut AnyConnection, finished: &[Finish
             *workers.entry(tally).or_default() += 1;
         }
     }
-    for ((minute, kind, state), (count, runtime_ms)) in counts {
-        sqlx::query(
-            "INSERT INTO task_counts (minute, kind, state, count, runtime_ms) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (minute, kind, state) DO UPDATE SET \
+    // One statement per table: the keys are distinct, so each row is one upsert.
+    let counts: Vec<_> = counts.into_iter().collect();
+    for chunk in counts.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO task_counts (minute, kind, state, count, runtime_ms) VALUES {} \
+             ON CONFLICT (minute, kind, state) DO UPDATE SET \
              count = task_counts.count + excluded.count, \
              runtime_ms = task_counts.runtime_ms + excluded.runtime_ms",
-        )
-        .bind(minute)
-        .bind(kind.to_owned())
-        .bind(state.as_str())
-        .bind(count)
-        .bind(runtime_ms)
-        .execute(&mut *conn)
-        .await?;
+            row_placeholders(chunk.len(), 5)
+        );
+        let mut query = sqlx::query(&sql);
+        for ((minute, kind, state), (count, runtime_ms)) in chunk {
+            query = query
+                .bind(*minute)
+                .bind((*kind).to_owned())
+                .bind(state.as_str())
+                .bind(*count)
+                .bind(*runtime_ms);
+        }
+        query.execute(&mut *conn).await?;
     }
-    for ((kind, which, bucket), (count, sum_ms)) in latency {
-        sqlx::query(
-            "INSERT INTO task_latency (kind, latency, bucket, count, sum_ms) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (kind, latency, bucket) DO UPDATE SET \
+    let latency: Vec<_> = latency.into_iter().collect();
+    for chunk in latency.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO task_latency (kind, latency, bucket, count, sum_ms) VALUES {} \
+             ON CONFLICT (kind, latency, bucket) DO UPDATE SET \
              count = task_latency.count + excluded.count, \
              sum_ms = task_latency.sum_ms + excluded.sum_ms",
-        )
-        .bind(kind.to_owned())
-        .bind(which.as_str())
-        .bind(i64::try_from(bucket).unwrap_or(i64::MAX))
-        .bind(count)
-        .bind(sum_ms)
-        .execute(&mut *conn)
-        .await?;
+            row_placeholders(chunk.len(), 5)
+        );
+        let mut query = sqlx::query(&sql);
+        for ((kind, which, bucket), (count, sum_ms)) in chunk {
+            query = query
+                .bind((*kind).to_owned())
+                .bind(which.as_str())
+                .bind(i64::try_from(*bucket).unwrap_or(i64::MAX))
+                .bind(*count)
+                .bind(*sum_ms);
+        }
+        query.execute(&mut *conn).await?;
     }
     for ((worker, tally), count) in workers {
         // `tally` is one of the two column names `Finished::worker_tally` gives.

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::state::{Shared, lock};
 use crate::db::now_millis;
 use crate::error::{HubError, Result};
-use crate::registry::{StatusChange, write_status};
+use crate::registry::{StatusChange, write_statuses};
 use crate::tasks::backend::key_held;
 use crate::tasks::history::Finished;
 use crate::tasks::model::{CancelReason, TaskEvent, TaskId, TaskRecord, TaskState};
@@ -89,14 +89,16 @@ enum Step {
         /// Every version, in arrival order: the events, for the tasks the store took.
         versions: Vec<TaskRecord>,
     },
-    InsertExclusive(Box<StoredTask>, Ack<()>),
+    /// Every exclusive insert of the batch, decided by one statement.
+    InsertExclusive(Vec<(StoredTask, Ack<()>)>),
     Claim(usize, Ack<usize>),
     Register(Ack<()>),
     Heartbeat(u64, Ack<()>),
     Reclaim(Ack<Reclaimed>),
     Revoke(TaskId, bool, Ack<()>),
     Release(Ack<u64>),
-    ProjectStatus(StatusChange, Ack<()>),
+    /// Every project status change of the batch, in arrival order, stored by one statement.
+    ProjectStatus(Vec<(StatusChange, Ack<()>)>),
 }
 
 impl Step {
@@ -105,7 +107,7 @@ impl Step {
     fn has_ack(&self) -> bool {
         match self {
             Step::Write { .. } => false,
-            Step::ProjectStatus(_, ack) => !ack.is_closed(),
+            Step::ProjectStatus(changes) => changes.iter().any(|(_, ack)| !ack.is_closed()),
             _ => true,
         }
     }
@@ -117,11 +119,18 @@ impl Step {
         };
         match self {
             Step::Write { .. } => {}
-            Step::InsertExclusive(_, ack)
-            | Step::Register(ack)
-            | Step::Heartbeat(_, ack)
-            | Step::ProjectStatus(_, ack) => {
+            Step::Register(ack) | Step::Heartbeat(_, ack) => {
                 let _ = ack.send(Err(unavailable()));
+            }
+            Step::InsertExclusive(inserts) => {
+                for (_, ack) in inserts {
+                    let _ = ack.send(Err(unavailable()));
+                }
+            }
+            Step::ProjectStatus(changes) => {
+                for (_, ack) in changes {
+                    let _ = ack.send(Err(unavailable()));
+                }
             }
             Step::Revoke(_, _, ack) => {
                 let _ = ack.send(Err(unavailable()));
@@ -143,11 +152,28 @@ impl Step {
 enum Done {
     /// Ids of the write's tasks whose change was stored.
     Written(HashSet<TaskId>),
-    Inserted(Result<()>),
+    /// One result per insert, in order.
+    Inserted(Vec<Result<()>>),
     Claimed(Vec<StoredTask>),
     Unit,
     Reclaimed(Reclaimed),
     Released(u64),
+}
+
+/// The step an exclusive insert may join: the batch's latest exclusive inserts, unless a step
+/// after them may free a key (a task's end, a reclaim, a revoke) — an insert must still see
+/// the keys freed before it arrived. Joining keeps the statement count of a busy batch flat.
+fn insert_target(steps: &[Step]) -> Option<usize> {
+    for (i, step) in steps.iter().enumerate().rev() {
+        match step {
+            Step::InsertExclusive(_) => return Some(i),
+            Step::Write { entries, .. }
+                if entries.iter().all(|e| !e.task.record.state.is_terminal()) => {}
+            Step::Claim(..) | Step::Register(_) | Step::Heartbeat(..) | Step::ProjectStatus(_) => {}
+            _ => return None,
+        }
+    }
+    None
 }
 
 fn plan(ops: Vec<WriteOp>) -> (Vec<Step>, Vec<oneshot::Sender<()>>) {
@@ -178,7 +204,10 @@ fn plan(ops: Vec<WriteOp>) -> (Vec<Step>, Vec<oneshot::Sender<()>>) {
             WriteOp::Insert {
                 task,
                 ack: Some(ack),
-            } => steps.push(Step::InsertExclusive(Box::new(task), ack)),
+            } => match insert_target(&steps).and_then(|i| steps.get_mut(i)) {
+                Some(Step::InsertExclusive(inserts)) => inserts.push((task, ack)),
+                _ => steps.push(Step::InsertExclusive(vec![(task, ack)])),
+            },
             WriteOp::Insert { task, ack: None } => write(&mut steps, task, 0),
             WriteOp::Put { task, version } => write(&mut steps, task, version),
             WriteOp::Claim { max, ack } => steps.push(Step::Claim(max, ack)),
@@ -190,9 +219,14 @@ fn plan(ops: Vec<WriteOp>) -> (Vec<Step>, Vec<oneshot::Sender<()>>) {
             }
             WriteOp::Release(ack) => steps.push(Step::Release(ack)),
             WriteOp::Flush(done) => flushes.push(done),
-            WriteOp::ProjectStatus { change, ack } => {
-                steps.push(Step::ProjectStatus(change, ack));
-            }
+            // They touch projects only: one step per batch, wherever it stands.
+            WriteOp::ProjectStatus { change, ack } => match steps
+                .iter_mut()
+                .find(|s| matches!(s, Step::ProjectStatus(_)))
+            {
+                Some(Step::ProjectStatus(changes)) => changes.push((change, ack)),
+                _ => steps.push(Step::ProjectStatus(vec![(change, ack)])),
+            },
         }
     }
     (steps, flushes)
@@ -288,17 +322,23 @@ async fn run_step(
             );
             Done::Written(stored)
         }
-        Step::InsertExclusive(task, _) => {
-            let key = task.exclusive_key.as_deref().unwrap_or_default();
-            if store::insert_if_key_free(tx, task).await? {
-                events.push(task.record.clone());
-                Done::Inserted(Ok(()))
-            } else {
+        Step::InsertExclusive(inserts) => {
+            let tasks: Vec<&StoredTask> = inserts.iter().map(|(task, _)| task).collect();
+            let stored = store::insert_if_keys_free(tx, &tasks).await?;
+            let mut results = Vec::with_capacity(inserts.len());
+            for (task, _) in inserts {
+                if stored.contains(&task.record.id) {
+                    events.push(task.record.clone());
+                    results.push(Ok(()));
+                    continue;
+                }
+                let key = task.exclusive_key.as_deref().unwrap_or_default();
                 let holder = store::exclusive_holder(tx, key)
                     .await?
                     .map_or_else(|| "unknown".into(), |t| format!("{} {}", t.kind, t.id));
-                Done::Inserted(Err(key_held(key, &holder)))
+                results.push(Err(key_held(key, &holder)));
             }
+            Done::Inserted(results)
         }
         Step::Claim(max, _) => Done::Claimed(
             store::claim(tx, me, shared.lease_until(), &shared.config.queues, *max).await?,
@@ -338,14 +378,10 @@ async fn run_step(
             store::stop_worker(tx, me, now_millis()).await?;
             Done::Released(released)
         }
-        Step::ProjectStatus(change, _) => {
-            if !write_status(tx, change).await? {
-                // Deleted meanwhile: nothing left to record it on.
-                tracing::debug!(
-                    project = change.project_id,
-                    "status of a project that is gone"
-                );
-            }
+        Step::ProjectStatus(changes) => {
+            let changes: Vec<&StatusChange> = changes.iter().map(|(change, _)| change).collect();
+            // A project deleted meanwhile has nothing left to record its status on.
+            write_statuses(tx, &changes).await?;
             Done::Unit
         }
     })
@@ -377,13 +413,15 @@ fn finish(shared: &Shared, steps: Vec<Step>, done: Vec<Done>) {
                     }
                 }
             }
-            (Step::InsertExclusive(task, ack), Done::Inserted(result)) => {
-                if result.is_ok() && task.owner.as_deref() == Some(me) {
-                    // Queued by the writer, not the caller: a caller that gives up after the
-                    // commit cannot leave a stored task unqueued.
-                    shared.admit_locked(&mut lock(&shared.live), *task);
+            (Step::InsertExclusive(inserts), Done::Inserted(results)) => {
+                for ((task, ack), result) in inserts.into_iter().zip(results) {
+                    if result.is_ok() && task.owner.as_deref() == Some(me) {
+                        // Queued by the writer, not the caller: a caller that gives up after
+                        // the commit cannot leave a stored task unqueued.
+                        shared.admit_locked(&mut lock(&shared.live), task);
+                    }
+                    let _ = ack.send(result);
                 }
-                let _ = ack.send(result);
             }
             (Step::Claim(_, ack), Done::Claimed(tasks)) => {
                 let count = tasks.len();
@@ -394,14 +432,13 @@ fn finish(shared: &Shared, steps: Vec<Step>, done: Vec<Done>) {
                 drop(live);
                 let _ = ack.send(Ok(count));
             }
-            (
-                Step::Register(ack)
-                | Step::Heartbeat(_, ack)
-                | Step::Revoke(_, _, ack)
-                | Step::ProjectStatus(_, ack),
-                _,
-            ) => {
+            (Step::Register(ack) | Step::Heartbeat(_, ack) | Step::Revoke(_, _, ack), _) => {
                 let _ = ack.send(Ok(()));
+            }
+            (Step::ProjectStatus(changes), _) => {
+                for (_, ack) in changes {
+                    let _ = ack.send(Ok(()));
+                }
             }
             (Step::Reclaim(ack), Done::Reclaimed(reclaimed)) => {
                 let _ = ack.send(Ok(reclaimed));

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import _thread
 import pathlib
+import signal
 import threading
 import time
 import urllib.request
@@ -113,13 +114,20 @@ def test_threads_keep_running_during_a_blocking_wait(hub: ch.Hub, tmp_path: path
 
 
 def test_ctrl_c_interrupts_a_wait(hub: ch.Hub, tmp_path: pathlib.Path, tag: str) -> None:
-    project = hub.create_project(f"sigint-{tag}", make_folder(tmp_path, "sigint", STUCK))
-    handle = hub.start_project(project.id)
-    threading.Timer(0.5, _thread.interrupt_main).start()
-    started = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        handle.wait()
-    assert time.monotonic() - started < 3
+    # A shell starts background commands with SIGINT ignored, and Python keeps it so: then
+    # Ctrl-C (and interrupt_main) reach nobody. Python's own handler makes the test mean the
+    # same however it was launched.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        project = hub.create_project(f"sigint-{tag}", make_folder(tmp_path, "sigint", STUCK))
+        handle = hub.start_project(project.id)
+        threading.Timer(0.5, _thread.interrupt_main).start()
+        started = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            handle.wait()
+        assert time.monotonic() - started < 3
+    finally:
+        signal.signal(signal.SIGINT, previous)
     hub.revoke(handle.task_id, terminate=True)
     handle.wait(timeout=30)
     hub.delete_project(project.id, delete_data=True)

@@ -66,14 +66,7 @@ async fn fixture_with(base: u16, config: HubConfig) -> Fixture {
 impl Fixture {
     /// Registers a project named `<name>-<tag>` whose folder holds `stack` as `hub.toml`.
     async fn project(&self, name: &str, stack: &str) -> Project {
-        let name = format!("{name}-{}", self.tag);
-        let folder = self.root.join(&name);
-        std::fs::create_dir_all(&folder).unwrap();
-        std::fs::write(folder.join("hub.toml"), stack).unwrap();
-        self.hub
-            .create_project(NewProject::new(&name, folder))
-            .await
-            .unwrap()
+        self.project_with(name, &[("hub.toml", stack)]).await
     }
 
     /// Registers a project named `<name>-<tag>` whose folder holds `files` (path, text): a

@@ -359,12 +359,13 @@ impl Orchestrator {
             return Ok(stack);
         }
         let wanted = stack.extra_port_keys();
+        // Only a sync has work to do when the file publishes no extra port: give back old ones.
+        if wanted.is_empty() && ports != ExtraPorts::Sync {
+            return Ok(stack);
+        }
         context.extra_ports = match ports {
             ExtraPorts::Read => self.registry.extra_ports(project.id).await?,
             ExtraPorts::Lease => {
-                if wanted.is_empty() {
-                    return Ok(stack);
-                }
                 self.registry
                     .lease_extra_ports(project, &wanted, false)
                     .await?

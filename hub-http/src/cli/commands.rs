@@ -253,11 +253,13 @@ async fn status(client: &Client, name: &str, as_json: bool) -> Result<Exit, CliE
                 .flatten()
                 .map(|p| text(&p["mapping"]))
                 .collect();
-            let ports = match (s["target_port"].as_u64(), s["host_port"].as_u64()) {
-                _ if !mappings.is_empty() => mappings.join(", "),
-                (Some(target), Some(host)) => format!("{target} → 127.0.0.1:{host}"),
-                (None, Some(host)) => format!("127.0.0.1:{host}"),
-                _ => "-".to_owned(),
+            // A container the current file no longer names has only its published host port.
+            let ports = if mappings.is_empty() {
+                s["host_port"]
+                    .as_u64()
+                    .map_or_else(|| "-".to_owned(), |host| format!("127.0.0.1:{host}"))
+            } else {
+                mappings.join(", ")
             };
             vec![
                 text(&s["name"]),

@@ -765,7 +765,8 @@ async function monitorPage() {
       h("a", { class: "mono", href: `#/tasks/${status.task_id}` }, status.task_id.slice(0, 8)), ` ${status.kind} `,
       h("span", { class: `state-${status.state}` }, status.state), ` ${status.progress}% ${status.ready ? "" : status.status}`));
     while (feed.children.length > 30) feed.lastChild.remove();
-    if (status.ready) scheduleLoad();
+    // A task that starts or ends changes the running and finished figures.
+    if (status.ready || status.state === "STARTED") scheduleLoad();
   };
   let pending = null;
   const scheduleLoad = () => {

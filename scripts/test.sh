@@ -23,6 +23,8 @@ command -v dockerd >/dev/null || need+=(docker.io)
 # `script` and tmux give the command-line tests a terminal (live progress bar, Ctrl-C).
 command -v script >/dev/null || need+=(bsdutils)
 command -v tmux >/dev/null || need+=(tmux)
+# The registry, the task store and the deployment test also run on PostgreSQL.
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 # The dashboard's browser tests drive Debian's Chromium (Playwright with executable_path).
 command -v chromium >/dev/null || need+=(chromium)
 # promtool checks and unit-tests the shipped alert rules, and lints /metrics (the server
@@ -69,6 +71,18 @@ for _ in $(seq 1 100); do
 done
 export HUB_TEST_REDIS_URL="redis://127.0.0.1:$redis_port/0"
 echo "redis at $HUB_TEST_REDIS_URL"
+
+step "postgresql for the tests"
+# A throwaway cluster on a free loopback port (trust authentication, no fsync); every test makes
+# a database of its own in it. Stopped on exit.
+pg_dir=$(mktemp -d /tmp/hub-postgres.XXXXXX)
+export HUB_TEST_POSTGRES_URL
+HUB_TEST_POSTGRES_URL=$(bash scripts/postgres-up.sh "$(free_port)" "$pg_dir" | tail -n 1)
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+pg_as=""
+[ "$(id -u)" -eq 0 ] && pg_as="runuser -u postgres --"
+cleanup+=("$pg_as '$pg_bin/pg_ctl' -D '$pg_dir/data' -m fast stop >/dev/null; rm -rf '$pg_dir'")
+echo "postgresql at $HUB_TEST_POSTGRES_URL"
 
 step "python tools (virtualenv)"
 if [ ! -x "$venv/bin/python" ]; then

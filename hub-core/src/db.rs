@@ -1,19 +1,164 @@
-//! The database the registry and the in-process task queue share.
+//! The database the registry and the in-database task store share: an embedded SQLite file,
+//! or a PostgreSQL server when several hosts share one registry.
 //!
-//! Everything goes through sqlx's `Any` driver with portable SQL (`$n` placeholders, `BIGINT`
-//! timestamps in Unix milliseconds), so the same code serves the embedded SQLite file and, when
-//! several hosts share one registry, PostgreSQL. Only what truly differs — connection pragmas,
-//! the statement that opens a write transaction, migrations — is chosen per [`Dialect`].
+//! Every pool and connection is typed by its database ([`Typed`]): a statement is written once
+//! and [`dispatch!`] compiles it for each driver, so each decodes with its own types (no
+//! `Any` layer hiding that `SUM(BIGINT)` is `NUMERIC` on PostgreSQL). SQL stays portable (`$n`
+//! placeholders, `BIGINT` Unix-millisecond timestamps); only what truly differs is chosen per
+//! [`Dialect`]: connection settings, how a write transaction begins, multi-row placeholders,
+//! a few functions, the migrations.
 
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
+};
+use sqlx::{ColumnIndex, Decode, Postgres, Row, Sqlite, Type};
 
 use crate::error::{HubError, Result};
+
+/// One value per database: a pool, a connection, a transaction, typed by its driver.
+#[derive(Debug, Clone, Copy)]
+pub enum Typed<S, P> {
+    /// The SQLite one.
+    Sqlite(S),
+    /// The PostgreSQL one.
+    Postgres(P),
+}
+
+/// Runs `$body` once per database with `$c` bound to the typed value inside `$target` (a
+/// [`Typed`]): the body is compiled for each driver, so it reads and binds that driver's types.
+macro_rules! dispatch {
+    ($target:expr, $c:ident => $body:expr) => {
+        match $target {
+            $crate::db::Typed::Sqlite($c) => $body,
+            $crate::db::Typed::Postgres($c) => $body,
+        }
+    };
+}
+pub(crate) use dispatch;
+
+/// A pool of either database, borrowed.
+pub type PoolRef<'p> = Typed<&'p SqlitePool, &'p PgPool>;
+
+/// A connection of either database, borrowed mutably (a pooled connection or an open
+/// transaction's): what store functions run their statements on.
+pub type Conn<'c> = Typed<&'c mut SqliteConnection, &'c mut PgConnection>;
+
+impl Conn<'_> {
+    /// The same connection, borrowed again for one more call.
+    pub fn reborrow(&mut self) -> Conn<'_> {
+        match self {
+            Typed::Sqlite(c) => Typed::Sqlite(&mut **c),
+            Typed::Postgres(c) => Typed::Postgres(&mut **c),
+        }
+    }
+
+    /// The SQL engine behind the connection.
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Typed::Sqlite(_) => Dialect::Sqlite,
+            Typed::Postgres(_) => Dialect::Postgres,
+        }
+    }
+}
+
+impl<'c> From<&'c mut SqliteConnection> for Conn<'c> {
+    fn from(conn: &'c mut SqliteConnection) -> Self {
+        Typed::Sqlite(conn)
+    }
+}
+
+impl<'c> From<&'c mut PgConnection> for Conn<'c> {
+    fn from(conn: &'c mut PgConnection) -> Self {
+        Typed::Postgres(conn)
+    }
+}
+
+/// A connection taken from the pool, returned to it when dropped.
+pub type PooledConn = Typed<PoolConnection<Sqlite>, PoolConnection<Postgres>>;
+
+impl PooledConn {
+    /// The connection, to run statements on.
+    pub fn conn(&mut self) -> Conn<'_> {
+        match self {
+            Typed::Sqlite(c) => Typed::Sqlite(&mut **c),
+            Typed::Postgres(c) => Typed::Postgres(&mut **c),
+        }
+    }
+
+    /// Begins a write transaction on this connection (see [`Database::begin_write`]); the
+    /// caller holds the process's write gate.
+    pub(crate) async fn begin_write(&mut self) -> Result<Transaction<'_>> {
+        Ok(match self {
+            Typed::Sqlite(c) => {
+                Typed::Sqlite(sqlx::Connection::begin_with(&mut **c, SQLITE_BEGIN_WRITE).await?)
+            }
+            Typed::Postgres(c) => {
+                Typed::Postgres(sqlx::Connection::begin_with(&mut **c, PG_BEGIN_WRITE).await?)
+            }
+        })
+    }
+}
+
+/// An open transaction of either database.
+pub type Transaction<'c> = Typed<sqlx::Transaction<'c, Sqlite>, sqlx::Transaction<'c, Postgres>>;
+
+impl Transaction<'_> {
+    /// The transaction's connection, to run statements on.
+    pub fn conn(&mut self) -> Conn<'_> {
+        match self {
+            Typed::Sqlite(tx) => Typed::Sqlite(&mut **tx),
+            Typed::Postgres(tx) => Typed::Postgres(&mut **tx),
+        }
+    }
+
+    /// Commits.
+    pub async fn commit(self) -> Result<()> {
+        dispatch!(self, tx => tx.commit().await?);
+        Ok(())
+    }
+}
+
+/// A column type the store reads from rows of either database.
+pub(crate) trait Column:
+    for<'r> Decode<'r, Sqlite> + Type<Sqlite> + for<'r> Decode<'r, Postgres> + Type<Postgres>
+{
+}
+
+impl<T> Column for T where
+    T: for<'r> Decode<'r, Sqlite> + Type<Sqlite> + for<'r> Decode<'r, Postgres> + Type<Postgres>
+{
+}
+
+/// A column's name or position in rows of either database.
+pub(crate) trait ColumnRef: ColumnIndex<SqliteRow> + ColumnIndex<PgRow> {}
+
+impl<I> ColumnRef for I where I: ColumnIndex<SqliteRow> + ColumnIndex<PgRow> {}
+
+/// A row of either database, read by functions written once for both.
+pub(crate) trait StoredRow {
+    /// The value of a column; a type that does not match the stored one is an error.
+    fn get<T: Column, I: ColumnRef>(&self, index: I) -> Result<T>;
+}
+
+impl StoredRow for SqliteRow {
+    fn get<T: Column, I: ColumnRef>(&self, index: I) -> Result<T> {
+        Ok(self.try_get(index)?)
+    }
+}
+
+impl StoredRow for PgRow {
+    fn get<T: Column, I: ColumnRef>(&self, index: I) -> Result<T> {
+        Ok(self.try_get(index)?)
+    }
+}
 
 /// Which SQL engine is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,14 +169,62 @@ pub enum Dialect {
     Postgres,
 }
 
+/// SQLite: the write lock from the start; a deferred transaction that reads and then writes
+/// fails with `SQLITE_BUSY` when another connection wrote between.
+const SQLITE_BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+
+/// PostgreSQL: one writer at a time across every process and host, as SQLite has. The event
+/// log's sequence numbers must follow commit order (a subscriber that has read up to `n` never
+/// misses a later commit that numbered an event below `n`), exclusive keys and port leases are
+/// checked then written, and work is claimed oldest first: a transaction-scoped advisory lock
+/// makes all of it hold, released by the commit or rollback.
+const PG_BEGIN_WRITE: &str = "BEGIN; SELECT pg_advisory_xact_lock(7233184392061202805)";
+
 impl Dialect {
-    /// The statement that opens a transaction holding the write lock from its start (SQLite's
-    /// `BEGIN IMMEDIATE`; a deferred transaction that reads and then writes fails with
-    /// `SQLITE_BUSY` when another connection wrote between).
-    pub fn begin_write_statement(self) -> &'static str {
+    /// `rows` rows of `columns` positional placeholders, numbered from 1: `(?, ?), (?, ?)` on
+    /// SQLite, `($1, $2), ($3, $4)` on PostgreSQL.
+    ///
+    /// Multi-row statements bind hundreds of parameters. SQLite resolves a numbered `$n` by a
+    /// linear search of the statement's parameter names, once per parameter — quadratic in
+    /// their count, and the single largest cost of a batch when measured; anonymous `?` are
+    /// bound by position at no such cost. PostgreSQL only knows numbered ones.
+    pub(crate) fn row_placeholders(self, rows: usize, columns: usize) -> String {
+        let mut sql = String::with_capacity(rows * columns * 5);
+        for row in 0..rows {
+            if row > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            for column in 0..columns {
+                if column > 0 {
+                    sql.push_str(", ");
+                }
+                match self {
+                    Dialect::Sqlite => sql.push('?'),
+                    Dialect::Postgres => {
+                        sql.push('$');
+                        sql.push_str(&(row * columns + column + 1).to_string());
+                    }
+                }
+            }
+            sql.push(')');
+        }
+        sql
+    }
+
+    /// The larger of two values: SQLite's two-argument `MAX`, PostgreSQL's `GREATEST`.
+    pub(crate) fn greatest(self) -> &'static str {
         match self {
-            Dialect::Sqlite => "BEGIN IMMEDIATE",
-            Dialect::Postgres => "BEGIN",
+            Dialect::Sqlite => "MAX",
+            Dialect::Postgres => "GREATEST",
+        }
+    }
+
+    /// A pattern match that ignores ASCII case, as SQLite's `LIKE` does.
+    pub(crate) fn like(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "LIKE",
+            Dialect::Postgres => "ILIKE",
         }
     }
 }
@@ -39,13 +232,12 @@ impl Dialect {
 /// A connection pool plus the dialect it speaks.
 #[derive(Debug, Clone)]
 pub struct Database {
-    pool: AnyPool,
-    dialect: Dialect,
+    pool: Typed<SqlitePool, PgPool>,
     url: String,
     /// One writer at a time in this process. SQLite lets one connection write; another that
     /// tries meanwhile sleeps in its busy handler (1, 2, 5, 10 … ms) even if the lock frees
     /// a few microseconds later. Waiting here instead wakes the next writer at once; the busy
-    /// handler is left to decide between processes.
+    /// handler (SQLite) or the advisory lock (PostgreSQL) decides between processes.
     write_gate: Arc<tokio::sync::Mutex<()>>,
     /// Stops the background checkpoints once the last clone is gone (they hold a pool handle,
     /// which would otherwise keep the pool open forever).
@@ -63,35 +255,23 @@ impl Drop for AbortOnDrop {
 }
 
 /// A transaction that holds the write lock, and this process's write gate until it ends.
-/// Derefs to its connection (`.execute(&mut *tx)`).
 #[derive(Debug)]
 pub struct WriteTransaction {
-    tx: sqlx::Transaction<'static, sqlx::Any>,
+    tx: Transaction<'static>,
     _gate: tokio::sync::OwnedMutexGuard<()>,
 }
 
 impl WriteTransaction {
+    /// The transaction's connection, to run statements on.
+    pub fn conn(&mut self) -> Conn<'_> {
+        self.tx.conn()
+    }
+
     /// Commits; the gate opens after.
     pub async fn commit(self) -> Result<()> {
-        Ok(self.tx.commit().await?)
+        self.tx.commit().await
     }
 }
-
-impl std::ops::Deref for WriteTransaction {
-    type Target = sqlx::AnyConnection;
-
-    fn deref(&self) -> &sqlx::AnyConnection {
-        &self.tx
-    }
-}
-
-impl std::ops::DerefMut for WriteTransaction {
-    fn deref_mut(&mut self) -> &mut sqlx::AnyConnection {
-        &mut self.tx
-    }
-}
-
-static INSTALL_DRIVERS: Once = Once::new();
 
 impl Database {
     /// The URL of the SQLite file at `path` (created on first use).
@@ -101,87 +281,106 @@ impl Database {
 
     /// Opens (and creates, for SQLite) the database at `url` and brings its schema up to date.
     pub async fn open(url: &str) -> Result<Self> {
-        INSTALL_DRIVERS.call_once(sqlx::any::install_default_drivers);
-        let dialect = if url.starts_with("sqlite:") {
-            Dialect::Sqlite
+        let invalid = |err: sqlx::Error| {
+            HubError::invalid("database_url", format!("'{}': {err}", redact(url)))
+        };
+        let unavailable = |err: sqlx::Error| HubError::BackendUnavailable {
+            message: format!("cannot open database '{}': {err}", redact(url)),
+        };
+        let pool = if url.starts_with("sqlite:") {
+            create_parent_dir(url)?;
+            // WAL lets readers run beside the single writer; NORMAL sync is durable across
+            // application crashes, which is what a local registry needs. A small page cache
+            // per connection (2 MB) and no mmap: the OS caches the file once for all of them,
+            // and the hub's memory stays small. Checkpoints run in the background (below).
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(invalid)?
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(10))
+                .pragma("cache_size", "-2048")
+                .pragma("mmap_size", "0")
+                .pragma("wal_autocheckpoint", "100000");
+            let pool = SqlitePoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(options)
+                .await
+                .map_err(unavailable)?;
+            // Processes that open a fresh database at the same moment must not both migrate
+            // it: the whole run holds the write lock (each migration's own transaction nests
+            // inside as a savepoint), so the second one waits and then finds everything applied.
+            let mut migrating = pool.begin_with(SQLITE_BEGIN_WRITE).await?;
+            sqlx::migrate!("./migrations/sqlite")
+                .run(&mut *migrating)
+                .await?;
+            migrating.commit().await?;
+            Typed::Sqlite(pool)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Dialect::Postgres
+            let options = PgConnectOptions::from_str(url)
+                .map_err(invalid)?
+                .application_name("commandcenter-hub");
+            // One attempt first: the pool would retry a refused connection until its acquire
+            // timeout, and a wrong URL deserves its error at once.
+            drop(
+                <PgConnection as sqlx::Connection>::connect_with(&options)
+                    .await
+                    .map_err(unavailable)?,
+            );
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(options)
+                .await
+                .map_err(unavailable)?;
+            // The migrator takes a session advisory lock of its own: processes that start
+            // together migrate one after the other.
+            sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+            Typed::Postgres(pool)
         } else {
             return Err(HubError::invalid(
                 "database_url",
                 format!("'{}' is neither a sqlite: nor a postgres: URL", redact(url)),
             ));
         };
-        if dialect == Dialect::Sqlite {
-            create_parent_dir(url)?;
-        }
-        let options = AnyConnectOptions::from_str(url).map_err(|err| {
-            HubError::invalid("database_url", format!("'{}': {err}", redact(url)))
-        })?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(if dialect == Dialect::Sqlite { 8 } else { 16 })
-            .acquire_timeout(Duration::from_secs(30))
-            .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    if dialect == Dialect::Sqlite {
-                        // WAL lets readers run beside the single writer; NORMAL sync is durable
-                        // across application crashes, which is what a local registry needs.
-                        // A small page cache per connection (2 MB) and no mmap: the OS caches
-                        // the file once for all of them, and the hub's memory stays small.
-                        conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; \
-                             PRAGMA cache_size = -2048; PRAGMA mmap_size = 0; \
-                             PRAGMA wal_autocheckpoint = 100000;",
-                        )
-                        .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(options)
-            .await
-            .map_err(|err| HubError::BackendUnavailable {
-                message: format!("cannot open database '{}': {err}", redact(url)),
-            })?;
-        let migrator = match dialect {
-            Dialect::Sqlite => sqlx::migrate!("./migrations/sqlite"),
-            Dialect::Postgres => {
-                return Err(HubError::invalid(
-                    "database_url",
-                    "PostgreSQL support is not built into this hub yet; use a sqlite: URL",
-                ));
-            }
-        };
-        // Processes that open a fresh database at the same moment must not both migrate it:
-        // the whole run holds the write lock (each migration's own transaction nests inside as
-        // a savepoint), so the second one waits and then finds everything applied.
-        let mut migrating = pool.begin_with(dialect.begin_write_statement()).await?;
-        migrator.run(&mut *migrating).await?;
-        migrating.commit().await?;
         tracing::debug!(url = %redact(url), "database ready");
-        let checkpoints = (dialect == Dialect::Sqlite).then(|| {
-            Arc::new(AbortOnDrop(
+        let checkpoints = match &pool {
+            Typed::Sqlite(pool) => Some(Arc::new(AbortOnDrop(
                 tokio::spawn(checkpoint_loop(pool.clone())).abort_handle(),
-            ))
-        });
+            ))),
+            Typed::Postgres(_) => None,
+        };
         Ok(Database {
             pool,
-            dialect,
             url: url.to_owned(),
             write_gate: Arc::new(tokio::sync::Mutex::new(())),
             _checkpoints: checkpoints,
         })
     }
 
-    /// The connection pool.
-    pub fn pool(&self) -> &AnyPool {
-        &self.pool
+    /// The connection pool, typed by its database.
+    pub fn pool(&self) -> PoolRef<'_> {
+        match &self.pool {
+            Typed::Sqlite(pool) => Typed::Sqlite(pool),
+            Typed::Postgres(pool) => Typed::Postgres(pool),
+        }
+    }
+
+    /// A connection from the pool.
+    pub async fn acquire(&self) -> Result<PooledConn> {
+        Ok(match &self.pool {
+            Typed::Sqlite(pool) => Typed::Sqlite(pool.acquire().await?),
+            Typed::Postgres(pool) => Typed::Postgres(pool.acquire().await?),
+        })
     }
 
     /// The SQL engine behind the pool.
     pub fn dialect(&self) -> Dialect {
-        self.dialect
+        match self.pool {
+            Typed::Sqlite(_) => Dialect::Sqlite,
+            Typed::Postgres(_) => Dialect::Postgres,
+        }
     }
 
     /// The URL the database was opened with, password removed.
@@ -189,28 +388,25 @@ impl Database {
         redact(&self.url)
     }
 
-    /// Begins a transaction that will write.
+    /// Begins a transaction that will write, holding the write lock from its start: SQLite's
+    /// `BEGIN IMMEDIATE`, a transaction-scoped advisory lock on PostgreSQL (every writer of
+    /// every process is one after the other, as on SQLite).
     ///
-    /// On SQLite it takes the write lock up front (`BEGIN IMMEDIATE`): a deferred transaction
-    /// that reads and then writes fails with `SQLITE_BUSY` when another connection wrote between.
     /// The gate is taken before a connection, so a writer waiting for it holds none. Never
     /// call it while holding a write transaction: the gate is not reentrant.
     pub async fn begin_write(&self) -> Result<WriteTransaction> {
         let gate = self.write_gate().await;
-        let tx = self.pool.begin_with(self.begin_write_statement()).await?;
+        let tx = match &self.pool {
+            Typed::Sqlite(pool) => Typed::Sqlite(pool.begin_with(SQLITE_BEGIN_WRITE).await?),
+            Typed::Postgres(pool) => Typed::Postgres(pool.begin_with(PG_BEGIN_WRITE).await?),
+        };
         Ok(WriteTransaction { tx, _gate: gate })
     }
 
     /// This process's write gate, for a writer that holds its own connection: take it before
-    /// `BEGIN`, keep it until the commit.
+    /// [`PooledConn::begin_write`], keep it until the commit.
     pub async fn write_gate(&self) -> tokio::sync::OwnedMutexGuard<()> {
         self.write_gate.clone().lock_owned().await
-    }
-
-    /// The statement [`Database::begin_write`] opens a transaction with, for callers that hold
-    /// their own connection.
-    pub fn begin_write_statement(&self) -> &'static str {
-        self.dialect.begin_write_statement()
     }
 
     /// The value of setting `key`, storing `make()` first if it has none. Concurrent callers
@@ -220,30 +416,33 @@ impl Database {
         key: &str,
         make: impl FnOnce() -> String,
     ) -> Result<String> {
-        sqlx::query(
-            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
-        )
-        .bind(key)
-        .bind(make())
-        .execute(&self.pool)
-        .await?;
-        Ok(
-            sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+        let value = make();
+        dispatch!(self.pool(), pool => {
+            sqlx::query(
+                "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+            )
+            .bind(key)
+            .bind(&value)
+            .execute(pool)
+            .await?;
+            Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
                 .bind(key)
-                .fetch_one(&self.pool)
-                .await?,
-        )
+                .fetch_one(pool)
+                .await?)
+        })
     }
 
     /// Checks that the database answers.
     pub async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        dispatch!(self.pool(), pool => {
+            sqlx::query("SELECT 1").execute(pool).await?;
+        });
         Ok(())
     }
 
     /// Closes every connection; later use fails.
     pub async fn close(&self) {
-        self.pool.close().await;
+        dispatch!(self.pool(), pool => pool.close().await);
     }
 }
 
@@ -254,7 +453,7 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 /// would otherwise checkpoint inside the commit that crosses its threshold, stalling that
 /// writer (and every writer behind it) for as long as the copy takes; `PASSIVE` never waits for
 /// readers or writers. The automatic checkpoint stays, far out, for processes that stop early.
-async fn checkpoint_loop(pool: AnyPool) {
+async fn checkpoint_loop(pool: SqlitePool) {
     loop {
         tokio::time::sleep(CHECKPOINT_INTERVAL).await;
         if pool.is_closed() {
@@ -335,5 +534,14 @@ mod tests {
             "postgres://hub:***@db:5432/hub"
         );
         assert_eq!(redact("sqlite:///tmp/x.db"), "sqlite:///tmp/x.db");
+    }
+
+    #[test]
+    fn multi_row_placeholders_follow_each_dialect() {
+        assert_eq!(Dialect::Sqlite.row_placeholders(2, 3), "(?, ?, ?), (?, ?, ?)");
+        assert_eq!(
+            Dialect::Postgres.row_placeholders(2, 3),
+            "($1, $2, $3), ($4, $5, $6)"
+        );
     }
 }

@@ -13,8 +13,8 @@ use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 use std::str::FromStr;
 
+use crate::db::{Conn, dispatch};
 use serde::{Deserialize, Serialize};
-use sqlx::{AnyConnection, Row};
 
 use crate::error::{HubError, Result};
 
@@ -379,13 +379,15 @@ impl PortAllocator {
     }
 
     /// Re-reads every held port from the database.
-    pub async fn reload(&mut self, conn: &mut AnyConnection) -> Result<()> {
-        let rows = sqlx::query("SELECT port FROM port_leases")
-            .fetch_all(&mut *conn)
-            .await?;
+    pub async fn reload(&mut self, conn: Conn<'_>) -> Result<()> {
+        let ports: Vec<i64> = dispatch!(conn, c => {
+            sqlx::query_scalar("SELECT port FROM port_leases")
+                .fetch_all(&mut *c)
+                .await?
+        });
         let mut held = PortBitmap::new();
-        for row in rows {
-            held.insert(port_from_db(row.try_get::<i64, _>(0)?)?);
+        for port in ports {
+            held.insert(port_from_db(port)?);
         }
         self.held = held;
         Ok(())
@@ -420,12 +422,12 @@ impl PortAllocator {
     /// so the caller proposes again. `owner` is the project being re-allocated.
     pub async fn confirm(
         &mut self,
-        conn: &mut AnyConnection,
+        mut conn: Conn<'_>,
         request: PortRequest,
         ports: PortSet,
         owner: Option<i64>,
     ) -> Result<Option<PortSet>> {
-        let leases = leases_of(conn, &ports, owner).await?;
+        let leases = leases_of(conn.reborrow(), &ports, owner).await?;
         for role in PortRole::ALL {
             if let Some(port) = request.get(role)
                 && let Some(lease) = leases.iter().find(|l| l.port == port)
@@ -553,12 +555,8 @@ impl PortAllocator {
 }
 
 /// Leases on any port of `ports` held by a project other than `owner`.
-async fn leases_of(
-    conn: &mut AnyConnection,
-    ports: &PortSet,
-    owner: Option<i64>,
-) -> Result<Vec<Lease>> {
-    let rows = sqlx::query(
+async fn leases_of(conn: Conn<'_>, ports: &PortSet, owner: Option<i64>) -> Result<Vec<Lease>> {
+    let rows: Vec<(i64, i64, String)> = dispatch!(conn, c => sqlx::query_as(
         "SELECT l.port, l.project_id, p.name FROM port_leases l \
          JOIN projects p ON p.id = l.project_id \
          WHERE l.port IN ($1, $2, $3, $4)",
@@ -567,14 +565,14 @@ async fn leases_of(
     .bind(i64::from(ports.frontend))
     .bind(i64::from(ports.postgres))
     .bind(i64::from(ports.redis))
-    .fetch_all(&mut *conn)
-    .await?;
+    .fetch_all(&mut *c)
+    .await?);
     let mut leases = Vec::with_capacity(rows.len());
-    for row in rows {
+    for (port, holder_id, holder_name) in rows {
         let lease = Lease {
-            port: port_from_db(row.try_get(0)?)?,
-            holder_id: row.try_get(1)?,
-            holder_name: row.try_get(2)?,
+            port: port_from_db(port)?,
+            holder_id,
+            holder_name,
         };
         if Some(lease.holder_id) != owner {
             leases.push(lease);

@@ -9,11 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::Utc;
-use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
+use sqlx::Row;
 use tokio::sync::Mutex;
 
-use crate::db::{Database, from_millis, now_millis};
+use crate::db::{Conn, Database, StoredRow, dispatch, from_millis, now_millis};
 use crate::error::{Entity, HubError, Result};
 use crate::paths::Roots;
 use crate::ports::{
@@ -63,8 +62,8 @@ impl Registry {
     /// inside `roots`.
     pub async fn open(db: Database, ports: PortConfig, roots: Roots) -> Result<Self> {
         let mut allocator = PortAllocator::new(ports)?;
-        let mut conn = db.pool().acquire().await?;
-        allocator.reload(&mut conn).await?;
+        let mut conn = db.acquire().await?;
+        allocator.reload(conn.conn()).await?;
         drop(conn);
         Ok(Registry {
             db,
@@ -107,9 +106,9 @@ impl Registry {
             let (proposed, _reservation) = self.propose(new.ports, None, probe).await?;
             let mut allocator = self.allocator.lock().await;
             let mut tx = self.db.begin_write().await?;
-            ensure_unique(&mut tx, &name, &slug, &path, None).await?;
+            ensure_unique(tx.conn(), &name, &slug, &path, None).await?;
             if let Some(ports) = allocator
-                .confirm(&mut tx, new.ports, proposed, None)
+                .confirm(tx.conn(), new.ports, proposed, None)
                 .await?
             {
                 break (allocator, tx, ports);
@@ -117,7 +116,7 @@ impl Registry {
             attempt = retry_after_stale(attempt)?;
         };
         let now = now_millis();
-        let id: i64 = sqlx::query_scalar(
+        let id: i64 = dispatch!(tx.conn(), tx => sqlx::query_scalar(
             "INSERT INTO projects (name, slug, path, backend_port, frontend_port, postgres_port, \
              redis_port, status, health, created_at, updated_at, host) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11) RETURNING id",
@@ -135,9 +134,9 @@ impl Registry {
         .bind(&host)
         .fetch_one(&mut *tx)
         .await
-        .map_err(|err| unique_violation(err, &name, &slug, &path))?;
-        insert_leases(&mut tx, id, &ports).await?;
-        let project = fetch(&mut tx, &ProjectKey::Id(id)).await?;
+        .map_err(|err| unique_violation(err, &name, &slug, &path))?);
+        insert_leases(tx.conn(), id, &ports).await?;
+        let project = fetch(tx.conn(), &ProjectKey::Id(id)).await?;
         tx.commit().await?;
         allocator.commit(None, Some(&ports));
         tracing::info!(id, %slug, %host, ?ports, "project registered");
@@ -151,9 +150,9 @@ impl Registry {
         loop {
             let (proposed, _reservation) = self.propose(request, None, true).await?;
             let mut allocator = self.allocator.lock().await;
-            let mut conn = self.db.pool().acquire().await?;
+            let mut conn = self.db.acquire().await?;
             if let Some(ports) = allocator
-                .confirm(&mut conn, request, proposed, None)
+                .confirm(conn.conn(), request, proposed, None)
                 .await?
             {
                 return Ok(ports);
@@ -220,29 +219,31 @@ impl Registry {
 
     /// The project named by `key` (id or slug).
     pub async fn get(&self, key: impl Into<ProjectKey>) -> Result<Project> {
-        let mut conn = self.db.pool().acquire().await?;
-        fetch(&mut conn, &key.into()).await
+        let mut conn = self.db.acquire().await?;
+        fetch(conn.conn(), &key.into()).await
     }
 
     /// Every project, ordered by id.
     pub async fn list(&self) -> Result<Vec<Project>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {PROJECT_COLUMNS} FROM projects ORDER BY id"
-        ))
-        .fetch_all(self.db.pool())
-        .await?;
-        rows.iter().map(project_from_row).collect()
+        let sql = format!("SELECT {PROJECT_COLUMNS} FROM projects ORDER BY id");
+        dispatch!(self.db.pool(), pool => sqlx::query(&sql)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(project_from_row)
+            .collect())
     }
 
     /// The projects whose status is `status`, ordered by id.
     pub async fn with_status(&self, status: ProjectStatus) -> Result<Vec<Project>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {PROJECT_COLUMNS} FROM projects WHERE status = $1 ORDER BY id"
-        ))
-        .bind(status.as_str())
-        .fetch_all(self.db.pool())
-        .await?;
-        rows.iter().map(project_from_row).collect()
+        let sql = format!("SELECT {PROJECT_COLUMNS} FROM projects WHERE status = $1 ORDER BY id");
+        dispatch!(self.db.pool(), pool => sqlx::query(&sql)
+            .bind(status.as_str())
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(project_from_row)
+            .collect())
     }
 
     /// One page of projects, ordered by id: `limit` (1 to [`crate::project::MAX_PROJECT_PAGE`]) after
@@ -250,16 +251,18 @@ impl Registry {
     pub async fn page(&self, limit: u32, offset: u32) -> Result<ProjectPage> {
         validate_page_limit(limit)?;
         let sql = format!("SELECT {PROJECT_COLUMNS} FROM projects ORDER BY id LIMIT $1 OFFSET $2");
-        let (rows, total) = tokio::try_join!(
-            sqlx::query(&sql)
-                .bind(i64::from(limit))
-                .bind(i64::from(offset))
-                .fetch_all(self.db.pool()),
-            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM projects").fetch_one(self.db.pool()),
-        )?;
-        Ok(ProjectPage {
-            projects: rows.iter().map(project_from_row).collect::<Result<_>>()?,
-            total: u64::try_from(total).unwrap_or(0),
+        dispatch!(self.db.pool(), pool => {
+            let (rows, total) = tokio::try_join!(
+                sqlx::query(&sql)
+                    .bind(i64::from(limit))
+                    .bind(i64::from(offset))
+                    .fetch_all(pool),
+                sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM projects").fetch_one(pool),
+            )?;
+            Ok(ProjectPage {
+                projects: rows.iter().map(project_from_row).collect::<Result<_>>()?,
+                total: u64::try_from(total).unwrap_or(0),
+            })
         })
     }
 
@@ -294,7 +297,7 @@ impl Registry {
 
         let mut allocator = self.allocator.lock().await;
         let mut tx = self.db.begin_write().await?;
-        let current = fetch(&mut tx, &key).await?;
+        let current = fetch(tx.conn(), &key).await?;
         if current.id != before.id || current.ports != before.ports {
             return Err(HubError::Conflict {
                 message: format!(
@@ -337,13 +340,13 @@ impl Registry {
                     ),
                 });
             }
-            ensure_no_operation(&mut tx, &current, &doing).await?;
+            ensure_no_operation(tx.conn(), &current, &doing).await?;
         }
-        ensure_unique(&mut tx, &name, &slug, &path, Some(current.id)).await?;
+        ensure_unique(tx.conn(), &name, &slug, &path, Some(current.id)).await?;
 
         let ports = match (wanted, proposed) {
             (Some(wanted), Some(proposed)) => allocator
-                .confirm(&mut tx, wanted, proposed, Some(current.id))
+                .confirm(tx.conn(), wanted, proposed, Some(current.id))
                 .await?
                 .ok_or_else(|| HubError::PortUnavailable {
                     message: "port leases changed while this update was prepared; try again".into(),
@@ -351,7 +354,7 @@ impl Registry {
             _ => current.ports,
         };
 
-        sqlx::query(
+        dispatch!(tx.conn(), tx => sqlx::query(
             "UPDATE projects SET name = $1, slug = $2, path = $3, backend_port = $4, \
              frontend_port = $5, postgres_port = $6, redis_port = $7, updated_at = $8, \
              host = $10 WHERE id = $9",
@@ -368,17 +371,19 @@ impl Registry {
         .bind(&host)
         .execute(&mut *tx)
         .await
-        .map_err(|err| unique_violation(err, &name, &slug, &path))?;
+        .map_err(|err| unique_violation(err, &name, &slug, &path))
+        .map(|_| ())?);
         if ports != current.ports {
-            sqlx::query(
+            dispatch!(tx.conn(), tx => sqlx::query(
                 "DELETE FROM port_leases WHERE project_id = $1 AND role NOT LIKE 'extra:%'",
             )
             .bind(current.id)
             .execute(&mut *tx)
-            .await?;
-            insert_leases(&mut tx, current.id, &ports).await?;
+            .await
+            .map(|_| ())?);
+            insert_leases(tx.conn(), current.id, &ports).await?;
         }
-        let project = fetch(&mut tx, &ProjectKey::Id(current.id)).await?;
+        let project = fetch(tx.conn(), &ProjectKey::Id(current.id)).await?;
         tx.commit().await?;
         allocator.commit(Some(&current.ports), Some(&ports));
         Ok(project)
@@ -389,23 +394,25 @@ impl Registry {
         let key = key.into();
         let mut allocator = self.allocator.lock().await;
         let mut tx = self.db.begin_write().await?;
-        let project = fetch(&mut tx, &key).await?;
+        let project = fetch(tx.conn(), &key).await?;
         // Checked in the deleting transaction, so no operation can begin in between.
-        ensure_no_operation(&mut tx, &project, "delete it").await?;
-        let extras: Vec<u16> = extra_leases(&mut tx, project.id)
+        ensure_no_operation(tx.conn(), &project, "delete it").await?;
+        let extras: Vec<u16> = extra_leases(tx.conn(), project.id)
             .await?
             .into_values()
             .collect();
         // Leases go with the project (ON DELETE CASCADE); deleting them first keeps that true
         // on connections where foreign keys are off.
-        sqlx::query("DELETE FROM port_leases WHERE project_id = $1")
-            .bind(project.id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM projects WHERE id = $1")
-            .bind(project.id)
-            .execute(&mut *tx)
-            .await?;
+        dispatch!(tx.conn(), tx => {
+            sqlx::query("DELETE FROM port_leases WHERE project_id = $1")
+                .bind(project.id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM projects WHERE id = $1")
+                .bind(project.id)
+                .execute(&mut *tx)
+                .await?;
+        });
         tx.commit().await?;
         allocator.commit(Some(&project.ports), None);
         allocator.commit_extra(&extras, &[]);
@@ -415,30 +422,27 @@ impl Registry {
 
     /// Counts of projects by status.
     pub async fn stats(&self) -> Result<ProjectStats> {
-        let row = sqlx::query(
-            "SELECT COUNT(*), \
-             SUM(CASE WHEN status = 'running' THEN 1 ELSE 0 END), \
-             SUM(CASE WHEN status = 'stopped' THEN 1 ELSE 0 END), \
-             SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END) FROM projects",
-        )
-        .fetch_one(self.db.pool())
-        .await?;
-        let count = |i: usize| -> Result<u64> {
-            let value: Option<i64> = row.try_get(i)?;
-            Ok(u64::try_from(value.unwrap_or(0)).unwrap_or(0))
-        };
+        let (total, running, stopped, errors): (i64, Option<i64>, Option<i64>, Option<i64>) = dispatch!(self.db.pool(), pool => sqlx::query_as(
+                "SELECT COUNT(*), \
+                 CAST(SUM(CASE WHEN status = 'running' THEN 1 ELSE 0 END) AS BIGINT), \
+                 CAST(SUM(CASE WHEN status = 'stopped' THEN 1 ELSE 0 END) AS BIGINT), \
+                 CAST(SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END) AS BIGINT) FROM projects",
+            )
+            .fetch_one(pool)
+            .await?);
+        let count = |value: Option<i64>| u64::try_from(value.unwrap_or(0)).unwrap_or(0);
         Ok(ProjectStats {
-            total_projects: count(0)?,
-            running: count(1)?,
-            stopped: count(2)?,
-            errors: count(3)?,
+            total_projects: count(Some(total)),
+            running: count(running),
+            stopped: count(stopped),
+            errors: count(errors),
         })
     }
 
     /// The project's extra ports (published ports beyond its four roles), by lease key.
     pub async fn extra_ports(&self, project_id: i64) -> Result<BTreeMap<String, u16>> {
-        let mut conn = self.db.pool().acquire().await?;
-        extra_leases(&mut conn, project_id).await
+        let mut conn = self.db.acquire().await?;
+        extra_leases(conn.conn(), project_id).await
     }
 
     /// Makes the project hold an extra port for each of `keys`: a key it holds keeps its port,
@@ -456,7 +460,7 @@ impl Registry {
         loop {
             let mut allocator = self.allocator.lock().await;
             let mut tx = self.db.begin_write().await?;
-            let mut held = extra_leases(&mut tx, project.id).await?;
+            let mut held = extra_leases(tx.conn(), project.id).await?;
             let stale: Vec<(String, u16)> = held
                 .iter()
                 .filter(|(key, _)| release_others && !keys.contains(key))
@@ -469,11 +473,14 @@ impl Registry {
                 return Ok(held);
             }
             for (key, _) in &stale {
-                sqlx::query("DELETE FROM port_leases WHERE project_id = $1 AND role = $2")
-                    .bind(project.id)
-                    .bind(format!("{EXTRA_ROLE}{key}"))
-                    .execute(&mut *tx)
-                    .await?;
+                dispatch!(tx.conn(), tx => sqlx::query(
+                    "DELETE FROM port_leases WHERE project_id = $1 AND role = $2"
+                )
+                .bind(project.id)
+                .bind(format!("{EXTRA_ROLE}{key}"))
+                .execute(&mut *tx)
+                .await
+                .map(|_| ())?);
                 held.remove(key);
             }
             let reserved = lock(&self.reserved).clone();
@@ -483,14 +490,15 @@ impl Registry {
             })?;
             let mut taken_meanwhile = false;
             for (key, port) in missing.iter().zip(&candidates) {
-                let inserted = sqlx::query(
+                let inserted = dispatch!(tx.conn(), tx => sqlx::query(
                     "INSERT INTO port_leases (port, project_id, role) VALUES ($1, $2, $3)",
                 )
                 .bind(i64::from(*port))
                 .bind(project.id)
                 .bind(format!("{EXTRA_ROLE}{key}"))
                 .execute(&mut *tx)
-                .await;
+                .await
+                .map(|_| ()));
                 match inserted {
                     Ok(_) => {
                         held.insert((*key).clone(), *port);
@@ -504,7 +512,7 @@ impl Registry {
                 }
             }
             if taken_meanwhile {
-                allocator.reload(&mut tx).await?;
+                allocator.reload(tx.conn()).await?;
                 drop(tx);
                 attempt = retry_after_stale(attempt)?;
                 continue;
@@ -540,7 +548,7 @@ impl Registry {
     /// Records `change` in a transaction of its own.
     pub async fn apply_status(&self, change: &StatusChange) -> Result<()> {
         let mut tx = self.db.begin_write().await?;
-        if !write_status(&mut tx, change).await? {
+        if !write_status(tx.conn(), change).await? {
             return Err(HubError::not_found(Entity::Project, change.project_id));
         }
         tx.commit().await?;
@@ -587,7 +595,7 @@ impl StatusChange {
 
 /// Writes `change` on `conn` (inside the caller's transaction); `false` when the project does
 /// not exist.
-async fn write_status(conn: &mut AnyConnection, change: &StatusChange) -> Result<bool> {
+async fn write_status(conn: Conn<'_>, change: &StatusChange) -> Result<bool> {
     Ok(write_statuses(conn, &[change]).await? > 0)
 }
 
@@ -595,10 +603,7 @@ async fn write_status(conn: &mut AnyConnection, change: &StatusChange) -> Result
 /// each project ends as its last change says, its `last_started` / `last_stopped` stamped by
 /// its latest `running` / `stopped`, as one statement per change would leave it. Returns how
 /// many projects were found.
-pub(crate) async fn write_statuses(
-    conn: &mut AnyConnection,
-    changes: &[&StatusChange],
-) -> Result<u64> {
+pub(crate) async fn write_statuses(conn: Conn<'_>, changes: &[&StatusChange]) -> Result<u64> {
     let mut last: BTreeMap<i64, (&StatusChange, Option<i64>, Option<i64>)> = BTreeMap::new();
     for change in changes {
         let entry = last
@@ -614,7 +619,7 @@ pub(crate) async fn write_statuses(
     if last.is_empty() {
         return Ok(0);
     }
-    let rows = vec!["(?, ?, ?, ?, ?, ?, ?)"; last.len()].join(", ");
+    let rows = conn.dialect().row_placeholders(last.len(), 7);
     let sql = format!(
         "WITH v (id, status, health, last_error, at, started, stopped) AS (VALUES {rows}) \
          UPDATE projects SET status = v.status, health = v.health, last_error = v.last_error, \
@@ -622,6 +627,7 @@ pub(crate) async fn write_statuses(
          last_stopped = COALESCE(v.stopped, projects.last_stopped) \
          FROM v WHERE projects.id = v.id"
     );
+    dispatch!(conn, conn => {
     let mut query = sqlx::query(&sql);
     for (id, (change, started, stopped)) in &last {
         query = query
@@ -634,6 +640,7 @@ pub(crate) async fn write_statuses(
             .bind(*stopped);
     }
     Ok(query.execute(&mut *conn).await?.rows_affected())
+    })
 }
 
 fn path_text(path: &Path) -> Result<String> {
@@ -642,7 +649,8 @@ fn path_text(path: &Path) -> Result<String> {
     })
 }
 
-async fn insert_leases(conn: &mut AnyConnection, project_id: i64, ports: &PortSet) -> Result<()> {
+async fn insert_leases(conn: Conn<'_>, project_id: i64, ports: &PortSet) -> Result<()> {
+    dispatch!(conn, conn => {
     for (role, port) in ports.iter() {
         sqlx::query("INSERT INTO port_leases (port, project_id, role) VALUES ($1, $2, $3)")
             .bind(i64::from(port))
@@ -663,10 +671,12 @@ async fn insert_leases(conn: &mut AnyConnection, project_id: i64, ports: &PortSe
             })?;
     }
     Ok(())
+    })
 }
 
 /// The extra-port leases of a project, by lease key.
-async fn extra_leases(conn: &mut AnyConnection, project_id: i64) -> Result<BTreeMap<String, u16>> {
+async fn extra_leases(conn: Conn<'_>, project_id: i64) -> Result<BTreeMap<String, u16>> {
+    dispatch!(conn, conn => {
     let rows = sqlx::query(
         "SELECT role, port FROM port_leases WHERE project_id = $1 AND role LIKE 'extra:%'",
     )
@@ -680,16 +690,18 @@ async fn extra_leases(conn: &mut AnyConnection, project_id: i64) -> Result<BTree
         leases.insert(key, port_from_db(row.try_get(1)?)?);
     }
     Ok(leases)
+    })
 }
 
 /// Fails with `already_exists` naming the first of name, slug or path another project has.
 async fn ensure_unique(
-    conn: &mut AnyConnection,
+    conn: Conn<'_>,
     name: &str,
     slug: &str,
     path: &str,
     except: Option<i64>,
 ) -> Result<()> {
+    dispatch!(conn, conn => {
     let rows = sqlx::query(
         "SELECT name, slug, path FROM projects \
          WHERE (name = $1 OR slug = $2 OR path = $3) AND id <> $4",
@@ -723,6 +735,7 @@ async fn ensure_unique(
         }
     }
     Ok(())
+    })
 }
 
 /// Maps a unique-constraint failure that slipped past [`ensure_unique`] (another process won a
@@ -761,11 +774,8 @@ fn retry_after_stale(attempt: u32) -> Result<u32> {
 /// Fails with `conflict` when an unfinished task holds `project`'s operation key. Run inside
 /// the write transaction that depends on it: the task store shares the database, so the check
 /// and the change are one step and no operation can be submitted in between.
-async fn ensure_no_operation(
-    conn: &mut AnyConnection,
-    project: &Project,
-    doing: &str,
-) -> Result<()> {
+async fn ensure_no_operation(conn: Conn<'_>, project: &Project, doing: &str) -> Result<()> {
+    dispatch!(conn, conn => {
     let held: Option<String> = sqlx::query_scalar("SELECT id FROM tasks WHERE exclusive_key = $1")
         .bind(operation_key(project.id))
         .fetch_optional(&mut *conn)
@@ -780,9 +790,11 @@ async fn ensure_no_operation(
         });
     }
     Ok(())
+    })
 }
 
-async fn fetch(conn: &mut AnyConnection, key: &ProjectKey) -> Result<Project> {
+async fn fetch(conn: Conn<'_>, key: &ProjectKey) -> Result<Project> {
+    dispatch!(conn, conn => {
     let row = match key {
         ProjectKey::Id(id) => {
             sqlx::query(&format!(
@@ -806,31 +818,32 @@ async fn fetch(conn: &mut AnyConnection, key: &ProjectKey) -> Result<Project> {
         Some(row) => project_from_row(&row),
         None => Err(HubError::not_found(Entity::Project, key)),
     }
+    })
 }
 
-fn project_from_row(row: &AnyRow) -> Result<Project> {
+fn project_from_row(row: &impl StoredRow) -> Result<Project> {
     let optional_time = |column: &str| -> Result<Option<chrono::DateTime<Utc>>> {
-        row.try_get::<Option<i64>, _>(column)?
+        row.get::<Option<i64>, _>(column)?
             .map(from_millis)
             .transpose()
     };
     Ok(Project {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        slug: row.try_get("slug")?,
-        path: row.try_get::<String, _>("path")?.into(),
-        host: row.try_get("host")?,
+        id: row.get("id")?,
+        name: row.get("name")?,
+        slug: row.get("slug")?,
+        path: row.get::<String, _>("path")?.into(),
+        host: row.get("host")?,
         ports: PortSet {
-            backend: port_from_db(row.try_get("backend_port")?)?,
-            frontend: port_from_db(row.try_get("frontend_port")?)?,
-            postgres: port_from_db(row.try_get("postgres_port")?)?,
-            redis: port_from_db(row.try_get("redis_port")?)?,
+            backend: port_from_db(row.get("backend_port")?)?,
+            frontend: port_from_db(row.get("frontend_port")?)?,
+            postgres: port_from_db(row.get("postgres_port")?)?,
+            redis: port_from_db(row.get("redis_port")?)?,
         },
-        status: row.try_get::<String, _>("status")?.parse()?,
-        health: row.try_get::<String, _>("health")?.parse()?,
-        last_error: row.try_get("last_error")?,
-        created_at: from_millis(row.try_get("created_at")?)?,
-        updated_at: from_millis(row.try_get("updated_at")?)?,
+        status: row.get::<String, _>("status")?.parse()?,
+        health: row.get::<String, _>("health")?.parse()?,
+        last_error: row.get("last_error")?,
+        created_at: from_millis(row.get("created_at")?)?,
+        updated_at: from_millis(row.get("updated_at")?)?,
         last_started: optional_time("last_started")?,
         last_stopped: optional_time("last_stopped")?,
     })

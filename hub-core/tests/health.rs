@@ -54,7 +54,7 @@ async fn a_locked_store_is_reported_degraded_and_loses_nothing() {
     }
 
     // Another process takes the write lock and keeps it past the store's busy timeout.
-    let mut locker = sqlx::AnyConnection::connect(&config.effective_database_url())
+    let mut locker = sqlx::SqliteConnection::connect(&config.effective_database_url())
         .await
         .unwrap();
     sqlx::query("BEGIN EXCLUSIVE")

@@ -6,8 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
+use sqlx::Row;
 
 use chrono::{DateTime, Utc};
 
@@ -19,7 +18,7 @@ use super::model::{
     KindCounts, LostVerdict, QueueInfo, TaskError, TaskEvent, TaskId, TaskPage, TaskQuery,
     TaskRecord, TaskSort, TaskState, TimeLimits, WorkerInfo, codes,
 };
-use crate::db::{Database, from_millis, now_millis};
+use crate::db::{Conn, Database, StoredRow, dispatch, from_millis, now_millis};
 use crate::error::{HubError, Result};
 
 const COLUMNS: &str = "id, kind, queue, project_id, payload, state, progress, status, result, \
@@ -33,6 +32,38 @@ pub(crate) const ROWS_PER_STATEMENT: usize = 64;
 const ACTIVE: &str = "('STARTED', 'BUILDING', 'RUNNING', 'STOPPING', 'RESTARTING', 'FETCHING')";
 /// States that end a task.
 const TERMINAL: &str = "('SUCCESS', 'FAILURE', 'REVOKED')";
+
+/// Binds the columns of a [`StoredTask`] in [`COLUMNS`] order (a macro: it binds to a query of
+/// either database).
+macro_rules! bind_task {
+    ($query:expr, $task:expr) => {{
+        let task: &StoredTask = $task;
+        let r = &task.record;
+        $query
+            .bind(r.id.to_string())
+            .bind(r.kind.clone())
+            .bind(r.queue.clone())
+            .bind(r.project_id)
+            .bind(r.payload.to_string())
+            .bind(r.state.as_str())
+            .bind(i64::from(r.progress))
+            .bind(r.status.clone())
+            .bind(r.result.as_ref().map(|v| v.to_string()))
+            .bind(r.error.as_ref().map(|e| e.code.clone()))
+            .bind(r.error.as_ref().map(|e| e.message.clone()))
+            .bind(i64::from(r.attempt))
+            .bind(r.worker.clone())
+            .bind(millis(r.limits.soft))
+            .bind(millis(r.limits.hard))
+            .bind(r.queued_at.timestamp_millis())
+            .bind(r.started_at.map(|t| t.timestamp_millis()))
+            .bind(r.finished_at.map(|t| t.timestamp_millis()))
+            .bind(task.queue_order)
+            .bind(task.exclusive_key.clone())
+            .bind(task.owner.clone())
+            .bind(task.lease_until)
+    }};
+}
 
 /// A record as the store keeps it: the public record plus who holds it.
 #[derive(Debug, Clone)]
@@ -53,10 +84,11 @@ pub(crate) struct StoredTask {
 /// stored. A change is discarded when the stored task is no longer that worker's current
 /// attempt (its lease expired and the task was taken over, ended or revoked meanwhile): fencing.
 pub(crate) async fn update_fenced(
-    conn: &mut AnyConnection,
+    mut conn: Conn<'_>,
     tasks: &[&StoredTask],
 ) -> Result<HashSet<TaskId>> {
     let mut refused = Vec::new();
+    let dialect = conn.dialect();
     for chunk in tasks.chunks(ROWS_PER_STATEMENT) {
         // An upsert whose insert never happens (the rows exist): one statement for many rows,
         // with the fence in the update's WHERE.
@@ -67,19 +99,21 @@ pub(crate) async fn update_fenced(
              error_message = excluded.error_message, worker = excluded.worker, \
              started_at = excluded.started_at, finished_at = excluded.finished_at, \
              exclusive_key = excluded.exclusive_key \
-             WHERE tasks.owner IS excluded.owner AND tasks.attempt = excluded.attempt \
-             AND tasks.state NOT IN {TERMINAL}",
-            row_placeholders(chunk.len(), COLUMN_COUNT)
+             WHERE tasks.owner IS NOT DISTINCT FROM excluded.owner \
+             AND tasks.attempt = excluded.attempt AND tasks.state NOT IN {TERMINAL}",
+            dialect.row_placeholders(chunk.len(), COLUMN_COUNT)
         );
-        let mut query = sqlx::query(&sql);
-        for task in chunk {
-            query = bind_task(query, task);
-        }
         // Every row counts as changed unless its fence held it back: the usual case costs no
         // read-back.
-        let changed = query.execute(&mut *conn).await?.rows_affected();
+        let changed = dispatch!(conn.reborrow(), c => {
+            let mut query = sqlx::query(&sql);
+            for task in chunk {
+                query = bind_task!(query, task);
+            }
+            query.execute(&mut *c).await?.rows_affected()
+        });
         if changed < chunk.len() as u64 {
-            refused.extend(refused_among(conn, chunk).await?);
+            refused.extend(refused_among(conn.reborrow(), chunk).await?);
         }
     }
     Ok(tasks
@@ -91,18 +125,20 @@ pub(crate) async fn update_fenced(
 
 /// Which of `tasks` the store did not take: those whose stored row is no longer their owner's
 /// attempt in their state.
-async fn refused_among(conn: &mut AnyConnection, tasks: &[&StoredTask]) -> Result<Vec<TaskId>> {
+async fn refused_among(mut conn: Conn<'_>, tasks: &[&StoredTask]) -> Result<Vec<TaskId>> {
     let mut refused = Vec::new();
     for task in tasks {
-        let row = sqlx::query("SELECT owner, attempt, state FROM tasks WHERE id = $1")
-            .bind(task.record.id.to_string())
-            .fetch_optional(&mut *conn)
-            .await?;
-        let took = match row {
-            Some(row) => {
-                row.try_get::<Option<String>, _>(0)? == task.owner
-                    && row.try_get::<i64, _>(1)? == i64::from(task.record.attempt)
-                    && row.try_get::<String, _>(2)? == task.record.state.as_str()
+        let stored: Option<(Option<String>, i64, String)> = dispatch!(conn.reborrow(), c => {
+            sqlx::query_as("SELECT owner, attempt, state FROM tasks WHERE id = $1")
+                .bind(task.record.id.to_string())
+                .fetch_optional(&mut *c)
+                .await?
+        });
+        let took = match stored {
+            Some((owner, attempt, state)) => {
+                owner == task.owner
+                    && attempt == i64::from(task.record.attempt)
+                    && state == task.record.state.as_str()
             }
             None => false,
         };
@@ -117,21 +153,24 @@ async fn refused_among(conn: &mut AnyConnection, tasks: &[&StoredTask]) -> Resul
 /// in `tasks`): one statement per [`ROWS_PER_STATEMENT`] rows, the key's unique index deciding.
 /// Returns the ids stored.
 pub(crate) async fn insert_if_keys_free(
-    conn: &mut AnyConnection,
+    mut conn: Conn<'_>,
     tasks: &[&StoredTask],
 ) -> Result<HashSet<TaskId>> {
     let mut stored = HashSet::with_capacity(tasks.len());
+    let dialect = conn.dialect();
     for chunk in tasks.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "INSERT INTO tasks ({COLUMNS}) VALUES {} ON CONFLICT DO NOTHING RETURNING id",
-            row_placeholders(chunk.len(), COLUMN_COUNT)
+            dialect.row_placeholders(chunk.len(), COLUMN_COUNT)
         );
-        let mut query = sqlx::query(&sql);
-        for task in chunk {
-            query = bind_task(query, task);
-        }
-        for row in query.fetch_all(&mut *conn).await? {
-            let id: String = row.try_get(0)?;
+        let ids: Vec<String> = dispatch!(conn.reborrow(), c => {
+            let mut query = sqlx::query_scalar(&sql);
+            for task in chunk {
+                query = bind_task!(query, task);
+            }
+            query.fetch_all(&mut *c).await?
+        });
+        for id in ids {
             let id = id
                 .parse()
                 .map_err(|err| HubError::Internal(format!("stored task id '{id}': {err}")))?;
@@ -141,67 +180,20 @@ pub(crate) async fn insert_if_keys_free(
     Ok(stored)
 }
 
-/// `rows` rows of `columns` positional placeholders: `(?, ?, …), (?, ?, …)`.
-///
-/// Multi-row statements bind hundreds of parameters. SQLite resolves a numbered `$n` by a
-/// linear search of the statement's parameter names, once per parameter — quadratic in their
-/// count, and the single largest cost of a batch when measured. Anonymous `?` parameters are
-/// bound by position at no such cost; every one is used once, in order.
-fn row_placeholders(rows: usize, columns: usize) -> String {
-    let row = format!("({})", vec!["?"; columns].join(", "));
-    vec![row; rows].join(", ")
-}
-
-/// Binds the columns of `task` in [`COLUMNS`] order.
-fn bind_task<'q>(
-    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
-    task: &StoredTask,
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
-    let r = &task.record;
-    query
-        .bind(r.id.to_string())
-        .bind(r.kind.clone())
-        .bind(r.queue.clone())
-        .bind(r.project_id)
-        .bind(r.payload.to_string())
-        .bind(r.state.as_str())
-        .bind(i64::from(r.progress))
-        .bind(r.status.clone())
-        .bind(r.result.as_ref().map(|v| v.to_string()))
-        .bind(r.error.as_ref().map(|e| e.code.clone()))
-        .bind(r.error.as_ref().map(|e| e.message.clone()))
-        .bind(i64::from(r.attempt))
-        .bind(r.worker.clone())
-        .bind(millis(r.limits.soft))
-        .bind(millis(r.limits.hard))
-        .bind(r.queued_at.timestamp_millis())
-        .bind(r.started_at.map(|t| t.timestamp_millis()))
-        .bind(r.finished_at.map(|t| t.timestamp_millis()))
-        .bind(task.queue_order)
-        .bind(task.exclusive_key.clone())
-        .bind(task.owner.clone())
-        .bind(task.lease_until)
-}
-
 /// The unfinished task holding `key`, if any.
-pub(crate) async fn exclusive_holder(
-    conn: &mut AnyConnection,
-    key: &str,
-) -> Result<Option<TaskRecord>> {
-    let row = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM tasks WHERE exclusive_key = $1"
-    ))
-    .bind(key)
-    .fetch_optional(&mut *conn)
-    .await?;
-    row.map(|row| stored_from_row(&row).map(|t| t.record))
-        .transpose()
+pub(crate) async fn exclusive_holder(conn: Conn<'_>, key: &str) -> Result<Option<TaskRecord>> {
+    let sql = format!("SELECT {COLUMNS} FROM tasks WHERE exclusive_key = $1");
+    dispatch!(conn, c => {
+        let row = sqlx::query(&sql).bind(key).fetch_optional(&mut *c).await?;
+        row.map(|row| stored_from_row(&row).map(|t| t.record))
+            .transpose()
+    })
 }
 
 /// Claims up to `max` unowned queued tasks (of `queues`, or any queue when empty) for `owner`,
 /// oldest first.
 pub(crate) async fn claim(
-    conn: &mut AnyConnection,
+    conn: Conn<'_>,
     owner: &str,
     lease_until: i64,
     queues: &[String],
@@ -218,19 +210,21 @@ pub(crate) async fn claim(
          WHERE state = 'PENDING' AND owner IS NULL{queue_filter} \
          ORDER BY queued_at, queue_order LIMIT $3) RETURNING {COLUMNS}"
     );
-    let mut query = sqlx::query(&sql)
-        .bind(owner)
-        .bind(lease_until)
-        .bind(i64::try_from(max).unwrap_or(i64::MAX));
-    for queue in queues {
-        query = query.bind(queue.clone());
-    }
-    let mut claimed = query
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(stored_from_row)
-        .collect::<Result<Vec<_>>>()?;
+    let mut claimed = dispatch!(conn, c => {
+        let mut query = sqlx::query(&sql)
+            .bind(owner)
+            .bind(lease_until)
+            .bind(i64::try_from(max).unwrap_or(i64::MAX));
+        for queue in queues {
+            query = query.bind(queue.clone());
+        }
+        query
+            .fetch_all(&mut *c)
+            .await?
+            .iter()
+            .map(stored_from_row)
+            .collect::<Result<Vec<_>>>()?
+    });
     // RETURNING comes in no particular order.
     claimed.sort_by_key(|t| (t.record.queued_at, t.queue_order));
     Ok(claimed)
@@ -245,38 +239,36 @@ pub(crate) async fn has_claimable(db: &Database, queues: &[String]) -> Result<bo
         let _ = write!(sql, " AND queue IN ({})", list.join(", "));
     }
     sql.push_str(" LIMIT 1");
-    let mut query = sqlx::query_scalar::<_, String>(&sql);
-    for queue in queues {
-        query = query.bind(queue.clone());
-    }
-    Ok(query.fetch_optional(db.pool()).await?.is_some())
+    dispatch!(db.pool(), pool => {
+        let mut query = sqlx::query_scalar::<_, String>(&sql);
+        for queue in queues {
+            query = query.bind(queue.clone());
+        }
+        Ok(query.fetch_optional(pool).await?.is_some())
+    })
 }
 
 /// Renews the lease of every unfinished task `owner` holds.
-pub(crate) async fn renew_leases(
-    conn: &mut AnyConnection,
-    owner: &str,
-    lease_until: i64,
-) -> Result<u64> {
-    let done = sqlx::query(&format!(
-        "UPDATE tasks SET lease_until = $2 WHERE owner = $1 AND state NOT IN {TERMINAL}"
-    ))
-    .bind(owner)
-    .bind(lease_until)
-    .execute(&mut *conn)
-    .await?;
-    Ok(done.rows_affected())
+pub(crate) async fn renew_leases(conn: Conn<'_>, owner: &str, lease_until: i64) -> Result<u64> {
+    let sql =
+        format!("UPDATE tasks SET lease_until = $2 WHERE owner = $1 AND state NOT IN {TERMINAL}");
+    Ok(dispatch!(conn, c => sqlx::query(&sql)
+        .bind(owner)
+        .bind(lease_until)
+        .execute(&mut *c)
+        .await?
+        .rows_affected()))
 }
 
 /// Puts the queued tasks `owner` reserved but never started back in the queue.
-pub(crate) async fn release_reserved(conn: &mut AnyConnection, owner: &str) -> Result<u64> {
-    let done = sqlx::query(
+pub(crate) async fn release_reserved(conn: Conn<'_>, owner: &str) -> Result<u64> {
+    Ok(dispatch!(conn, c => sqlx::query(
         "UPDATE tasks SET owner = NULL, lease_until = NULL WHERE owner = $1 AND state = 'PENDING'",
     )
     .bind(owner)
-    .execute(&mut *conn)
-    .await?;
-    Ok(done.rows_affected())
+    .execute(&mut *c)
+    .await?
+    .rows_affected()))
 }
 
 /// What recovery did with the tasks of workers whose lease expired.
@@ -293,11 +285,12 @@ pub(crate) struct Reclaimed {
 /// Recovery: takes back the tasks whose owner's lease expired before `now` (their worker is
 /// gone). Tasks of a live owner are never touched.
 pub(crate) async fn reclaim_expired(
-    conn: &mut AnyConnection,
+    conn: Conn<'_>,
     now: i64,
     retryable: &HashSet<String>,
     max_attempts: u32,
 ) -> Result<Reclaimed> {
+    dispatch!(conn, conn => {
     let released = sqlx::query(
         "UPDATE tasks SET owner = NULL, lease_until = NULL WHERE state = 'PENDING' \
          AND owner IS NOT NULL AND (lease_until IS NULL OR lease_until < $1)",
@@ -361,16 +354,18 @@ pub(crate) async fn reclaim_expired(
         .await?;
     }
     Ok(reclaimed)
+    })
 }
 
 /// Revokes `id` if it is queued and no live worker holds it (unowned, or its owner's lease
 /// expired); returns the record after the change. A task a live worker reserved is revoked by
 /// that worker (see [`request_revoke`]), so that it cannot start in between.
 pub(crate) async fn revoke_queued(
-    conn: &mut AnyConnection,
+    conn: Conn<'_>,
     id: TaskId,
     now: i64,
 ) -> Result<Option<TaskRecord>> {
+    dispatch!(conn, conn => {
     let row = sqlx::query(&format!(
         "UPDATE tasks SET state = 'REVOKED', error_code = $2, error_message = $3, \
          finished_at = $4, exclusive_key = NULL, owner = NULL, lease_until = NULL \
@@ -385,47 +380,47 @@ pub(crate) async fn revoke_queued(
     .await?;
     row.map(|row| stored_from_row(&row).map(|t| t.record))
         .transpose()
+    })
 }
 
 /// Asks the live worker holding `id` to revoke it: a queued task is revoked there before it can
 /// start; a running one is cancelled when `terminate` is set. Returns whether a request was
 /// left (the task is unfinished and held).
 pub(crate) async fn request_revoke(
-    conn: &mut AnyConnection,
+    conn: Conn<'_>,
     id: TaskId,
     terminate: bool,
     now: i64,
 ) -> Result<bool> {
-    let done = sqlx::query(&format!(
+    let sql = format!(
         "INSERT INTO task_revokes (task_id, requested_at, terminate) \
          SELECT id, $2, $3 FROM tasks WHERE id = $1 AND owner IS NOT NULL \
          AND (state = 'PENDING' OR ($3 = 1 AND state IN {ACTIVE})) \
-         ON CONFLICT (task_id) DO UPDATE SET terminate = MAX(terminate, excluded.terminate)"
-    ))
-    .bind(id.to_string())
-    .bind(now)
-    .bind(i64::from(terminate))
-    .execute(&mut *conn)
-    .await?;
-    Ok(done.rows_affected() > 0)
+         ON CONFLICT (task_id) DO UPDATE SET \
+         terminate = {}(task_revokes.terminate, excluded.terminate)",
+        conn.dialect().greatest()
+    );
+    let done = dispatch!(conn, c => sqlx::query(&sql)
+        .bind(id.to_string())
+        .bind(now)
+        .bind(i64::from(terminate))
+        .execute(&mut *c)
+        .await?
+        .rows_affected());
+    Ok(done > 0)
 }
 
 /// Revoke requests for unfinished tasks `owner` holds: `(task, terminate)`.
 pub(crate) async fn revoke_requests(db: &Database, owner: &str) -> Result<Vec<(TaskId, bool)>> {
-    let rows = sqlx::query(&format!(
+    let sql = format!(
         "SELECT r.task_id, r.terminate FROM task_revokes r JOIN tasks t ON t.id = r.task_id \
          WHERE t.owner = $1 AND t.state NOT IN {TERMINAL}"
-    ))
-    .bind(owner)
-    .fetch_all(db.pool())
-    .await?;
-    rows.iter()
-        .map(|row| {
-            Ok((
-                parse_id(&row.try_get::<String, _>(0)?)?,
-                row.try_get::<i64, _>(1)? != 0,
-            ))
-        })
+    );
+    let rows: Vec<(String, i64)> = dispatch!(db.pool(), pool => {
+        sqlx::query_as(&sql).bind(owner).fetch_all(pool).await?
+    });
+    rows.into_iter()
+        .map(|(id, terminate)| Ok((parse_id(&id)?, terminate != 0)))
         .collect()
 }
 
@@ -433,23 +428,24 @@ pub(crate) async fn revoke_requests(db: &Database, owner: &str) -> Result<Vec<(T
 /// Returns their sequence numbers: consecutive, since the caller's write transaction keeps
 /// every other writer out while they are numbered.
 pub(crate) async fn insert_events(
-    conn: &mut AnyConnection,
+    mut conn: Conn<'_>,
     origin: &str,
     records: &[TaskRecord],
 ) -> Result<Vec<u64>> {
-    if records.is_empty() {
-        return Ok(Vec::new());
-    }
     /// The columns an event is written with (its `seq` comes from the store).
     const EVENT_COLUMNS: usize = 13;
     let now = now_millis();
+    let dialect = conn.dialect();
+    let mut seqs = Vec::with_capacity(records.len());
     for chunk in records.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "INSERT INTO task_events (task_id, origin, at, state, progress, status, result, \
-             error_code, error_message, attempt, worker, started_at, finished_at) VALUES {}",
-            row_placeholders(chunk.len(), EVENT_COLUMNS)
+             error_code, error_message, attempt, worker, started_at, finished_at) VALUES {} \
+             RETURNING seq",
+            dialect.row_placeholders(chunk.len(), EVENT_COLUMNS)
         );
-        let mut query = sqlx::query(&sql);
+        let mut chunk_seqs: Vec<i64> = dispatch!(conn.reborrow(), c => {
+        let mut query = sqlx::query_scalar(&sql);
         for r in chunk {
             query = query
                 .bind(r.id.to_string())
@@ -466,21 +462,23 @@ pub(crate) async fn insert_events(
                 .bind(r.started_at.map(|t| t.timestamp_millis()))
                 .bind(r.finished_at.map(|t| t.timestamp_millis()));
         }
-        query.execute(&mut *conn).await?;
+        query.fetch_all(&mut *c).await?
+        });
+        // RETURNING comes in no promised order; rows were numbered in the order given.
+        chunk_seqs.sort_unstable();
+        seqs.extend(
+            chunk_seqs
+                .into_iter()
+                .map(|seq| u64::try_from(seq).unwrap_or(0)),
+        );
     }
-    // The Any driver does not pass SQLite's last row id on; ask for it.
-    let last: i64 = sqlx::query_scalar("SELECT last_insert_rowid()")
-        .fetch_one(&mut *conn)
-        .await?;
-    let last = u64::try_from(last).unwrap_or(0);
-    let count = records.len() as u64;
-    Ok((last + 1 - count..=last).collect())
+    Ok(seqs)
 }
 
 /// Adds what finished tasks contribute to the history figures: per-minute counts by kind and
 /// state, a sample each, the latency histograms and their workers' tallies (in the caller's
 /// write transaction, so a task's end and its figures commit together).
-pub(crate) async fn record_finished(conn: &mut AnyConnection, finished: &[Finished]) -> Result<()> {
+pub(crate) async fn record_finished(conn: Conn<'_>, finished: &[Finished]) -> Result<()> {
     if finished.is_empty() {
         return Ok(());
     }
@@ -507,6 +505,8 @@ pub(crate) async fn record_finished(conn: &mut AnyConnection, finished: &[Finish
             *workers.entry(tally).or_default() += 1;
         }
     }
+    let dialect = conn.dialect();
+    dispatch!(conn, conn => {
     // One statement per table: the keys are distinct, so each row is one upsert.
     let counts: Vec<_> = counts.into_iter().collect();
     for chunk in counts.chunks(ROWS_PER_STATEMENT) {
@@ -515,7 +515,7 @@ pub(crate) async fn record_finished(conn: &mut AnyConnection, finished: &[Finish
              ON CONFLICT (minute, kind, state) DO UPDATE SET \
              count = task_counts.count + excluded.count, \
              runtime_ms = task_counts.runtime_ms + excluded.runtime_ms",
-            row_placeholders(chunk.len(), 5)
+            dialect.row_placeholders(chunk.len(), 5)
         );
         let mut query = sqlx::query(&sql);
         for ((minute, kind, state), (count, runtime_ms)) in chunk {
@@ -535,7 +535,7 @@ pub(crate) async fn record_finished(conn: &mut AnyConnection, finished: &[Finish
              ON CONFLICT (kind, latency, bucket) DO UPDATE SET \
              count = task_latency.count + excluded.count, \
              sum_ms = task_latency.sum_ms + excluded.sum_ms",
-            row_placeholders(chunk.len(), 5)
+            dialect.row_placeholders(chunk.len(), 5)
         );
         let mut query = sqlx::query(&sql);
         for ((kind, which, bucket), (count, sum_ms)) in chunk {
@@ -563,7 +563,7 @@ pub(crate) async fn record_finished(conn: &mut AnyConnection, finished: &[Finish
     for chunk in finished.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "INSERT INTO task_samples (finished_at, kind, state, runtime_ms, wait_ms) VALUES {}",
-            row_placeholders(chunk.len(), SAMPLE_COLUMNS)
+            dialect.row_placeholders(chunk.len(), SAMPLE_COLUMNS)
         );
         let mut query = sqlx::query(&sql);
         for f in chunk {
@@ -577,14 +577,16 @@ pub(crate) async fn record_finished(conn: &mut AnyConnection, finished: &[Finish
         query.execute(&mut *conn).await?;
     }
     Ok(())
+    })
 }
 
 /// The changes of task `id` the store kept, oldest first: its events, looked for between
 /// the time it was queued and the time it finished (or now).
 pub(crate) async fn timeline(db: &Database, id: TaskId) -> Result<Vec<TimelineEntry>> {
+    dispatch!(db.pool(), pool => {
     let Some(span) = sqlx::query("SELECT queued_at, finished_at FROM tasks WHERE id = $1")
         .bind(id.to_string())
-        .fetch_optional(db.pool())
+        .fetch_optional(pool)
         .await?
     else {
         return Ok(Vec::new());
@@ -601,7 +603,7 @@ pub(crate) async fn timeline(db: &Database, id: TaskId) -> Result<Vec<TimelineEn
     .bind(queued - SLACK_MS)
     .bind(finished.unwrap_or_else(now_millis) + SLACK_MS)
     .bind(id.to_string())
-    .fetch_all(db.pool())
+    .fetch_all(pool)
     .await?;
     rows.iter()
         .map(|row| {
@@ -615,18 +617,20 @@ pub(crate) async fn timeline(db: &Database, id: TaskId) -> Result<Vec<TimelineEn
             })
         })
         .collect()
+    })
 }
 
 /// Per-minute counts (every minute from `since`'s to now's) and the samples finished since
 /// `since`.
 pub(crate) async fn window(db: &Database, since: DateTime<Utc>) -> Result<WindowData> {
+    dispatch!(db.pool(), pool => {
     let minutes = minute_counts(db, since).await?;
     let rows = sqlx::query(
         "SELECT finished_at, kind, state, runtime_ms, wait_ms FROM task_samples \
          WHERE finished_at >= $1 ORDER BY finished_at",
     )
     .bind(since.timestamp_millis())
-    .fetch_all(db.pool())
+    .fetch_all(pool)
     .await?;
     let samples = rows
         .iter()
@@ -646,6 +650,7 @@ pub(crate) async fn window(db: &Database, since: DateTime<Utc>) -> Result<Window
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(WindowData { minutes, samples })
+    })
 }
 
 /// Finished counts by outcome for every minute from `since`'s to now's, oldest first.
@@ -653,6 +658,7 @@ pub(crate) async fn minute_counts(
     db: &Database,
     since: DateTime<Utc>,
 ) -> Result<Vec<MinuteCounts>> {
+    dispatch!(db.pool(), pool => {
     let first = since.timestamp().div_euclid(60);
     let last = Utc::now().timestamp().div_euclid(60);
     let mut minutes: Vec<MinuteCounts> = (first..=last)
@@ -662,11 +668,11 @@ pub(crate) async fn minute_counts(
         })
         .collect();
     let rows = sqlx::query(
-        "SELECT minute, state, SUM(count) FROM task_counts WHERE minute >= $1 \
+        "SELECT minute, state, CAST(SUM(count) AS BIGINT) FROM task_counts WHERE minute >= $1 \
          GROUP BY minute, state",
     )
     .bind(first)
-    .fetch_all(db.pool())
+    .fetch_all(pool)
     .await?;
     for row in rows {
         let minute: i64 = row.try_get(0)?;
@@ -680,14 +686,16 @@ pub(crate) async fn minute_counts(
         }
     }
     Ok(minutes)
+    })
 }
 
 /// All-time latency histograms by kind.
 pub(crate) async fn histograms(db: &Database) -> Result<Vec<LatencyHistogram>> {
+    dispatch!(db.pool(), pool => {
     let rows = sqlx::query(
         "SELECT kind, latency, bucket, count, sum_ms FROM task_latency ORDER BY kind, latency",
     )
-    .fetch_all(db.pool())
+    .fetch_all(pool)
     .await?;
     let mut out: Vec<LatencyHistogram> = Vec::new();
     for row in rows {
@@ -712,6 +720,7 @@ pub(crate) async fn histograms(db: &Database) -> Result<Vec<LatencyHistogram>> {
         }
     }
     Ok(out)
+    })
 }
 
 const EVENT_SELECT: &str = "SELECT e.seq, e.task_id AS id, t.kind, t.queue, t.project_id, \
@@ -726,14 +735,16 @@ pub(crate) async fn events_after(
     after: u64,
     limit: usize,
 ) -> Result<Vec<TaskEvent>> {
+    dispatch!(db.pool(), pool => {
     let rows = sqlx::query(&format!(
         "{EVENT_SELECT} WHERE e.seq > $1 ORDER BY e.seq LIMIT $2"
     ))
     .bind(i64::try_from(after).unwrap_or(i64::MAX))
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-    .fetch_all(db.pool())
+    .fetch_all(pool)
     .await?;
     rows.iter().map(event_from_row).collect()
+    })
 }
 
 /// Like [`events_after`], only the events another process than `origin` wrote.
@@ -743,46 +754,52 @@ pub(crate) async fn foreign_events_after(
     origin: &str,
     limit: usize,
 ) -> Result<Vec<TaskEvent>> {
+    dispatch!(db.pool(), pool => {
     let rows = sqlx::query(&format!(
         "{EVENT_SELECT} WHERE e.seq > $1 AND e.origin <> $2 ORDER BY e.seq LIMIT $3"
     ))
     .bind(i64::try_from(after).unwrap_or(i64::MAX))
     .bind(origin)
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-    .fetch_all(db.pool())
+    .fetch_all(pool)
     .await?;
     rows.iter().map(event_from_row).collect()
+    })
 }
 
-fn event_from_row(row: &AnyRow) -> Result<TaskEvent> {
+fn event_from_row(row: &impl StoredRow) -> Result<TaskEvent> {
     Ok(TaskEvent {
-        seq: u64::try_from(row.try_get::<i64, _>("seq")?).unwrap_or(0),
+        seq: u64::try_from(row.get::<i64, _>("seq")?).unwrap_or(0),
         task: record_from_row(row)?,
     })
 }
 
 /// The highest event sequence number stored (0 when there is none).
 pub(crate) async fn last_event_seq(db: &Database) -> Result<u64> {
+    dispatch!(db.pool(), pool => {
     let max: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM task_events")
-        .fetch_one(db.pool())
+        .fetch_one(pool)
         .await?;
     Ok(u64::try_from(max.unwrap_or(0)).unwrap_or(0))
+    })
 }
 
 /// One record.
 pub(crate) async fn get(db: &Database, id: TaskId) -> Result<Option<TaskRecord>> {
+    dispatch!(db.pool(), pool => {
     let row = sqlx::query(&format!("SELECT {COLUMNS} FROM tasks WHERE id = $1"))
         .bind(id.to_string())
-        .fetch_optional(db.pool())
+        .fetch_optional(pool)
         .await?;
     row.map(|row| stored_from_row(&row).map(|t| t.record))
         .transpose()
+    })
 }
 
 /// The unfinished task holding `key`, if any (on the pool).
 pub(crate) async fn holder(db: &Database, key: &str) -> Result<Option<TaskRecord>> {
-    let mut conn = db.pool().acquire().await?;
-    exclusive_holder(&mut conn, key).await
+    let mut conn = db.acquire().await?;
+    exclusive_holder(conn.conn(), key).await
 }
 
 /// One page of the records matching `query`, in its order, and how many match in all.
@@ -834,30 +851,30 @@ pub(crate) async fn page(db: &Database, query: &TaskQuery) -> Result<TaskPage> {
                 .replace('_', "\\_")
         );
         let p = bind(&mut values, Value::Text(pattern));
+        let like = db.dialect().like();
         let like: Vec<String> = ["id", "kind", "queue", "worker", "status", "error_message"]
             .iter()
-            .map(|column| format!("{column} LIKE {p} ESCAPE '\\'"))
+            .map(|column| format!("{column} {like} {p} ESCAPE '\\'"))
             .collect();
         let _ = write!(filter, " AND ({})", like.join(" OR "));
     }
-    fn bind_all<'q>(
-        sql: &'q str,
-        values: &[Value],
-    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
-        let mut q = sqlx::query(sql);
-        for value in values {
-            q = match value {
-                Value::Text(text) => q.bind(text.clone()),
-                Value::Int(n) => q.bind(*n),
-            };
-        }
-        q
+    /// The query `$sql` with `$values` bound, for either database.
+    macro_rules! bind_all {
+        ($sql:expr, $values:expr) => {{
+            let mut q = sqlx::query($sql);
+            for value in $values {
+                q = match value {
+                    Value::Text(text) => q.bind(text.clone()),
+                    Value::Int(n) => q.bind(*n),
+                };
+            }
+            q
+        }};
     }
     let count_sql = format!("SELECT COUNT(*) FROM tasks{filter}");
-    let total: i64 = bind_all(&count_sql, &values)
-        .fetch_one(db.pool())
-        .await?
-        .try_get(0)?;
+    let total: i64 = dispatch!(db.pool(), pool => {
+        bind_all!(&count_sql, &values).fetch_one(pool).await?.try_get(0)?
+    });
     let direction = if query.ascending { "ASC" } else { "DESC" };
     let order = match query.sort {
         TaskSort::Received => format!("queued_at {direction}, queue_order {direction}"),
@@ -877,11 +894,14 @@ pub(crate) async fn page(db: &Database, query: &TaskQuery) -> Result<TaskPage> {
     let sql = format!(
         "SELECT {COLUMNS} FROM tasks{filter} ORDER BY {order} LIMIT {limit} OFFSET {offset}"
     );
-    let rows = bind_all(&sql, &values).fetch_all(db.pool()).await?;
-    let tasks = rows
-        .iter()
-        .map(|row| stored_from_row(row).map(|t| t.record))
-        .collect::<Result<Vec<_>>>()?;
+    let tasks = dispatch!(db.pool(), pool => {
+        bind_all!(&sql, &values)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|row| stored_from_row(row).map(|t| t.record))
+            .collect::<Result<Vec<_>>>()?
+    });
     Ok(TaskPage {
         tasks,
         total: u64::try_from(total).unwrap_or(0),
@@ -893,6 +913,7 @@ pub(crate) async fn page(db: &Database, query: &TaskQuery) -> Result<TaskPage> {
 pub(crate) async fn purge_finished(db: &Database, older_than: Duration) -> Result<u64> {
     let cutoff = now_millis() - millis(older_than);
     let mut tx = db.begin_write().await?;
+    let done = dispatch!(tx.conn(), tx => {
     sqlx::query(
         "DELETE FROM task_events WHERE task_id IN \
          (SELECT id FROM tasks WHERE finished_at IS NOT NULL AND finished_at < $1)",
@@ -919,17 +940,20 @@ pub(crate) async fn purge_finished(db: &Database, older_than: Duration) -> Resul
         .bind(cutoff)
         .execute(&mut *tx)
         .await?;
+    done.rows_affected()
+    });
     tx.commit().await?;
-    Ok(done.rows_affected())
+    Ok(done)
 }
 
 /// Unfinished tasks by queue: how many wait, how many run, and since when the oldest waits.
 pub(crate) async fn queue_depths(db: &Database) -> Result<Vec<QueueInfo>> {
+    dispatch!(db.pool(), pool => {
     let rows = sqlx::query(&format!(
         "SELECT queue, state, COUNT(*), MIN(queued_at) FROM tasks WHERE state NOT IN {TERMINAL} \
          GROUP BY queue, state ORDER BY queue"
     ))
-    .fetch_all(db.pool())
+    .fetch_all(pool)
     .await?;
     let mut depths: Vec<QueueInfo> = Vec::new();
     for row in rows {
@@ -954,16 +978,18 @@ pub(crate) async fn queue_depths(db: &Database) -> Result<Vec<QueueInfo>> {
         }
     }
     Ok(depths)
+    })
 }
 
 pub(crate) use super::identity::WorkerRow;
 
 /// Registers a worker with a fresh heartbeat.
 pub(crate) async fn register_worker(
-    conn: &mut AnyConnection,
+    conn: Conn<'_>,
     worker: &WorkerRow,
     lease_until: i64,
 ) -> Result<()> {
+    dispatch!(conn, conn => {
     sqlx::query(
         "INSERT INTO workers (id, name, host, pid, mode, concurrency, queues, started_at, \
          heartbeat_at, lease_until, stopped_at, processed) \
@@ -983,16 +1009,18 @@ pub(crate) async fn register_worker(
     .execute(&mut *conn)
     .await?;
     Ok(())
+    })
 }
 
 /// Records a worker's heartbeat and how many tasks it finished since the last one.
 pub(crate) async fn worker_heartbeat(
-    conn: &mut AnyConnection,
+    conn: Conn<'_>,
     id: &str,
     now: i64,
     lease_until: i64,
     processed: u64,
 ) -> Result<()> {
+    dispatch!(conn, conn => {
     sqlx::query(
         "UPDATE workers SET heartbeat_at = $2, lease_until = $3, processed = processed + $4 \
          WHERE id = $1",
@@ -1004,20 +1032,24 @@ pub(crate) async fn worker_heartbeat(
     .execute(&mut *conn)
     .await?;
     Ok(())
+    })
 }
 
 /// Marks a worker stopped (a clean shutdown).
-pub(crate) async fn stop_worker(conn: &mut AnyConnection, id: &str, now: i64) -> Result<()> {
+pub(crate) async fn stop_worker(conn: Conn<'_>, id: &str, now: i64) -> Result<()> {
+    dispatch!(conn, conn => {
     sqlx::query("UPDATE workers SET stopped_at = $2, lease_until = $2 WHERE id = $1")
         .bind(id)
         .bind(now)
         .execute(&mut *conn)
         .await?;
     Ok(())
+    })
 }
 
 /// Every registered worker, with how many tasks each holds; online ones first.
 pub(crate) async fn workers(db: &Database, now: i64) -> Result<Vec<WorkerInfo>> {
+    dispatch!(db.pool(), pool => {
     let rows = sqlx::query(&format!(
         "SELECT w.id, w.name, w.host, w.pid, w.mode, w.concurrency, w.queues, w.started_at, \
          w.heartbeat_at, w.lease_until, w.stopped_at, w.processed, \
@@ -1025,7 +1057,7 @@ pub(crate) async fn workers(db: &Database, now: i64) -> Result<Vec<WorkerInfo>> 
          w.succeeded, w.failed \
          FROM workers w ORDER BY w.started_at DESC"
     ))
-    .fetch_all(db.pool())
+    .fetch_all(pool)
     .await?;
     let mut workers = rows
         .iter()
@@ -1057,15 +1089,17 @@ pub(crate) async fn workers(db: &Database, now: i64) -> Result<Vec<WorkerInfo>> 
         .collect::<Result<Vec<_>>>()?;
     workers.sort_by_key(|w| !w.online);
     Ok(workers)
+    })
 }
 
 /// All-time finished counts by kind.
 pub(crate) async fn kind_counts(db: &Database) -> Result<Vec<KindCounts>> {
+    dispatch!(db.pool(), pool => {
     let rows = sqlx::query(
-        "SELECT kind, state, SUM(count), SUM(runtime_ms) FROM task_counts \
+        "SELECT kind, state, CAST(SUM(count) AS BIGINT), CAST(SUM(runtime_ms) AS BIGINT) FROM task_counts \
          GROUP BY kind, state ORDER BY kind",
     )
-    .fetch_all(db.pool())
+    .fetch_all(pool)
     .await?;
     let mut by_kind: Vec<(KindCounts, i64)> = Vec::new();
     for row in rows {
@@ -1095,6 +1129,7 @@ pub(crate) async fn kind_counts(db: &Database) -> Result<Vec<KindCounts>> {
         .into_iter()
         .map(|(counts, runtime_ms)| counts.with_total_runtime_ms(runtime_ms))
         .collect())
+    })
 }
 
 fn millis(d: Duration) -> i64 {
@@ -1106,21 +1141,21 @@ fn parse_id(id: &str) -> Result<TaskId> {
         .map_err(|err| HubError::Internal(format!("stored task id '{id}' is not a UUID: {err}")))
 }
 
-fn stored_from_row(row: &AnyRow) -> Result<StoredTask> {
+fn stored_from_row(row: &impl StoredRow) -> Result<StoredTask> {
     Ok(StoredTask {
         record: record_from_row(row)?,
-        exclusive_key: row.try_get("exclusive_key")?,
-        owner: row.try_get("owner")?,
-        lease_until: row.try_get("lease_until")?,
-        queue_order: row.try_get("queue_order")?,
+        exclusive_key: row.get("exclusive_key")?,
+        owner: row.get("owner")?,
+        lease_until: row.get("lease_until")?,
+        queue_order: row.get("queue_order")?,
     })
 }
 
 /// The record in a row that has the record's columns (of `tasks`, or an event joined to it).
-fn record_from_row(row: &AnyRow) -> Result<TaskRecord> {
-    let id = parse_id(&row.try_get::<String, _>("id")?)?;
+fn record_from_row(row: &impl StoredRow) -> Result<TaskRecord> {
+    let id = parse_id(&row.get::<String, _>("id")?)?;
     let json = |column: &str| -> Result<Option<serde_json::Value>> {
-        row.try_get::<Option<String>, _>(column)?
+        row.get::<Option<String>, _>(column)?
             .map(|text| {
                 serde_json::from_str(&text).map_err(|err| {
                     HubError::Internal(format!("stored task {column} is not JSON: {err}"))
@@ -1129,35 +1164,35 @@ fn record_from_row(row: &AnyRow) -> Result<TaskRecord> {
             .transpose()
     };
     let time = |column: &str| -> Result<Option<chrono::DateTime<chrono::Utc>>> {
-        row.try_get::<Option<i64>, _>(column)?
+        row.get::<Option<i64>, _>(column)?
             .map(from_millis)
             .transpose()
     };
     let duration = |column: &str| -> Result<Duration> {
-        let ms: i64 = row.try_get(column)?;
+        let ms: i64 = row.get(column)?;
         Ok(Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
     };
     let error = match (
-        row.try_get::<Option<String>, _>("error_code")?,
-        row.try_get::<Option<String>, _>("error_message")?,
+        row.get::<Option<String>, _>("error_code")?,
+        row.get::<Option<String>, _>("error_message")?,
     ) {
         (Some(code), message) => Some(TaskError::new(code, message.unwrap_or_default())),
         _ => None,
     };
     let record = TaskRecord {
         id,
-        kind: row.try_get("kind")?,
-        queue: row.try_get("queue")?,
-        project_id: row.try_get("project_id")?,
+        kind: row.get("kind")?,
+        queue: row.get("queue")?,
+        project_id: row.get("project_id")?,
         payload: json("payload")?.unwrap_or(serde_json::Value::Null),
-        state: row.try_get::<String, _>("state")?.parse()?,
-        progress: u8::try_from(row.try_get::<i64, _>("progress")?).unwrap_or(0),
-        status: row.try_get("status")?,
+        state: row.get::<String, _>("state")?.parse()?,
+        progress: u8::try_from(row.get::<i64, _>("progress")?).unwrap_or(0),
+        status: row.get("status")?,
         result: json("result")?,
         error,
-        attempt: u32::try_from(row.try_get::<i64, _>("attempt")?).unwrap_or(1),
-        worker: row.try_get("worker")?,
-        queued_at: from_millis(row.try_get("queued_at")?)?,
+        attempt: u32::try_from(row.get::<i64, _>("attempt")?).unwrap_or(1),
+        worker: row.get("worker")?,
+        queued_at: from_millis(row.get("queued_at")?)?,
         started_at: time("started_at")?,
         finished_at: time("finished_at")?,
         limits: TimeLimits {

@@ -30,6 +30,8 @@ type FactoryFor = dyn Fn(&std::path::Path) -> Arc<dyn BackendFactory> + Send + S
 pub struct Fixture {
     name: &'static str,
     factory: Arc<FactoryFor>,
+    /// The registry's database is PostgreSQL (one database per test folder), not SQLite.
+    postgres: bool,
 }
 
 impl Fixture {
@@ -38,6 +40,15 @@ impl Fixture {
         Fixture {
             name: "in_process",
             factory: Arc::new(|_| Arc::new(LocalBackendFactory)),
+            postgres: false,
+        }
+    }
+
+    /// The in-process backend with its store on the test PostgreSQL server.
+    pub fn in_process_on_postgres() -> Self {
+        Fixture {
+            postgres: true,
+            ..Self::in_process()
         }
     }
 
@@ -58,6 +69,7 @@ impl Fixture {
                         .prefix(format!("suite:{folder}:")),
                 ))
             }),
+            postgres: false,
         }
     }
 
@@ -66,10 +78,14 @@ impl Fixture {
         SharedFactory((self.factory)(state_dir))
     }
 
-    fn config(&self, dir: &TempDir, tasks: TaskConfig, mode: HubMode) -> HubConfig {
-        let mut config = HubConfig::with_data_dir(dir.path().join("state"))
+    /// The configuration of a hub whose state lives in the test folder `dir`.
+    async fn config(&self, dir: &std::path::Path, tasks: TaskConfig, mode: HubMode) -> HubConfig {
+        let mut config = HubConfig::with_data_dir(dir.join("state"))
             .tasks(tasks)
             .mode(mode);
+        if self.postgres {
+            config = config.database_url(crate::postgres::database(dir).await);
+        }
         // No engine is needed here, and none is asked.
         config.reconcile_on_open = false;
         config
@@ -84,7 +100,7 @@ impl Fixture {
         mode: HubMode,
         monitor: MonitorConfig,
     ) -> Hub {
-        let mut config = self.config(dir, tasks, mode);
+        let mut config = self.config(dir.path(), tasks, mode).await;
         config.monitor = monitor;
         Hub::builder(config)
             .handlers(handlers)
@@ -113,7 +129,7 @@ impl Fixture {
         handlers: Handlers,
         mode: HubMode,
     ) -> Hub {
-        let hub = Hub::builder(self.config(dir, tasks, mode))
+        let hub = Hub::builder(self.config(dir.path(), tasks, mode).await)
             .handlers(handlers)
             .task_backend(self.factory_for(&dir.path().join("state")))
             .open()
@@ -1779,11 +1795,8 @@ fn freezable_worker(
             .build()
             .unwrap();
         runtime.block_on(async move {
-            let factory = backend.factory_for(&dir);
-            let mut config = HubConfig::with_data_dir(dir)
-                .tasks(tasks)
-                .mode(HubMode::Worker);
-            config.reconcile_on_open = false;
+            let factory = backend.factory_for(&dir.join("state"));
+            let config = backend.config(&dir, tasks, HubMode::Worker).await;
             let hub = Hub::builder(config)
                 .handlers(handlers)
                 .task_backend(factory)
@@ -1824,7 +1837,7 @@ pub async fn a_worker_frozen_past_its_lease_cannot_overwrite_what_replaced_it(ba
         .await;
     let (frozen, stop, thread) = freezable_worker(
         backend.clone(),
-        dir.path().join("state"),
+        dir.path().to_owned(),
         tasks.clone(),
         handlers.clone(),
     );

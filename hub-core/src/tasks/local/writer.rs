@@ -8,12 +8,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyConnection, Connection};
 use tokio::sync::{mpsc, oneshot};
 
 use super::state::{Shared, lock};
-use crate::db::now_millis;
+use crate::db::{Conn, PooledConn, now_millis};
 use crate::error::{HubError, Result};
 use crate::registry::{StatusChange, write_statuses};
 use crate::tasks::backend::key_held;
@@ -67,7 +65,7 @@ pub(super) enum WriteOp {
 /// the batch's statements.
 pub(super) async fn writer_loop(shared: Arc<Shared>, mut ops: mpsc::UnboundedReceiver<WriteOp>) {
     let mut batch = Vec::new();
-    let mut conn: Option<PoolConnection<Any>> = None;
+    let mut conn: Option<PooledConn> = None;
     while ops.recv_many(&mut batch, MAX_BATCH).await > 0 {
         write_batch(&shared, &mut conn, std::mem::take(&mut batch)).await;
     }
@@ -232,7 +230,7 @@ fn plan(ops: Vec<WriteOp>) -> (Vec<Step>, Vec<oneshot::Sender<()>>) {
     (steps, flushes)
 }
 
-async fn write_batch(shared: &Shared, conn: &mut Option<PoolConnection<Any>>, ops: Vec<WriteOp>) {
+async fn write_batch(shared: &Shared, conn: &mut Option<PooledConn>, ops: Vec<WriteOp>) {
     let (mut steps, flushes) = plan(ops);
     let mut backoff = Duration::from_millis(50);
     loop {
@@ -268,7 +266,7 @@ async fn write_batch(shared: &Shared, conn: &mut Option<PoolConnection<Any>>, op
 /// store took; then wakes the event pump.
 async fn execute(
     shared: &Shared,
-    conn: &mut Option<PoolConnection<Any>>,
+    conn: &mut Option<PooledConn>,
     steps: &[Step],
 ) -> Result<Vec<Done>> {
     if steps.is_empty() {
@@ -276,19 +274,19 @@ async fn execute(
     }
     let conn = match conn {
         Some(conn) => conn,
-        None => conn.insert(shared.db.pool().acquire().await?),
+        None => conn.insert(shared.db.acquire().await?),
     };
     // Gate before BEGIN: other writers of this process wait here, not in SQLite's busy handler.
     let gate = shared.db.write_gate().await;
-    let mut tx = conn.begin_with(shared.db.begin_write_statement()).await?;
+    let mut tx = conn.begin_write().await?;
     let mut done = Vec::with_capacity(steps.len());
     let mut events: Vec<TaskRecord> = Vec::new();
     for step in steps {
-        done.push(run_step(shared, &mut tx, step, &mut events).await?);
+        done.push(run_step(shared, tx.conn(), step, &mut events).await?);
     }
     let finished: Vec<Finished> = events.iter().filter_map(Finished::of).collect();
-    store::record_finished(&mut tx, &finished).await?;
-    let seqs = store::insert_events(&mut tx, shared.id(), &events).await?;
+    store::record_finished(tx.conn(), &finished).await?;
+    let seqs = store::insert_events(tx.conn(), shared.id(), &events).await?;
     // Under the gate: the event pump either sees these events with the commit or not at all.
     let mut committed = shared.log.committed.lock().await;
     tx.commit().await?;
@@ -305,7 +303,7 @@ async fn execute(
 
 async fn run_step(
     shared: &Shared,
-    tx: &mut AnyConnection,
+    mut tx: Conn<'_>,
     step: &Step,
     events: &mut Vec<TaskRecord>,
 ) -> Result<Done> {
@@ -313,7 +311,7 @@ async fn run_step(
     Ok(match step {
         Step::Write { entries, versions } => {
             let tasks: Vec<&StoredTask> = entries.iter().map(|e| &e.task).collect();
-            let stored = store::update_fenced(tx, &tasks).await?;
+            let stored = store::update_fenced(tx.reborrow(), &tasks).await?;
             events.extend(
                 versions
                     .iter()
@@ -324,7 +322,7 @@ async fn run_step(
         }
         Step::InsertExclusive(inserts) => {
             let tasks: Vec<&StoredTask> = inserts.iter().map(|(task, _)| task).collect();
-            let stored = store::insert_if_keys_free(tx, &tasks).await?;
+            let stored = store::insert_if_keys_free(tx.reborrow(), &tasks).await?;
             let mut results = Vec::with_capacity(inserts.len());
             for (task, _) in inserts {
                 if stored.contains(&task.record.id) {
@@ -333,7 +331,7 @@ async fn run_step(
                     continue;
                 }
                 let key = task.exclusive_key.as_deref().unwrap_or_default();
-                let holder = store::exclusive_holder(tx, key)
+                let holder = store::exclusive_holder(tx.reborrow(), key)
                     .await?
                     .map_or_else(|| "unknown".into(), |t| format!("{} {}", t.kind, t.id));
                 results.push(Err(key_held(key, &holder)));
@@ -341,47 +339,58 @@ async fn run_step(
             Done::Inserted(results)
         }
         Step::Claim(max, _) => Done::Claimed(
-            store::claim(tx, me, shared.lease_until(), &shared.config.queues, *max).await?,
+            store::claim(
+                tx.reborrow(),
+                me,
+                shared.lease_until(),
+                &shared.config.queues,
+                *max,
+            )
+            .await?,
         ),
         Step::Register(_) => {
-            store::register_worker(tx, &shared.me, shared.lease_until()).await?;
+            store::register_worker(tx.reborrow(), &shared.me, shared.lease_until()).await?;
             Done::Unit
         }
         Step::Heartbeat(processed, _) => {
             let until = shared.lease_until();
-            store::renew_leases(tx, me, until).await?;
-            store::worker_heartbeat(tx, me, now_millis(), until, *processed).await?;
+            store::renew_leases(tx.reborrow(), me, until).await?;
+            store::worker_heartbeat(tx.reborrow(), me, now_millis(), until, *processed).await?;
             Done::Unit
         }
         Step::Reclaim(_) => {
             let retryable: HashSet<String> =
                 shared.handlers.retryable_kinds().into_iter().collect();
-            let reclaimed =
-                store::reclaim_expired(tx, now_millis(), &retryable, shared.config.max_attempts)
-                    .await?;
+            let reclaimed = store::reclaim_expired(
+                tx.reborrow(),
+                now_millis(),
+                &retryable,
+                shared.config.max_attempts,
+            )
+            .await?;
             events.extend(reclaimed.retried.iter().cloned());
             events.extend(reclaimed.failed.iter().cloned());
             Done::Reclaimed(reclaimed)
         }
         Step::Revoke(id, terminate, _) => {
             let now = now_millis();
-            match store::revoke_queued(tx, *id, now).await? {
+            match store::revoke_queued(tx.reborrow(), *id, now).await? {
                 Some(record) => events.push(record),
                 None => {
-                    store::request_revoke(tx, *id, *terminate, now).await?;
+                    store::request_revoke(tx.reborrow(), *id, *terminate, now).await?;
                 }
             }
             Done::Unit
         }
         Step::Release(_) => {
-            let released = store::release_reserved(tx, me).await?;
-            store::stop_worker(tx, me, now_millis()).await?;
+            let released = store::release_reserved(tx.reborrow(), me).await?;
+            store::stop_worker(tx.reborrow(), me, now_millis()).await?;
             Done::Released(released)
         }
         Step::ProjectStatus(changes) => {
             let changes: Vec<&StatusChange> = changes.iter().map(|(change, _)| change).collect();
             // A project deleted meanwhile has nothing left to record its status on.
-            write_statuses(tx, &changes).await?;
+            write_statuses(tx.reborrow(), &changes).await?;
             Done::Unit
         }
     })

@@ -25,6 +25,8 @@ command -v script >/dev/null || need+=(bsdutils)
 command -v tmux >/dev/null || need+=(tmux)
 # The registry, the task store and the deployment test also run on PostgreSQL.
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
+# The deployment test brings deploy/compose.yaml up with Debian's docker-compose.
+command -v docker-compose >/dev/null || need+=(docker-compose)
 # The dashboard's browser tests drive Debian's Chromium (Playwright with executable_path).
 command -v chromium >/dev/null || need+=(chromium)
 # promtool checks and unit-tests the shipped alert rules, and lints /metrics (the server
@@ -148,6 +150,10 @@ python3 -c "import commandcenter_hub; print('commandcenter_hub', commandcenter_h
 (cd hub-py/python && "$venv/bin/mypy" --strict -p commandcenter_hub)
 # The real thing: SQLite files, the Docker engine, the hub binary (CARGO_TARGET_DIR/debug/hub).
 "$venv/bin/python" -m pytest -q --timeout=600 hub-py/tests
+
+step "the compose deployment: image, PostgreSQL, Redis, hub serve, two workers (docker-compose)"
+HUB_BIN="$CARGO_TARGET_DIR/debug/hub" "$venv/bin/python" -m pytest -q -p no:cacheprovider \
+    --timeout=900 tests/deploy
 
 step "the dashboard in headless Chromium (Playwright)"
 # Screenshots: tests/browser/artifacts/ (every test's last view) and docs/screenshots/ (README).

@@ -538,7 +538,10 @@ mod tests {
 
     #[test]
     fn multi_row_placeholders_follow_each_dialect() {
-        assert_eq!(Dialect::Sqlite.row_placeholders(2, 3), "(?, ?, ?), (?, ?, ?)");
+        assert_eq!(
+            Dialect::Sqlite.row_placeholders(2, 3),
+            "(?, ?, ?), (?, ?, ?)"
+        );
         assert_eq!(
             Dialect::Postgres.row_placeholders(2, 3),
             "($1, $2, $3), ($4, $5, $6)"

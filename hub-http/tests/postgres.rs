@@ -60,7 +60,12 @@ async fn fifty_racing_creates_from_two_servers_share_no_port() {
     for create in creates {
         let (status, project) = create.await.unwrap();
         assert_eq!(status, 201, "{project}");
-        for role in ["backend_port", "frontend_port", "postgres_port", "redis_port"] {
+        for role in [
+            "backend_port",
+            "frontend_port",
+            "postgres_port",
+            "redis_port",
+        ] {
             let port = project[role].as_u64().unwrap();
             assert!(ports.insert(port), "port {port} handed out twice");
         }
@@ -108,6 +113,10 @@ async fn two_servers_racing_an_operation_on_one_project_accept_exactly_one() {
     let task = accepted[0]["task_id"].as_str().unwrap().to_owned();
     for server in [&a, &b] {
         let (status, body) = server.get(&format!("/api/tasks/{task}/status")).await;
-        assert_eq!((status, body["state"].as_str()), (200, Some("PENDING")), "{body}");
+        assert_eq!(
+            (status, body["state"].as_str()),
+            (200, Some("PENDING")),
+            "{body}"
+        );
     }
 }

@@ -38,6 +38,7 @@ pub(super) async fn run(client: &Client, command: ClientCommand) -> Result<Exit,
         } => tasks(client, project.as_deref(), state.as_deref(), limit, json).await,
         ClientCommand::Cancel { task } => cancel(client, &task).await,
         ClientCommand::Open { name } => open(client, &name).await,
+        ClientCommand::Health { worker } => health(client, worker.as_deref()).await,
     }
 }
 
@@ -536,4 +537,27 @@ async fn open(client: &Client, name: &str) -> Result<Exit, CliError> {
             .spawn();
     }
     Ok(Exit::Ok)
+}
+
+async fn health(client: &Client, worker: Option<&str>) -> Result<Exit, CliError> {
+    // An unhealthy hub answers 503, which arrives here as an error (exit 1).
+    let report = client.get("/health").await?;
+    let Some(name) = worker else {
+        out!("{}", text(&report["status"]));
+        return Ok(Exit::Ok);
+    };
+    let view = client.get("/api/monitor/workers").await?;
+    let online = view["workers"].as_array().is_some_and(|workers| {
+        workers
+            .iter()
+            .any(|w| w["name"] == name && w["online"] == true)
+    });
+    if online {
+        out!("worker {name} online");
+        Ok(Exit::Ok)
+    } else {
+        Err(CliError::failed(format!(
+            "no worker named '{name}' is online (no heartbeat within its lease)"
+        )))
+    }
 }

@@ -183,6 +183,14 @@ pub(crate) enum ClientCommand {
         /// Project id, slug or name.
         name: String,
     },
+    /// Check the hub at --url: exit 0 when it answers with its database up (`healthy` or
+    /// `degraded`), 1 otherwise; for container health checks and scripts.
+    Health {
+        /// Check instead that a worker registered under this name (`--worker-name`) is online:
+        /// it heartbeats into the store the hub reads.
+        #[arg(long, value_name = "NAME")]
+        worker: Option<String>,
+    },
 }
 
 /// `start`, `stop`, `restart`: which projects, and how to follow them.

@@ -8,7 +8,7 @@
 //! makes the search cheap; each candidate is re-checked in the allocating transaction, and a stale
 //! bitmap (another process allocated meanwhile) is simply reloaded.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 use std::str::FromStr;
@@ -342,9 +342,13 @@ impl PortBitmap {
 
 /// Hands out port sets. Callers serialise use of one allocator (the [`crate::Hub`] holds it behind
 /// a mutex) and pass the connection of the transaction that will record the leases.
+///
+/// Ports are unique per Docker host (a project's `host`): two projects on different hosts may
+/// both hold 8010, as their stacks publish it on different machines.
 pub struct PortAllocator {
     config: PortConfig,
-    held: PortBitmap,
+    /// Held ports by host.
+    held: HashMap<String, PortBitmap>,
 }
 
 impl fmt::Debug for PortAllocator {
@@ -369,7 +373,7 @@ impl PortAllocator {
         config.validate()?;
         Ok(PortAllocator {
             config,
-            held: PortBitmap::new(),
+            held: HashMap::new(),
         })
     }
 
@@ -380,17 +384,30 @@ impl PortAllocator {
 
     /// Re-reads every held port from the database.
     pub async fn reload(&mut self, conn: Conn<'_>) -> Result<()> {
-        let ports: Vec<i64> = dispatch!(conn, c => {
-            sqlx::query_scalar("SELECT port FROM port_leases")
+        let leases: Vec<(String, i64)> = dispatch!(conn, c => {
+            sqlx::query_as("SELECT host, port FROM port_leases")
                 .fetch_all(&mut *c)
                 .await?
         });
-        let mut held = PortBitmap::new();
-        for port in ports {
-            held.insert(port_from_db(port)?);
+        let mut held: HashMap<String, PortBitmap> = HashMap::new();
+        for (host, port) in leases {
+            held.entry(host)
+                .or_insert_with(PortBitmap::new)
+                .insert(port_from_db(port)?);
         }
         self.held = held;
         Ok(())
+    }
+
+    /// Whether a project on `host` holds `port`, as this allocator last saw it.
+    fn holds(&self, host: &str, port: u16) -> bool {
+        self.held.get(host).is_some_and(|held| held.contains(port))
+    }
+
+    fn held_on(&mut self, host: &str) -> &mut PortBitmap {
+        self.held
+            .entry(host.to_owned())
+            .or_insert_with(PortBitmap::new)
     }
 
     /// Proposes ports for a project from memory alone (no system call, no query): the
@@ -398,7 +415,12 @@ impl PortAllocator {
     /// lowest slot none of whose ports is held or in `busy` (ports a probe found taken on the
     /// host). Probe the result with [`probe_busy`] outside any lock, then
     /// [`PortAllocator::confirm`] it inside the write transaction.
-    pub fn propose(&self, request: PortRequest, busy: &HashSet<u16>) -> Result<PortSet> {
+    pub fn propose(
+        &self,
+        host: &str,
+        request: PortRequest,
+        busy: &HashSet<u16>,
+    ) -> Result<PortSet> {
         let mut wanted: Vec<(PortRole, u16)> = Vec::new();
         for role in PortRole::ALL {
             let Some(port) = request.get(role) else {
@@ -413,21 +435,23 @@ impl PortAllocator {
             }
             wanted.push((role, port));
         }
-        self.search(request, busy)
+        self.search(host, request, busy)
     }
 
     /// Confirms `ports`, proposed for `request`, inside the transaction that will record them:
     /// a requested port leased by another project is a `port_conflict`; a proposed one leased
     /// meanwhile (by another process) makes the view stale: it is reloaded and `None` returned,
-    /// so the caller proposes again. `owner` is the project being re-allocated.
+    /// so the caller proposes again. `owner` is the project being re-allocated; `host` the
+    /// Docker host the ports are for.
     pub async fn confirm(
         &mut self,
         mut conn: Conn<'_>,
+        host: &str,
         request: PortRequest,
         ports: PortSet,
         owner: Option<i64>,
     ) -> Result<Option<PortSet>> {
-        let leases = leases_of(conn.reborrow(), &ports, owner).await?;
+        let leases = leases_of(conn.reborrow(), host, &ports, owner).await?;
         for role in PortRole::ALL {
             if let Some(port) = request.get(role)
                 && let Some(lease) = leases.iter().find(|l| l.port == port)
@@ -447,9 +471,9 @@ impl PortAllocator {
         Ok(None)
     }
 
-    /// Whether a project holds `port`, as this allocator last saw it.
-    pub fn is_held(&self, port: u16) -> bool {
-        self.held.contains(port)
+    /// Whether a project on `host` holds `port`, as this allocator last saw it.
+    pub fn is_held(&self, host: &str, port: u16) -> bool {
+        self.holds(host, port)
     }
 
     /// Whether proposals should be probed on the host.
@@ -457,23 +481,30 @@ impl PortAllocator {
         self.config.probe_host
     }
 
-    /// Records in memory that `new` is now held and `old` (if any) released.
-    pub fn commit(&mut self, old: Option<&PortSet>, new: Option<&PortSet>) {
-        if let Some(old) = old {
+    /// Records in memory that `new` is now held and `old` (if any) released, each on its host.
+    pub fn commit(&mut self, old: Option<(&str, &PortSet)>, new: Option<(&str, &PortSet)>) {
+        if let Some((host, old)) = old {
+            let held = self.held_on(host);
             for (_, port) in old.iter() {
-                self.held.remove(port);
+                held.remove(port);
             }
         }
-        if let Some(new) = new {
+        if let Some((host, new)) = new {
+            let held = self.held_on(host);
             for (_, port) in new.iter() {
-                self.held.insert(port);
+                held.insert(port);
             }
         }
     }
 
     /// `count` ports for extra leases: the lowest from `extra_base` up (then from `min_port`)
-    /// that no project holds and `skip` does not refuse.
-    pub fn extra_candidates(&self, count: usize, skip: impl Fn(u16) -> bool) -> Result<Vec<u16>> {
+    /// that no project on `host` holds and `skip` does not refuse.
+    pub fn extra_candidates(
+        &self,
+        host: &str,
+        count: usize,
+        skip: impl Fn(u16) -> bool,
+    ) -> Result<Vec<u16>> {
         let base = self
             .config
             .extra_base
@@ -484,7 +515,7 @@ impl PortAllocator {
             if found.len() == count {
                 break;
             }
-            if !self.held.contains(port) && !skip(port) {
+            if !self.holds(host, port) && !skip(port) {
                 found.push(port);
             }
         }
@@ -499,18 +530,19 @@ impl PortAllocator {
         Ok(found)
     }
 
-    /// Records in memory that `held` are now leased and `released` are not.
-    pub fn commit_extra(&mut self, released: &[u16], held: &[u16]) {
+    /// Records in memory that `leased` are now held on `host` and `released` are not.
+    pub fn commit_extra(&mut self, host: &str, released: &[u16], leased: &[u16]) {
+        let held = self.held_on(host);
         for port in released {
-            self.held.remove(*port);
+            held.remove(*port);
         }
-        for port in held {
-            self.held.insert(*port);
+        for port in leased {
+            held.insert(*port);
         }
     }
 
     /// The requested ports plus, for the other roles, those of the lowest usable slot.
-    fn search(&self, request: PortRequest, busy: &HashSet<u16>) -> Result<PortSet> {
+    fn search(&self, host: &str, request: PortRequest, busy: &HashSet<u16>) -> Result<PortSet> {
         let open_roles: Vec<PortRole> = PortRole::ALL
             .into_iter()
             .filter(|role| request.get(*role).is_none())
@@ -534,7 +566,7 @@ impl PortAllocator {
             };
             let usable = open_roles.iter().all(|role| {
                 let port = slot.get(*role);
-                !self.held.contains(port) && !requested.contains(&port) && !busy.contains(&port)
+                !self.holds(host, port) && !requested.contains(&port) && !busy.contains(&port)
             });
             if usable {
                 for role in &open_roles {
@@ -554,17 +586,23 @@ impl PortAllocator {
     }
 }
 
-/// Leases on any port of `ports` held by a project other than `owner`.
-async fn leases_of(conn: Conn<'_>, ports: &PortSet, owner: Option<i64>) -> Result<Vec<Lease>> {
+/// Leases on `host` on any port of `ports` held by a project other than `owner`.
+async fn leases_of(
+    conn: Conn<'_>,
+    host: &str,
+    ports: &PortSet,
+    owner: Option<i64>,
+) -> Result<Vec<Lease>> {
     let rows: Vec<(i64, i64, String)> = dispatch!(conn, c => sqlx::query_as(
         "SELECT l.port, l.project_id, p.name FROM port_leases l \
          JOIN projects p ON p.id = l.project_id \
-         WHERE l.port IN ($1, $2, $3, $4)",
+         WHERE l.host = $5 AND l.port IN ($1, $2, $3, $4)",
     )
     .bind(i64::from(ports.backend))
     .bind(i64::from(ports.frontend))
     .bind(i64::from(ports.postgres))
     .bind(i64::from(ports.redis))
+    .bind(host)
     .fetch_all(&mut *c)
     .await?);
     let mut leases = Vec::with_capacity(rows.len());

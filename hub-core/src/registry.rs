@@ -103,12 +103,12 @@ impl Registry {
 
         let mut attempt = 0;
         let (mut allocator, mut tx, ports) = loop {
-            let (proposed, _reservation) = self.propose(new.ports, None, probe).await?;
+            let (proposed, _reservation) = self.propose(&host, new.ports, None, probe).await?;
             let mut allocator = self.allocator.lock().await;
             let mut tx = self.db.begin_write().await?;
             ensure_unique(tx.conn(), &name, &slug, &path, None).await?;
             if let Some(ports) = allocator
-                .confirm(tx.conn(), new.ports, proposed, None)
+                .confirm(tx.conn(), &host, new.ports, proposed, None)
                 .await?
             {
                 break (allocator, tx, ports);
@@ -135,10 +135,10 @@ impl Registry {
         .fetch_one(&mut *tx)
         .await
         .map_err(|err| unique_violation(err, &name, &slug, &path))?);
-        insert_leases(tx.conn(), id, &ports).await?;
+        insert_leases(tx.conn(), id, &host, &ports).await?;
         let project = fetch(tx.conn(), &ProjectKey::Id(id)).await?;
         tx.commit().await?;
-        allocator.commit(None, Some(&ports));
+        allocator.commit(None, Some((&host, &ports)));
         tracing::info!(id, %slug, %host, ?ports, "project registered");
         Ok(project)
     }
@@ -148,11 +148,11 @@ impl Registry {
     pub async fn preview_ports(&self, request: PortRequest) -> Result<PortSet> {
         let mut attempt = 0;
         loop {
-            let (proposed, _reservation) = self.propose(request, None, true).await?;
+            let (proposed, _reservation) = self.propose(LOCAL_HOST, request, None, true).await?;
             let mut allocator = self.allocator.lock().await;
             let mut conn = self.db.acquire().await?;
             if let Some(ports) = allocator
-                .confirm(conn.conn(), request, proposed, None)
+                .confirm(conn.conn(), LOCAL_HOST, request, proposed, None)
                 .await?
             {
                 return Ok(ports);
@@ -163,9 +163,10 @@ impl Registry {
 
     /// Proposes ports for `request` and probes them on the host, outside the allocator lock
     /// and any transaction, until a proposal passes. `own` are ports the project holds already:
-    /// busy because its own stack runs is fine.
+    /// busy because its own stack runs is fine. `host` is the Docker host the ports are for.
     async fn propose(
         &self,
+        host: &str,
         request: PortRequest,
         own: Option<&PortSet>,
         probe: bool,
@@ -176,7 +177,7 @@ impl Registry {
                 let allocator = self.allocator.lock().await;
                 let mut reserved = lock(&self.reserved);
                 let exclude: HashSet<u16> = busy.union(&reserved).copied().collect();
-                let proposed = allocator.propose(request, &exclude)?;
+                let proposed = allocator.propose(host, request, &exclude)?;
                 let ports: Vec<u16> = proposed.iter().map(|(_, port)| port).collect();
                 reserved.extend(ports.iter().copied());
                 let owned = |port: u16| own.is_some_and(|own| own.iter().any(|(_, o)| o == port));
@@ -185,7 +186,7 @@ impl Registry {
                 let unowned: Vec<u16> = ports
                     .iter()
                     .copied()
-                    .filter(|port| !owned(*port) && !allocator.is_held(*port))
+                    .filter(|port| !owned(*port) && !allocator.is_held(host, *port))
                     .collect();
                 let reservation = Reservation {
                     reserved: self.reserved.clone(),
@@ -283,13 +284,20 @@ impl Registry {
         // New ports are proposed and probed before the lock and the transaction; every role is
         // requested (the unchanged ones keep theirs), so confirming checks them all.
         let before = self.get(key.clone()).await?;
-        let wanted = (!update.ports.is_empty()).then(|| update.ports.or(before.ports.into()));
+        // Ports are unique per host: a project that moves gets a set on its new host (the
+        // ports asked for, the lowest free slot for the rest).
+        let moving = rehosted.as_deref().is_some_and(|host| host != before.host);
+        let wanted = if moving {
+            Some(update.ports)
+        } else {
+            (!update.ports.is_empty()).then(|| update.ports.or(before.ports.into()))
+        };
         let (proposed, _reservation) = match wanted {
             Some(wanted) => {
                 let host = rehosted.as_deref().unwrap_or(&before.host);
-                let (ports, reservation) = self
-                    .propose(wanted, Some(&before.ports), host == LOCAL_HOST)
-                    .await?;
+                let own = (!moving).then_some(&before.ports);
+                let (ports, reservation) =
+                    self.propose(host, wanted, own, host == LOCAL_HOST).await?;
                 (Some(ports), Some(reservation))
             }
             None => (None, None),
@@ -346,7 +354,7 @@ impl Registry {
 
         let ports = match (wanted, proposed) {
             (Some(wanted), Some(proposed)) => allocator
-                .confirm(tx.conn(), wanted, proposed, Some(current.id))
+                .confirm(tx.conn(), &host, wanted, proposed, Some(current.id))
                 .await?
                 .ok_or_else(|| HubError::PortUnavailable {
                     message: "port leases changed while this update was prepared; try again".into(),
@@ -373,7 +381,21 @@ impl Registry {
         .await
         .map_err(|err| unique_violation(err, &name, &slug, &path))
         .map(|_| ())?);
-        if ports != current.ports {
+        let moved_extras: Vec<u16> = if host == current.host {
+            Vec::new()
+        } else {
+            // Leased again on the new host at its next start.
+            let extras = extra_leases(tx.conn(), current.id).await?;
+            dispatch!(tx.conn(), tx => sqlx::query(
+                "DELETE FROM port_leases WHERE project_id = $1 AND role LIKE 'extra:%'",
+            )
+            .bind(current.id)
+            .execute(&mut *tx)
+            .await
+            .map(|_| ())?);
+            extras.into_values().collect()
+        };
+        if ports != current.ports || host != current.host {
             dispatch!(tx.conn(), tx => sqlx::query(
                 "DELETE FROM port_leases WHERE project_id = $1 AND role NOT LIKE 'extra:%'",
             )
@@ -381,11 +403,12 @@ impl Registry {
             .execute(&mut *tx)
             .await
             .map(|_| ())?);
-            insert_leases(tx.conn(), current.id, &ports).await?;
+            insert_leases(tx.conn(), current.id, &host, &ports).await?;
         }
         let project = fetch(tx.conn(), &ProjectKey::Id(current.id)).await?;
         tx.commit().await?;
-        allocator.commit(Some(&current.ports), Some(&ports));
+        allocator.commit(Some((&current.host, &current.ports)), Some((&host, &ports)));
+        allocator.commit_extra(&current.host, &moved_extras, &[]);
         Ok(project)
     }
 
@@ -414,8 +437,8 @@ impl Registry {
                 .await?;
         });
         tx.commit().await?;
-        allocator.commit(Some(&project.ports), None);
-        allocator.commit_extra(&extras, &[]);
+        allocator.commit(Some((&project.host, &project.ports)), None);
+        allocator.commit_extra(&project.host, &extras, &[]);
         tracing::info!(id = project.id, slug = %project.slug, "project deleted, ports released");
         Ok(project)
     }
@@ -485,17 +508,18 @@ impl Registry {
             }
             let reserved = lock(&self.reserved).clone();
             let probes = probe && allocator.probes_host();
-            let candidates = allocator.extra_candidates(missing.len(), |port| {
+            let candidates = allocator.extra_candidates(&project.host, missing.len(), |port| {
                 reserved.contains(&port) || (probes && !is_port_free_on_host(port))
             })?;
             let mut taken_meanwhile = false;
             for (key, port) in missing.iter().zip(&candidates) {
                 let inserted = dispatch!(tx.conn(), tx => sqlx::query(
-                    "INSERT INTO port_leases (port, project_id, role) VALUES ($1, $2, $3)",
+                    "INSERT INTO port_leases (host, port, project_id, role) VALUES ($4, $1, $2, $3)",
                 )
                 .bind(i64::from(*port))
                 .bind(project.id)
                 .bind(format!("{EXTRA_ROLE}{key}"))
+                .bind(&project.host)
                 .execute(&mut *tx)
                 .await
                 .map(|_| ()));
@@ -519,7 +543,7 @@ impl Registry {
             }
             tx.commit().await?;
             let released: Vec<u16> = stale.iter().map(|(_, port)| *port).collect();
-            allocator.commit_extra(&released, &candidates);
+            allocator.commit_extra(&project.host, &released, &candidates);
             tracing::info!(project = %project.slug, leased = ?candidates, ?released, "extra ports");
             return Ok(held);
         }
@@ -649,13 +673,14 @@ fn path_text(path: &Path) -> Result<String> {
     })
 }
 
-async fn insert_leases(conn: Conn<'_>, project_id: i64, ports: &PortSet) -> Result<()> {
+async fn insert_leases(conn: Conn<'_>, project_id: i64, host: &str, ports: &PortSet) -> Result<()> {
     dispatch!(conn, conn => {
     for (role, port) in ports.iter() {
-        sqlx::query("INSERT INTO port_leases (port, project_id, role) VALUES ($1, $2, $3)")
+        sqlx::query("INSERT INTO port_leases (host, port, project_id, role) VALUES ($4, $1, $2, $3)")
             .bind(i64::from(port))
             .bind(project_id)
             .bind(role.as_str())
+            .bind(host)
             .execute(&mut *conn)
             .await
             .map_err(|err| match &err {

@@ -25,11 +25,13 @@ CREATE TABLE projects (
 );
 
 -- One row per held port, whatever its role: the primary key is the last line of defence
--- against two projects (or two roles) sharing a host port.
+-- against two projects (or two roles) sharing a port on one Docker host.
 CREATE TABLE port_leases (
-    port       BIGINT PRIMARY KEY,
+    host       TEXT   NOT NULL DEFAULT 'local',
+    port       BIGINT NOT NULL,
     project_id BIGINT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
     role       TEXT   NOT NULL,
+    PRIMARY KEY (host, port),
     UNIQUE (project_id, role)
 );
 

@@ -891,3 +891,42 @@ async fn extra_ports_are_leased_beside_the_roles() {
         leased["web:8025/tcp"].min(leased["web:1025/tcp"])
     );
 }
+
+#[tokio::test]
+async fn ports_are_unique_per_docker_host_not_across_hosts() {
+    let fx = Fixture::new().await;
+    let here = fx.create("Here").await;
+    let mut there = NewProject::new("There", fx.folder("there"));
+    there.host = Some("gpu-box".into());
+    let there = fx.hub.create_project(there).await.unwrap();
+    // Different machines publish them: both get the first set.
+    assert_eq!((here.ports, there.ports), (slot(1), slot(1)));
+    let mut also_there = NewProject::new("Also there", fx.folder("also-there"));
+    also_there.host = Some("gpu-box".into());
+    let also_there = fx.hub.create_project(also_there).await.unwrap();
+    assert_eq!(also_there.ports, slot(2));
+
+    // Moving to a host checks the ports there: `There` keeps none of `Here`'s.
+    let moved = fx
+        .hub
+        .update_project(
+            there.id,
+            ProjectUpdate {
+                host: Some("local".into()),
+                ..ProjectUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(moved.host, "local");
+    assert_eq!(moved.ports, slot(2));
+    // What it held on gpu-box is free there again.
+    let mut next = NewProject::new("Next", fx.folder("next"));
+    next.host = Some("gpu-box".into());
+    assert_eq!(fx.hub.create_project(next).await.unwrap().ports, slot(1));
+    // A reopened hub (a second process) sees the same leases.
+    let other = fx.reopen().await;
+    let mut more = NewProject::new("More", fx.folder("more"));
+    more.host = Some("gpu-box".into());
+    assert_eq!(other.create_project(more).await.unwrap().ports, slot(3));
+}

@@ -78,3 +78,72 @@ async fn an_unreachable_postgres_server_is_a_clear_error() {
         "the password leaked: {message}"
     );
 }
+
+/// A registry written before ports were kept per host (schema 0006) upgrades in place: each
+/// lease takes its project's host, and the ports stay held.
+#[tokio::test]
+async fn a_registry_from_before_ports_per_host_keeps_its_leases() {
+    use sqlx::Connection;
+
+    let data = TempDir::new().unwrap();
+    let projects = TempDir::new().unwrap();
+    let folder = projects.path().join("old");
+    std::fs::create_dir_all(&folder).unwrap();
+    let state = data.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let url = hub_core::db::Database::sqlite_url(&state.join("hub.db"));
+    {
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        let mut migrator = sqlx::migrate::Migrator::new(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite"),
+        )
+        .await
+        .unwrap();
+        let before: Vec<_> = migrator
+            .migrations
+            .iter()
+            .filter(|m| m.version <= 6)
+            .cloned()
+            .collect();
+        migrator.migrations = before.into();
+        migrator.run(&mut conn).await.unwrap();
+        sqlx::query(
+            "INSERT INTO projects (id, name, slug, path, backend_port, frontend_port, \
+             postgres_port, redis_port, created_at, updated_at, host) \
+             VALUES (1, 'Old', 'old', $1, 8010, 3010, 5442, 6389, 0, 0, 'gpu-box')",
+        )
+        .bind(folder.canonicalize().unwrap().to_str().unwrap())
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        for (port, role) in [
+            (8010, "backend"),
+            (3010, "frontend"),
+            (5442, "postgres"),
+            (6389, "redis"),
+        ] {
+            sqlx::query("INSERT INTO port_leases (port, project_id, role) VALUES ($1, 1, $2)")
+                .bind(port)
+                .bind(role)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
+    let hub = Hub::open(HubConfig {
+        reconcile_on_open: false,
+        ..HubConfig::with_data_dir(&state).project_roots([projects.path()])
+    })
+    .await
+    .unwrap();
+    let old = hub.project(1).await.unwrap();
+    assert_eq!((old.host.as_str(), old.ports.backend), ("gpu-box", 8010));
+    // Held on gpu-box: a new project there gets the next set, one on this host the first.
+    let mut there = hub_core::NewProject::new("There", projects.path().join("there"));
+    std::fs::create_dir_all(projects.path().join("there")).unwrap();
+    there.host = Some("gpu-box".into());
+    assert_eq!(hub.create_project(there).await.unwrap().ports.backend, 8020);
+    std::fs::create_dir_all(projects.path().join("here")).unwrap();
+    let here = hub_core::NewProject::new("Here", projects.path().join("here"));
+    assert_eq!(hub.create_project(here).await.unwrap().ports.backend, 8010);
+}

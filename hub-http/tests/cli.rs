@@ -366,3 +366,23 @@ async fn hub_stack_prints_the_effective_compose_stack() {
     assert!(!refused.status.success());
     assert!(stderr(&refused).contains("line 4"), "{}", stderr(&refused));
 }
+
+/// `hub health`: 0 while the hub answers with its database up, 3 when nothing answers; with
+/// `--worker`, 0 only while a worker of that name heartbeats (what container health checks run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_the_hub_and_a_named_worker() {
+    let dir = TempDir::new().unwrap();
+    let server = HubProcess::start(&dir.path().join("state"), &["--worker-name", "w-main"]).await;
+    let healthy = hub(server.port, &["health"]).await;
+    assert!(healthy.status.success(), "{}", stderr(&healthy));
+    assert_eq!(stdout(&healthy).trim(), "healthy");
+
+    let worker = hub(server.port, &["health", "--worker", "w-main"]).await;
+    assert!(worker.status.success(), "{}", stderr(&worker));
+    let missing = hub(server.port, &["health", "--worker", "w-other"]).await;
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(stderr(&missing).contains("w-other"), "{}", stderr(&missing));
+
+    let nobody = hub(common::free_port(), &["health"]).await;
+    assert_eq!(nobody.status.code(), Some(3), "{}", stderr(&nobody));
+}

@@ -106,8 +106,10 @@ export PATH=$pg/bin:/bin
 data=\${PGDATA:-/var/lib/postgresql/data}
 if [ ! -s "\$data/PG_VERSION" ]; then
     echo "\${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD}" >/tmp/pwfile
-    initdb -D "\$data" -U "\${POSTGRES_USER:-postgres}" --pwfile=/tmp/pwfile -A scram-sha-256 \\
-        --no-locale -E UTF8 >/dev/null
+    # As the postgres image: the socket inside the container trusts, the network needs the
+    # password.
+    initdb -D "\$data" -U "\${POSTGRES_USER:-postgres}" --pwfile=/tmp/pwfile \\
+        --auth-local=trust --auth-host=scram-sha-256 --no-locale -E UTF8 >/dev/null
     rm -f /tmp/pwfile
     echo "host all all all scram-sha-256" >>"\$data/pg_hba.conf"
     # As the postgres image: POSTGRES_DB defaults to the user's name.

@@ -112,8 +112,9 @@ pub enum HubError {
         message: String,
     },
 
-    /// The task backend (database queue, Redis) cannot be reached or refused the request.
-    #[error("task backend unavailable: {message}")]
+    /// The database or the task backend (database queue, Redis) cannot be reached or refused
+    /// the request. The message names which, and where.
+    #[error("{message}")]
     BackendUnavailable {
         /// What failed.
         message: String,

@@ -27,7 +27,8 @@ COMPOSE_FILE = ROOT / "deploy" / "compose.yaml"
 TOKEN = "deploy-test-" + uuid.uuid4().hex
 LEASE_SECONDS = 4
 
-# A service that answers HTTP on the backend role's port.
+# A service that answers HTTP on the backend role's port. No health check: the worker judges it
+# ready when its published port answers on the host, which a worker in a container must see.
 WEB_STACK = """
 [hub]
 health_timeout = "60s"
@@ -36,7 +37,6 @@ stop_grace = "1s"
 image = "hubtest/busybox:latest"
 command = ["/bin/httpd", "-f", "-p", "8000", "-h", "/www"]
 publish = { role = "backend", target = 8000 }
-healthcheck = { test = ["CMD", "/bin/wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8000/"], interval = "300ms", retries = 100 }
 """
 
 # A service that turns healthy 20 s after it starts: a start stays running that long.
@@ -152,6 +152,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         "HUB_REDIS_IMAGE": "commandcenter-hub/redis:7",
         "HUB_PROJECTS": str(projects),
         "HUB_PORT": str(port),
+        "HUB_POSTGRES_PORT": str(free_port()),
+        "HUB_REDIS_PORT": str(free_port()),
         "HUB_TASK_LEASE": str(LEASE_SECONDS),
         "HUB_TASK_HEARTBEAT": "1",
     })

@@ -18,7 +18,7 @@ use super::model::{
     KindCounts, LostVerdict, QueueInfo, TaskError, TaskEvent, TaskId, TaskPage, TaskQuery,
     TaskRecord, TaskSort, TaskState, TimeLimits, WorkerInfo, codes,
 };
-use crate::db::{Conn, Database, Dialect, StoredRow, dispatch, from_millis, now_millis};
+use crate::db::{Conn, Database, Dialect, StoredRow, Typed, dispatch, from_millis, now_millis};
 use crate::error::{HubError, Result};
 
 const COLUMNS: &str = "id, kind, queue, project_id, payload, state, progress, status, result, \
@@ -442,37 +442,59 @@ pub(crate) async fn insert_events(
     /// The columns an event is written with (its `seq` comes from the store).
     const EVENT_COLUMNS: usize = 13;
     let now = now_millis();
+    /// Binds the events of `$chunk` to `$query`, in the order of the insert's columns.
+    macro_rules! bind_events {
+        ($query:expr, $chunk:expr) => {{
+            let mut query = $query;
+            for r in $chunk {
+                query = query
+                    .bind(r.id.to_string())
+                    .bind(origin)
+                    .bind(now)
+                    .bind(r.state.as_str())
+                    .bind(i64::from(r.progress))
+                    .bind(r.status.clone())
+                    .bind(r.result.as_ref().map(|v| v.to_string()))
+                    .bind(r.error.as_ref().map(|e| e.code.clone()))
+                    .bind(r.error.as_ref().map(|e| e.message.clone()))
+                    .bind(i64::from(r.attempt))
+                    .bind(r.worker.clone())
+                    .bind(r.started_at.map(|t| t.timestamp_millis()))
+                    .bind(r.finished_at.map(|t| t.timestamp_millis()));
+            }
+            query
+        }};
+    }
     let dialect = conn.dialect();
     let mut seqs = Vec::with_capacity(records.len());
     for chunk in records.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "INSERT INTO task_events (task_id, origin, at, state, progress, status, result, \
-             error_code, error_message, attempt, worker, started_at, finished_at) VALUES {} \
-             RETURNING seq",
+             error_code, error_message, attempt, worker, started_at, finished_at) VALUES {}",
             dialect.row_placeholders(chunk.len(), EVENT_COLUMNS)
         );
-        let mut chunk_seqs: Vec<i64> = dispatch!(conn.reborrow(), c => {
-        let mut query = sqlx::query_scalar(&sql);
-        for r in chunk {
-            query = query
-                .bind(r.id.to_string())
-                .bind(origin)
-                .bind(now)
-                .bind(r.state.as_str())
-                .bind(i64::from(r.progress))
-                .bind(r.status.clone())
-                .bind(r.result.as_ref().map(|v| v.to_string()))
-                .bind(r.error.as_ref().map(|e| e.code.clone()))
-                .bind(r.error.as_ref().map(|e| e.message.clone()))
-                .bind(i64::from(r.attempt))
-                .bind(r.worker.clone())
-                .bind(r.started_at.map(|t| t.timestamp_millis()))
-                .bind(r.finished_at.map(|t| t.timestamp_millis()));
-        }
-        query.fetch_all(&mut *c).await?
-        });
-        // RETURNING comes in no promised order; rows were numbered in the order given.
-        chunk_seqs.sort_unstable();
+        let chunk_seqs: Vec<i64> = match conn.reborrow() {
+            // The rows' ids are consecutive (the write transaction keeps every other writer
+            // out), ending at the last one inserted: no row to read back, one message less per
+            // row on the connection's thread (the cost of a batch is its round trips).
+            Typed::Sqlite(c) => {
+                let last = bind_events!(sqlx::query(&sql), chunk)
+                    .execute(&mut *c)
+                    .await?
+                    .last_insert_rowid();
+                let first = last + 1 - chunk.len() as i64;
+                (first..=last).collect()
+            }
+            Typed::Postgres(c) => {
+                let sql = format!("{sql} RETURNING seq");
+                let mut seqs: Vec<i64> = bind_events!(sqlx::query_scalar(&sql), chunk)
+                    .fetch_all(&mut *c)
+                    .await?;
+                // RETURNING comes in no promised order; rows were numbered in the order given.
+                seqs.sort_unstable();
+                seqs
+            }
+        };
         seqs.extend(
             chunk_seqs
                 .into_iter()

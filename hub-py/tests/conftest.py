@@ -91,3 +91,34 @@ def redis_url(tmp_path: pathlib.Path) -> Iterator[str]:
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+@pytest.fixture
+def postgres_url(tmp_path: pathlib.Path) -> Iterator[str]:
+    """A database of this test's own on the test PostgreSQL server (`HUB_TEST_POSTGRES_URL`,
+    which the test command starts; else a throwaway cluster from scripts/postgres-up.sh)."""
+    import subprocess
+
+    server = os.environ.get("HUB_TEST_POSTGRES_URL")
+    cluster = None
+    if not server:
+        import tempfile
+
+        # Not under tmp_path: the server runs as `postgres`, which may not enter root's folders.
+        cluster = pathlib.Path(tempfile.mkdtemp(prefix="hub-postgres-"))
+        started = subprocess.run(
+            ["bash", str(REPO / "scripts" / "postgres-up.sh"), "", str(cluster)],
+            check=True, capture_output=True, text=True,
+        )
+        server = started.stdout.strip().splitlines()[-1]
+    name = "hub_py_" + uuid.uuid4().hex[:12]
+    subprocess.run(["psql", server, "-q", "-c", f"CREATE DATABASE {name}"], check=True)
+    try:
+        yield server.rsplit("/", 1)[0] + "/" + name
+    finally:
+        if cluster is not None:
+            as_postgres = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
+            pg_ctl = sorted(pathlib.Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))[-1]
+            subprocess.run([*as_postgres, str(pg_ctl), "-D", str(cluster / "data"), "-m",
+                            "immediate", "stop"], check=False, capture_output=True)
+            subprocess.run(["rm", "-rf", str(cluster)], check=False)

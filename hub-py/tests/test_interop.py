@@ -165,3 +165,45 @@ def test_a_python_client_on_redis_submits_and_a_hub_worker_runs(
     finally:
         worker.terminate()
         assert worker.wait(timeout=60) == 0
+
+
+def test_python_and_hub_serve_share_one_postgres_registry(
+    tmp_path: pathlib.Path, hub_binary: pathlib.Path, postgres_url: str
+) -> None:
+    """A Python `Hub` and `hub serve` on one PostgreSQL database, each with a data folder of its
+    own: one registry, and no port handed out twice."""
+    with ch.Hub(data_dir=tmp_path / "py-state", database_url=postgres_url,
+                project_roots=[tmp_path]) as hub:
+        from_python = hub.create_project("From Python", make_folder(tmp_path, "py"))
+
+    port = free_port()
+    server = subprocess.Popen(
+        [str(hub_binary), "serve", "--bind", f"127.0.0.1:{port}",
+         "--data-dir", str(tmp_path / "serve-state"), "--database-url", postgres_url,
+         "--project-root", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"{base}/health")
+                break
+            except OSError:
+                time.sleep(0.1)
+        status, created = _post(base, "/api/projects",
+                                {"name": "From HTTP", "path": str(make_folder(tmp_path, "http"))})
+        assert status == 201, created
+        with ch.Hub(data_dir=tmp_path / "py-state", database_url=postgres_url,
+                    project_roots=[tmp_path]) as hub:
+            projects = hub.list_projects()
+            assert [p.slug for p in projects] == ["from-python", "from-http"]
+            ports = [port for p in projects for port in (p.ports.backend, p.ports.frontend,
+                                                         p.ports.postgres, p.ports.redis)]
+            assert len(set(ports)) == 8, ports
+            assert hub.get_project(created["id"]).ports.backend == created["backend_port"]
+            assert projects[0].ports == from_python.ports
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -21,7 +21,8 @@ pub const DATABASE_FILE: &str = "hub.db";
 pub struct HubConfig {
     /// Folder for the embedded database and other state; created on first use.
     pub data_dir: PathBuf,
-    /// Registry database URL; `None` means `sqlite://<data_dir>/hub.db`.
+    /// Registry database URL (`sqlite://…` or `postgres://…`); `None` means
+    /// `sqlite://<data_dir>/hub.db`.
     pub database_url: Option<String>,
     /// Port layout.
     pub ports: PortConfig,

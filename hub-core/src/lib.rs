@@ -3,7 +3,7 @@
 //! The engine of CommandCenter Hub, embeddable in any Rust program:
 //!
 //! - [`registry`] — projects (a folder plus a stack of services) stored with sqlx,
-//!   SQLite by default;
+//!   SQLite by default, PostgreSQL when several hosts share one registry ([`db`]);
 //! - [`ports`] — the [`PortAllocator`] that gives every project its own set of host ports;
 //! - [`hub`] — the [`Hub`] facade that ties them together;
 //! - [`error`] — the one [`HubError`] type with stable [`ErrorCode`]s.

@@ -12,7 +12,7 @@ use chrono::Utc;
 use sqlx::Row;
 use tokio::sync::Mutex;
 
-use crate::db::{Conn, Database, StoredRow, dispatch, from_millis, now_millis};
+use crate::db::{Conn, Database, StoredRow, WriteTransaction, dispatch, from_millis, now_millis};
 use crate::error::{Entity, HubError, Result};
 use crate::paths::Roots;
 use crate::ports::{
@@ -101,20 +101,13 @@ impl Registry {
         // Ports are probed where this process runs: only meaningful for the local engine.
         let probe = host == LOCAL_HOST;
 
-        let mut attempt = 0;
-        let (mut allocator, mut tx, ports) = loop {
-            let (proposed, _reservation) = self.propose(&host, new.ports, None, probe).await?;
-            let mut allocator = self.allocator.lock().await;
-            let mut tx = self.db.begin_write().await?;
-            ensure_unique(tx.conn(), &name, &slug, &path, None).await?;
-            if let Some(ports) = allocator
-                .confirm(tx.conn(), &host, new.ports, proposed, None)
-                .await?
-            {
-                break (allocator, tx, ports);
-            }
-            attempt = retry_after_stale(attempt)?;
-        };
+        let (proposed, _reservation) = self.propose(&host, new.ports, None, probe).await?;
+        let mut allocator = self.allocator.lock().await;
+        let mut tx = self.db.begin_write().await?;
+        ensure_unique(tx.conn(), &name, &slug, &path, None).await?;
+        let ports = self
+            .confirm_holding_lock(&mut allocator, &mut tx, &host, new.ports, proposed, probe)
+            .await?;
         let now = now_millis();
         let id: i64 = dispatch!(tx.conn(), tx => sqlx::query_scalar(
             "INSERT INTO projects (name, slug, path, backend_port, frontend_port, postgres_port, \
@@ -141,6 +134,53 @@ impl Registry {
         allocator.commit(None, Some((&host, &ports)));
         tracing::info!(id, %slug, %host, ?ports, "project registered");
         Ok(project)
+    }
+
+    /// Confirms `proposed` inside `tx`. When another process leased some of it meanwhile, the
+    /// allocator's view was stale; it is reloaded, and a new proposal made from it cannot go
+    /// stale again while `tx` holds the write lock. Proposing again from scratch instead would
+    /// race the other process to the same lowest free slot, round after round.
+    async fn confirm_holding_lock(
+        &self,
+        allocator: &mut PortAllocator,
+        tx: &mut WriteTransaction,
+        host: &str,
+        request: PortRequest,
+        mut proposed: PortSet,
+        probe: bool,
+    ) -> Result<PortSet> {
+        let probes = probe && allocator.probes_host();
+        let mut busy: HashSet<u16> = HashSet::new();
+        // Each round either confirms or finds a busy port to skip from then on.
+        for _ in 0..64 {
+            if let Some(ports) = allocator
+                .confirm(tx.conn(), host, request, proposed, None)
+                .await?
+            {
+                return Ok(ports);
+            }
+            loop {
+                let exclude: HashSet<u16> = busy.union(&lock(&self.reserved)).copied().collect();
+                proposed = allocator.propose(host, request, &exclude)?;
+                if !probes {
+                    break;
+                }
+                let unheld: Vec<u16> = proposed
+                    .iter()
+                    .map(|(_, port)| port)
+                    .filter(|port| !allocator.is_held(host, *port))
+                    .collect();
+                let found = probe_busy(unheld).await?;
+                if found.is_empty() {
+                    break;
+                }
+                requested_port_free(request, &found)?;
+                busy.extend(found);
+            }
+        }
+        Err(HubError::PortUnavailable {
+            message: "port leases keep changing under the allocator; try again".into(),
+        })
     }
 
     /// The ports a project registered now would get (with `request` honoured), without
@@ -201,18 +241,7 @@ impl Registry {
             if found.is_empty() {
                 return Ok((proposed, reservation));
             }
-            for role in PortRole::ALL {
-                if let Some(port) = request.get(role)
-                    && found.contains(&port)
-                {
-                    return Err(HubError::PortUnavailable {
-                        message: format!(
-                            "{} port {port} is in use on this host by another process",
-                            role.title()
-                        ),
-                    });
-                }
-            }
+            requested_port_free(request, &found)?;
             // Skipped from now on; the search moves to the next slot.
             busy.extend(found);
         }
@@ -783,6 +812,24 @@ fn unique_violation(err: sqlx::Error, name: &str, slug: &str, path: &str) -> Hub
         };
     }
     HubError::Database(err)
+}
+
+/// Fails with `port_unavailable` when a port `request` asks for by number is among `busy`
+/// (bound on this host by another process): no other port would do.
+fn requested_port_free(request: PortRequest, busy: &[u16]) -> Result<()> {
+    for role in PortRole::ALL {
+        if let Some(port) = request.get(role)
+            && busy.contains(&port)
+        {
+            return Err(HubError::PortUnavailable {
+                message: format!(
+                    "{} port {port} is in use on this host by another process",
+                    role.title()
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The next attempt after a stale port view, or an error after a few: other processes keep

@@ -70,7 +70,8 @@ struct StoreArgs {
     #[arg(long, env = "HUB_DATA_DIR")]
     data_dir: Option<PathBuf>,
 
-    /// Registry database URL [default: a SQLite file in the data folder].
+    /// Registry database URL: `sqlite://PATH`, or `postgres://USER:PASSWORD@HOST:PORT/DB` for
+    /// one registry shared by several hosts [default: a SQLite file in the data folder].
     #[arg(long, env = "HUB_DATABASE_URL")]
     database_url: Option<String>,
 

@@ -54,10 +54,7 @@ pub type Conn<'c> = Typed<&'c mut SqliteConnection, &'c mut PgConnection>;
 impl Conn<'_> {
     /// The same connection, borrowed again for one more call.
     pub fn reborrow(&mut self) -> Conn<'_> {
-        match self {
-            Typed::Sqlite(c) => Typed::Sqlite(&mut **c),
-            Typed::Postgres(c) => Typed::Postgres(&mut **c),
-        }
+        dispatch!(self, c => Conn::from(&mut **c))
     }
 
     /// The SQL engine behind the connection.
@@ -87,10 +84,7 @@ pub type PooledConn = Typed<PoolConnection<Sqlite>, PoolConnection<Postgres>>;
 impl PooledConn {
     /// The connection, to run statements on.
     pub fn conn(&mut self) -> Conn<'_> {
-        match self {
-            Typed::Sqlite(c) => Typed::Sqlite(&mut **c),
-            Typed::Postgres(c) => Typed::Postgres(&mut **c),
-        }
+        dispatch!(self, c => Conn::from(&mut **c))
     }
 
     /// Begins a write transaction on this connection (see [`Database::begin_write`]); the
@@ -113,10 +107,7 @@ pub type Transaction<'c> = Typed<sqlx::Transaction<'c, Sqlite>, sqlx::Transactio
 impl Transaction<'_> {
     /// The transaction's connection, to run statements on.
     pub fn conn(&mut self) -> Conn<'_> {
-        match self {
-            Typed::Sqlite(tx) => Typed::Sqlite(&mut **tx),
-            Typed::Postgres(tx) => Typed::Postgres(&mut **tx),
-        }
+        dispatch!(self, c => Conn::from(&mut **c))
     }
 
     /// Commits.

@@ -399,11 +399,6 @@ impl PortAllocator {
         Ok(())
     }
 
-    /// Whether a project on `host` holds `port`, as this allocator last saw it.
-    fn holds(&self, host: &str, port: u16) -> bool {
-        self.held.get(host).is_some_and(|held| held.contains(port))
-    }
-
     fn held_on(&mut self, host: &str) -> &mut PortBitmap {
         self.held
             .entry(host.to_owned())
@@ -473,7 +468,7 @@ impl PortAllocator {
 
     /// Whether a project on `host` holds `port`, as this allocator last saw it.
     pub fn is_held(&self, host: &str, port: u16) -> bool {
-        self.holds(host, port)
+        self.held.get(host).is_some_and(|held| held.contains(port))
     }
 
     /// Whether proposals should be probed on the host.
@@ -515,7 +510,7 @@ impl PortAllocator {
             if found.len() == count {
                 break;
             }
-            if !self.holds(host, port) && !skip(port) {
+            if !self.is_held(host, port) && !skip(port) {
                 found.push(port);
             }
         }
@@ -566,7 +561,7 @@ impl PortAllocator {
             };
             let usable = open_roles.iter().all(|role| {
                 let port = slot.get(*role);
-                !self.holds(host, port) && !requested.contains(&port) && !busy.contains(&port)
+                !self.is_held(host, port) && !requested.contains(&port) && !busy.contains(&port)
             });
             if usable {
                 for role in &open_roles {

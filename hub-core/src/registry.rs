@@ -28,6 +28,10 @@ use crate::sync::lock;
 /// The `role` of an extra port's lease: this prefix, then the mapping's lease key.
 const EXTRA_ROLE: &str = "extra:";
 
+/// Stores one lease; binds port, project id, role and host.
+const INSERT_LEASE: &str =
+    "INSERT INTO port_leases (port, project_id, role, host) VALUES ($1, $2, $3, $4)";
+
 const PROJECT_COLUMNS: &str = "id, name, slug, path, host, backend_port, frontend_port, postgres_port, \
      redis_port, status, health, last_error, created_at, updated_at, last_started, last_stopped";
 
@@ -165,12 +169,7 @@ impl Registry {
                 if !probes {
                     break;
                 }
-                let unheld: Vec<u16> = proposed
-                    .iter()
-                    .map(|(_, port)| port)
-                    .filter(|port| !allocator.is_held(host, *port))
-                    .collect();
-                let found = probe_busy(unheld).await?;
+                let found = probe_busy(ports_to_probe(allocator, host, &proposed, None)).await?;
                 if found.is_empty() {
                     break;
                 }
@@ -220,14 +219,7 @@ impl Registry {
                 let proposed = allocator.propose(host, request, &exclude)?;
                 let ports: Vec<u16> = proposed.iter().map(|(_, port)| port).collect();
                 reserved.extend(ports.iter().copied());
-                let owned = |port: u16| own.is_some_and(|own| own.iter().any(|(_, o)| o == port));
-                // Ports the project holds may be busy with its own stack; a requested port
-                // another project holds is a `port_conflict` naming it, decided at confirm.
-                let unowned: Vec<u16> = ports
-                    .iter()
-                    .copied()
-                    .filter(|port| !owned(*port) && !allocator.is_held(host, *port))
-                    .collect();
+                let unowned = ports_to_probe(&allocator, host, &proposed, own);
                 let reservation = Reservation {
                     reserved: self.reserved.clone(),
                     ports,
@@ -315,8 +307,8 @@ impl Registry {
         let before = self.get(key.clone()).await?;
         // Ports are unique per host: a project that moves gets a set on its new host (the
         // ports asked for, the lowest free slot for the rest).
-        let moving = rehosted.as_deref().is_some_and(|host| host != before.host);
-        let wanted = if moving {
+        let rehosting = rehosted.as_deref().is_some_and(|host| host != before.host);
+        let wanted = if rehosting {
             Some(update.ports)
         } else {
             (!update.ports.is_empty()).then(|| update.ports.or(before.ports.into()))
@@ -324,7 +316,7 @@ impl Registry {
         let (proposed, _reservation) = match wanted {
             Some(wanted) => {
                 let host = rehosted.as_deref().unwrap_or(&before.host);
-                let own = (!moving).then_some(&before.ports);
+                let own = (!rehosting).then_some(&before.ports);
                 let (ports, reservation) =
                     self.propose(host, wanted, own, host == LOCAL_HOST).await?;
                 (Some(ports), Some(reservation))
@@ -391,47 +383,47 @@ impl Registry {
             _ => current.ports,
         };
 
-        dispatch!(tx.conn(), tx => sqlx::query(
-            "UPDATE projects SET name = $1, slug = $2, path = $3, backend_port = $4, \
-             frontend_port = $5, postgres_port = $6, redis_port = $7, updated_at = $8, \
-             host = $10 WHERE id = $9",
-        )
-        .bind(&name)
-        .bind(&slug)
-        .bind(&path)
-        .bind(i64::from(ports.backend))
-        .bind(i64::from(ports.frontend))
-        .bind(i64::from(ports.postgres))
-        .bind(i64::from(ports.redis))
-        .bind(now_millis())
-        .bind(current.id)
-        .bind(&host)
-        .execute(&mut *tx)
-        .await
-        .map_err(|err| unique_violation(err, &name, &slug, &path))
-        .map(|_| ())?);
-        let moved_extras: Vec<u16> = if host == current.host {
-            Vec::new()
+        let moving = host != current.host;
+        let leases_change = moving || ports != current.ports;
+        // A project that moves keeps no extra port: they are leased on its new host at its
+        // next start.
+        let moved_extras: Vec<u16> = if moving {
+            extra_leases(tx.conn(), current.id)
+                .await?
+                .into_values()
+                .collect()
         } else {
-            // Leased again on the new host at its next start.
-            let extras = extra_leases(tx.conn(), current.id).await?;
-            dispatch!(tx.conn(), tx => sqlx::query(
-                "DELETE FROM port_leases WHERE project_id = $1 AND role LIKE 'extra:%'",
-            )
-            .bind(current.id)
-            .execute(&mut *tx)
-            .await
-            .map(|_| ())?);
-            extras.into_values().collect()
+            Vec::new()
         };
-        if ports != current.ports || host != current.host {
-            dispatch!(tx.conn(), tx => sqlx::query(
-                "DELETE FROM port_leases WHERE project_id = $1 AND role NOT LIKE 'extra:%'",
+        dispatch!(tx.conn(), tx => {
+            sqlx::query(
+                "UPDATE projects SET name = $1, slug = $2, path = $3, backend_port = $4, \
+                 frontend_port = $5, postgres_port = $6, redis_port = $7, updated_at = $8, \
+                 host = $10 WHERE id = $9",
             )
+            .bind(&name)
+            .bind(&slug)
+            .bind(&path)
+            .bind(i64::from(ports.backend))
+            .bind(i64::from(ports.frontend))
+            .bind(i64::from(ports.postgres))
+            .bind(i64::from(ports.redis))
+            .bind(now_millis())
             .bind(current.id)
+            .bind(&host)
             .execute(&mut *tx)
             .await
-            .map(|_| ())?);
+            .map_err(|err| unique_violation(err, &name, &slug, &path))?;
+            if leases_change {
+                let released = if moving {
+                    "DELETE FROM port_leases WHERE project_id = $1"
+                } else {
+                    "DELETE FROM port_leases WHERE project_id = $1 AND role NOT LIKE 'extra:%'"
+                };
+                sqlx::query(released).bind(current.id).execute(&mut *tx).await?;
+            }
+        });
+        if leases_change {
             insert_leases(tx.conn(), current.id, &host, &ports).await?;
         }
         let project = fetch(tx.conn(), &ProjectKey::Id(current.id)).await?;
@@ -474,14 +466,17 @@ impl Registry {
 
     /// Counts of projects by status.
     pub async fn stats(&self) -> Result<ProjectStats> {
-        let (total, running, stopped, errors): (i64, Option<i64>, Option<i64>, Option<i64>) = dispatch!(self.db.pool(), pool => sqlx::query_as(
+        type Counts = (i64, Option<i64>, Option<i64>, Option<i64>);
+        let (total, running, stopped, errors): Counts = dispatch!(self.db.pool(), pool => {
+            sqlx::query_as(
                 "SELECT COUNT(*), \
                  CAST(SUM(CASE WHEN status = 'running' THEN 1 ELSE 0 END) AS BIGINT), \
                  CAST(SUM(CASE WHEN status = 'stopped' THEN 1 ELSE 0 END) AS BIGINT), \
                  CAST(SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END) AS BIGINT) FROM projects",
             )
             .fetch_one(pool)
-            .await?);
+            .await?
+        });
         let count = |value: Option<i64>| u64::try_from(value.unwrap_or(0)).unwrap_or(0);
         Ok(ProjectStats {
             total_projects: count(Some(total)),
@@ -525,14 +520,13 @@ impl Registry {
                 return Ok(held);
             }
             for (key, _) in &stale {
-                dispatch!(tx.conn(), tx => sqlx::query(
-                    "DELETE FROM port_leases WHERE project_id = $1 AND role = $2"
-                )
-                .bind(project.id)
-                .bind(format!("{EXTRA_ROLE}{key}"))
-                .execute(&mut *tx)
-                .await
-                .map(|_| ())?);
+                dispatch!(tx.conn(), tx => {
+                    sqlx::query("DELETE FROM port_leases WHERE project_id = $1 AND role = $2")
+                        .bind(project.id)
+                        .bind(format!("{EXTRA_ROLE}{key}"))
+                        .execute(&mut *tx)
+                        .await?;
+                });
                 held.remove(key);
             }
             let reserved = lock(&self.reserved).clone();
@@ -542,16 +536,16 @@ impl Registry {
             })?;
             let mut taken_meanwhile = false;
             for (key, port) in missing.iter().zip(&candidates) {
-                let inserted = dispatch!(tx.conn(), tx => sqlx::query(
-                    "INSERT INTO port_leases (host, port, project_id, role) VALUES ($4, $1, $2, $3)",
-                )
-                .bind(i64::from(*port))
-                .bind(project.id)
-                .bind(format!("{EXTRA_ROLE}{key}"))
-                .bind(&project.host)
-                .execute(&mut *tx)
-                .await
-                .map(|_| ()));
+                let inserted = dispatch!(tx.conn(), tx => {
+                    sqlx::query(INSERT_LEASE)
+                        .bind(i64::from(*port))
+                        .bind(project.id)
+                        .bind(format!("{EXTRA_ROLE}{key}"))
+                        .bind(&project.host)
+                        .execute(&mut *tx)
+                        .await
+                        .map(|_| ())
+                });
                 match inserted {
                     Ok(_) => {
                         held.insert((*key).clone(), *port);
@@ -681,18 +675,18 @@ pub(crate) async fn write_statuses(conn: Conn<'_>, changes: &[&StatusChange]) ->
          FROM v WHERE projects.id = v.id"
     );
     dispatch!(conn, conn => {
-    let mut query = sqlx::query(&sql);
-    for (id, (change, started, stopped)) in &last {
-        query = query
-            .bind(*id)
-            .bind(change.status.as_str())
-            .bind(change.health.as_str())
-            .bind(change.error.as_deref())
-            .bind(change.at)
-            .bind(*started)
-            .bind(*stopped);
-    }
-    Ok(query.execute(&mut *conn).await?.rows_affected())
+        let mut query = sqlx::query(&sql);
+        for (id, (change, started, stopped)) in &last {
+            query = query
+                .bind(*id)
+                .bind(change.status.as_str())
+                .bind(change.health.as_str())
+                .bind(change.error.as_deref())
+                .bind(change.at)
+                .bind(*started)
+                .bind(*stopped);
+        }
+        Ok(query.execute(&mut *conn).await?.rows_affected())
     })
 }
 
@@ -704,46 +698,46 @@ fn path_text(path: &Path) -> Result<String> {
 
 async fn insert_leases(conn: Conn<'_>, project_id: i64, host: &str, ports: &PortSet) -> Result<()> {
     dispatch!(conn, conn => {
-    for (role, port) in ports.iter() {
-        sqlx::query("INSERT INTO port_leases (host, port, project_id, role) VALUES ($4, $1, $2, $3)")
-            .bind(i64::from(port))
-            .bind(project_id)
-            .bind(role.as_str())
-            .bind(host)
-            .execute(&mut *conn)
-            .await
-            .map_err(|err| match &err {
-                sqlx::Error::Database(db) if db.is_unique_violation() => {
-                    HubError::PortUnavailable {
-                        message: format!(
-                            "{} port {port} was taken by another process meanwhile; try again",
-                            role.title()
-                        ),
+        for (role, port) in ports.iter() {
+            sqlx::query(INSERT_LEASE)
+                .bind(i64::from(port))
+                .bind(project_id)
+                .bind(role.as_str())
+                .bind(host)
+                .execute(&mut *conn)
+                .await
+                .map_err(|err| match &err {
+                    sqlx::Error::Database(db) if db.is_unique_violation() => {
+                        HubError::PortUnavailable {
+                            message: format!(
+                                "{} port {port} was taken by another process meanwhile; try again",
+                                role.title()
+                            ),
+                        }
                     }
-                }
-                _ => HubError::Database(err),
-            })?;
-    }
-    Ok(())
+                    _ => HubError::Database(err),
+                })?;
+        }
+        Ok(())
     })
 }
 
 /// The extra-port leases of a project, by lease key.
 async fn extra_leases(conn: Conn<'_>, project_id: i64) -> Result<BTreeMap<String, u16>> {
     dispatch!(conn, conn => {
-    let rows = sqlx::query(
-        "SELECT role, port FROM port_leases WHERE project_id = $1 AND role LIKE 'extra:%'",
-    )
-    .bind(project_id)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut leases = BTreeMap::new();
-    for row in rows {
-        let role: String = row.try_get(0)?;
-        let key = role.strip_prefix(EXTRA_ROLE).unwrap_or(&role).to_owned();
-        leases.insert(key, port_from_db(row.try_get(1)?)?);
-    }
-    Ok(leases)
+        let rows = sqlx::query(
+            "SELECT role, port FROM port_leases WHERE project_id = $1 AND role LIKE 'extra:%'",
+        )
+        .bind(project_id)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut leases = BTreeMap::new();
+        for row in rows {
+            let role: String = row.try_get(0)?;
+            let key = role.strip_prefix(EXTRA_ROLE).unwrap_or(&role).to_owned();
+            leases.insert(key, port_from_db(row.try_get(1)?)?);
+        }
+        Ok(leases)
     })
 }
 
@@ -756,39 +750,39 @@ async fn ensure_unique(
     except: Option<i64>,
 ) -> Result<()> {
     dispatch!(conn, conn => {
-    let rows = sqlx::query(
-        "SELECT name, slug, path FROM projects \
-         WHERE (name = $1 OR slug = $2 OR path = $3) AND id <> $4",
-    )
-    .bind(name)
-    .bind(slug)
-    .bind(path)
-    .bind(except.unwrap_or(-1))
-    .fetch_all(&mut *conn)
-    .await?;
-    for row in rows {
-        let (other_name, other_slug, other_path): (String, String, String) =
-            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-        if other_name == name {
-            return Err(HubError::AlreadyExists {
-                field: "name",
-                value: name.into(),
-            });
+        let rows = sqlx::query(
+            "SELECT name, slug, path FROM projects \
+             WHERE (name = $1 OR slug = $2 OR path = $3) AND id <> $4",
+        )
+        .bind(name)
+        .bind(slug)
+        .bind(path)
+        .bind(except.unwrap_or(-1))
+        .fetch_all(&mut *conn)
+        .await?;
+        for row in rows {
+            let (other_name, other_slug, other_path): (String, String, String) =
+                (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+            if other_name == name {
+                return Err(HubError::AlreadyExists {
+                    field: "name",
+                    value: name.into(),
+                });
+            }
+            if other_slug == slug {
+                return Err(HubError::AlreadyExists {
+                    field: "slug",
+                    value: slug.into(),
+                });
+            }
+            if other_path == path {
+                return Err(HubError::AlreadyExists {
+                    field: "path",
+                    value: path.into(),
+                });
+            }
         }
-        if other_slug == slug {
-            return Err(HubError::AlreadyExists {
-                field: "slug",
-                value: slug.into(),
-            });
-        }
-        if other_path == path {
-            return Err(HubError::AlreadyExists {
-                field: "path",
-                value: path.into(),
-            });
-        }
-    }
-    Ok(())
+        Ok(())
     })
 }
 
@@ -812,6 +806,23 @@ fn unique_violation(err: sqlx::Error, name: &str, slug: &str, path: &str) -> Hub
         };
     }
     HubError::Database(err)
+}
+
+/// The ports of `proposed` worth probing on the host: not the project's own (`own`: they may
+/// be busy with its own stack), nor held by another project (a requested one is a
+/// `port_conflict` naming its holder, decided at confirm).
+fn ports_to_probe(
+    allocator: &PortAllocator,
+    host: &str,
+    proposed: &PortSet,
+    own: Option<&PortSet>,
+) -> Vec<u16> {
+    let owned = |port: u16| own.is_some_and(|own| own.iter().any(|(_, o)| o == port));
+    proposed
+        .iter()
+        .map(|(_, port)| port)
+        .filter(|port| !owned(*port) && !allocator.is_held(host, *port))
+        .collect()
 }
 
 /// Fails with `port_unavailable` when a port `request` asks for by number is among `busy`
@@ -848,48 +859,49 @@ fn retry_after_stale(attempt: u32) -> Result<u32> {
 /// and the change are one step and no operation can be submitted in between.
 async fn ensure_no_operation(conn: Conn<'_>, project: &Project, doing: &str) -> Result<()> {
     dispatch!(conn, conn => {
-    let held: Option<String> = sqlx::query_scalar("SELECT id FROM tasks WHERE exclusive_key = $1")
-        .bind(operation_key(project.id))
-        .fetch_optional(&mut *conn)
-        .await?;
-    if let Some(task) = held {
-        return Err(HubError::Conflict {
-            message: format!(
-                "task {task} is still working on project '{}'; wait for it or revoke it before \
-                 you {doing}",
-                project.slug
-            ),
-        });
-    }
-    Ok(())
+        let held: Option<String> =
+            sqlx::query_scalar("SELECT id FROM tasks WHERE exclusive_key = $1")
+                .bind(operation_key(project.id))
+                .fetch_optional(&mut *conn)
+                .await?;
+        if let Some(task) = held {
+            return Err(HubError::Conflict {
+                message: format!(
+                    "task {task} is still working on project '{}'; wait for it or revoke it before \
+                     you {doing}",
+                    project.slug
+                ),
+            });
+        }
+        Ok(())
     })
 }
 
 async fn fetch(conn: Conn<'_>, key: &ProjectKey) -> Result<Project> {
     dispatch!(conn, conn => {
-    let row = match key {
-        ProjectKey::Id(id) => {
-            sqlx::query(&format!(
-                "SELECT {PROJECT_COLUMNS} FROM projects WHERE id = $1"
-            ))
-            .bind(*id)
-            .fetch_optional(&mut *conn)
-            .await?
+        let row = match key {
+            ProjectKey::Id(id) => {
+                sqlx::query(&format!(
+                    "SELECT {PROJECT_COLUMNS} FROM projects WHERE id = $1"
+                ))
+                .bind(*id)
+                .fetch_optional(&mut *conn)
+                .await?
+            }
+            // Slugs are lowercase, so `ALPHA` finds `alpha`.
+            ProjectKey::Slug(slug) => {
+                sqlx::query(&format!(
+                    "SELECT {PROJECT_COLUMNS} FROM projects WHERE slug = $1"
+                ))
+                .bind(slug.to_lowercase())
+                .fetch_optional(&mut *conn)
+                .await?
+            }
+        };
+        match row {
+            Some(row) => project_from_row(&row),
+            None => Err(HubError::not_found(Entity::Project, key)),
         }
-        // Slugs are lowercase, so `ALPHA` finds `alpha`.
-        ProjectKey::Slug(slug) => {
-            sqlx::query(&format!(
-                "SELECT {PROJECT_COLUMNS} FROM projects WHERE slug = $1"
-            ))
-            .bind(slug.to_lowercase())
-            .fetch_optional(&mut *conn)
-            .await?
-        }
-    };
-    match row {
-        Some(row) => project_from_row(&row),
-        None => Err(HubError::not_found(Entity::Project, key)),
-    }
     })
 }
 

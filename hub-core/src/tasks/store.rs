@@ -171,10 +171,7 @@ pub(crate) async fn insert_if_keys_free(
             query.fetch_all(&mut *c).await?
         });
         for id in ids {
-            let id = id
-                .parse()
-                .map_err(|err| HubError::Internal(format!("stored task id '{id}': {err}")))?;
-            stored.insert(id);
+            stored.insert(parse_id(&id)?);
         }
     }
     Ok(stored)
@@ -298,69 +295,70 @@ pub(crate) async fn reclaim_expired(
     max_attempts: u32,
 ) -> Result<Reclaimed> {
     dispatch!(conn, conn => {
-    let released = sqlx::query(
-        "UPDATE tasks SET owner = NULL, lease_until = NULL WHERE state = 'PENDING' \
-         AND owner IS NOT NULL AND (lease_until IS NULL OR lease_until < $1)",
-    )
-    .bind(now)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    let mut reclaimed = Reclaimed {
-        released,
-        ..Reclaimed::default()
-    };
-    // A running task without an owner was left by a hub from before leases: its process is
-    // gone too.
-    let rows = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM tasks WHERE state IN {ACTIVE} \
-         AND (owner IS NULL OR lease_until IS NULL OR lease_until < $1) ORDER BY queued_at"
-    ))
-    .bind(now)
-    .fetch_all(&mut *conn)
-    .await?;
-    for row in &rows {
-        let mut task = stored_from_row(row)?;
-        let lost_worker = task.owner.clone().unwrap_or_else(|| "unknown".into());
-        let verdict = task.record.after_worker_lost(
-            retryable.contains(&task.record.kind),
-            max_attempts,
-            &lost_worker,
-        );
-        task.owner = None;
-        task.lease_until = None;
-        match verdict {
-            LostVerdict::Retry(record) => {
-                task.record = record;
-                reclaimed.retried.push(task.record.clone());
-            }
-            LostVerdict::Fail(record) => {
-                task.record = record;
-                task.exclusive_key = None;
-                reclaimed.failed.push(task.record.clone());
-            }
-        }
-        // The whole row: the fence (owner, attempt) moves with it.
-        sqlx::query(
-            "UPDATE tasks SET state = $2, progress = $3, status = $4, error_code = $5, \
-             error_message = $6, attempt = $7, worker = $8, started_at = $9, finished_at = $10, \
-             exclusive_key = $11, owner = NULL, lease_until = NULL WHERE id = $1",
+        let released = sqlx::query(
+            "UPDATE tasks SET owner = NULL, lease_until = NULL WHERE state = 'PENDING' \
+             AND owner IS NOT NULL AND (lease_until IS NULL OR lease_until < $1)",
         )
-        .bind(task.record.id.to_string())
-        .bind(task.record.state.as_str())
-        .bind(i64::from(task.record.progress))
-        .bind(task.record.status.clone())
-        .bind(task.record.error.as_ref().map(|e| e.code.clone()))
-        .bind(task.record.error.as_ref().map(|e| e.message.clone()))
-        .bind(i64::from(task.record.attempt))
-        .bind(task.record.worker.clone())
-        .bind(task.record.started_at.map(|t| t.timestamp_millis()))
-        .bind(task.record.finished_at.map(|t| t.timestamp_millis()))
-        .bind(task.exclusive_key.clone())
+        .bind(now)
         .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        let mut reclaimed = Reclaimed {
+            released,
+            ..Reclaimed::default()
+        };
+        // A running task without an owner was left by a hub from before leases: its process is
+        // gone too.
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM tasks WHERE state IN {ACTIVE} \
+             AND (owner IS NULL OR lease_until IS NULL OR lease_until < $1) ORDER BY queued_at"
+        ))
+        .bind(now)
+        .fetch_all(&mut *conn)
         .await?;
-    }
-    Ok(reclaimed)
+        for row in &rows {
+            let mut task = stored_from_row(row)?;
+            let lost_worker = task.owner.clone().unwrap_or_else(|| "unknown".into());
+            let verdict = task.record.after_worker_lost(
+                retryable.contains(&task.record.kind),
+                max_attempts,
+                &lost_worker,
+            );
+            task.owner = None;
+            task.lease_until = None;
+            match verdict {
+                LostVerdict::Retry(record) => {
+                    task.record = record;
+                    reclaimed.retried.push(task.record.clone());
+                }
+                LostVerdict::Fail(record) => {
+                    task.record = record;
+                    task.exclusive_key = None;
+                    reclaimed.failed.push(task.record.clone());
+                }
+            }
+            // The whole row: the fence (owner, attempt) moves with it.
+            sqlx::query(
+                "UPDATE tasks SET state = $2, progress = $3, status = $4, error_code = $5, \
+                 error_message = $6, attempt = $7, worker = $8, started_at = $9, \
+                 finished_at = $10, exclusive_key = $11, owner = NULL, lease_until = NULL \
+                 WHERE id = $1",
+            )
+            .bind(task.record.id.to_string())
+            .bind(task.record.state.as_str())
+            .bind(i64::from(task.record.progress))
+            .bind(task.record.status.clone())
+            .bind(task.record.error.as_ref().map(|e| e.code.clone()))
+            .bind(task.record.error.as_ref().map(|e| e.message.clone()))
+            .bind(i64::from(task.record.attempt))
+            .bind(task.record.worker.clone())
+            .bind(task.record.started_at.map(|t| t.timestamp_millis()))
+            .bind(task.record.finished_at.map(|t| t.timestamp_millis()))
+            .bind(task.exclusive_key.clone())
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(reclaimed)
     })
 }
 
@@ -373,20 +371,20 @@ pub(crate) async fn revoke_queued(
     now: i64,
 ) -> Result<Option<TaskRecord>> {
     dispatch!(conn, conn => {
-    let row = sqlx::query(&format!(
-        "UPDATE tasks SET state = 'REVOKED', error_code = $2, error_message = $3, \
-         finished_at = $4, exclusive_key = NULL, owner = NULL, lease_until = NULL \
-         WHERE id = $1 AND state = 'PENDING' AND (owner IS NULL OR lease_until < $4) \
-         RETURNING {COLUMNS}"
-    ))
-    .bind(id.to_string())
-    .bind(codes::REVOKED)
-    .bind("revoked before it started")
-    .bind(now)
-    .fetch_optional(&mut *conn)
-    .await?;
-    row.map(|row| stored_from_row(&row).map(|t| t.record))
-        .transpose()
+        let row = sqlx::query(&format!(
+            "UPDATE tasks SET state = 'REVOKED', error_code = $2, error_message = $3, \
+             finished_at = $4, exclusive_key = NULL, owner = NULL, lease_until = NULL \
+             WHERE id = $1 AND state = 'PENDING' AND (owner IS NULL OR lease_until < $4) \
+             RETURNING {COLUMNS}"
+        ))
+        .bind(id.to_string())
+        .bind(codes::REVOKED)
+        .bind("revoked before it started")
+        .bind(now)
+        .fetch_optional(&mut *conn)
+        .await?;
+        row.map(|row| stored_from_row(&row).map(|t| t.record))
+            .transpose()
     })
 }
 
@@ -536,76 +534,77 @@ pub(crate) async fn record_finished(conn: Conn<'_>, finished: &[Finished]) -> Re
     }
     let dialect = conn.dialect();
     dispatch!(conn, conn => {
-    // One statement per table: the keys are distinct, so each row is one upsert.
-    let counts: Vec<_> = counts.into_iter().collect();
-    for chunk in counts.chunks(ROWS_PER_STATEMENT) {
-        let sql = format!(
-            "INSERT INTO task_counts (minute, kind, state, count, runtime_ms) VALUES {} \
-             ON CONFLICT (minute, kind, state) DO UPDATE SET \
-             count = task_counts.count + excluded.count, \
-             runtime_ms = task_counts.runtime_ms + excluded.runtime_ms",
-            dialect.row_placeholders(chunk.len(), 5)
-        );
-        let mut query = sqlx::query(&sql);
-        for ((minute, kind, state), (count, runtime_ms)) in chunk {
-            query = query
-                .bind(*minute)
-                .bind((*kind).to_owned())
-                .bind(state.as_str())
-                .bind(*count)
-                .bind(*runtime_ms);
+        // One statement per table: the keys are distinct, so each row is one upsert.
+        let counts: Vec<_> = counts.into_iter().collect();
+        for chunk in counts.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO task_counts (minute, kind, state, count, runtime_ms) VALUES {} \
+                 ON CONFLICT (minute, kind, state) DO UPDATE SET \
+                 count = task_counts.count + excluded.count, \
+                 runtime_ms = task_counts.runtime_ms + excluded.runtime_ms",
+                dialect.row_placeholders(chunk.len(), 5)
+            );
+            let mut query = sqlx::query(&sql);
+            for ((minute, kind, state), (count, runtime_ms)) in chunk {
+                query = query
+                    .bind(*minute)
+                    .bind((*kind).to_owned())
+                    .bind(state.as_str())
+                    .bind(*count)
+                    .bind(*runtime_ms);
+            }
+            query.execute(&mut *conn).await?;
         }
-        query.execute(&mut *conn).await?;
-    }
-    let latency: Vec<_> = latency.into_iter().collect();
-    for chunk in latency.chunks(ROWS_PER_STATEMENT) {
-        let sql = format!(
-            "INSERT INTO task_latency (kind, latency, bucket, count, sum_ms) VALUES {} \
-             ON CONFLICT (kind, latency, bucket) DO UPDATE SET \
-             count = task_latency.count + excluded.count, \
-             sum_ms = task_latency.sum_ms + excluded.sum_ms",
-            dialect.row_placeholders(chunk.len(), 5)
-        );
-        let mut query = sqlx::query(&sql);
-        for ((kind, which, bucket), (count, sum_ms)) in chunk {
-            query = query
-                .bind((*kind).to_owned())
-                .bind(which.as_str())
-                .bind(i64::try_from(*bucket).unwrap_or(i64::MAX))
-                .bind(*count)
-                .bind(*sum_ms);
+        let latency: Vec<_> = latency.into_iter().collect();
+        for chunk in latency.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO task_latency (kind, latency, bucket, count, sum_ms) VALUES {} \
+                 ON CONFLICT (kind, latency, bucket) DO UPDATE SET \
+                 count = task_latency.count + excluded.count, \
+                 sum_ms = task_latency.sum_ms + excluded.sum_ms",
+                dialect.row_placeholders(chunk.len(), 5)
+            );
+            let mut query = sqlx::query(&sql);
+            for ((kind, which, bucket), (count, sum_ms)) in chunk {
+                query = query
+                    .bind((*kind).to_owned())
+                    .bind(which.as_str())
+                    .bind(i64::try_from(*bucket).unwrap_or(i64::MAX))
+                    .bind(*count)
+                    .bind(*sum_ms);
+            }
+            query.execute(&mut *conn).await?;
         }
-        query.execute(&mut *conn).await?;
-    }
-    for ((worker, tally), count) in workers {
-        // `tally` is one of the two column names `Finished::worker_tally` gives.
-        sqlx::query(&format!(
-            "UPDATE workers SET {tally} = {tally} + $2 WHERE id = $1"
-        ))
-        .bind(worker.to_owned())
-        .bind(count)
-        .execute(&mut *conn)
-        .await?;
-    }
-    /// The columns a sample is written with.
-    const SAMPLE_COLUMNS: usize = 5;
-    for chunk in finished.chunks(ROWS_PER_STATEMENT) {
-        let sql = format!(
-            "INSERT INTO task_samples (finished_at, kind, state, runtime_ms, wait_ms) VALUES {}",
-            dialect.row_placeholders(chunk.len(), SAMPLE_COLUMNS)
-        );
-        let mut query = sqlx::query(&sql);
-        for f in chunk {
-            query = query
-                .bind(f.finished_ms)
-                .bind(f.kind.clone())
-                .bind(f.state.as_str())
-                .bind(f.runtime_ms)
-                .bind(f.wait_ms);
+        for ((worker, tally), count) in workers {
+            // `tally` is one of the two column names `Finished::worker_tally` gives.
+            sqlx::query(&format!(
+                "UPDATE workers SET {tally} = {tally} + $2 WHERE id = $1"
+            ))
+            .bind(worker.to_owned())
+            .bind(count)
+            .execute(&mut *conn)
+            .await?;
         }
-        query.execute(&mut *conn).await?;
-    }
-    Ok(())
+        /// The columns a sample is written with.
+        const SAMPLE_COLUMNS: usize = 5;
+        for chunk in finished.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO task_samples (finished_at, kind, state, runtime_ms, wait_ms) \
+                 VALUES {}",
+                dialect.row_placeholders(chunk.len(), SAMPLE_COLUMNS)
+            );
+            let mut query = sqlx::query(&sql);
+            for f in chunk {
+                query = query
+                    .bind(f.finished_ms)
+                    .bind(f.kind.clone())
+                    .bind(f.state.as_str())
+                    .bind(f.runtime_ms)
+                    .bind(f.wait_ms);
+            }
+            query.execute(&mut *conn).await?;
+        }
+        Ok(())
     })
 }
 
@@ -613,39 +612,39 @@ pub(crate) async fn record_finished(conn: Conn<'_>, finished: &[Finished]) -> Re
 /// the time it was queued and the time it finished (or now).
 pub(crate) async fn timeline(db: &Database, id: TaskId) -> Result<Vec<TimelineEntry>> {
     dispatch!(db.pool(), pool => {
-    let Some(span) = sqlx::query("SELECT queued_at, finished_at FROM tasks WHERE id = $1")
+        let Some(span) = sqlx::query("SELECT queued_at, finished_at FROM tasks WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(pool)
+            .await?
+        else {
+            return Ok(Vec::new());
+        };
+        let queued: i64 = span.try_get(0)?;
+        let finished: Option<i64> = span.try_get(1)?;
+        // Events are stamped when the store takes them: at or after these times, within a clock
+        // step of another process's.
+        const SLACK_MS: i64 = 5_000;
+        let rows = sqlx::query(
+            "SELECT at, state, progress, status, attempt, worker FROM task_events \
+             WHERE at >= $1 AND at <= $2 AND task_id = $3 ORDER BY seq",
+        )
+        .bind(queued - SLACK_MS)
+        .bind(finished.unwrap_or_else(now_millis) + SLACK_MS)
         .bind(id.to_string())
-        .fetch_optional(pool)
-        .await?
-    else {
-        return Ok(Vec::new());
-    };
-    let queued: i64 = span.try_get(0)?;
-    let finished: Option<i64> = span.try_get(1)?;
-    // Events are stamped when the store takes them: at or after these times, within a clock
-    // step of another process's.
-    const SLACK_MS: i64 = 5_000;
-    let rows = sqlx::query(
-        "SELECT at, state, progress, status, attempt, worker FROM task_events \
-         WHERE at >= $1 AND at <= $2 AND task_id = $3 ORDER BY seq",
-    )
-    .bind(queued - SLACK_MS)
-    .bind(finished.unwrap_or_else(now_millis) + SLACK_MS)
-    .bind(id.to_string())
-    .fetch_all(pool)
-    .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(TimelineEntry {
-                at: from_millis(row.try_get(0)?)?,
-                state: row.try_get::<String, _>(1)?.parse()?,
-                progress: u8::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0),
-                status: row.try_get(3)?,
-                attempt: u32::try_from(row.try_get::<i64, _>(4)?).unwrap_or(1),
-                worker: row.try_get(5)?,
+        .fetch_all(pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(TimelineEntry {
+                    at: from_millis(row.try_get(0)?)?,
+                    state: row.try_get::<String, _>(1)?.parse()?,
+                    progress: u8::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0),
+                    status: row.try_get(3)?,
+                    attempt: u32::try_from(row.try_get::<i64, _>(4)?).unwrap_or(1),
+                    worker: row.try_get(5)?,
+                })
             })
-        })
-        .collect()
+            .collect()
     })
 }
 
@@ -653,32 +652,32 @@ pub(crate) async fn timeline(db: &Database, id: TaskId) -> Result<Vec<TimelineEn
 /// `since`.
 pub(crate) async fn window(db: &Database, since: DateTime<Utc>) -> Result<WindowData> {
     dispatch!(db.pool(), pool => {
-    let minutes = minute_counts(db, since).await?;
-    let rows = sqlx::query(
-        "SELECT finished_at, kind, state, runtime_ms, wait_ms FROM task_samples \
-         WHERE finished_at >= $1 ORDER BY finished_at",
-    )
-    .bind(since.timestamp_millis())
-    .fetch_all(pool)
-    .await?;
-    let samples = rows
-        .iter()
-        .map(|row| {
-            let ms = |column: usize| -> Result<Option<u64>> {
-                Ok(row
-                    .try_get::<Option<i64>, _>(column)?
-                    .map(|v| u64::try_from(v).unwrap_or(0)))
-            };
-            Ok(FinishedSample {
-                finished_at: from_millis(row.try_get(0)?)?,
-                kind: row.try_get(1)?,
-                state: row.try_get::<String, _>(2)?.parse()?,
-                runtime_ms: ms(3)?,
-                wait_ms: ms(4)?,
+        let minutes = minute_counts(db, since).await?;
+        let rows = sqlx::query(
+            "SELECT finished_at, kind, state, runtime_ms, wait_ms FROM task_samples \
+             WHERE finished_at >= $1 ORDER BY finished_at",
+        )
+        .bind(since.timestamp_millis())
+        .fetch_all(pool)
+        .await?;
+        let samples = rows
+            .iter()
+            .map(|row| {
+                let ms = |column: usize| -> Result<Option<u64>> {
+                    Ok(row
+                        .try_get::<Option<i64>, _>(column)?
+                        .map(|v| u64::try_from(v).unwrap_or(0)))
+                };
+                Ok(FinishedSample {
+                    finished_at: from_millis(row.try_get(0)?)?,
+                    kind: row.try_get(1)?,
+                    state: row.try_get::<String, _>(2)?.parse()?,
+                    runtime_ms: ms(3)?,
+                    wait_ms: ms(4)?,
+                })
             })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(WindowData { minutes, samples })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(WindowData { minutes, samples })
     })
 }
 
@@ -688,67 +687,67 @@ pub(crate) async fn minute_counts(
     since: DateTime<Utc>,
 ) -> Result<Vec<MinuteCounts>> {
     dispatch!(db.pool(), pool => {
-    let first = since.timestamp().div_euclid(60);
-    let last = Utc::now().timestamp().div_euclid(60);
-    let mut minutes: Vec<MinuteCounts> = (first..=last)
-        .map(|m| MinuteCounts {
-            minute: from_millis(m * 60_000).unwrap_or_default(),
-            ..MinuteCounts::default()
-        })
-        .collect();
-    let rows = sqlx::query(
-        "SELECT minute, state, CAST(SUM(count) AS BIGINT) FROM task_counts WHERE minute >= $1 \
-         GROUP BY minute, state",
-    )
-    .bind(first)
-    .fetch_all(pool)
-    .await?;
-    for row in rows {
-        let minute: i64 = row.try_get(0)?;
-        let state: TaskState = row.try_get::<String, _>(1)?.parse()?;
-        let count = u64::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0);
-        if let Some(entry) = usize::try_from(minute - first)
-            .ok()
-            .and_then(|i| minutes.get_mut(i))
-        {
-            entry.add(state, count);
+        let first = since.timestamp().div_euclid(60);
+        let last = Utc::now().timestamp().div_euclid(60);
+        let mut minutes: Vec<MinuteCounts> = (first..=last)
+            .map(|m| MinuteCounts {
+                minute: from_millis(m * 60_000).unwrap_or_default(),
+                ..MinuteCounts::default()
+            })
+            .collect();
+        let rows = sqlx::query(
+            "SELECT minute, state, CAST(SUM(count) AS BIGINT) FROM task_counts WHERE minute >= $1 \
+             GROUP BY minute, state",
+        )
+        .bind(first)
+        .fetch_all(pool)
+        .await?;
+        for row in rows {
+            let minute: i64 = row.try_get(0)?;
+            let state: TaskState = row.try_get::<String, _>(1)?.parse()?;
+            let count = u64::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0);
+            if let Some(entry) = usize::try_from(minute - first)
+                .ok()
+                .and_then(|i| minutes.get_mut(i))
+            {
+                entry.add(state, count);
+            }
         }
-    }
-    Ok(minutes)
+        Ok(minutes)
     })
 }
 
 /// All-time latency histograms by kind.
 pub(crate) async fn histograms(db: &Database) -> Result<Vec<LatencyHistogram>> {
     dispatch!(db.pool(), pool => {
-    let rows = sqlx::query(
-        "SELECT kind, latency, bucket, count, sum_ms FROM task_latency ORDER BY kind, latency",
-    )
-    .fetch_all(pool)
-    .await?;
-    let mut out: Vec<LatencyHistogram> = Vec::new();
-    for row in rows {
-        let kind: String = row.try_get(0)?;
-        let latency = match row.try_get::<String, _>(1)?.as_str() {
-            "wait" => Latency::Wait,
-            _ => Latency::Runtime,
-        };
-        if out
-            .last()
-            .is_none_or(|h| h.kind != kind || h.latency != latency)
-        {
-            out.push(LatencyHistogram::new(kind, latency));
-        }
-        if let Some(histogram) = out.last_mut() {
-            let bucket = usize::try_from(row.try_get::<i64, _>(2)?).unwrap_or(usize::MAX);
-            let count = u64::try_from(row.try_get::<i64, _>(3)?).unwrap_or(0);
-            if let Some(slot) = histogram.buckets.get_mut(bucket) {
-                *slot += count;
+        let rows = sqlx::query(
+            "SELECT kind, latency, bucket, count, sum_ms FROM task_latency ORDER BY kind, latency",
+        )
+        .fetch_all(pool)
+        .await?;
+        let mut out: Vec<LatencyHistogram> = Vec::new();
+        for row in rows {
+            let kind: String = row.try_get(0)?;
+            let latency = match row.try_get::<String, _>(1)?.as_str() {
+                "wait" => Latency::Wait,
+                _ => Latency::Runtime,
+            };
+            if out
+                .last()
+                .is_none_or(|h| h.kind != kind || h.latency != latency)
+            {
+                out.push(LatencyHistogram::new(kind, latency));
             }
-            histogram.sum += row.try_get::<i64, _>(4)? as f64 / 1000.0;
+            if let Some(histogram) = out.last_mut() {
+                let bucket = usize::try_from(row.try_get::<i64, _>(2)?).unwrap_or(usize::MAX);
+                let count = u64::try_from(row.try_get::<i64, _>(3)?).unwrap_or(0);
+                if let Some(slot) = histogram.buckets.get_mut(bucket) {
+                    *slot += count;
+                }
+                histogram.sum += row.try_get::<i64, _>(4)? as f64 / 1000.0;
+            }
         }
-    }
-    Ok(out)
+        Ok(out)
     })
 }
 
@@ -765,14 +764,14 @@ pub(crate) async fn events_after(
     limit: usize,
 ) -> Result<Vec<TaskEvent>> {
     dispatch!(db.pool(), pool => {
-    let rows = sqlx::query(&format!(
-        "{EVENT_SELECT} WHERE e.seq > $1 ORDER BY e.seq LIMIT $2"
-    ))
-    .bind(i64::try_from(after).unwrap_or(i64::MAX))
-    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-    .fetch_all(pool)
-    .await?;
-    rows.iter().map(event_from_row).collect()
+        let rows = sqlx::query(&format!(
+            "{EVENT_SELECT} WHERE e.seq > $1 ORDER BY e.seq LIMIT $2"
+        ))
+        .bind(i64::try_from(after).unwrap_or(i64::MAX))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(pool)
+        .await?;
+        rows.iter().map(event_from_row).collect()
     })
 }
 
@@ -784,15 +783,15 @@ pub(crate) async fn foreign_events_after(
     limit: usize,
 ) -> Result<Vec<TaskEvent>> {
     dispatch!(db.pool(), pool => {
-    let rows = sqlx::query(&format!(
-        "{EVENT_SELECT} WHERE e.seq > $1 AND e.origin <> $2 ORDER BY e.seq LIMIT $3"
-    ))
-    .bind(i64::try_from(after).unwrap_or(i64::MAX))
-    .bind(origin)
-    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-    .fetch_all(pool)
-    .await?;
-    rows.iter().map(event_from_row).collect()
+        let rows = sqlx::query(&format!(
+            "{EVENT_SELECT} WHERE e.seq > $1 AND e.origin <> $2 ORDER BY e.seq LIMIT $3"
+        ))
+        .bind(i64::try_from(after).unwrap_or(i64::MAX))
+        .bind(origin)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(pool)
+        .await?;
+        rows.iter().map(event_from_row).collect()
     })
 }
 
@@ -806,22 +805,22 @@ fn event_from_row(row: &impl StoredRow) -> Result<TaskEvent> {
 /// The highest event sequence number stored (0 when there is none).
 pub(crate) async fn last_event_seq(db: &Database) -> Result<u64> {
     dispatch!(db.pool(), pool => {
-    let max: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM task_events")
-        .fetch_one(pool)
-        .await?;
-    Ok(u64::try_from(max.unwrap_or(0)).unwrap_or(0))
+        let max: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM task_events")
+            .fetch_one(pool)
+            .await?;
+        Ok(u64::try_from(max.unwrap_or(0)).unwrap_or(0))
     })
 }
 
 /// One record.
 pub(crate) async fn get(db: &Database, id: TaskId) -> Result<Option<TaskRecord>> {
     dispatch!(db.pool(), pool => {
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM tasks WHERE id = $1"))
-        .bind(id.to_string())
-        .fetch_optional(pool)
-        .await?;
-    row.map(|row| stored_from_row(&row).map(|t| t.record))
-        .transpose()
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM tasks WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(pool)
+            .await?;
+        row.map(|row| stored_from_row(&row).map(|t| t.record))
+            .transpose()
     })
 }
 
@@ -943,33 +942,34 @@ pub(crate) async fn purge_finished(db: &Database, older_than: Duration) -> Resul
     let cutoff = now_millis() - millis(older_than);
     let mut tx = db.begin_write().await?;
     let done = dispatch!(tx.conn(), tx => {
-    sqlx::query(
-        "DELETE FROM task_events WHERE task_id IN \
-         (SELECT id FROM tasks WHERE finished_at IS NOT NULL AND finished_at < $1)",
-    )
-    .bind(cutoff)
-    .execute(&mut *tx)
-    .await?;
-    let done = sqlx::query("DELETE FROM tasks WHERE finished_at IS NOT NULL AND finished_at < $1")
+        sqlx::query(
+            "DELETE FROM task_events WHERE task_id IN \
+             (SELECT id FROM tasks WHERE finished_at IS NOT NULL AND finished_at < $1)",
+        )
         .bind(cutoff)
         .execute(&mut *tx)
         .await?;
-    sqlx::query(
-        "DELETE FROM task_revokes WHERE task_id NOT IN \
-         (SELECT id FROM tasks WHERE finished_at IS NULL)",
-    )
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query("DELETE FROM task_samples WHERE finished_at < $1")
-        .bind(now_millis() - millis(SAMPLE_RETENTION))
+        let done =
+            sqlx::query("DELETE FROM tasks WHERE finished_at IS NOT NULL AND finished_at < $1")
+                .bind(cutoff)
+                .execute(&mut *tx)
+                .await?;
+        sqlx::query(
+            "DELETE FROM task_revokes WHERE task_id NOT IN \
+             (SELECT id FROM tasks WHERE finished_at IS NULL)",
+        )
         .execute(&mut *tx)
         .await?;
-    // Workers gone for longer than records are kept are forgotten.
-    sqlx::query("DELETE FROM workers WHERE lease_until < $1")
-        .bind(cutoff)
-        .execute(&mut *tx)
-        .await?;
-    done.rows_affected()
+        sqlx::query("DELETE FROM task_samples WHERE finished_at < $1")
+            .bind(now_millis() - millis(SAMPLE_RETENTION))
+            .execute(&mut *tx)
+            .await?;
+        // Workers gone for longer than records are kept are forgotten.
+        sqlx::query("DELETE FROM workers WHERE lease_until < $1")
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?;
+        done.rows_affected()
     });
     tx.commit().await?;
     Ok(done)
@@ -978,35 +978,35 @@ pub(crate) async fn purge_finished(db: &Database, older_than: Duration) -> Resul
 /// Unfinished tasks by queue: how many wait, how many run, and since when the oldest waits.
 pub(crate) async fn queue_depths(db: &Database) -> Result<Vec<QueueInfo>> {
     dispatch!(db.pool(), pool => {
-    let rows = sqlx::query(&format!(
-        "SELECT queue, state, COUNT(*), MIN(queued_at) FROM tasks WHERE state NOT IN {TERMINAL} \
-         GROUP BY queue, state ORDER BY queue"
-    ))
-    .fetch_all(pool)
-    .await?;
-    let mut depths: Vec<QueueInfo> = Vec::new();
-    for row in rows {
-        let queue: String = row.try_get(0)?;
-        let state: TaskState = row.try_get::<String, _>(1)?.parse()?;
-        let count = u64::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0);
-        if depths.last().is_none_or(|q| q.name != queue) {
-            depths.push(QueueInfo {
-                name: queue,
-                pending: 0,
-                active: 0,
-                oldest_queued_at: None,
-            });
-        }
-        if let Some(entry) = depths.last_mut() {
-            if state == TaskState::Pending {
-                entry.pending += count;
-                entry.oldest_queued_at = Some(from_millis(row.try_get(3)?)?);
-            } else {
-                entry.active += count;
+        let rows = sqlx::query(&format!(
+            "SELECT queue, state, COUNT(*), MIN(queued_at) FROM tasks \
+             WHERE state NOT IN {TERMINAL} GROUP BY queue, state ORDER BY queue"
+        ))
+        .fetch_all(pool)
+        .await?;
+        let mut depths: Vec<QueueInfo> = Vec::new();
+        for row in rows {
+            let queue: String = row.try_get(0)?;
+            let state: TaskState = row.try_get::<String, _>(1)?.parse()?;
+            let count = u64::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0);
+            if depths.last().is_none_or(|q| q.name != queue) {
+                depths.push(QueueInfo {
+                    name: queue,
+                    pending: 0,
+                    active: 0,
+                    oldest_queued_at: None,
+                });
+            }
+            if let Some(entry) = depths.last_mut() {
+                if state == TaskState::Pending {
+                    entry.pending += count;
+                    entry.oldest_queued_at = Some(from_millis(row.try_get(3)?)?);
+                } else {
+                    entry.active += count;
+                }
             }
         }
-    }
-    Ok(depths)
+        Ok(depths)
     })
 }
 
@@ -1019,25 +1019,25 @@ pub(crate) async fn register_worker(
     lease_until: i64,
 ) -> Result<()> {
     dispatch!(conn, conn => {
-    sqlx::query(
-        "INSERT INTO workers (id, name, host, pid, mode, concurrency, queues, started_at, \
-         heartbeat_at, lease_until, stopped_at, processed) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, NULL, 0) \
-         ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, \
-         lease_until = excluded.lease_until, stopped_at = NULL",
-    )
-    .bind(worker.id.clone())
-    .bind(worker.name.clone())
-    .bind(worker.host.clone())
-    .bind(i64::from(worker.pid))
-    .bind(worker.mode.clone())
-    .bind(i64::from(worker.concurrency))
-    .bind(worker.queues.join(","))
-    .bind(worker.started_at)
-    .bind(lease_until)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+        sqlx::query(
+            "INSERT INTO workers (id, name, host, pid, mode, concurrency, queues, started_at, \
+             heartbeat_at, lease_until, stopped_at, processed) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, NULL, 0) \
+             ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, \
+             lease_until = excluded.lease_until, stopped_at = NULL",
+        )
+        .bind(worker.id.clone())
+        .bind(worker.name.clone())
+        .bind(worker.host.clone())
+        .bind(i64::from(worker.pid))
+        .bind(worker.mode.clone())
+        .bind(i64::from(worker.concurrency))
+        .bind(worker.queues.join(","))
+        .bind(worker.started_at)
+        .bind(lease_until)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
     })
 }
 
@@ -1050,114 +1050,114 @@ pub(crate) async fn worker_heartbeat(
     processed: u64,
 ) -> Result<()> {
     dispatch!(conn, conn => {
-    sqlx::query(
-        "UPDATE workers SET heartbeat_at = $2, lease_until = $3, processed = processed + $4 \
-         WHERE id = $1",
-    )
-    .bind(id)
-    .bind(now)
-    .bind(lease_until)
-    .bind(i64::try_from(processed).unwrap_or(i64::MAX))
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+        sqlx::query(
+            "UPDATE workers SET heartbeat_at = $2, lease_until = $3, processed = processed + $4 \
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(now)
+        .bind(lease_until)
+        .bind(i64::try_from(processed).unwrap_or(i64::MAX))
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
     })
 }
 
 /// Marks a worker stopped (a clean shutdown).
 pub(crate) async fn stop_worker(conn: Conn<'_>, id: &str, now: i64) -> Result<()> {
     dispatch!(conn, conn => {
-    sqlx::query("UPDATE workers SET stopped_at = $2, lease_until = $2 WHERE id = $1")
-        .bind(id)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
+        sqlx::query("UPDATE workers SET stopped_at = $2, lease_until = $2 WHERE id = $1")
+            .bind(id)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
     })
 }
 
 /// Every registered worker, with how many tasks each holds; online ones first.
 pub(crate) async fn workers(db: &Database, now: i64) -> Result<Vec<WorkerInfo>> {
     dispatch!(db.pool(), pool => {
-    let rows = sqlx::query(&format!(
-        "SELECT w.id, w.name, w.host, w.pid, w.mode, w.concurrency, w.queues, w.started_at, \
-         w.heartbeat_at, w.lease_until, w.stopped_at, w.processed, \
-         (SELECT COUNT(*) FROM tasks t WHERE t.owner = w.id AND t.state NOT IN {TERMINAL}), \
-         w.succeeded, w.failed \
-         FROM workers w ORDER BY w.started_at DESC"
-    ))
-    .fetch_all(pool)
-    .await?;
-    let mut workers = rows
-        .iter()
-        .map(|row| {
-            let queues: String = row.try_get(6)?;
-            let lease_until: i64 = row.try_get(9)?;
-            let stopped: Option<i64> = row.try_get(10)?;
-            Ok(WorkerInfo {
-                id: row.try_get(0)?,
-                name: row.try_get(1)?,
-                host: row.try_get(2)?,
-                pid: u32::try_from(row.try_get::<i64, _>(3)?).unwrap_or(0),
-                mode: row.try_get(4)?,
-                concurrency: u32::try_from(row.try_get::<i64, _>(5)?).unwrap_or(0),
-                queues: queues
-                    .split(',')
-                    .filter(|q| !q.is_empty())
-                    .map(str::to_owned)
-                    .collect(),
-                started_at: from_millis(row.try_get(7)?)?,
-                last_heartbeat: from_millis(row.try_get(8)?)?,
-                online: stopped.is_none() && lease_until >= now,
-                processed: u64::try_from(row.try_get::<i64, _>(11)?).unwrap_or(0),
-                active: u64::try_from(row.try_get::<i64, _>(12)?).unwrap_or(0),
-                succeeded: u64::try_from(row.try_get::<i64, _>(13)?).unwrap_or(0),
-                failed: u64::try_from(row.try_get::<i64, _>(14)?).unwrap_or(0),
+        let rows = sqlx::query(&format!(
+            "SELECT w.id, w.name, w.host, w.pid, w.mode, w.concurrency, w.queues, w.started_at, \
+             w.heartbeat_at, w.lease_until, w.stopped_at, w.processed, \
+             (SELECT COUNT(*) FROM tasks t WHERE t.owner = w.id AND t.state NOT IN {TERMINAL}), \
+             w.succeeded, w.failed \
+             FROM workers w ORDER BY w.started_at DESC"
+        ))
+        .fetch_all(pool)
+        .await?;
+        let mut workers = rows
+            .iter()
+            .map(|row| {
+                let queues: String = row.try_get(6)?;
+                let lease_until: i64 = row.try_get(9)?;
+                let stopped: Option<i64> = row.try_get(10)?;
+                Ok(WorkerInfo {
+                    id: row.try_get(0)?,
+                    name: row.try_get(1)?,
+                    host: row.try_get(2)?,
+                    pid: u32::try_from(row.try_get::<i64, _>(3)?).unwrap_or(0),
+                    mode: row.try_get(4)?,
+                    concurrency: u32::try_from(row.try_get::<i64, _>(5)?).unwrap_or(0),
+                    queues: queues
+                        .split(',')
+                        .filter(|q| !q.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                    started_at: from_millis(row.try_get(7)?)?,
+                    last_heartbeat: from_millis(row.try_get(8)?)?,
+                    online: stopped.is_none() && lease_until >= now,
+                    processed: u64::try_from(row.try_get::<i64, _>(11)?).unwrap_or(0),
+                    active: u64::try_from(row.try_get::<i64, _>(12)?).unwrap_or(0),
+                    succeeded: u64::try_from(row.try_get::<i64, _>(13)?).unwrap_or(0),
+                    failed: u64::try_from(row.try_get::<i64, _>(14)?).unwrap_or(0),
+                })
             })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    workers.sort_by_key(|w| !w.online);
-    Ok(workers)
+            .collect::<Result<Vec<_>>>()?;
+        workers.sort_by_key(|w| !w.online);
+        Ok(workers)
     })
 }
 
 /// All-time finished counts by kind.
 pub(crate) async fn kind_counts(db: &Database) -> Result<Vec<KindCounts>> {
     dispatch!(db.pool(), pool => {
-    let rows = sqlx::query(
-        "SELECT kind, state, CAST(SUM(count) AS BIGINT), CAST(SUM(runtime_ms) AS BIGINT) FROM task_counts \
-         GROUP BY kind, state ORDER BY kind",
-    )
-    .fetch_all(pool)
-    .await?;
-    let mut by_kind: Vec<(KindCounts, i64)> = Vec::new();
-    for row in rows {
-        let kind: String = row.try_get(0)?;
-        let state: TaskState = row.try_get::<String, _>(1)?.parse()?;
-        let count = u64::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0);
-        let runtime: i64 = row.try_get(3)?;
-        if by_kind.last().is_none_or(|(k, _)| k.kind != kind) {
-            by_kind.push((
-                KindCounts {
-                    kind: kind.clone(),
-                    ..KindCounts::default()
-                },
-                0,
-            ));
-        }
-        if let Some((entry, total_runtime)) = by_kind.last_mut() {
-            match state {
-                TaskState::Success => entry.succeeded += count,
-                TaskState::Failure => entry.failed += count,
-                _ => entry.revoked += count,
+        let rows = sqlx::query(
+            "SELECT kind, state, CAST(SUM(count) AS BIGINT), CAST(SUM(runtime_ms) AS BIGINT) \
+             FROM task_counts GROUP BY kind, state ORDER BY kind",
+        )
+        .fetch_all(pool)
+        .await?;
+        let mut by_kind: Vec<(KindCounts, i64)> = Vec::new();
+        for row in rows {
+            let kind: String = row.try_get(0)?;
+            let state: TaskState = row.try_get::<String, _>(1)?.parse()?;
+            let count = u64::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0);
+            let runtime: i64 = row.try_get(3)?;
+            if by_kind.last().is_none_or(|(k, _)| k.kind != kind) {
+                by_kind.push((
+                    KindCounts {
+                        kind: kind.clone(),
+                        ..KindCounts::default()
+                    },
+                    0,
+                ));
             }
-            *total_runtime += runtime;
+            if let Some((entry, total_runtime)) = by_kind.last_mut() {
+                match state {
+                    TaskState::Success => entry.succeeded += count,
+                    TaskState::Failure => entry.failed += count,
+                    _ => entry.revoked += count,
+                }
+                *total_runtime += runtime;
+            }
         }
-    }
-    Ok(by_kind
-        .into_iter()
-        .map(|(counts, runtime_ms)| counts.with_total_runtime_ms(runtime_ms))
-        .collect())
+        Ok(by_kind
+            .into_iter()
+            .map(|(counts, runtime_ms)| counts.with_total_runtime_ms(runtime_ms))
+            .collect())
     })
 }
 

@@ -33,26 +33,8 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-# Copies the shared libraries files load into $1, keeping their paths.
-copy_libs() {
-    local dest=$1; shift
-    for file in "$@"; do
-        ldd "$file" 2>/dev/null | { grep -o '/[^ ]*' || true; } | while read -r lib; do
-            mkdir -p "$dest$(dirname "$lib")"
-            cp -L "$lib" "$dest$lib"
-        done
-    done
-}
-
-# Copies files and the shared libraries they load into $1, keeping their paths.
-copy_with_libs() {
-    local dest=$1; shift
-    for file in "$@"; do
-        mkdir -p "$dest$(dirname "$file")"
-        cp -L "$file" "$dest$file"
-    done
-    copy_libs "$dest" "$@"
-}
+# shellcheck source=copy-libs.sh
+source scripts/copy-libs.sh
 
 # The hub: /usr/local/bin/hub, its libraries, a writable /tmp and a data folder.
 root=$work/hub

@@ -16,18 +16,8 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-# Copies binaries and the shared libraries they load into $1, keeping their paths.
-copy_with_libs() {
-    local dest=$1; shift
-    for bin in "$@"; do
-        mkdir -p "$dest$(dirname "$bin")"
-        cp -L "$bin" "$dest$bin"
-        ldd "$bin" 2>/dev/null | grep -o '/[^ ]*' | while read -r lib; do
-            mkdir -p "$dest$(dirname "$lib")"
-            cp -L "$lib" "$dest$lib"
-        done
-    done
-}
+# shellcheck source=copy-libs.sh
+source "$(dirname "${BASH_SOURCE[0]}")/copy-libs.sh"
 
 if ! docker image inspect hubtest/busybox:latest >/dev/null 2>&1; then
     root=$work/busybox

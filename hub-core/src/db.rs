@@ -293,8 +293,11 @@ impl Database {
                 .pragma("cache_size", "-2048")
                 .pragma("mmap_size", "0")
                 .pragma("wal_autocheckpoint", "100000");
+            // No ping before each acquire: a connection to a local file does not drop the way a
+            // socket does, and the ping was one more round trip to its thread per query.
             let pool = SqlitePoolOptions::new()
                 .max_connections(8)
+                .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(30))
                 .connect_with(options)
                 .await

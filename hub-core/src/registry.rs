@@ -35,6 +35,9 @@ const INSERT_LEASE: &str =
 const PROJECT_COLUMNS: &str = "id, name, slug, path, host, backend_port, frontend_port, postgres_port, \
      redis_port, status, health, last_error, created_at, updated_at, last_started, last_stopped";
 
+/// Rows per statement when the whole registry is read.
+const LIST_CHUNK: usize = 256;
+
 /// The registry of projects.
 #[derive(Debug)]
 pub struct Registry {
@@ -245,15 +248,30 @@ impl Registry {
         fetch(conn.conn(), &key.into()).await
     }
 
-    /// Every project, ordered by id.
+    /// Every project, ordered by id. Read [`LIST_CHUNK`] rows at a time: the driver copies
+    /// every value of a row, and thousands of rows at once cost megabytes the allocator then
+    /// keeps.
     pub async fn list(&self) -> Result<Vec<Project>> {
-        let sql = format!("SELECT {PROJECT_COLUMNS} FROM projects ORDER BY id");
-        dispatch!(self.db.pool(), pool => sqlx::query(&sql)
-            .fetch_all(pool)
-            .await?
-            .iter()
-            .map(project_from_row)
-            .collect())
+        let sql = format!(
+            "SELECT {PROJECT_COLUMNS} FROM projects WHERE id > $1 ORDER BY id LIMIT {LIST_CHUNK}"
+        );
+        let mut conn = self.db.acquire().await?;
+        let mut projects: Vec<Project> = Vec::new();
+        loop {
+            let after = projects.last().map_or(0, |p| p.id);
+            let chunk: Vec<Project> = dispatch!(conn.conn(), c => sqlx::query(&sql)
+                .bind(after)
+                .fetch_all(&mut *c)
+                .await?
+                .iter()
+                .map(project_from_row)
+                .collect::<Result<_>>()?);
+            let last_chunk = chunk.len() < LIST_CHUNK;
+            projects.extend(chunk);
+            if last_chunk {
+                return Ok(projects);
+            }
+        }
     }
 
     /// The projects whose status is `status`, ordered by id.

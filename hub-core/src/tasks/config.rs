@@ -134,7 +134,7 @@ impl Default for TaskConfig {
             sweep_interval: Duration::from_secs(60),
             revoke_grace: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
-            event_buffer: 4096,
+            event_buffer: 1024,
             lease: Duration::from_secs(30),
             heartbeat: Duration::from_secs(10),
             poll_interval: Duration::from_millis(50),

@@ -930,3 +930,27 @@ async fn ports_are_unique_per_docker_host_not_across_hosts() {
     more.host = Some("gpu-box".into());
     assert_eq!(other.create_project(more).await.unwrap().ports, slot(3));
 }
+
+#[tokio::test]
+async fn the_whole_list_reads_past_its_chunks_in_id_order() {
+    // The list is read 256 rows at a time: 600 projects, some deleted, cross two boundaries.
+    let fx = Fixture::new().await;
+    let mut expected = Vec::new();
+    for i in 0..600 {
+        let project = fx.create(&format!("p{i}")).await;
+        expected.push(project.id);
+    }
+    for id in [expected[0], expected[255], expected[256], expected[599]] {
+        fx.hub.delete_project(id, false).await.unwrap();
+        expected.retain(|&kept| kept != id);
+    }
+    let listed: Vec<i64> = fx
+        .hub
+        .projects()
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.id)
+        .collect();
+    assert_eq!(listed, expected);
+}

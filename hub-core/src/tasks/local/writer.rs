@@ -21,9 +21,6 @@ use crate::tasks::store::{self, Reclaimed, StoredTask};
 
 /// Ops queued to the writer at most per transaction.
 const MAX_BATCH: usize = 2048;
-/// How long a batch that no caller waits on may wait for more ops before it is committed:
-/// well within the "milliseconds" of the durability contract (README, Background tasks).
-const LINGER: Duration = Duration::from_millis(1);
 /// Longest wait between two tries when the store fails.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -70,45 +67,7 @@ pub(super) async fn writer_loop(shared: Arc<Shared>, mut ops: mpsc::UnboundedRec
     let mut batch = Vec::new();
     let mut conn: Option<PooledConn> = None;
     while ops.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        linger(&mut ops, &mut batch).await;
         write_batch(&shared, &mut conn, std::mem::take(&mut batch)).await;
-    }
-}
-
-/// Lets a batch nobody waits on gather more ops for up to [`LINGER`]: a running task's changes
-/// (started, progress, project status, end) then share one commit instead of costing one each.
-/// An op a caller waits on ends the wait at once.
-async fn linger(ops: &mut mpsc::UnboundedReceiver<WriteOp>, batch: &mut Vec<WriteOp>) {
-    if batch.iter().any(WriteOp::awaited) {
-        return;
-    }
-    let deadline = tokio::time::Instant::now() + LINGER;
-    while batch.len() < MAX_BATCH {
-        let seen = batch.len();
-        let more = ops.recv_many(batch, MAX_BATCH - seen);
-        match tokio::time::timeout_at(deadline, more).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) if batch[seen..].iter().any(WriteOp::awaited) => return,
-            Ok(_) => {}
-        }
-    }
-}
-
-impl WriteOp {
-    /// Whether a caller waits on this op's commit.
-    fn awaited(&self) -> bool {
-        match self {
-            WriteOp::Insert { ack, .. } => ack.is_some(),
-            WriteOp::Put { .. } => false,
-            WriteOp::ProjectStatus { ack, .. } => !ack.is_closed(),
-            WriteOp::Claim { .. }
-            | WriteOp::Register(_)
-            | WriteOp::Heartbeat { .. }
-            | WriteOp::Reclaim(_)
-            | WriteOp::Revoke { .. }
-            | WriteOp::Release(_)
-            | WriteOp::Flush(_) => true,
-        }
     }
 }
 

@@ -21,6 +21,10 @@ use common::{
     JOBS, drain, enqueue_latencies, exclusive_job, noop, noop_job, print_latencies, run_batch,
 };
 
+/// The allocator of the `hub` binary, whose engine this measures.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 async fn open_hub(dir: &std::path::Path) -> Hub {
     let config = HubConfig::with_data_dir(dir).tasks(TaskConfig {
         concurrency: 2,

@@ -68,6 +68,17 @@ impl Fixture {
         path
     }
 
+    /// The ids of every project, in the list's order.
+    async fn listed_ids(&self) -> Vec<i64> {
+        self.hub
+            .projects()
+            .await
+            .unwrap()
+            .iter()
+            .map(|p| p.id)
+            .collect()
+    }
+
     async fn create(&self, name: &str) -> hub_core::Project {
         let path = self.folder(&hub_core::slugify(name));
         self.hub
@@ -105,14 +116,7 @@ async fn create_get_list_and_delete_a_project() {
     assert_eq!(fx.hub.project("alpha-project").await.unwrap(), alpha);
 
     let beta = fx.create("Beta").await;
-    let ids: Vec<i64> = fx
-        .hub
-        .projects()
-        .await
-        .unwrap()
-        .iter()
-        .map(|p| p.id)
-        .collect();
+    let ids = fx.listed_ids().await;
     assert_eq!(ids, vec![alpha.id, beta.id]);
 
     let removed = fx.hub.delete_project(alpha.id, false).await.unwrap();
@@ -944,13 +948,6 @@ async fn the_whole_list_reads_past_its_chunks_in_id_order() {
         fx.hub.delete_project(id, false).await.unwrap();
         expected.retain(|&kept| kept != id);
     }
-    let listed: Vec<i64> = fx
-        .hub
-        .projects()
-        .await
-        .unwrap()
-        .iter()
-        .map(|p| p.id)
-        .collect();
+    let listed = fx.listed_ids().await;
     assert_eq!(listed, expected);
 }

@@ -250,7 +250,8 @@ impl Registry {
 
     /// Every project, ordered by id. Read [`LIST_CHUNK`] rows at a time: the driver copies
     /// every value of a row, and thousands of rows at once cost megabytes the allocator then
-    /// keeps.
+    /// keeps. Each chunk is its own statement: a project created or deleted meanwhile may be
+    /// listed or not, and none is listed twice (the chunks follow the id).
     pub async fn list(&self) -> Result<Vec<Project>> {
         let sql = format!(
             "SELECT {PROJECT_COLUMNS} FROM projects WHERE id > $1 ORDER BY id LIMIT {LIST_CHUNK}"

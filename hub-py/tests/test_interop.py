@@ -68,11 +68,14 @@ def _post(base: str, path: str, body: dict) -> tuple[int, dict]:
         return err.code, json.load(err)
 
 
-def _serve(hub_binary: pathlib.Path, data: pathlib.Path) -> tuple[subprocess.Popen[bytes], str]:
+def _serve(
+    hub_binary: pathlib.Path, data: pathlib.Path, *extra: str
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`hub serve` on a free port with its state in `data` (and `extra` flags), once healthy."""
     port = free_port()
     server = subprocess.Popen(
         [str(hub_binary), "serve", "--bind", f"127.0.0.1:{port}", "--data-dir", str(data),
-         "--project-root", str(data.parent)],
+         "--project-root", str(data.parent), *extra],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -176,22 +179,8 @@ def test_python_and_hub_serve_share_one_postgres_registry(
                 project_roots=[tmp_path]) as hub:
         from_python = hub.create_project("From Python", make_folder(tmp_path, "py"))
 
-    port = free_port()
-    server = subprocess.Popen(
-        [str(hub_binary), "serve", "--bind", f"127.0.0.1:{port}",
-         "--data-dir", str(tmp_path / "serve-state"), "--database-url", postgres_url,
-         "--project-root", str(tmp_path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
+    server, base = _serve(hub_binary, tmp_path / "serve-state", "--database-url", postgres_url)
     try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"{base}/health")
-                break
-            except OSError:
-                time.sleep(0.1)
         status, created = _post(base, "/api/projects",
                                 {"name": "From HTTP", "path": str(make_folder(tmp_path, "http"))})
         assert status == 201, created

@@ -15,22 +15,34 @@ use hub_core::{Hub, HubConfig, NewProject, PortConfig, PortSet};
 const ROUNDS: usize = 7;
 const STACK: &str = include_str!("../tests/fixtures/four-services.toml");
 
-async fn wait_done(hub: &Hub, id: TaskId) {
+/// Waits for task `id` to finish successfully; returns its status lines with the time each was
+/// seen, from `since`.
+async fn wait_done(hub: &Hub, id: TaskId, since: Instant) -> Vec<(Duration, String)> {
     let mut events = hub.subscribe(None).await.expect("subscribe");
+    let mut steps = Vec::new();
     if hub.task(id).await.expect("task").ready() {
-        return;
+        return steps;
     }
     while let Some(event) = events.recv().await {
-        if event.task.id == id && event.task.ready() {
+        if event.task.id != id {
+            continue;
+        }
+        if let Some(status) = &event.task.status
+            && steps.last().is_none_or(|(_, last)| last != status)
+        {
+            steps.push((since.elapsed(), status.clone()));
+        }
+        if event.task.ready() {
             assert_eq!(
                 event.task.state,
                 TaskState::Success,
                 "{:?}",
                 event.task.error
             );
-            return;
+            return steps;
         }
     }
+    steps
 }
 
 fn median(mut samples: Vec<Duration>) -> Duration {
@@ -63,13 +75,25 @@ fn main() {
             .await
             .expect("register");
         let mut times = Vec::new();
+        let mut timelines = Vec::new();
         for _ in 0..ROUNDS {
             let start = Instant::now();
             let id = hub.start_project(project.id).await.expect("start");
-            wait_done(&hub, id).await;
+            let steps = wait_done(&hub, id, start).await;
             times.push(start.elapsed());
+            timelines.push(steps);
             let id = hub.stop_project(project.id).await.expect("stop");
-            wait_done(&hub, id).await;
+            wait_done(&hub, id, Instant::now()).await;
+        }
+        // Where a start's time goes: each step's median time since the enqueue.
+        for (i, (_, step)) in timelines[0].iter().enumerate() {
+            let at = median(
+                timelines
+                    .iter()
+                    .filter_map(|steps| steps.get(i).map(|(at, _)| *at))
+                    .collect(),
+            );
+            println!("stack/start_4_services: step at {at:>12?}: {step}");
         }
         hub.delete_project(project.id, true).await.expect("delete");
         hub.close().await;

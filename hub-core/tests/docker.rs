@@ -674,6 +674,31 @@ async fn a_missing_image_or_a_dying_service_fails_cleanly() {
     fx.purge(&p).await;
 }
 
+/// Readiness is the server listening, not the engine's port proxy accepting for it: a server
+/// that starts listening late is waited for, and it answers the moment the start succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_is_ready_only_once_its_server_listens() {
+    let fx = fixture(26000).await;
+    let p = fx
+        .project(
+            "late",
+            "[services.web]\nimage = \"hubtest/busybox:latest\"\n\
+             command = [\"/bin/sh\", \"-c\", \"sleep 2; exec /bin/httpd -f -p 8000 -h /www\"]\n\
+             publish = { role = \"backend\", target = 8000 }\n",
+        )
+        .await;
+    let started = std::time::Instant::now();
+    assert_success(&fx.start(&p).await);
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "ready after {:?}, before the server listened",
+        started.elapsed()
+    );
+    let response = http_get(p.ports.backend).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    fx.purge(&p).await;
+}
+
 /// One busybox service that runs until stopped, with `volume` mounted.
 fn sleeper(volume: &str) -> String {
     format!(

@@ -1,5 +1,6 @@
 //! Waiting for a started service to be ready.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
@@ -32,12 +33,16 @@ pub(super) async fn wait_ready(
     deadline: Instant,
 ) -> Result<(), TaskError> {
     let service = spec.name.as_str();
-    let host_port = spec
-        .ports
-        .iter()
-        .find(|p| p.protocol == Protocol::Tcp)
-        .and_then(|p| p.host_port);
+    let tcp = spec.ports.iter().find(|p| p.protocol == Protocol::Tcp);
+    let host_port = tcp.and_then(|p| p.host_port);
     let health_test = spec.healthcheck.as_ref().map(|h| h.test.as_slice());
+    // A container's address means the same thing here only when the engine runs on this
+    // machine (a local socket); a remote engine's bridge addresses may be another's here.
+    let address = runtime.address();
+    let local_engine = address.starts_with("unix://") || address.starts_with('/');
+    let mut direct = tcp
+        .filter(|_| local_engine)
+        .map(|p| DirectProbe::new(p.target));
     let mut poll = POLL_MIN;
     loop {
         let Some(info) = runtime.inspect_container(name).await? else {
@@ -77,7 +82,13 @@ pub(super) async fn wait_ready(
                 None => false,
             },
             None => match host_port {
-                Some(port) => accepts_connections(port).await,
+                Some(port) => {
+                    let listening = match direct.as_mut() {
+                        Some(direct) => direct.listening(&info.addresses).await,
+                        None => false,
+                    };
+                    listening || accepts_connections(port).await
+                }
                 None => true,
             },
         };
@@ -101,6 +112,46 @@ fn exec_form(test: &[String]) -> Option<Vec<String>> {
             Some(vec!["/bin/sh".into(), "-c".into(), command.clone()])
         }
         _ => None,
+    }
+}
+
+/// A connection straight to the container's port, past the engine's port proxy: only a
+/// listening server accepts it, so readiness shows at once instead of after the proxy check's
+/// silent wait. An engine on another machine (or a hub inside a container) may leave the
+/// container's address unreachable; then the probe gives up for good and the published port
+/// is checked alone.
+struct DirectProbe {
+    target: u16,
+    reachable: bool,
+}
+
+impl DirectProbe {
+    /// An unreachable address drops the connection attempt instead of refusing it; this long
+    /// tells the two apart on a local bridge, where a refusal takes microseconds.
+    const TIMEOUT: Duration = Duration::from_millis(100);
+
+    fn new(target: u16) -> Self {
+        DirectProbe {
+            target,
+            reachable: true,
+        }
+    }
+
+    /// Whether a server accepts connections on the container's port at one of `addresses`.
+    async fn listening(&mut self, addresses: &[IpAddr]) -> bool {
+        if !self.reachable {
+            return false;
+        }
+        for address in addresses {
+            let connect = TcpStream::connect((*address, self.target));
+            match tokio::time::timeout(Self::TIMEOUT, connect).await {
+                Ok(Ok(_)) => return true,
+                Ok(Err(err)) if err.kind() == std::io::ErrorKind::ConnectionRefused => {}
+                // Unreachable, filtered or timed out: not a path the hub can use.
+                Ok(Err(_)) | Err(_) => self.reachable = false,
+            }
+        }
+        false
     }
 }
 

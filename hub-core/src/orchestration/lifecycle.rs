@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 
-use futures_util::future::try_join_all;
+use futures_util::future::{join_all, try_join_all};
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -281,10 +281,16 @@ impl Orchestrator {
             self.runtime.remove_container(&container.name).await?;
         }
 
-        // Engines have a limited pool of bridge networks (about 30 by default): an empty stack
-        // takes none.
-        let network = stack_name(project);
-        if !stack.services.is_empty() {
+        // The network, the volumes and the images do not depend on one another, so they are
+        // prepared together; each is waited for to its end (not dropped when another fails),
+        // so that whatever was created is known to the undo.
+        let network = async {
+            // Engines have a limited pool of bridge networks (about 30 by default): an empty
+            // stack takes none.
+            if stack.services.is_empty() {
+                return Ok(());
+            }
+            let network = stack_name(project);
             phase
                 .report(
                     TaskState::Building,
@@ -297,17 +303,28 @@ impl Orchestrator {
                 .ensure_owned(project, Entity::Network, &network, labels)
                 .await?
             {
-                lock(created).network = Some(network.clone());
+                lock(created).network = Some(network);
             }
-        }
-        for (short, volume) in &volumes {
-            if self.ensure_volume(project, &stack, short, volume).await? {
+            Ok::<(), TaskError>(())
+        };
+        let stack_ref = &stack;
+        let volumes = join_all(volumes.iter().map(|(short, volume)| async move {
+            if self
+                .ensure_volume(project, stack_ref, short, volume)
+                .await?
+            {
                 lock(created).volumes.push(volume.clone());
             }
-        }
-
-        self.build_missing(project, &stack, phase).await?;
-        self.pull_missing(&stack, phase).await?;
+            Ok::<(), TaskError>(())
+        }));
+        let images = async {
+            self.build_missing(project, &stack, phase).await?;
+            self.pull_missing(&stack, phase).await
+        };
+        let (network, volumes, images) = tokio::join!(network, volumes, images);
+        network?;
+        volumes.into_iter().collect::<Result<(), TaskError>>()?;
+        images?;
 
         // Creating copies image layers and runs nothing, so every container is created at once;
         // only starting follows the dependency order.
@@ -495,12 +512,13 @@ impl Orchestrator {
             .collect();
         images.sort();
         images.dedup();
-        let mut missing = Vec::new();
-        for image in images {
-            if !self.runtime.image_exists(image).await? {
-                missing.push(image);
-            }
-        }
+        let present =
+            try_join_all(images.iter().map(|image| self.runtime.image_exists(image))).await?;
+        let missing: Vec<&str> = images
+            .into_iter()
+            .zip(present)
+            .filter_map(|(image, present)| (!present).then_some(image))
+            .collect();
         let count = missing.len();
         for (i, image) in missing.into_iter().enumerate() {
             let base = 10 + 30 * i / count;

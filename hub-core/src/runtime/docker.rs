@@ -563,6 +563,13 @@ impl Runtime for DockerRuntime {
         };
         let state = inspected.state.unwrap_or_default();
         let config = inspected.config.unwrap_or_default();
+        let addresses = inspected
+            .network_settings
+            .and_then(|settings| settings.networks)
+            .into_iter()
+            .flat_map(|networks| networks.into_values())
+            .filter_map(|endpoint| endpoint.ip_address?.parse().ok())
+            .collect();
         Ok(Some(ContainerInfo {
             id: inspected.id.unwrap_or_default(),
             name: inspected
@@ -582,6 +589,7 @@ impl Runtime for DockerRuntime {
                 .filter(|s| !s.is_empty() && s != "none"),
             exit_code: state.exit_code,
             labels: config.labels.unwrap_or_default(),
+            addresses,
         }))
     }
 

@@ -8,6 +8,7 @@ mod context;
 mod docker;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -193,6 +194,8 @@ pub struct ContainerInfo {
     pub exit_code: Option<i64>,
     /// The container's labels.
     pub labels: HashMap<String, String>,
+    /// Its addresses on the networks it is attached to (none while it is not running).
+    pub addresses: Vec<IpAddr>,
 }
 
 impl ContainerInfo {

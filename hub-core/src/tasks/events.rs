@@ -83,7 +83,7 @@ impl EventFeed {
                 continue;
             }
             published.last = event.seq;
-            self.finished.offer(&event.task);
+            self.finished.offer_shared(&event.task);
             if published.recent.len() >= self.buffer {
                 published.recent.pop_front();
             }

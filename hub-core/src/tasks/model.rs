@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -383,8 +384,9 @@ pub struct TaskEvent {
     /// Position in the store's one event log: strictly increasing across every process that
     /// shares the store; consecutive numbers mean nothing was missed.
     pub seq: u64,
-    /// The task as it is after the change.
-    pub task: TaskRecord,
+    /// The task as it is after the change. Shared: the recent-events buffer, the live
+    /// broadcast and the finished-records cache hold one copy between them.
+    pub task: Arc<TaskRecord>,
 }
 
 impl TaskEvent {

@@ -2,7 +2,7 @@
 //! process may answer for it from memory — no store round trip per status poll — until it
 //! expires with its record.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -16,7 +16,7 @@ const CAPACITY: usize = 1024;
 
 /// The most recently finished or asked-for finished records.
 pub(crate) struct FinishedRecords {
-    records: Mutex<LruCache<TaskId, TaskRecord>>,
+    records: Mutex<LruCache<TaskId, Arc<TaskRecord>>>,
     /// Records are purged this long after they finish (zero: never).
     expires: Duration,
 }
@@ -42,13 +42,20 @@ impl FinishedRecords {
             records.remove(&id);
             return None;
         }
-        Some(record.clone())
+        Some(TaskRecord::clone(record))
     }
 
-    /// Keeps `record` if it is finished.
+    /// Keeps a copy of `record` if it is finished.
     pub(crate) fn offer(&self, record: &TaskRecord) {
         if record.state.is_terminal() {
-            lock(&self.records).insert(record.id, record.clone());
+            lock(&self.records).insert(record.id, Arc::new(record.clone()));
+        }
+    }
+
+    /// Keeps `record` if it is finished, shared with whoever else holds it (its event).
+    pub(crate) fn offer_shared(&self, record: &Arc<TaskRecord>) {
+        if record.state.is_terminal() {
+            lock(&self.records).insert(record.id, Arc::clone(record));
         }
     }
 }

@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::Row;
@@ -798,7 +799,7 @@ pub(crate) async fn foreign_events_after(
 fn event_from_row(row: &impl StoredRow) -> Result<TaskEvent> {
     Ok(TaskEvent {
         seq: u64::try_from(row.get::<i64, _>("seq")?).unwrap_or(0),
-        task: record_from_row(row)?,
+        task: Arc::new(record_from_row(row)?),
     })
 }
 

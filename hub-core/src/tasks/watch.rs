@@ -5,6 +5,8 @@
 //! terminal one. Resumed after an event cursor, it yields what followed the cursor instead of
 //! the current state.
 
+use std::sync::Arc;
+
 use super::backend::EventSubscription;
 use super::model::{TaskId, TaskRecord};
 
@@ -86,7 +88,7 @@ impl TaskWatch {
                             *saw_end |= event.task.ready();
                             return Some(WatchItem {
                                 seq: Some(event.seq),
-                                task: event.task,
+                                task: Arc::unwrap_or_clone(event.task),
                             });
                         }
                     }
@@ -110,12 +112,12 @@ impl TaskWatch {
                         Phase::Ended
                     } else {
                         Phase::Live {
-                            last: Some(event.task.clone()),
+                            last: Some(TaskRecord::clone(&event.task)),
                         }
                     };
                     return Some(WatchItem {
                         seq: Some(event.seq),
-                        task: event.task,
+                        task: Arc::unwrap_or_clone(event.task),
                     });
                 }
             }

@@ -291,11 +291,10 @@ async fn execute(
     let mut committed = shared.log.committed.lock().await;
     tx.commit().await?;
     drop(gate);
-    committed.extend(
-        seqs.into_iter()
-            .zip(events)
-            .map(|(seq, task)| TaskEvent { seq, task }),
-    );
+    committed.extend(seqs.into_iter().zip(events).map(|(seq, task)| TaskEvent {
+        seq,
+        task: Arc::new(task),
+    }));
     drop(committed);
     shared.log.wake.notify_one();
     Ok(done)

@@ -23,7 +23,10 @@ fn event(entry: &StreamId) -> Option<TaskEvent> {
     let seq = entry.id.split_once('-')?.0.parse().ok()?;
     let json: String = entry.get("task")?;
     match decode(&json) {
-        Ok(task) => Some(TaskEvent { seq, task }),
+        Ok(task) => Some(TaskEvent {
+            seq,
+            task: Arc::new(task),
+        }),
         Err(err) => {
             tracing::warn!(seq, error = %err, "unreadable task event skipped");
             None

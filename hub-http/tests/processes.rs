@@ -7,6 +7,7 @@
 mod common;
 
 use std::collections::HashSet;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,8 @@ use common::{
     tag, wait_state,
 };
 use serde_json::{Value, json};
+use sqlx::Connection;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use tempfile::TempDir;
 
 /// A stack whose service turns healthy five seconds after it starts.
@@ -200,7 +203,7 @@ async fn a_worker_paused_past_its_lease_cannot_overwrite_what_replaced_it() {
     assert!(running["worker"].as_str().unwrap().starts_with("paused@"));
 
     // Pause it past its lease; another worker recovers the task meanwhile.
-    send_signal(&paused, "STOP");
+    pause_outside_a_write(&paused, &data.join("hub.db")).await;
     let rescuer_log = dir.path().join("rescuer.log");
     let mut rescuer = spawn_worker(
         &data,
@@ -227,4 +230,28 @@ async fn a_worker_paused_past_its_lease_cannot_overwrite_what_replaced_it() {
         send_signal(worker, "TERM");
         worker.wait().unwrap();
     }
+}
+
+/// Stops `worker` (`SIGSTOP`) at a moment it holds no write transaction on the SQLite store
+/// `db`. A process frozen inside one keeps SQLite's write lock, and every other process's
+/// writes wait for it: that is SQLite's rule, not what this test is about.
+async fn pause_outside_a_write(worker: &common::Process, db: &Path) {
+    for _ in 0..100 {
+        send_signal(worker, "STOP");
+        let options = SqliteConnectOptions::new()
+            .filename(db)
+            .busy_timeout(Duration::from_millis(200));
+        let mut probe = SqliteConnection::connect_with(&options).await.unwrap();
+        let free = sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut probe)
+            .await
+            .is_ok();
+        if free {
+            sqlx::query("ROLLBACK").execute(&mut probe).await.unwrap();
+            return;
+        }
+        send_signal(worker, "CONT");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the worker held the store's write lock at every try");
 }

@@ -85,12 +85,13 @@ fn main() {
             let id = hub.stop_project(project.id).await.expect("stop");
             wait_done(&hub, id, Instant::now()).await;
         }
-        // Where a start's time goes: each step's median time since the enqueue.
-        for (i, (_, step)) in timelines[0].iter().enumerate() {
+        // Where a start's time goes: each step's median time since the enqueue (matched by
+        // its text: a round whose subscription came late may lack the first steps).
+        for (_, step) in &timelines[0] {
             let at = median(
                 timelines
                     .iter()
-                    .filter_map(|steps| steps.get(i).map(|(at, _)| *at))
+                    .filter_map(|steps| steps.iter().find(|(_, s)| s == step).map(|(at, _)| *at))
                     .collect(),
             );
             println!("stack/start_4_services: step at {at:>12?}: {step}");

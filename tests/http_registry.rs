@@ -6,15 +6,44 @@ use hub_core::{Hub, HubConfig, NewProject};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, serde_json::Value) {
+/// A GET over a fresh connection: status, header lines (lowercase) and body, its chunks
+/// joined when it came chunked.
+async fn fetch(addr: std::net::SocketAddr, path: &str) -> (u16, Vec<String>, String) {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();
     let status = response[9..12].parse().unwrap();
-    let body = response.split("\r\n\r\n").nth(1).unwrap();
-    (status, serde_json::from_str(body).unwrap())
+    let (head, mut raw) = response.split_once("\r\n\r\n").unwrap();
+    let headers: Vec<String> = head.lines().skip(1).map(str::to_ascii_lowercase).collect();
+    if !headers.iter().any(|h| h == "transfer-encoding: chunked") {
+        return (status, headers, raw.to_owned());
+    }
+    let mut body = String::new();
+    loop {
+        let (size, rest) = raw.split_once("\r\n").unwrap();
+        let size = usize::from_str_radix(size, 16).unwrap();
+        if size == 0 {
+            return (status, headers, body);
+        }
+        body.push_str(&rest[..size]);
+        raw = &rest[size + 2..];
+    }
+}
+
+async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, serde_json::Value) {
+    let (status, _, body) = fetch(addr, path).await;
+    (status, serde_json::from_str(&body).unwrap())
+}
+
+/// The `X-Total-Count` header of a GET.
+async fn total_count(addr: std::net::SocketAddr, path: &str) -> String {
+    let (_, headers, _) = fetch(addr, path).await;
+    headers
+        .iter()
+        .find_map(|h| h.strip_prefix("x-total-count: ").map(str::to_owned))
+        .unwrap()
 }
 
 #[tokio::test]
@@ -128,24 +157,9 @@ async fn the_project_list_pages_with_a_total_and_stays_whole_without_paging() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, hub_http::router(hub)).await });
 
-    let total = |path: &'static str| async move {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.unwrap();
-        response
-            .lines()
-            .find_map(|l| {
-                l.to_ascii_lowercase()
-                    .strip_prefix("x-total-count: ")
-                    .map(str::to_owned)
-            })
-            .unwrap()
-    };
     let (status, all) = get(addr, "/api/projects").await;
     assert_eq!((status, all.as_array().unwrap().len()), (200, 3));
-    assert_eq!(total("/api/projects").await, "3");
+    assert_eq!(total_count(addr, "/api/projects").await, "3");
     let (_, page) = get(addr, "/api/projects?limit=2&offset=1").await;
     let names: Vec<_> = page
         .as_array()
@@ -154,7 +168,10 @@ async fn the_project_list_pages_with_a_total_and_stays_whole_without_paging() {
         .map(|p| p["name"].clone())
         .collect();
     assert_eq!(names, ["two", "three"]);
-    assert_eq!(total("/api/projects?limit=2&offset=1").await, "3");
+    assert_eq!(
+        total_count(addr, "/api/projects?limit=2&offset=1").await,
+        "3"
+    );
     let (_, past) = get(addr, "/api/projects?offset=5").await;
     assert_eq!(past, serde_json::json!([]));
     for bad in ["/api/projects?limit=0", "/api/projects?limit=1001"] {
@@ -165,4 +182,47 @@ async fn the_project_list_pages_with_a_total_and_stays_whole_without_paging() {
             "{bad}"
         );
     }
+}
+
+/// The whole list is streamed a registry chunk at a time: past a chunk it is still one JSON
+/// array, every project once in id order, with its total; an empty registry is `[]`.
+#[tokio::test]
+async fn the_whole_list_streams_past_a_chunk_as_one_array() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let mut config = HubConfig::with_data_dir(dir.path().join("state")).project_roots([dir.path()]);
+    config.reconcile_on_open = false;
+    let hub = Hub::open(config).await.unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn({
+        let hub = hub.clone();
+        async move { axum::serve(listener, hub_http::router(hub)).await }
+    });
+    assert_eq!(
+        get(addr, "/api/projects").await,
+        (200, serde_json::json!([]))
+    );
+    assert_eq!(total_count(addr, "/api/projects").await, "0");
+
+    let count = hub_core::registry::LIST_CHUNK + 5;
+    let mut created = Vec::new();
+    for i in 0..count {
+        let folder = dir.path().join(format!("p{i}"));
+        std::fs::create_dir_all(&folder).unwrap();
+        let project = hub
+            .create_project(NewProject::new(format!("p{i}"), &folder))
+            .await
+            .unwrap();
+        created.push(project.id);
+    }
+    let (status, all) = get(addr, "/api/projects").await;
+    assert_eq!(status, 200);
+    let ids: Vec<i64> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, created);
+    assert_eq!(total_count(addr, "/api/projects").await, count.to_string());
 }

@@ -252,6 +252,32 @@ impl Hub {
         self.inner.registry.list().await
     }
 
+    /// Every project, ordered by id, a chunk at a time (the chunks of [`Registry::list`]): for
+    /// an answer that streams the whole list instead of holding all of it at once.
+    pub fn project_chunks(&self) -> BoxStream<'static, Result<Vec<Project>>> {
+        let registry = Arc::clone(&self.inner.registry);
+        Box::pin(futures_util::stream::try_unfold(Some(0), move |after| {
+            let registry = Arc::clone(&registry);
+            async move {
+                let Some(after) = after else {
+                    return Ok(None);
+                };
+                let chunk = registry.list_after(after).await?;
+                let next = match chunk.last() {
+                    Some(last) if chunk.len() == crate::registry::LIST_CHUNK => Some(last.id),
+                    Some(_) => None,
+                    None => return Ok(None),
+                };
+                Ok(Some((chunk, next)))
+            }
+        }))
+    }
+
+    /// How many projects are registered.
+    pub async fn project_count(&self) -> Result<u64> {
+        self.inner.registry.count().await
+    }
+
     /// One page of projects, ordered by id, with the total (see [`Registry::page`]).
     pub async fn projects_page(&self, limit: u32, offset: u32) -> Result<ProjectPage> {
         self.inner.registry.page(limit, offset).await

@@ -36,7 +36,7 @@ const PROJECT_COLUMNS: &str = "id, name, slug, path, host, backend_port, fronten
      redis_port, status, health, last_error, created_at, updated_at, last_started, last_stopped";
 
 /// Rows per statement when the whole registry is read.
-const LIST_CHUNK: usize = 256;
+pub const LIST_CHUNK: usize = 256;
 
 /// The registry of projects.
 #[derive(Debug)]
@@ -253,26 +253,41 @@ impl Registry {
     /// keeps. Each chunk is its own statement: a project created or deleted meanwhile may be
     /// listed or not, and none is listed twice (the chunks follow the id).
     pub async fn list(&self) -> Result<Vec<Project>> {
-        let sql = format!(
-            "SELECT {PROJECT_COLUMNS} FROM projects WHERE id > $1 ORDER BY id LIMIT {LIST_CHUNK}"
-        );
-        let mut conn = self.db.acquire().await?;
         let mut projects: Vec<Project> = Vec::new();
         loop {
             let after = projects.last().map_or(0, |p| p.id);
-            let chunk: Vec<Project> = dispatch!(conn.conn(), c => sqlx::query(&sql)
-                .bind(after)
-                .fetch_all(&mut *c)
-                .await?
-                .iter()
-                .map(project_from_row)
-                .collect::<Result<_>>()?);
+            let chunk = self.list_after(after).await?;
             let last_chunk = chunk.len() < LIST_CHUNK;
             projects.extend(chunk);
             if last_chunk {
                 return Ok(projects);
             }
         }
+    }
+
+    /// One chunk of [`Registry::list`]: at most [`LIST_CHUNK`] projects with an id above
+    /// `after`, ordered by id. Fewer than a whole chunk means the list ends there.
+    pub async fn list_after(&self, after: i64) -> Result<Vec<Project>> {
+        let sql = format!(
+            "SELECT {PROJECT_COLUMNS} FROM projects WHERE id > $1 ORDER BY id LIMIT {LIST_CHUNK}"
+        );
+        dispatch!(self.db.pool(), pool => sqlx::query(&sql)
+            .bind(after)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(project_from_row)
+            .collect())
+    }
+
+    /// How many projects are registered.
+    pub async fn count(&self) -> Result<u64> {
+        dispatch!(self.db.pool(), pool => {
+            let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM projects")
+                .fetch_one(pool)
+                .await?;
+            Ok(u64::try_from(count).unwrap_or(0))
+        })
     }
 
     /// The projects whose status is `status`, ordered by id.

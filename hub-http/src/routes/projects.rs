@@ -3,10 +3,12 @@
 use std::path::PathBuf;
 
 use axum::Json;
+use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use hub_core::{NewProject, ProjectStats, ProjectUpdate};
+use futures_util::{StreamExt, TryStreamExt, stream};
+use hub_core::{HubError, NewProject, Project, ProjectStats, ProjectUpdate};
 
 use crate::dto::{CreateProject, DeleteQuery, PageQuery, ProjectJson, UpdateProject};
 use crate::extract::{JsonBody, Query};
@@ -22,22 +24,71 @@ pub(crate) async fn list(
     State(state): State<AppState>,
     Query(page): Query<PageQuery>,
 ) -> Result<Response, ApiError> {
-    let (projects, total) = match (page.limit, page.offset) {
-        (None, None) => {
-            let projects = state.hub.projects().await?;
-            let total = projects.len() as u64;
-            (projects, total)
-        }
-        (limit, offset) => {
-            let page = state
-                .hub
-                .projects_page(limit.unwrap_or(DEFAULT_PROJECT_PAGE), offset.unwrap_or(0))
-                .await?;
-            (page.projects, page.total)
-        }
+    if page.limit.is_none() && page.offset.is_none() {
+        return whole_list(&state).await;
+    }
+    let page = state
+        .hub
+        .projects_page(
+            page.limit.unwrap_or(DEFAULT_PROJECT_PAGE),
+            page.offset.unwrap_or(0),
+        )
+        .await?;
+    let body: Vec<ProjectJson> = page.projects.into_iter().map(ProjectJson::from).collect();
+    Ok(([(TOTAL_COUNT, page.total.to_string())], Json(body)).into_response())
+}
+
+/// Every project, as one JSON array streamed a chunk of the registry at a time: thousands of
+/// projects never sit in memory at once as rows, records and JSON. The first chunk is read
+/// before answering, so a store that fails fails the request with its error; one that fails
+/// later cuts the answer short (the client sees an incomplete body, never a shorter list).
+/// With more than one chunk the total is counted apart, and a project created or deleted
+/// meanwhile may make it differ from the array by one.
+async fn whole_list(state: &AppState) -> Result<Response, ApiError> {
+    let mut chunks = state.hub.project_chunks();
+    let first = chunks.try_next().await?.unwrap_or_default();
+    let total = if first.len() < hub_core::registry::LIST_CHUNK {
+        first.len() as u64
+    } else {
+        state.hub.project_count().await?
     };
-    let body: Vec<ProjectJson> = projects.into_iter().map(ProjectJson::from).collect();
-    Ok(([(TOTAL_COUNT, total.to_string())], Json(body)).into_response())
+    let mut separator: &[u8] = b"[";
+    let mut encode = move |chunk: Vec<Project>| -> std::io::Result<Vec<u8>> {
+        let mut bytes = Vec::with_capacity(chunk.len() * 512);
+        for project in chunk {
+            bytes.extend_from_slice(separator);
+            separator = b",";
+            serde_json::to_writer(&mut bytes, &ProjectJson::from(project))?;
+        }
+        Ok(bytes)
+    };
+    let head = encode(first)
+        .map_err(|err| HubError::Internal(format!("encoding the project list: {err}")))?;
+    let open = head.is_empty().then(|| b"[".to_vec());
+    let rest = chunks.map(move |chunk| match chunk {
+        Ok(chunk) => encode(chunk),
+        Err(err) => {
+            tracing::warn!(error = %err, "the project list was cut short");
+            Err(std::io::Error::other(err.to_string()))
+        }
+    });
+    let body = stream::iter(open.into_iter().chain([head]).map(Ok))
+        .chain(rest)
+        .chain(stream::once(async { Ok(b"]".to_vec()) }));
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (
+                HeaderName::from_static(TOTAL_COUNT),
+                HeaderValue::from(total),
+            ),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response())
 }
 
 /// The header that carries a paged list's total.

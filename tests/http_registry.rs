@@ -6,6 +6,14 @@ use hub_core::{Hub, HubConfig, NewProject};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// Serves `hub`'s HTTP API on a free loopback port; returns its address.
+async fn serve(hub: Hub) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, hub_http::router(hub)).await });
+    addr
+}
+
 /// A GET over a fresh connection: status, header lines (lowercase) and body, its chunks
 /// joined when it came chunked.
 async fn fetch(addr: std::net::SocketAddr, path: &str) -> (u16, Vec<String>, String) {
@@ -60,9 +68,7 @@ async fn projects_registered_in_rust_are_served_over_http() {
         .await
         .unwrap();
 
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, hub_http::router(hub)).await });
+    let addr = serve(hub).await;
 
     let (status, health) = get(addr, "/health").await;
     assert_eq!((status, health["status"].as_str()), (200, Some("healthy")));
@@ -88,9 +94,7 @@ async fn monitor_routes_answer_and_name_the_field_of_bad_input() {
     hub.create_project(NewProject::new("Beta", &folder))
         .await
         .unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, hub_http::router(hub)).await });
+    let addr = serve(hub).await;
 
     for path in [
         "/api/monitor",
@@ -153,9 +157,7 @@ async fn the_project_list_pages_with_a_total_and_stays_whole_without_paging() {
             .await
             .unwrap();
     }
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, hub_http::router(hub)).await });
+    let addr = serve(hub).await;
 
     let (status, all) = get(addr, "/api/projects").await;
     assert_eq!((status, all.as_array().unwrap().len()), (200, 3));
@@ -192,12 +194,7 @@ async fn the_whole_list_streams_past_a_chunk_as_one_array() {
     let mut config = HubConfig::with_data_dir(dir.path().join("state")).project_roots([dir.path()]);
     config.reconcile_on_open = false;
     let hub = Hub::open(config).await.unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn({
-        let hub = hub.clone();
-        async move { axum::serve(listener, hub_http::router(hub)).await }
-    });
+    let addr = serve(hub.clone()).await;
     assert_eq!(
         get(addr, "/api/projects").await,
         (200, serde_json::json!([]))

@@ -263,11 +263,10 @@ impl Hub {
                     return Ok(None);
                 };
                 let chunk = registry.list_after(after).await?;
-                let next = match chunk.last() {
-                    Some(last) if chunk.len() == crate::registry::LIST_CHUNK => Some(last.id),
-                    Some(_) => None,
-                    None => return Ok(None),
-                };
+                if chunk.is_empty() {
+                    return Ok(None);
+                }
+                let next = crate::registry::next_chunk_after(&chunk);
                 Ok(Some((chunk, next)))
             }
         }))

@@ -38,6 +38,15 @@ const PROJECT_COLUMNS: &str = "id, name, slug, path, host, backend_port, fronten
 /// Rows per statement when the whole registry is read.
 pub const LIST_CHUNK: usize = 256;
 
+/// Where the chunk after `chunk` of the whole list starts (the id to read after), or `None`
+/// when `chunk` ends the list: a chunk short of [`LIST_CHUNK`] is the last.
+pub fn next_chunk_after(chunk: &[Project]) -> Option<i64> {
+    match chunk.last() {
+        Some(last) if chunk.len() == LIST_CHUNK => Some(last.id),
+        _ => None,
+    }
+}
+
 /// The registry of projects.
 #[derive(Debug)]
 pub struct Registry {
@@ -254,19 +263,17 @@ impl Registry {
     /// listed or not, and none is listed twice (the chunks follow the id).
     pub async fn list(&self) -> Result<Vec<Project>> {
         let mut projects: Vec<Project> = Vec::new();
-        loop {
-            let after = projects.last().map_or(0, |p| p.id);
-            let chunk = self.list_after(after).await?;
-            let last_chunk = chunk.len() < LIST_CHUNK;
+        let mut after = Some(0);
+        while let Some(id) = after {
+            let chunk = self.list_after(id).await?;
+            after = next_chunk_after(&chunk);
             projects.extend(chunk);
-            if last_chunk {
-                return Ok(projects);
-            }
         }
+        Ok(projects)
     }
 
     /// One chunk of [`Registry::list`]: at most [`LIST_CHUNK`] projects with an id above
-    /// `after`, ordered by id. Fewer than a whole chunk means the list ends there.
+    /// `after`, ordered by id. [`next_chunk_after`] says where the next one starts.
     pub async fn list_after(&self, after: i64) -> Result<Vec<Project>> {
         let sql = format!(
             "SELECT {PROJECT_COLUMNS} FROM projects WHERE id > $1 ORDER BY id LIMIT {LIST_CHUNK}"
@@ -307,19 +314,18 @@ impl Registry {
     pub async fn page(&self, limit: u32, offset: u32) -> Result<ProjectPage> {
         validate_page_limit(limit)?;
         let sql = format!("SELECT {PROJECT_COLUMNS} FROM projects ORDER BY id LIMIT $1 OFFSET $2");
-        dispatch!(self.db.pool(), pool => {
-            let (rows, total) = tokio::try_join!(
-                sqlx::query(&sql)
-                    .bind(i64::from(limit))
-                    .bind(i64::from(offset))
-                    .fetch_all(pool),
-                sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM projects").fetch_one(pool),
-            )?;
-            Ok(ProjectPage {
-                projects: rows.iter().map(project_from_row).collect::<Result<_>>()?,
-                total: u64::try_from(total).unwrap_or(0),
-            })
-        })
+        let projects = async {
+            dispatch!(self.db.pool(), pool => sqlx::query(&sql)
+                .bind(i64::from(limit))
+                .bind(i64::from(offset))
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(project_from_row)
+                .collect::<Result<Vec<_>>>())
+        };
+        let (projects, total) = tokio::try_join!(projects, self.count())?;
+        Ok(ProjectPage { projects, total })
     }
 
     /// Changes name (and so slug), path or ports. Unchanged fields stay as they are.

@@ -47,7 +47,7 @@ pub(crate) async fn list(
 async fn whole_list(state: &AppState) -> Result<Response, ApiError> {
     let mut chunks = state.hub.project_chunks();
     let first = chunks.try_next().await?.unwrap_or_default();
-    let total = if first.len() < hub_core::registry::LIST_CHUNK {
+    let total = if hub_core::registry::next_chunk_after(&first).is_none() {
         first.len() as u64
     } else {
         state.hub.project_count().await?

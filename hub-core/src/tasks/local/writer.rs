@@ -179,14 +179,31 @@ fn plan(ops: Vec<WriteOp>) -> (Vec<Step>, Vec<oneshot::Sender<()>>) {
     let mut flushes = Vec::new();
     let mut merged: HashMap<TaskId, usize> = HashMap::new();
     let mut write = |steps: &mut Vec<Step>, task: StoredTask, version: u64| {
-        if !matches!(steps.last(), Some(Step::Write { .. })) {
-            steps.push(Step::Write {
-                entries: Vec::new(),
-                versions: Vec::new(),
-            });
-            merged.clear();
-        }
-        if let Some(Step::Write { entries, versions }) = steps.last_mut() {
+        // A write goes before the exclusive inserts and status changes that arrived after the
+        // batch's last other step. It changes a task this process holds, which no insert of
+        // the batch can be (an exclusive insert is queued here only once committed); and an
+        // insert then judged after a key the write frees is judged as of its own commit, which
+        // follows that end anyway. So a busy batch stays one write and one insert statement
+        // however its ops interleave.
+        let last_other = steps
+            .iter()
+            .rposition(|step| !matches!(step, Step::InsertExclusive(_) | Step::ProjectStatus(_)));
+        let at = match last_other {
+            Some(i) if matches!(steps[i], Step::Write { .. }) => i,
+            _ => {
+                let i = last_other.map_or(0, |i| i + 1);
+                steps.insert(
+                    i,
+                    Step::Write {
+                        entries: Vec::new(),
+                        versions: Vec::new(),
+                    },
+                );
+                merged.clear();
+                i
+            }
+        };
+        if let Some(Step::Write { entries, versions }) = steps.get_mut(at) {
             versions.push(task.record.clone());
             match merged.get(&task.record.id) {
                 Some(&i) => entries[i] = Entry { task, version },
@@ -461,5 +478,103 @@ fn finish(shared: &Shared, steps: Vec<Step>, done: Vec<Done>) {
             }
             (step, _) => step.fail(&HubError::Internal("a write step lost its result".into())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+    use crate::config::HubMode;
+    use crate::tasks::backend::new_task;
+    use crate::tasks::{Handlers, JobRequest, TaskConfig};
+
+    fn task(key: Option<&str>) -> StoredTask {
+        let job = JobRequest::new("noop", serde_json::Value::Null);
+        let config = TaskConfig::default();
+        let (record, _) = new_task(
+            job,
+            &AtomicBool::new(true),
+            &config,
+            HubMode::Client,
+            &Handlers::new(),
+        )
+        .unwrap_or_else(|err| panic!("{err}"));
+        StoredTask {
+            record,
+            exclusive_key: key.map(Into::into),
+            owner: Some("me".into()),
+            lease_until: None,
+            queue_order: 0,
+        }
+    }
+
+    fn insert(key: &str) -> WriteOp {
+        WriteOp::Insert {
+            task: task(Some(key)),
+            ack: Some(oneshot::channel().0),
+        }
+    }
+
+    fn finish(mut stored: StoredTask) -> WriteOp {
+        stored.record.state = TaskState::Success;
+        stored.exclusive_key = None;
+        WriteOp::Put {
+            task: stored,
+            version: 2,
+        }
+    }
+
+    fn shape(steps: &[Step]) -> Vec<String> {
+        steps
+            .iter()
+            .map(|step| match step {
+                Step::Write { entries, versions } => {
+                    format!("write {}/{}", entries.len(), versions.len())
+                }
+                Step::InsertExclusive(inserts) => format!("insert {}", inserts.len()),
+                Step::Claim(..) => "claim".into(),
+                Step::ProjectStatus(changes) => format!("status {}", changes.len()),
+                _ => "other".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ends_interleaved_with_exclusive_inserts_make_one_write_and_one_insert_step() {
+        let running = task(Some("project:1"));
+        let started = WriteOp::Put {
+            task: running.clone(),
+            version: 1,
+        };
+        let ops = vec![
+            insert("project:2"),
+            started,
+            insert("project:3"),
+            finish(running),
+            insert("project:4"),
+            finish(task(None)),
+        ];
+        let (steps, _) = plan(ops);
+        assert_eq!(shape(&steps), ["write 2/3", "insert 3"]);
+    }
+
+    #[test]
+    fn a_write_never_goes_before_a_step_that_is_not_an_insert() {
+        let (claim, _) = oneshot::channel();
+        let ops = vec![
+            finish(task(None)),
+            insert("project:1"),
+            WriteOp::Claim { max: 1, ack: claim },
+            insert("project:2"),
+            finish(task(None)),
+        ];
+        let (steps, _) = plan(ops);
+        // (The second insert joins the first: a claim frees no key.)
+        assert_eq!(
+            shape(&steps),
+            ["write 1/1", "insert 2", "claim", "write 1/1"]
+        );
     }
 }

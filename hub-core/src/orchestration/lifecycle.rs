@@ -123,10 +123,10 @@ impl Orchestrator {
     }
 
     /// Records a status change that the operation `ctx` runs makes: with the task's own
-    /// writes when its backend keeps them in the registry's database (no transaction of its
-    /// own), else directly. An outcome (`running`, `stopped`, `error`) is waited for, so that
-    /// whoever sees the task end sees the project's status too; `starting` and `stopping` are
-    /// not: the outcome follows them in order.
+    /// writes when its backend keeps them in the registry's database, else directly. The
+    /// former is not waited for: the writer stores it in order, before the task's end, and the
+    /// backend reports an end only once stored — so whoever sees the task end sees the
+    /// project's status too, and a worker does not wait a commit per task.
     async fn record_status(
         &self,
         ctx: &TaskContext,
@@ -136,17 +136,11 @@ impl Orchestrator {
         error: Option<&str>,
     ) -> crate::Result<()> {
         let change = StatusChange::new(project_id, status, health, error);
-        let Some(stored) = ctx.record_project_status(change.clone()) else {
-            return self.registry.apply_status(&change).await;
-        };
-        if matches!(status, ProjectStatus::Starting | ProjectStatus::Stopping) {
-            return Ok(());
+        match ctx.record_project_status(change.clone()) {
+            // Dropping the answer leaves the writer to retry the change until it is stored.
+            Some(_stored) => Ok(()),
+            None => self.registry.apply_status(&change).await,
         }
-        stored
-            .await
-            .map_err(|_| crate::HubError::BackendUnavailable {
-                message: "the task writer stopped before storing a project's status".into(),
-            })?
     }
 
     /// Brings the stack up; on failure or revoke, removes what this start created and records

@@ -12,12 +12,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hub_core::monitor::{AlertKind, AlertThresholds, MonitorConfig};
+use hub_core::registry::StatusChange;
 use hub_core::tasks::{
     BackendFactory, CancelReason, EventCursor, Handlers, JobHandler, JobOptions, JobRequest,
     JobResult, LocalBackendFactory, MAX_LIST_LIMIT, Retryable, TaskConfig, TaskContext, TaskError,
     TaskEvent, TaskId, TaskQuery, TaskRecord, TaskSort, TaskState, codes,
 };
-use hub_core::{ErrorCode, Hub, HubConfig, HubMode};
+use hub_core::{ErrorCode, Health, Hub, HubConfig, HubMode, NewProject, ProjectStatus};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::sync::{Mutex, Notify};
@@ -1457,8 +1458,8 @@ pub async fn the_key_of_a_finished_task_is_free_at_once(backend: &Fixture) {
         };
     }
     events_until_done(&mut events, id).await;
-    // The same when the end is seen by polling, which may answer before the end is stored:
-    // the next submit is stored after the end, never judged against the key it frees. Other
+    // The same when the end is seen by polling: the next submit is stored after the end,
+    // never judged against the key it frees. Other
     // exclusive work keeps the store busy, so that ends and submits share its batches.
     let busy: Vec<_> = (0..4)
         .map(|i| {
@@ -1488,6 +1489,79 @@ pub async fn the_key_of_a_finished_task_is_free_at_once(backend: &Fixture) {
     }
     busy.iter().for_each(tokio::task::JoinHandle::abort);
     wait_done(&hub, id).await;
+}
+
+/// A handler's change of its project's status goes with the task's own writes (or, where the
+/// backend keeps tasks elsewhere, is made by the handler itself): whoever polls a task until
+/// it ends sees that status, even when the handler did not wait for it to be stored.
+pub async fn a_task_s_end_is_seen_with_the_project_status_its_handler_recorded(backend: &Fixture) {
+    let dir = TempDir::new().unwrap();
+    // The hub the handler records through when its backend does not take the change.
+    let registry: Arc<std::sync::OnceLock<Hub>> = Arc::default();
+    let handlers = {
+        let registry = registry.clone();
+        Handlers::new().register("mark", move |ctx: TaskContext, payload: Value| {
+            let registry = registry.clone();
+            async move {
+                let status = if payload["running"] == json!(true) {
+                    ProjectStatus::Running
+                } else {
+                    ProjectStatus::Stopped
+                };
+                let project = payload["project"].as_i64().unwrap_or_default();
+                let change = StatusChange::new(project, status, Health::Unknown, None);
+                if ctx.record_project_status(change.clone()).is_none() {
+                    let hub = registry.get().expect("hub set before any job");
+                    hub.registry()
+                        .apply_status(&change)
+                        .await
+                        .map_err(|err| TaskError::new("store", err.to_string()))?;
+                }
+                Ok(Value::Null)
+            }
+        })
+    };
+    let hub = backend.open(&dir, TaskConfig::default(), handlers).await;
+    let _ = registry.set(hub.clone());
+    let folder = dir.path().join("project");
+    std::fs::create_dir_all(&folder).unwrap();
+    let project = hub
+        .create_project(NewProject::new("marked", &folder))
+        .await
+        .unwrap();
+    for round in 0..40 {
+        let running = round % 2 == 0;
+        let id = hub
+            .submit(JobRequest::new(
+                "mark",
+                json!({"project": project.id, "running": running}),
+            ))
+            .await
+            .unwrap();
+        // Polled as fast as it goes: the first answer that shows the end counts.
+        let record = loop {
+            let record = hub.task(id).await.unwrap();
+            if record.ready() {
+                break record;
+            }
+            tokio::task::yield_now().await;
+        };
+        assert_eq!(
+            record.state,
+            TaskState::Success,
+            "round {round}: {record:?}"
+        );
+        let seen = hub.project(project.id).await.unwrap().status;
+        let expected = if running {
+            ProjectStatus::Running
+        } else {
+            ProjectStatus::Stopped
+        };
+        assert_eq!(
+            seen, expected,
+            "round {round}: the end was seen before the status"
+        );
+    }
 }
 
 // ---- Several processes on one store --------------------------------------------------------
@@ -2078,6 +2152,7 @@ macro_rules! behaviour_suite {
             enqueue_after_shutdown_is_refused,
             cancellation_reason_is_visible_to_handlers_that_poll,
             the_key_of_a_finished_task_is_free_at_once,
+            a_task_s_end_is_seen_with_the_project_status_its_handler_recorded,
             opening_and_closing_a_second_process_leaves_a_running_task_alone,
             a_client_submits_and_a_worker_process_runs,
             every_process_publishes_one_event_sequence_without_gaps,

@@ -251,8 +251,17 @@ impl TaskBackend for LocalBackend {
     }
 
     async fn get(&self, id: TaskId) -> Result<Option<TaskRecord>> {
-        if let Some(task) = lock(&self.shared.live).tasks.get(&id) {
-            return Ok(Some(task.stored.record.clone()));
+        let ended = match lock(&self.shared.live).tasks.get(&id) {
+            Some(task) if !task.stored.record.state.is_terminal() => {
+                return Ok(Some(task.stored.record.clone()));
+            }
+            held => held.is_some(),
+        };
+        if ended {
+            // An end is reported once stored, with whatever the task's handler stored before
+            // it (a project's status): that is what lets a handler go on without waiting for
+            // its writes, and what a reader acts on is never lost with this process.
+            self.shared.flush().await?;
         }
         let finished = self.shared.log.feed.finished();
         if let Some(record) = finished.get(id) {

@@ -21,7 +21,7 @@ mod worker;
 mod writer;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -130,6 +130,8 @@ impl LocalBackend {
             accepting: AtomicBool::new(true),
             finished: Notify::new(),
             hungry: Notify::new(),
+            admitting: AtomicUsize::new(0),
+            admitted: Notify::new(),
             // Until a first look, the store may hold anything.
             claimable: AtomicBool::new(true),
             processed: AtomicU64::new(0),
@@ -238,6 +240,7 @@ impl TaskBackend for LocalBackend {
         };
         if stored.exclusive_key.is_some() {
             // The writer queues it once stored, whether or not this caller is still waiting.
+            let _waiting = shared.admission();
             shared
                 .request(|ack| WriteOp::Insert {
                     task: stored,

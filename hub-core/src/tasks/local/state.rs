@@ -7,8 +7,9 @@
 //! revoked elsewhere, and its run here stops.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
@@ -55,8 +56,26 @@ pub(super) struct Shared {
     pub(super) claimable: AtomicBool,
     /// Tasks finished since the last heartbeat.
     pub(super) processed: AtomicU64,
+    /// Submissions waiting for the store to decide on them (exclusive enqueues).
+    pub(super) admitting: AtomicUsize,
+    /// Woken when the last waiting submission is answered.
+    pub(super) admitted: Notify,
     /// Last FIFO tie-break handed out (microseconds, strictly increasing).
     pub(super) order: MonotonicMicros,
+}
+
+/// Longest a worker about to start a task lets waiting submissions go first.
+const ADMISSIONS_FIRST: Duration = Duration::from_millis(5);
+
+/// A submission waiting for the store's answer, counted while it lives.
+pub(super) struct Admission<'a>(&'a Shared);
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        if self.0.admitting.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.admitted.notify_waiters();
+        }
+    }
 }
 
 /// The tasks this process holds, and counters the feeder needs without scanning them.
@@ -123,6 +142,32 @@ impl Shared {
             tracing::debug!(purged, "expired task records purged");
         }
         Ok(purged)
+    }
+
+    /// Counts a submission as waiting until the returned guard is dropped.
+    pub(super) fn admission(&self) -> Admission<'_> {
+        self.admitting.fetch_add(1, Ordering::AcqRel);
+        Admission(self)
+    }
+
+    /// Waits, up to [`ADMISSIONS_FIRST`], until no submission waits for the store. A burst of
+    /// submissions is then answered at the store's pace, not slowed by the starts they queue
+    /// (which share the cores, the writer and the engine); the work runs right after it.
+    pub(super) async fn admissions_first(&self) {
+        if self.admitting.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let clear = async {
+            loop {
+                // Created before the check: a wake between the two is not lost.
+                let answered = self.admitted.notified();
+                if self.admitting.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                answered.await;
+            }
+        };
+        let _ = tokio::time::timeout(ADMISSIONS_FIRST, clear).await;
     }
 
     /// The next FIFO tie-break: the time in microseconds, never twice the same.

@@ -29,6 +29,7 @@ pub(super) async fn worker_loop(shared: Arc<Shared>) {
         if drained {
             shared.hungry.notify_one();
         }
+        shared.admissions_first().await;
         run_task(&shared, id).await;
     }
 }

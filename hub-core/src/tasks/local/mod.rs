@@ -21,7 +21,7 @@ mod worker;
 mod writer;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,7 +32,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use self::events::{EventLog, pump_loop};
-use self::state::{Live, Shared, lock};
+use self::state::{Admissions, Live, Shared, lock};
 use self::worker::{feeder_loop, heartbeat_loop, recover, sweep_loop, worker_loop};
 use self::writer::{WriteOp, writer_loop};
 use super::backend::{
@@ -130,8 +130,7 @@ impl LocalBackend {
             accepting: AtomicBool::new(true),
             finished: Notify::new(),
             hungry: Notify::new(),
-            admitting: AtomicUsize::new(0),
-            admitted: Notify::new(),
+            admissions: Admissions::default(),
             // Until a first look, the store may hold anything.
             claimable: AtomicBool::new(true),
             processed: AtomicU64::new(0),
@@ -240,7 +239,7 @@ impl TaskBackend for LocalBackend {
         };
         if stored.exclusive_key.is_some() {
             // The writer queues it once stored, whether or not this caller is still waiting.
-            let _waiting = shared.admission();
+            let _waiting = shared.admissions.enter();
             shared
                 .request(|ack| WriteOp::Insert {
                     task: stored,

@@ -56,25 +56,61 @@ pub(super) struct Shared {
     pub(super) claimable: AtomicBool,
     /// Tasks finished since the last heartbeat.
     pub(super) processed: AtomicU64,
-    /// Submissions waiting for the store to decide on them (exclusive enqueues).
-    pub(super) admitting: AtomicUsize,
-    /// Woken when the last waiting submission is answered.
-    pub(super) admitted: Notify,
+    /// Submissions waiting for the store to decide on them, which workers let go first.
+    pub(super) admissions: Admissions,
     /// Last FIFO tie-break handed out (microseconds, strictly increasing).
     pub(super) order: MonotonicMicros,
 }
 
 /// Longest a worker about to start a task lets waiting submissions go first.
-const ADMISSIONS_FIRST: Duration = Duration::from_millis(5);
+pub(super) const ADMISSIONS_FIRST: Duration = Duration::from_millis(5);
 
-/// A submission waiting for the store's answer, counted while it lives.
-pub(super) struct Admission<'a>(&'a Shared);
+/// Submissions waiting for the store's answer (exclusive enqueues wait for their commit).
+///
+/// A worker about to start a task lets them go first, for a moment: a burst of submissions is
+/// then answered at the store's pace, not slowed by the starts it queues (which share the
+/// cores, the writer and the engine), and the work runs right after.
+#[derive(Default)]
+pub(super) struct Admissions {
+    waiting: AtomicUsize,
+    /// Woken when the last waiting submission is answered.
+    answered: Notify,
+}
+
+/// A submission counted as waiting while this lives.
+pub(super) struct Admission<'a>(&'a Admissions);
 
 impl Drop for Admission<'_> {
     fn drop(&mut self) {
-        if self.0.admitting.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.admitted.notify_waiters();
+        if self.0.waiting.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.answered.notify_waiters();
         }
+    }
+}
+
+impl Admissions {
+    /// Counts a submission as waiting until the returned guard is dropped.
+    pub(super) fn enter(&self) -> Admission<'_> {
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        Admission(self)
+    }
+
+    /// Waits until no submission waits, or `at_most`.
+    pub(super) async fn go_first(&self, at_most: Duration) {
+        if self.waiting.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let clear = async {
+            loop {
+                // Created before the check: a wake between the two is not lost.
+                let answered = self.answered.notified();
+                if self.waiting.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                answered.await;
+            }
+        };
+        let _ = tokio::time::timeout(at_most, clear).await;
     }
 }
 
@@ -142,32 +178,6 @@ impl Shared {
             tracing::debug!(purged, "expired task records purged");
         }
         Ok(purged)
-    }
-
-    /// Counts a submission as waiting until the returned guard is dropped.
-    pub(super) fn admission(&self) -> Admission<'_> {
-        self.admitting.fetch_add(1, Ordering::AcqRel);
-        Admission(self)
-    }
-
-    /// Waits, up to [`ADMISSIONS_FIRST`], until no submission waits for the store. A burst of
-    /// submissions is then answered at the store's pace, not slowed by the starts they queue
-    /// (which share the cores, the writer and the engine); the work runs right after it.
-    pub(super) async fn admissions_first(&self) {
-        if self.admitting.load(Ordering::Acquire) == 0 {
-            return;
-        }
-        let clear = async {
-            loop {
-                // Created before the check: a wake between the two is not lost.
-                let answered = self.admitted.notified();
-                if self.admitting.load(Ordering::Acquire) == 0 {
-                    return;
-                }
-                answered.await;
-            }
-        };
-        let _ = tokio::time::timeout(ADMISSIONS_FIRST, clear).await;
     }
 
     /// The next FIFO tie-break: the time in microseconds, never twice the same.
@@ -391,3 +401,54 @@ pub(super) fn writer_gone() -> HubError {
 }
 
 pub(super) use crate::sync::lock;
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::Admissions;
+
+    const LONG: Duration = Duration::from_secs(30);
+
+    #[tokio::test]
+    async fn a_worker_goes_on_at_once_when_no_submission_waits() {
+        let admissions = Admissions::default();
+        drop(admissions.enter());
+        tokio::time::timeout(Duration::from_secs(5), admissions.go_first(LONG))
+            .await
+            .unwrap_or_else(|_| panic!("waited with nothing waiting"));
+    }
+
+    #[tokio::test]
+    async fn a_worker_waits_until_the_last_waiting_submission_is_answered() {
+        let admissions = Arc::new(Admissions::default());
+        let first = admissions.enter();
+        let second = admissions.enter();
+        let worker = tokio::spawn({
+            let admissions = admissions.clone();
+            async move { admissions.go_first(LONG).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!worker.is_finished(), "went on while a submission waited");
+        drop(second);
+        tokio::time::timeout(Duration::from_secs(5), worker)
+            .await
+            .unwrap_or_else(|_| panic!("still waiting once every submission was answered"))
+            .unwrap_or_else(|err| panic!("{err}"));
+    }
+
+    #[tokio::test]
+    async fn a_worker_waits_no_longer_than_its_bound() {
+        let admissions = Admissions::default();
+        let _stuck = admissions.enter();
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            admissions.go_first(Duration::from_millis(20)),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("waited past its bound"));
+    }
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::state::{RunControl, Shared, lock};
+use super::state::{ADMISSIONS_FIRST, RunControl, Shared, lock};
 use super::writer::WriteOp;
 use crate::tasks::handler::{ProgressSink, TaskContext};
 use crate::tasks::model::{CancelReason, Change, TaskError, TaskId, TaskState};
@@ -29,7 +29,7 @@ pub(super) async fn worker_loop(shared: Arc<Shared>) {
         if drained {
             shared.hungry.notify_one();
         }
-        shared.admissions_first().await;
+        shared.admissions.go_first(ADMISSIONS_FIRST).await;
         run_task(&shared, id).await;
     }
 }

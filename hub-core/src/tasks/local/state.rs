@@ -7,7 +7,7 @@
 //! revoked elsewhere, and its run here stops.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -67,13 +67,17 @@ pub(super) const ADMISSIONS_FIRST: Duration = Duration::from_millis(5);
 
 /// Submissions waiting for the store's answer (exclusive enqueues wait for their commit).
 ///
-/// A worker about to start a task lets them go first, for a moment: a burst of submissions is
-/// then answered at the store's pace, not slowed by the starts it queues (which share the
-/// cores, the writer and the engine), and the work runs right after.
+/// A worker about to start a task lets the submissions already waiting go first, for a moment:
+/// a burst of submissions is then answered at the store's pace, not slowed by the starts it
+/// queues (which share the cores, the writer and the engine), and the work runs right after.
+/// Submissions that arrive after the worker do not hold it back, so a steady stream of them
+/// cannot starve the workers.
 #[derive(Default)]
 pub(super) struct Admissions {
-    waiting: AtomicUsize,
-    /// Woken when the last waiting submission is answered.
+    /// Submissions counted so far, and those answered (both only grow).
+    entered: AtomicU64,
+    left: AtomicU64,
+    /// Woken whenever a submission is answered.
     answered: Notify,
 }
 
@@ -82,29 +86,30 @@ pub(super) struct Admission<'a>(&'a Admissions);
 
 impl Drop for Admission<'_> {
     fn drop(&mut self) {
-        if self.0.waiting.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.answered.notify_waiters();
-        }
+        self.0.left.fetch_add(1, Ordering::AcqRel);
+        self.0.answered.notify_waiters();
     }
 }
 
 impl Admissions {
     /// Counts a submission as waiting until the returned guard is dropped.
     pub(super) fn enter(&self) -> Admission<'_> {
-        self.waiting.fetch_add(1, Ordering::AcqRel);
+        self.entered.fetch_add(1, Ordering::AcqRel);
         Admission(self)
     }
 
-    /// Waits until no submission waits, or `at_most`.
+    /// Waits until as many submissions have been answered as were waiting when called (they
+    /// are answered about in order: one writer commits them), or `at_most`.
     pub(super) async fn go_first(&self, at_most: Duration) {
-        if self.waiting.load(Ordering::Acquire) == 0 {
+        let waiting_now = self.entered.load(Ordering::Acquire);
+        if self.left.load(Ordering::Acquire) >= waiting_now {
             return;
         }
         let clear = async {
             loop {
                 // Created before the check: a wake between the two is not lost.
                 let answered = self.answered.notified();
-                if self.waiting.load(Ordering::Acquire) == 0 {
+                if self.left.load(Ordering::Acquire) >= waiting_now {
                     return;
                 }
                 answered.await;
@@ -437,6 +442,23 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), worker)
             .await
             .unwrap_or_else(|_| panic!("still waiting once every submission was answered"))
+            .unwrap_or_else(|err| panic!("{err}"));
+    }
+
+    #[tokio::test]
+    async fn a_worker_does_not_wait_for_submissions_that_came_after_it() {
+        let admissions = Arc::new(Admissions::default());
+        let earlier = admissions.enter();
+        let worker = tokio::spawn({
+            let admissions = admissions.clone();
+            async move { admissions.go_first(LONG).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _later = admissions.enter();
+        drop(earlier);
+        tokio::time::timeout(Duration::from_secs(5), worker)
+            .await
+            .unwrap_or_else(|_| panic!("held back by a submission that came after it"))
             .unwrap_or_else(|err| panic!("{err}"));
     }
 

@@ -212,6 +212,11 @@ struct Held {
     /// This owner's write counter (the start is write 1).
     version: u64,
     run: Option<RunControl>,
+    /// Its start is being stored: lost now, it is told so once it runs instead of being
+    /// dropped (its worker would return without running it or storing an end).
+    starting: bool,
+    /// Why it was lost while starting, for its worker to pass on to the run.
+    lost_while_starting: Option<CancelReason>,
     /// Its handler returned; its end is being stored.
     finishing: bool,
 }
@@ -628,6 +633,11 @@ impl Shared {
                 } else {
                     tracing::warn!(task = %id, ?reason, "task taken away from this worker; stopping its run");
                     run.signals.interrupt.notify_one();
+                }
+            }
+            None if task.starting => {
+                if let Some(task) = held.get_mut(&id) {
+                    task.lost_while_starting.get_or_insert(reason);
                 }
             }
             None => {

@@ -214,6 +214,8 @@ fn reserve(shared: &Shared, entry: &StreamId) {
             key,
             version: 0,
             run: None,
+            starting: false,
+            lost_while_starting: None,
             finishing: false,
         },
     );
@@ -263,6 +265,10 @@ async fn run_task(shared: &Arc<Shared>, id: TaskId) {
         return;
     };
     record.apply(Change::Start, shared.id());
+    match lock(&shared.held).get_mut(&id) {
+        Some(task) => task.starting = true,
+        None => return,
+    }
     let fence = || Fence {
         owner: "",
         attempt: queued.attempt,
@@ -303,11 +309,21 @@ async fn run_task(shared: &Arc<Shared>, id: TaskId) {
         };
         task.record = record.clone();
         task.version = 1;
+        task.starting = false;
         task.run = Some(RunControl {
             ctx: ctx.clone(),
             signals: signals.clone(),
             abort: None,
         });
+        // Revoked (or lost) while its start was being stored: the run hears it at once.
+        if let Some(reason) = task.lost_while_starting.take() {
+            ctx.cancel(reason);
+            if reason == CancelReason::Revoked {
+                signals.revoke.notify_one();
+            } else {
+                signals.interrupt.notify_one();
+            }
+        }
     }
     let ending = supervise(
         handler,

@@ -289,7 +289,7 @@ impl Database {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
-                .busy_timeout(Duration::from_secs(10))
+                .busy_timeout(SQLITE_BUSY_TIMEOUT)
                 .pragma("cache_size", "-2048")
                 .pragma("mmap_size", "0")
                 .pragma("wal_autocheckpoint", "100000");
@@ -299,13 +299,15 @@ impl Database {
             // thread with its own page cache and its own allocator pages, so more of them only
             // spread memory (8 kept ~10 MB more after a few whole-list reads, with no faster
             // starts at 32 concurrent clients).
-            let pool = SqlitePoolOptions::new()
-                .max_connections(4)
-                .test_before_acquire(false)
-                .acquire_timeout(Duration::from_secs(30))
-                .connect_with(options)
-                .await
-                .map_err(unavailable)?;
+            let pool = connect_sqlite(
+                SqlitePoolOptions::new()
+                    .max_connections(4)
+                    .test_before_acquire(false)
+                    .acquire_timeout(Duration::from_secs(30)),
+                options,
+            )
+            .await
+            .map_err(unavailable)?;
             // Processes that open a fresh database at the same moment must not both migrate
             // it: the whole run holds the write lock (each migration's own transaction nests
             // inside as a savepoint), so the second one waits and then finds everything applied.
@@ -444,6 +446,41 @@ impl Database {
     }
 }
 
+/// How long a SQLite connection waits for another one's lock before it gives up.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Opens the SQLite pool, trying again while another connection holds the write lock of a file
+/// that is not in WAL mode yet (a fresh one, which another process is creating).
+///
+/// Each new connection switches the file to WAL. Before the switch, SQLite answers `SQLITE_BUSY`
+/// at once to a connection whose read must become a write while another holds the write lock,
+/// without calling the busy handler: waiting there could deadlock. Once the file is in WAL mode
+/// (it stays so), the busy handler covers every wait, so only this first connection needs it.
+async fn connect_sqlite(
+    pool: SqlitePoolOptions,
+    options: SqliteConnectOptions,
+) -> std::result::Result<SqlitePool, sqlx::Error> {
+    let deadline = tokio::time::Instant::now() + SQLITE_BUSY_TIMEOUT;
+    loop {
+        match pool.clone().connect_with(options.clone()).await {
+            Err(err) if is_sqlite_busy(&err) && tokio::time::Instant::now() < deadline => {
+                tracing::debug!(%err, "database file is being set up by another connection; retrying");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+/// Whether `err` is SQLite's `SQLITE_BUSY` (any extended form of it).
+fn is_sqlite_busy(err: &sqlx::Error) -> bool {
+    const SQLITE_BUSY: i32 = 5;
+    err.as_database_error()
+        .and_then(|err| err.code())
+        .and_then(|code| code.parse::<i32>().ok())
+        .is_some_and(|code| code & 0xff == SQLITE_BUSY)
+}
+
 /// How often the WAL is copied back into the database file.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -544,5 +581,37 @@ mod tests {
             Dialect::Postgres.row_placeholders(2, 3),
             "($1, $2, $3), ($4, $5, $6)"
         );
+    }
+
+    /// A process opening a fresh file while another one holds its write lock, before the file
+    /// is in WAL mode (the other is creating it), waits for it instead of failing: SQLite answers
+    /// that connection's switch to WAL with `SQLITE_BUSY` at once, without its busy handler.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn opening_a_fresh_file_waits_while_another_connection_holds_its_write_lock() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let url = Database::sqlite_url(&dir.path().join("hub.db"));
+        use sqlx::Connection;
+        let mut other =
+            SqliteConnection::connect_with(&SqliteConnectOptions::from_str(&url).unwrap())
+                .await
+                .unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        let release = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+        };
+        let (opened, ()) = tokio::join!(Database::open(&url), release);
+        let db = opened.unwrap();
+        let Typed::Sqlite(pool) = db.pool() else {
+            unreachable!("a sqlite: URL opens a SQLite pool")
+        };
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
     }
 }

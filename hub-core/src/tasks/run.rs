@@ -20,6 +20,37 @@ pub(crate) struct RunSignals {
     pub(crate) interrupt: Arc<Notify>,
 }
 
+/// Handles on a running task, held by its backend beside the task.
+#[derive(Debug)]
+pub(crate) struct RunControl {
+    pub(crate) ctx: TaskContext,
+    pub(crate) signals: RunSignals,
+    /// Aborts the handler when the backend is dropped.
+    pub(crate) abort: Option<AbortHandle>,
+}
+
+impl RunControl {
+    /// Handles on the run of `ctx`, told to stop through `signals`.
+    pub(crate) fn new(ctx: TaskContext, signals: RunSignals) -> Self {
+        RunControl {
+            ctx,
+            signals,
+            abort: None,
+        }
+    }
+
+    /// Tells the run to stop for `reason`: a revoke gives the handler the revoke grace period
+    /// to wind down; any other reason (a shutdown's end, a lost task) stops it now.
+    pub(crate) fn stop(&self, reason: CancelReason) {
+        self.ctx.cancel(reason);
+        if reason == CancelReason::Revoked {
+            self.signals.revoke.notify_one();
+        } else {
+            self.signals.interrupt.notify_one();
+        }
+    }
+}
+
 /// How a handler's run ended.
 enum Outcome {
     Returned(JobResult),

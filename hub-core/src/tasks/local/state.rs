@@ -7,14 +7,13 @@
 //! revoked elsewhere, and its run here stops.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
 use tokio::sync::{Notify, mpsc, oneshot};
-use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::events::EventLog;
@@ -23,11 +22,12 @@ use crate::config::HubMode;
 use crate::db::{Database, now_millis};
 use crate::error::{HubError, Result};
 use crate::tasks::config::TaskConfig;
-use crate::tasks::handler::{Handlers, ProgressSink, TaskContext};
+use crate::tasks::handler::{Handlers, ProgressSink};
 use crate::tasks::identity::MonotonicMicros;
 use crate::tasks::model::{
     CancelReason, Change, TaskError, TaskEvent, TaskId, TaskRecord, TaskState, codes,
 };
+use crate::tasks::run::RunControl;
 use crate::tasks::store::{self, StoredTask, WorkerRow};
 
 /// What the backend's handle, its workers, writer, event pump and task contexts share.
@@ -135,17 +135,6 @@ pub(super) struct LiveTask {
     /// latest version is stored.
     pub(super) version: u64,
     pub(super) run: Option<RunControl>,
-}
-
-/// Handles on a running task.
-pub(super) struct RunControl {
-    pub(super) ctx: TaskContext,
-    /// Notified by `revoke(terminate = true)`.
-    pub(super) revoke: Arc<Notify>,
-    /// Notified to stop the handler now (end of a shutdown's grace, or the task was lost).
-    pub(super) interrupt: Arc<Notify>,
-    /// Aborts the handler when the backend is dropped.
-    pub(super) abort: Option<AbortHandle>,
 }
 
 impl Shared {
@@ -276,12 +265,7 @@ impl Shared {
         match &task.run {
             Some(run) => {
                 tracing::warn!(task = %id, ?reason, "task taken away from this worker; stopping its run");
-                run.ctx.cancel(reason);
-                if reason == CancelReason::Revoked {
-                    run.revoke.notify_one();
-                } else {
-                    run.interrupt.notify_one();
-                }
+                run.stop(reason);
             }
             None => {
                 live.tasks.remove(&id);
@@ -336,8 +320,7 @@ impl Shared {
             }
             state if state.is_active() && terminate => {
                 if let Some(run) = &task.run {
-                    run.ctx.cancel(CancelReason::Revoked);
-                    run.revoke.notify_one();
+                    run.stop(CancelReason::Revoked);
                 }
             }
             _ => {}
@@ -355,8 +338,7 @@ impl Shared {
         let mut count = 0;
         for task in live.tasks.values() {
             if let Some(run) = &task.run {
-                run.ctx.cancel(CancelReason::Shutdown);
-                run.interrupt.notify_one();
+                run.stop(CancelReason::Shutdown);
                 count += 1;
             }
         }

@@ -4,13 +4,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::sync::Notify;
-
-use super::state::{ADMISSIONS_FIRST, RunControl, Shared, lock};
+use super::state::{ADMISSIONS_FIRST, Shared, lock};
 use super::writer::WriteOp;
 use crate::tasks::handler::{ProgressSink, TaskContext};
 use crate::tasks::model::{CancelReason, Change, TaskError, TaskId, TaskState};
-use crate::tasks::run::{RunSignals, supervise};
+use crate::tasks::run::{RunControl, RunSignals, supervise};
 use crate::tasks::store;
 
 pub(super) async fn worker_loop(shared: Arc<Shared>) {
@@ -35,8 +33,7 @@ pub(super) async fn worker_loop(shared: Arc<Shared>) {
 }
 
 async fn run_task(shared: &Arc<Shared>, id: TaskId) {
-    let revoke = Arc::new(Notify::new());
-    let interrupt = Arc::new(Notify::new());
+    let signals = RunSignals::default();
     let prepared = {
         let mut live = lock(&shared.live);
         // Gone from memory: revoked or taken over while queued.
@@ -65,12 +62,7 @@ async fn run_task(shared: &Arc<Shared>, id: TaskId) {
         let payload = record.payload.clone();
         let limits = record.limits;
         if let Some(task) = live.tasks.get_mut(&id) {
-            task.run = Some(RunControl {
-                ctx: ctx.clone(),
-                revoke: revoke.clone(),
-                interrupt: interrupt.clone(),
-                abort: None,
-            });
+            task.run = Some(RunControl::new(ctx.clone(), signals.clone()));
         }
         live.running += 1;
         shared.apply_locked(&mut live, id, Change::Start);
@@ -78,7 +70,6 @@ async fn run_task(shared: &Arc<Shared>, id: TaskId) {
     };
     let (handler, ctx, payload, limits) = prepared;
 
-    let signals = RunSignals { revoke, interrupt };
     let ending = supervise(
         handler,
         ctx.clone(),

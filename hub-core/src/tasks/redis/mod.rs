@@ -32,7 +32,7 @@ use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, RedisError};
 use tokio::sync::{Notify, mpsc};
-use tokio::task::{AbortHandle, JoinHandle};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use self::keys::{GROUP, Keys};
@@ -43,7 +43,7 @@ use super::backend::{
 };
 use super::config::TaskConfig;
 use super::events::EventFeed;
-use super::handler::{Handlers, ProgressSink, TaskContext};
+use super::handler::{Handlers, ProgressSink};
 use super::history::{
     Finished, FinishedSample, Latency, LatencyHistogram, MinuteCounts, SAMPLE_RETENTION,
     TIMELINE_CAP, TimelineEntry, WindowData,
@@ -53,7 +53,7 @@ use super::model::{
     BackendStats, CancelReason, Change, EventCursor, JobRequest, KindCounts, QueueInfo, TaskError,
     TaskId, TaskPage, TaskQuery, TaskRecord, TaskSort, TaskState, codes,
 };
-use super::run::RunSignals;
+use super::run::RunControl;
 use crate::config::HubMode;
 use crate::error::{HubError, Result};
 use crate::sync::lock;
@@ -222,12 +222,6 @@ struct Held {
 }
 
 /// Handles on a running task.
-struct RunControl {
-    ctx: TaskContext,
-    signals: RunSignals,
-    abort: Option<AbortHandle>,
-}
-
 /// What a fenced write found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Written {
@@ -622,23 +616,18 @@ impl Shared {
     /// stopped at once and its result discarded (or, for a revoke, ended `REVOKED`).
     fn lose(&self, id: TaskId, reason: CancelReason) {
         let mut held = lock(&self.held);
-        let Some(task) = held.get(&id) else {
+        let Some(task) = held.get_mut(&id) else {
             return;
         };
         match &task.run {
             Some(run) => {
-                run.ctx.cancel(reason);
-                if reason == CancelReason::Revoked {
-                    run.signals.revoke.notify_one();
-                } else {
+                if reason != CancelReason::Revoked {
                     tracing::warn!(task = %id, ?reason, "task taken away from this worker; stopping its run");
-                    run.signals.interrupt.notify_one();
                 }
+                run.stop(reason);
             }
             None if task.starting => {
-                if let Some(task) = held.get_mut(&id) {
-                    task.lost_while_starting.get_or_insert(reason);
-                }
+                task.lost_while_starting.get_or_insert(reason);
             }
             None => {
                 held.remove(&id);

@@ -10,14 +10,14 @@ use redis::AsyncCommands;
 use redis::streams::{StreamClaimReply, StreamId, StreamPendingCountReply, StreamReadReply};
 
 use super::keys::GROUP;
-use super::{BLOCK, Fence, Held, REVOKE_POLL, RunControl, Shared, Written, decode, from_millis};
+use super::{BLOCK, Fence, Held, REVOKE_POLL, Shared, Written, decode, from_millis};
 use crate::error::{HubError, Result};
 use crate::sync::lock;
 use crate::tasks::handler::{ProgressSink, TaskContext};
 use crate::tasks::model::{
     CancelReason, Change, LostVerdict, TaskError, TaskId, TaskRecord, TaskState, WorkerInfo, codes,
 };
-use crate::tasks::run::{RunSignals, supervise};
+use crate::tasks::run::{RunControl, RunSignals, supervise};
 
 /// How often a worker of every queue looks for new queues.
 const QUEUE_REFRESH: Duration = Duration::from_secs(1);
@@ -58,8 +58,7 @@ pub(super) fn interrupt_running(shared: &Shared) -> usize {
     let mut count = 0;
     for task in held.values() {
         if let Some(run) = &task.run {
-            run.ctx.cancel(CancelReason::Shutdown);
-            run.signals.interrupt.notify_one();
+            run.stop(CancelReason::Shutdown);
             count += 1;
         }
     }
@@ -310,19 +309,12 @@ async fn run_task(shared: &Arc<Shared>, id: TaskId) {
         task.record = record.clone();
         task.version = 1;
         task.starting = false;
-        task.run = Some(RunControl {
-            ctx: ctx.clone(),
-            signals: signals.clone(),
-            abort: None,
-        });
+        let run = task
+            .run
+            .insert(RunControl::new(ctx.clone(), signals.clone()));
         // Revoked (or lost) while its start was being stored: the run hears it at once.
         if let Some(reason) = task.lost_while_starting.take() {
-            ctx.cancel(reason);
-            if reason == CancelReason::Revoked {
-                signals.revoke.notify_one();
-            } else {
-                signals.interrupt.notify_one();
-            }
+            run.stop(reason);
         }
     }
     let ending = supervise(

@@ -73,7 +73,7 @@ def test_the_monitor_page_shows_workers_queues_chart_alerts_and_live_tasks(hub: 
     stuck = project(hub, f"stuck-{tag}", NEVER_HEALTHY)
     task = call(hub, "POST", f"/api/orchestration/{stuck}/start")["task_id"]
     feed = p.locator("#live-tasks li")
-    expect(feed.filter(has_text=task[:8]).first).to_be_visible()
+    expect(feed.filter(has_text=task[-8:]).first).to_be_visible()
     expect(p.locator('#queues tr[data-queue="default"] td').nth(2)).to_have_text("1")  # running
     p.screenshot(path=str(SCREENSHOTS / "monitor.png"), full_page=True)
     call(hub, "POST", f"/api/tasks/{task}/revoke?terminate=true")

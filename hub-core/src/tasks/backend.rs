@@ -154,7 +154,8 @@ pub(crate) fn new_task(
         None => config.default_queue.clone(),
     };
     let record = TaskRecord {
-        id: Uuid::new_v4(),
+        // Time-ordered: see `TaskId`.
+        id: Uuid::now_v7(),
         kind: job.kind,
         queue,
         project_id: job.project_id,

@@ -23,6 +23,12 @@ function h(tag, attrs = {}, ...children) {
   return el;
 }
 
+/** A task id, short: its last 8 digits. Ids begin with their creation time (so they sort in
+ * the store); their random end tells tasks apart, and searching for it finds the task. */
+function shortId(id) {
+  return id.slice(-8);
+}
+
 function toast(text) {
   const note = h("p", {}, text);
   document.getElementById("toast").append(note);
@@ -610,7 +616,7 @@ async function tasksPage() {
     if (search.value.trim()) query.set("q", search.value.trim());
     const page = await api(`/api/monitor/tasks?${query}`);
     rows.replaceChildren(...page.tasks.map((task) => h("tr", {},
-      h("td", { class: "mono" }, h("a", { href: `#/tasks/${task.task_id}` }, task.task_id.slice(0, 8))),
+      h("td", { class: "mono" }, h("a", { href: `#/tasks/${task.task_id}` }, shortId(task.task_id))),
       h("td", {}, task.kind), h("td", {}, task.project_id ? h("a", { href: `#/projects/${task.project_id}` }, task.project_id) : ""),
       h("td", { class: `state-${task.state}` }, task.state), h("td", {}, `${task.progress}%`),
       h("td", {}, when(task.queued_at)), h("td", {}, duration(task.runtime)), h("td", { class: "mono" }, task.worker || ""))));
@@ -648,7 +654,7 @@ async function taskPage(id) {
   const drawOutcome = (status) => outcome.replaceChildren(
     status.result !== undefined && status.result !== null ? h("pre", { class: "mono", id: "task-result" }, JSON.stringify(status.result, null, 2)) : "",
     status.error ? h("p", { class: "error-row", id: "task-error" }, `${status.error_code || "error"}: ${status.error}`) : "");
-  main.replaceChildren(h("h1", {}, `${detail.kind} ${detail.task_id.slice(0, 8)}`),
+  main.replaceChildren(h("h1", {}, `${detail.kind} ${shortId(detail.task_id)}`),
     h("p", {}, detail.project_id ? h("a", { href: `#/projects/${detail.project_id}` }, `project ${detail.project_id}`) : "",
       ` · queue ${detail.queue} · attempt ${detail.attempt ?? 1} · ${detail.worker || "no worker yet"}`,
       detail.queue_wait !== null ? ` · waited ${duration(detail.queue_wait)}` : ""),
@@ -762,7 +768,7 @@ async function monitorPage() {
   // The live list: every change the event stream brings, newest first.
   const listener = (status) => {
     feed.prepend(h("li", {}, h("time", {}, new Date().toLocaleTimeString()), " ",
-      h("a", { class: "mono", href: `#/tasks/${status.task_id}` }, status.task_id.slice(0, 8)), ` ${status.kind} `,
+      h("a", { class: "mono", href: `#/tasks/${status.task_id}` }, shortId(status.task_id)), ` ${status.kind} `,
       h("span", { class: `state-${status.state}` }, status.state), ` ${status.progress}% ${status.ready ? "" : status.status}`));
     while (feed.children.length > 30) feed.lastChild.remove();
     // A task that starts or ends changes the running and finished figures.

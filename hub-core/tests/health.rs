@@ -23,8 +23,9 @@ async fn until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
 }
 
 /// A store that refuses writes for a while (another process holds an exclusive lock): the
-/// writer keeps every change and retries, `/health` says `degraded` meanwhile, and once the
-/// lock goes the task ends with every step it reported, and health comes back.
+/// writer keeps every change and retries, `/health` says `degraded` meanwhile, a status read
+/// answers with what is stored, and once the lock goes the task ends with every step it
+/// reported, and health comes back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_locked_store_is_reported_degraded_and_loses_nothing() {
     let dir = TempDir::new().unwrap();
@@ -68,6 +69,16 @@ async fn a_locked_store_is_reported_degraded_and_loses_nothing() {
     let report = hub.health();
     assert_eq!(report.status(), "degraded", "{report:?}");
     assert_eq!(report.database, ComponentState::Up, "reads still work");
+    // The handler has returned by now (nine steps of 200 ms), but its end is not stored: a
+    // read answers at once with what the store holds, never with the unstored end.
+    let read = tokio::time::timeout(Duration::from_secs(5), hub.task(id))
+        .await
+        .expect("a status read does not wait for the locked store")
+        .unwrap();
+    assert!(
+        !read.ready(),
+        "an end reported before it was stored: {read:?}"
+    );
     sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
     drop(locker);
 

@@ -49,6 +49,10 @@ use super::store::{self, StoredTask, WorkerRow};
 use crate::db::now_millis;
 use crate::error::{HubError, Result};
 
+/// How long a read waits for a task's end to be stored before it answers with what the
+/// store holds instead.
+const END_STORED_WAIT: Duration = Duration::from_secs(1);
+
 /// The in-process backend. Dropping it stops its workers abruptly, as a crash would: the tasks
 /// it held are recovered by another process once their lease expires. Call
 /// [`TaskBackend::shutdown`] to stop cleanly.
@@ -263,7 +267,12 @@ impl TaskBackend for LocalBackend {
             // An end is reported once stored, with whatever the task's handler stored before
             // it (a project's status): that is what lets a handler go on without waiting for
             // its writes, and what a reader acts on is never lost with this process.
-            self.shared.flush().await?;
+            // A store that refuses writes holds the flush back: the reader then gets what the
+            // store holds (or its error) rather than waiting for as long as it refuses.
+            match tokio::time::timeout(END_STORED_WAIT, self.shared.flush()).await {
+                Ok(flushed) => flushed?,
+                Err(_) => return store::get(&self.shared.db, id).await,
+            }
         }
         let finished = self.shared.log.feed.finished();
         if let Some(record) = finished.get(id) {

@@ -588,9 +588,9 @@ mod tests {
     /// that connection's switch to WAL with `SQLITE_BUSY` at once, without its busy handler.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn opening_a_fresh_file_waits_while_another_connection_holds_its_write_lock() {
+        use sqlx::Connection;
         let dir = tempfile::TempDir::new().unwrap();
         let url = Database::sqlite_url(&dir.path().join("hub.db"));
-        use sqlx::Connection;
         let mut other =
             SqliteConnection::connect_with(&SqliteConnectOptions::from_str(&url).unwrap())
                 .await

@@ -211,6 +211,7 @@ struct Held {
     key: Option<String>,
     /// This owner's write counter (the start is write 1).
     version: u64,
+    /// Handles on its run, once its handler runs.
     run: Option<RunControl>,
     /// Its start is being stored: lost now, it is told so once it runs instead of being
     /// dropped (its worker would return without running it or storing an end).
@@ -221,7 +222,6 @@ struct Held {
     finishing: bool,
 }
 
-/// Handles on a running task.
 /// What a fenced write found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Written {

@@ -23,10 +23,11 @@ function h(tag, attrs = {}, ...children) {
   return el;
 }
 
-/** A task id, short: its last 8 digits. Ids begin with their creation time (so they sort in
- * the store); their random end tells tasks apart, and searching for it finds the task. */
+/** A task id, short: its first and last 8 digits. Ids begin with their creation time (so they
+ * sort in the store), which tasks of the same minute share; the random end tells them apart,
+ * and searching for it finds the task. */
 function shortId(id) {
-  return id.slice(-8);
+  return `${id.slice(0, 8)}…${id.slice(-8)}`;
 }
 
 function toast(text) {

@@ -291,7 +291,7 @@ async fn execute(
     }
     let conn = match conn {
         Some(conn) => conn,
-        None => conn.insert(shared.db.acquire().await?),
+        None => conn.insert(shared.db.acquire_writer().await?),
     };
     // Gate before BEGIN: other writers of this process wait here, not in SQLite's busy handler.
     let gate = shared.db.write_gate().await;

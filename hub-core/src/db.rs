@@ -282,8 +282,9 @@ impl Database {
             create_parent_dir(url)?;
             // WAL lets readers run beside the single writer; NORMAL sync is durable across
             // application crashes, which is what a local registry needs. A small page cache
-            // per connection and no mmap: the OS caches the file once for all of them, and the
-            // hub's memory stays small. Checkpoints run in the background (below).
+            // per reader (the task writer sets a larger one on its own connection, see
+            // `acquire_writer`) and no mmap: the OS caches the file once for all of them, and
+            // the hub's memory stays small. Checkpoints run in the background (below).
             let options = SqliteConnectOptions::from_str(url)
                 .map_err(invalid)?
                 .journal_mode(SqliteJournalMode::Wal)

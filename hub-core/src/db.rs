@@ -20,6 +20,7 @@ use sqlx::sqlite::{
     SqliteRow, SqliteSynchronous,
 };
 use sqlx::{ColumnIndex, Decode, Postgres, Row, Sqlite, Type};
+use tokio_util::task::AbortOnDrop;
 
 use crate::error::{HubError, Result};
 
@@ -235,16 +236,6 @@ pub struct Database {
     _checkpoints: Option<Arc<AbortOnDrop>>,
 }
 
-/// Aborts a background task when dropped.
-#[derive(Debug)]
-struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// A transaction that holds the write lock, and this process's write gate until it ends.
 #[derive(Debug)]
 pub struct WriteTransaction {
@@ -347,7 +338,7 @@ impl Database {
         };
         tracing::debug!(url = %redact(url), "database ready");
         let checkpoints = match &pool {
-            Typed::Sqlite(pool) => Some(Arc::new(AbortOnDrop(
+            Typed::Sqlite(pool) => Some(Arc::new(AbortOnDrop::new(
                 tokio::spawn(checkpoint_loop(pool.clone())).abort_handle(),
             ))),
             Typed::Postgres(_) => None,

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use futures_util::future::{join_all, try_join_all};
 use serde_json::json;
 use tokio::time::Instant;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::health::wait_ready;
 use super::{ExtraPorts, Orchestrator, container_name, engine_volume, stack_name};
@@ -60,6 +61,22 @@ impl<'a> Phase<'a> {
     }
 }
 
+/// A project's containers as the engine lists them, asked for as a start begins. The listing
+/// needs only the project's id, so it runs while the project and its stack file are read: on a
+/// small stack those are a start's longest waits, and side by side they take as long as the
+/// longest of them. The start holds the project's exclusive key, so no other operation of the
+/// hub changes those containers meanwhile. Dropped (the start failed or was revoked first), the
+/// listing stops.
+struct Listing(AbortOnDropHandle<crate::Result<Vec<ContainerInfo>>>);
+
+impl Listing {
+    async fn containers(self) -> crate::Result<Vec<ContainerInfo>> {
+        self.0.await.map_err(|err| {
+            crate::HubError::Internal(format!("listing the project's containers failed: {err}"))
+        })?
+    }
+}
+
 /// What one start created, so that a revoked or failed start can take it away again.
 #[derive(Default)]
 struct Created {
@@ -69,8 +86,10 @@ struct Created {
 
 impl Orchestrator {
     pub(super) async fn run_start(&self, ctx: &TaskContext, project_id: i64) -> JobResult {
+        let listing = self.list_containers(project_id);
         let project = self.registry.get(project_id).await?;
-        self.start_stack(&project, &Phase::whole(ctx)).await
+        self.start_stack(&project, listing, &Phase::whole(ctx))
+            .await
     }
 
     pub(super) async fn run_stop(&self, ctx: &TaskContext, project_id: i64) -> JobResult {
@@ -93,7 +112,8 @@ impl Orchestrator {
             to: 100,
             state: None,
         };
-        let started = self.start_stack(&project, &start).await?;
+        let listing = self.list_containers(project.id);
+        let started = self.start_stack(&project, listing, &start).await?;
         Ok(json!({"stopped": stopped["stopped"], "started": started["services"]}))
     }
 
@@ -143,12 +163,27 @@ impl Orchestrator {
         }
     }
 
+    /// Starts listing the project's containers on the engine, in the background: see
+    /// [`Listing`].
+    fn list_containers(&self, project_id: i64) -> Listing {
+        let runtime = self.runtime.clone();
+        let label = self.project_label(project_id);
+        Listing(AbortOnDropHandle::new(tokio::spawn(async move {
+            runtime.containers_with_label(labels::PROJECT, &label).await
+        })))
+    }
+
     /// Brings the stack up; on failure or revoke, removes what this start created and records
     /// the outcome on the project.
-    async fn start_stack(&self, project: &Project, phase: &Phase<'_>) -> JobResult {
+    async fn start_stack(
+        &self,
+        project: &Project,
+        listing: Listing,
+        phase: &Phase<'_>,
+    ) -> JobResult {
         let created = Mutex::new(Created::default());
         let outcome = tokio::select! {
-            outcome = self.start_inner(project, phase, &created) => outcome,
+            outcome = self.start_inner(project, listing, phase, &created) => outcome,
             () = phase.ctx.cancelled() => Err(TaskError::new(
                 "cancelled",
                 format!("start cancelled ({:?})", phase.ctx.cancel_reason()),
@@ -187,6 +222,7 @@ impl Orchestrator {
     async fn start_inner(
         &self,
         project: &Project,
+        listing: Listing,
         phase: &Phase<'_>,
         created: &Mutex<Created>,
     ) -> JobResult {
@@ -207,7 +243,7 @@ impl Orchestrator {
             .collect::<Result<_, TaskError>>()?;
 
         // Ports held by this project's own running containers are not "in use" by others.
-        let existing = self.containers(project.id).await?;
+        let existing = listing.containers().await?;
         let own_ports: HashSet<u16> = existing
             .iter()
             .filter(|c| c.is_running())
@@ -616,8 +652,12 @@ impl Orchestrator {
         phase
             .report(TaskState::Stopping, 5, "Looking up running services")
             .await;
-        let containers = self.containers(project.id).await?;
-        let stack = self.stack(project, ExtraPorts::Read).await.ok();
+        // Neither depends on the other: the engine's answer and the file are waited for at once.
+        let (containers, stack) = tokio::join!(
+            self.containers(project.id),
+            self.stack(project, ExtraPorts::Read)
+        );
+        let (containers, stack) = (containers?, stack.ok());
         let grace = stack
             .as_ref()
             .map_or(std::time::Duration::from_secs(10), |s| s.stop_grace);

@@ -3,17 +3,27 @@
 //! four containers with `docker run`. Needs a Docker engine with the test images
 //! (`bash scripts/docker-up.sh`). Prints the median of several rounds of each.
 //!
+//! Then the hub's own path of an operation: [`EMPTY_PROJECTS`] projects with empty stacks
+//! started at once, then stopped at once, by the default two workers; each operation still
+//! reads its project and stack file and asks the engine for the project's containers. Prints
+//! the rate from the first enqueue to the last end, the median of several rounds.
+//!
 //! Run with `cargo bench --bench stack`.
 
 #![allow(clippy::expect_used, clippy::print_stdout)] // a benchmark aborts on setup failure and reports figures
 
 use std::time::{Duration, Instant};
 
+use futures_util::future::try_join_all;
 use hub_core::tasks::{TaskId, TaskState};
 use hub_core::{Hub, HubConfig, NewProject, PortConfig, PortSet};
 
 const ROUNDS: usize = 7;
 const STACK: &str = include_str!("../tests/fixtures/four-services.toml");
+/// Projects of the empty-stack rounds.
+const EMPTY_PROJECTS: usize = 1000;
+/// Rounds of empty-stack starts and stops.
+const EMPTY_ROUNDS: usize = 5;
 
 /// Waits for task `id` to finish successfully; returns its status lines with the time each was
 /// seen, from `since`.
@@ -45,9 +55,75 @@ async fn wait_done(hub: &Hub, id: TaskId, since: Instant) -> Vec<(Duration, Stri
     steps
 }
 
-fn median(mut samples: Vec<Duration>) -> Duration {
+fn median<T: Ord + Copy>(mut samples: Vec<T>) -> T {
     samples.sort();
     samples[samples.len() / 2]
+}
+
+/// Submits one operation per project, all at once (`submit` gives its task), and waits for
+/// all of them to succeed; returns the operations per second, from the first enqueue to the
+/// last end.
+async fn drain<F, Fut>(hub: &Hub, projects: &[i64], submit: F) -> u64
+where
+    F: Fn(i64) -> Fut,
+    Fut: std::future::Future<Output = hub_core::Result<TaskId>>,
+{
+    let mut events = hub.subscribe(None).await.expect("subscribe");
+    let began = Instant::now();
+    // All submitted together, as many clients would; the ends are read meanwhile, so the
+    // subscriber keeps up with the stream.
+    let submitted = async {
+        try_join_all(projects.iter().map(|&project| submit(project)))
+            .await
+            .expect("submit")
+    };
+    let ended = async {
+        let mut ended = std::collections::HashSet::new();
+        while ended.len() < projects.len() && events.missed() == 0 {
+            let event = events.recv().await.expect("event stream ended");
+            if event.task.ready() {
+                ended.insert(event.task.id);
+            }
+        }
+        // When the last end was seen; none if the subscriber lost events on the way.
+        (ended.len() == projects.len()).then(|| began.elapsed())
+    };
+    let (ids, last_end) = tokio::join!(submitted, ended);
+    // Every task is read back: its state is checked, and a subscriber that fell behind anyway
+    // (events dropped) waits here for the rest.
+    for id in ids {
+        loop {
+            let task = hub.task(id).await.expect("task");
+            if task.ready() {
+                assert_eq!(task.state, TaskState::Success, "{:?}", task.error);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let took = last_end.unwrap_or_else(|| began.elapsed());
+    (projects.len() as f64 / took.as_secs_f64()) as u64
+}
+
+/// Rounds of empty-stack starts and stops of [`EMPTY_PROJECTS`] projects: the rates of each.
+async fn empty_stacks(hub: &Hub, root: &std::path::Path) -> (Vec<u64>, Vec<u64>) {
+    let mut projects = Vec::with_capacity(EMPTY_PROJECTS);
+    for i in 0..EMPTY_PROJECTS {
+        let folder = root.join(format!("empty-{i}"));
+        std::fs::create_dir_all(&folder).expect("folder");
+        std::fs::write(folder.join("hub.toml"), "# no services\n").expect("hub.toml");
+        let project = hub
+            .create_project(NewProject::new(format!("empty-{i}"), &folder))
+            .await
+            .expect("register");
+        projects.push(project.id);
+    }
+    let (mut starts, mut stops) = (Vec::new(), Vec::new());
+    for _ in 0..EMPTY_ROUNDS {
+        starts.push(drain(hub, &projects, |id| hub.start_project(id)).await);
+        stops.push(drain(hub, &projects, |id| hub.stop_project(id)).await);
+    }
+    (starts, stops)
 }
 
 fn main() {
@@ -97,6 +173,13 @@ fn main() {
             println!("stack/start_4_services: step at {at:>12?}: {step}");
         }
         hub.delete_project(project.id, true).await.expect("delete");
+        let (starts, stops) = empty_stacks(&hub, scratch.path()).await;
+        for (what, rates) in [("starts", starts), ("stops", stops)] {
+            println!(
+                "stack/empty_stacks: {EMPTY_PROJECTS} {what} at once, 2 workers: median {} per second over {EMPTY_ROUNDS} rounds (all: {rates:?})",
+                median(rates.clone())
+            );
+        }
         hub.close().await;
         times
     });

@@ -634,11 +634,20 @@ async fn an_empty_stack_starts_and_stops_at_once() {
         fx.hub.project(p.id).await.unwrap().status,
         ProjectStatus::Running
     );
+    // A network of the project's name made by hand (an empty stack has none of its own): the
+    // stop looks it up, finds it is not the project's, and leaves it.
+    let network = format!("hub-{}", p.slug);
+    assert!(docker(&["network", "create", &network]).await);
     assert_success(&fx.stop(&p).await);
     assert_eq!(
         fx.hub.project(p.id).await.unwrap().status,
         ProjectStatus::Stopped
     );
+    assert!(
+        network_exists(&network).await,
+        "a foreign network was removed"
+    );
+    assert!(docker(&["network", "rm", &network]).await);
     fx.purge(&p).await;
 }
 

@@ -61,12 +61,12 @@ impl<'a> Phase<'a> {
     }
 }
 
-/// A project's containers as the engine lists them, asked for as a start begins. The listing
-/// needs only the project's id, so it runs while the project and its stack file are read: on a
-/// small stack those are a start's longest waits, and side by side they take as long as the
-/// longest of them. The start holds the project's exclusive key, so no other operation of the
-/// hub changes those containers meanwhile. Dropped (the start failed or was revoked first), the
-/// listing stops.
+/// A project's containers as the engine lists them, asked for as a start or stop begins. The
+/// listing needs only the project's id, so it runs while the project and its stack file are
+/// read: on a small stack those are an operation's longest waits, and side by side they take as
+/// long as the longest of them. The operation holds the project's exclusive key, so no other
+/// operation of the hub changes those containers meanwhile. Dropped (the operation failed or
+/// was revoked first), the listing stops.
 struct Listing(AbortOnDropHandle<crate::Result<Vec<ContainerInfo>>>);
 
 impl Listing {
@@ -93,11 +93,13 @@ impl Orchestrator {
     }
 
     pub(super) async fn run_stop(&self, ctx: &TaskContext, project_id: i64) -> JobResult {
+        let listing = self.list_containers(project_id);
         let project = self.registry.get(project_id).await?;
-        self.stop_stack(&project, &Phase::whole(ctx)).await
+        self.stop_stack(&project, listing, &Phase::whole(ctx)).await
     }
 
     pub(super) async fn run_restart(&self, ctx: &TaskContext, project_id: i64) -> JobResult {
+        let listing = self.list_containers(project_id);
         let project = self.registry.get(project_id).await?;
         let stop = Phase {
             ctx,
@@ -105,13 +107,14 @@ impl Orchestrator {
             to: 40,
             state: Some(TaskState::Restarting),
         };
-        let stopped = self.stop_stack(&project, &stop).await?;
+        let stopped = self.stop_stack(&project, listing, &stop).await?;
         let start = Phase {
             ctx,
             from: 40,
             to: 100,
             state: None,
         };
+        // Listed again: the stop changed them.
         let listing = self.list_containers(project.id);
         let started = self.start_stack(&project, listing, &start).await?;
         Ok(json!({"stopped": stopped["stopped"], "started": started["services"]}))
@@ -613,7 +616,12 @@ impl Orchestrator {
 
     /// Stops and removes the stack's containers in reverse dependency order, then its network.
     /// Named volumes stay.
-    async fn stop_stack(&self, project: &Project, phase: &Phase<'_>) -> JobResult {
+    async fn stop_stack(
+        &self,
+        project: &Project,
+        listing: Listing,
+        phase: &Phase<'_>,
+    ) -> JobResult {
         self.record_status(
             phase.ctx,
             project.id,
@@ -622,7 +630,7 @@ impl Orchestrator {
             None,
         )
         .await?;
-        match self.stop_inner(project, phase).await {
+        match self.stop_inner(project, listing, phase).await {
             Ok(result) => {
                 self.record_status(
                     phase.ctx,
@@ -648,14 +656,22 @@ impl Orchestrator {
         }
     }
 
-    async fn stop_inner(&self, project: &Project, phase: &Phase<'_>) -> JobResult {
+    async fn stop_inner(
+        &self,
+        project: &Project,
+        listing: Listing,
+        phase: &Phase<'_>,
+    ) -> JobResult {
         phase
             .report(TaskState::Stopping, 5, "Looking up running services")
             .await;
-        // Neither depends on the other: the engine's answer and the file are waited for at once.
-        let (containers, stack) = tokio::join!(
-            self.containers(project.id),
-            self.stack(project, ExtraPorts::Read)
+        // None of these depends on another, so they are waited for at once. The network is
+        // looked up before the containers go (a stop creates none) and removed after them.
+        let network = stack_name(project);
+        let (containers, stack, network_labels) = tokio::join!(
+            listing.containers(),
+            self.stack(project, ExtraPorts::Read),
+            self.runtime.network_labels(&network),
         );
         let (containers, stack) = (containers?, stack.ok());
         let grace = stack
@@ -683,7 +699,8 @@ impl Orchestrator {
         phase
             .report(TaskState::Stopping, 92, "Removing the network")
             .await;
-        self.remove_networks(project, &containers).await?;
+        let known = HashMap::from([(network, network_labels?)]);
+        self.remove_networks(project, &containers, known).await?;
         let stopped: Vec<&str> = containers.iter().map(service_of).collect();
         Ok(json!({"stopped": stopped}))
     }

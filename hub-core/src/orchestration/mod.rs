@@ -499,9 +499,20 @@ impl Orchestrator {
     }
 
     /// Removes the project's networks, leaving any network of the same name it does not own.
-    async fn remove_networks(&self, project: &Project, containers: &[ContainerInfo]) -> Result<()> {
+    /// `known`: the engine's answer for networks the caller looked up already (by name, `None`
+    /// for one that does not exist); the others are looked up here.
+    async fn remove_networks(
+        &self,
+        project: &Project,
+        containers: &[ContainerInfo],
+        mut known: HashMap<String, Option<HashMap<String, String>>>,
+    ) -> Result<()> {
         for network in networks_of(project, containers) {
-            match self.runtime.network_labels(&network).await? {
+            let found = match known.remove(&network) {
+                Some(found) => found,
+                None => self.runtime.network_labels(&network).await?,
+            };
+            match found {
                 Some(found) if self.owns(project, &found) => {
                     self.runtime.remove_network(&network).await?;
                 }
@@ -618,7 +629,8 @@ impl Orchestrator {
         for container in &containers {
             self.runtime.remove_container(&container.name).await?;
         }
-        self.remove_networks(project, &containers).await?;
+        self.remove_networks(project, &containers, HashMap::new())
+            .await?;
         if delete_data {
             for volume in self
                 .runtime

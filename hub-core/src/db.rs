@@ -172,6 +172,31 @@ const SQLITE_BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 /// makes all of it hold, released by the commit or rollback.
 const PG_BEGIN_WRITE: &str = "BEGIN; SELECT pg_advisory_xact_lock(7233184392061202805)";
 
+/// The most rows one multi-row statement carries: a batch of up to this many is one round trip.
+pub(crate) const MAX_ROWS_PER_STATEMENT: usize = 64;
+
+/// Splits `rows` into the chunks multi-row statements write them in: as many chunks of
+/// [`MAX_ROWS_PER_STATEMENT`] as fit, then the rest in powers of two, largest first.
+///
+/// Why not any length: every statement text a connection runs stays prepared in its statement
+/// cache (100 per connection), and a prepared statement of 64 task rows is some 200 KB of
+/// SQLite program. With one text per row count the task writer's cache filled with a hundred
+/// of them, up to ~20 MB held for good after a burst; seven row counts (1, 2, 4 … 64) per
+/// statement keep it to a few hundred KB, for at most six more round trips in a batch.
+pub(crate) fn statement_chunks<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut rest = rows;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let len = rest.len().min(MAX_ROWS_PER_STATEMENT);
+        // The largest power of two not above `len` (`len` is at least 1).
+        let (chunk, after) = rest.split_at(1 << len.ilog2());
+        rest = after;
+        Some(chunk)
+    })
+}
+
 impl Dialect {
     /// `rows` rows of `columns` positional placeholders, numbered from 1: `(?, ?), (?, ?)` on
     /// SQLite, `($1, $2), ($3, $4)` on PostgreSQL.
@@ -582,6 +607,31 @@ mod tests {
             "postgres://hub:***@db:5432/hub"
         );
         assert_eq!(redact("sqlite:///tmp/x.db"), "sqlite:///tmp/x.db");
+    }
+
+    /// Every row is written once, in order, in chunks of the few lengths statements are
+    /// prepared for.
+    #[test]
+    fn statement_chunks_use_few_lengths_and_keep_every_row_in_order() {
+        let lengths: std::collections::BTreeSet<usize> = (0..=300)
+            .flat_map(|n| {
+                let rows: Vec<usize> = (0..n).collect();
+                let chunks: Vec<&[usize]> = statement_chunks(&rows).collect();
+                assert_eq!(chunks.concat(), rows, "{n} rows");
+                // At most one chunk of each length below the maximum.
+                let short: Vec<usize> = chunks
+                    .iter()
+                    .map(|c| c.len())
+                    .filter(|&l| l < MAX_ROWS_PER_STATEMENT)
+                    .collect();
+                assert!(short.windows(2).all(|w| w[0] > w[1]), "{n} rows: {short:?}");
+                chunks.into_iter().map(<[usize]>::len).collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(
+            lengths.into_iter().collect::<Vec<_>>(),
+            [1, 2, 4, 8, 16, 32, MAX_ROWS_PER_STATEMENT]
+        );
     }
 
     #[test]

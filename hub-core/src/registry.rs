@@ -12,7 +12,10 @@ use chrono::Utc;
 use sqlx::Row;
 use tokio::sync::Mutex;
 
-use crate::db::{Conn, Database, StoredRow, WriteTransaction, dispatch, from_millis, now_millis};
+use crate::db::{
+    Conn, Database, StoredRow, WriteTransaction, dispatch, from_millis, now_millis,
+    statement_chunks,
+};
 use crate::error::{Entity, HubError, Result};
 use crate::paths::Roots;
 use crate::ports::{
@@ -686,10 +689,10 @@ async fn write_status(conn: Conn<'_>, change: &StatusChange) -> Result<bool> {
     Ok(write_statuses(conn, &[change]).await? > 0)
 }
 
-/// Writes `changes`, in order, on `conn` (inside the caller's transaction) with one statement:
-/// each project ends as its last change says, its `last_started` / `last_stopped` stamped by
-/// its latest `running` / `stopped`, as one statement per change would leave it. Returns how
-/// many projects were found.
+/// Writes `changes`, in order, on `conn` (inside the caller's transaction), one statement per
+/// [`statement_chunks`] chunk of the projects changed: each project ends as its last change
+/// says, its `last_started` / `last_stopped` stamped by its latest `running` / `stopped`, as one
+/// statement per change would leave it. Returns how many projects were found.
 pub(crate) async fn write_statuses(conn: Conn<'_>, changes: &[&StatusChange]) -> Result<u64> {
     let mut last: BTreeMap<i64, (&StatusChange, Option<i64>, Option<i64>)> = BTreeMap::new();
     for change in changes {
@@ -703,30 +706,34 @@ pub(crate) async fn write_statuses(conn: Conn<'_>, changes: &[&StatusChange]) ->
             _ => {}
         }
     }
-    if last.is_empty() {
-        return Ok(0);
-    }
-    let rows = conn.dialect().row_placeholders(last.len(), 7);
-    let sql = format!(
-        "WITH v (id, status, health, last_error, at, started, stopped) AS (VALUES {rows}) \
-         UPDATE projects SET status = v.status, health = v.health, last_error = v.last_error, \
-         updated_at = v.at, last_started = COALESCE(v.started, projects.last_started), \
-         last_stopped = COALESCE(v.stopped, projects.last_stopped) \
-         FROM v WHERE projects.id = v.id"
-    );
+    let last: Vec<_> = last.into_iter().collect();
+    let dialect = conn.dialect();
+    let mut found = 0;
     dispatch!(conn, conn => {
-        let mut query = sqlx::query(&sql);
-        for (id, (change, started, stopped)) in &last {
-            query = query
-                .bind(*id)
-                .bind(change.status.as_str())
-                .bind(change.health.as_str())
-                .bind(change.error.as_deref())
-                .bind(change.at)
-                .bind(*started)
-                .bind(*stopped);
+        for chunk in statement_chunks(&last) {
+            let sql = format!(
+                "WITH v (id, status, health, last_error, at, started, stopped) AS (VALUES {}) \
+                 UPDATE projects SET status = v.status, health = v.health, \
+                 last_error = v.last_error, updated_at = v.at, \
+                 last_started = COALESCE(v.started, projects.last_started), \
+                 last_stopped = COALESCE(v.stopped, projects.last_stopped) \
+                 FROM v WHERE projects.id = v.id",
+                dialect.row_placeholders(chunk.len(), 7)
+            );
+            let mut query = sqlx::query(&sql);
+            for (id, (change, started, stopped)) in chunk {
+                query = query
+                    .bind(*id)
+                    .bind(change.status.as_str())
+                    .bind(change.health.as_str())
+                    .bind(change.error.as_deref())
+                    .bind(change.at)
+                    .bind(*started)
+                    .bind(*stopped);
+            }
+            found += query.execute(&mut *conn).await?.rows_affected();
         }
-        Ok(query.execute(&mut *conn).await?.rows_affected())
+        Ok(found)
     })
 }
 

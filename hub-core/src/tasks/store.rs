@@ -19,16 +19,15 @@ use super::model::{
     KindCounts, LostVerdict, QueueInfo, TaskError, TaskEvent, TaskId, TaskPage, TaskQuery,
     TaskRecord, TaskSort, TaskState, TimeLimits, WorkerInfo, codes,
 };
-use crate::db::{Conn, Database, Dialect, StoredRow, Typed, dispatch, from_millis, now_millis};
+use crate::db::{
+    Conn, Database, Dialect, StoredRow, Typed, dispatch, from_millis, now_millis, statement_chunks,
+};
 use crate::error::{HubError, Result};
 
 const COLUMNS: &str = "id, kind, queue, project_id, payload, state, progress, status, result, \
      error_code, error_message, attempt, worker, soft_limit_ms, hard_limit_ms, queued_at, \
      started_at, finished_at, queue_order, exclusive_key, owner, lease_until";
 const COLUMN_COUNT: usize = 22;
-/// Rows per multi-row statement: a batch is usually one statement (one round trip), and the 64
-/// statement texts this allows all stay prepared in the connection's statement cache.
-pub(crate) const ROWS_PER_STATEMENT: usize = 64;
 /// States in which a task is held by a worker.
 const ACTIVE: &str = "('STARTED', 'BUILDING', 'RUNNING', 'STOPPING', 'RESTARTING', 'FETCHING')";
 /// States that end a task.
@@ -90,7 +89,7 @@ pub(crate) async fn update_fenced(
 ) -> Result<HashSet<TaskId>> {
     let mut refused = Vec::new();
     let dialect = conn.dialect();
-    for chunk in tasks.chunks(ROWS_PER_STATEMENT) {
+    for chunk in statement_chunks(tasks) {
         // An upsert whose insert never happens (the rows exist): one statement for many rows,
         // with the fence in the update's WHERE.
         let sql = format!(
@@ -151,7 +150,7 @@ async fn refused_among(mut conn: Conn<'_>, tasks: &[&StoredTask]) -> Result<Vec<
 }
 
 /// Inserts `tasks`, each unless its exclusive key is held (by a stored task, or by one earlier
-/// in `tasks`): one statement per [`ROWS_PER_STATEMENT`] rows, the key's unique index deciding.
+/// in `tasks`): a statement per [`statement_chunks`] chunk, the key's unique index deciding.
 /// Returns the ids stored.
 pub(crate) async fn insert_if_keys_free(
     mut conn: Conn<'_>,
@@ -159,7 +158,7 @@ pub(crate) async fn insert_if_keys_free(
 ) -> Result<HashSet<TaskId>> {
     let mut stored = HashSet::with_capacity(tasks.len());
     let dialect = conn.dialect();
-    for chunk in tasks.chunks(ROWS_PER_STATEMENT) {
+    for chunk in statement_chunks(tasks) {
         let sql = format!(
             "INSERT INTO tasks ({COLUMNS}) VALUES {} ON CONFLICT DO NOTHING RETURNING id",
             dialect.row_placeholders(chunk.len(), COLUMN_COUNT)
@@ -466,7 +465,7 @@ pub(crate) async fn insert_events(
     }
     let dialect = conn.dialect();
     let mut seqs = Vec::with_capacity(records.len());
-    for chunk in records.chunks(ROWS_PER_STATEMENT) {
+    for chunk in statement_chunks(records) {
         let sql = format!(
             "INSERT INTO task_events (task_id, origin, at, state, progress, status, result, \
              error_code, error_message, attempt, worker, started_at, finished_at) VALUES {}",
@@ -537,7 +536,7 @@ pub(crate) async fn record_finished(conn: Conn<'_>, finished: &[Finished]) -> Re
     dispatch!(conn, conn => {
         // One statement per table: the keys are distinct, so each row is one upsert.
         let counts: Vec<_> = counts.into_iter().collect();
-        for chunk in counts.chunks(ROWS_PER_STATEMENT) {
+        for chunk in statement_chunks(&counts) {
             let sql = format!(
                 "INSERT INTO task_counts (minute, kind, state, count, runtime_ms) VALUES {} \
                  ON CONFLICT (minute, kind, state) DO UPDATE SET \
@@ -557,7 +556,7 @@ pub(crate) async fn record_finished(conn: Conn<'_>, finished: &[Finished]) -> Re
             query.execute(&mut *conn).await?;
         }
         let latency: Vec<_> = latency.into_iter().collect();
-        for chunk in latency.chunks(ROWS_PER_STATEMENT) {
+        for chunk in statement_chunks(&latency) {
             let sql = format!(
                 "INSERT INTO task_latency (kind, latency, bucket, count, sum_ms) VALUES {} \
                  ON CONFLICT (kind, latency, bucket) DO UPDATE SET \
@@ -588,7 +587,7 @@ pub(crate) async fn record_finished(conn: Conn<'_>, finished: &[Finished]) -> Re
         }
         /// The columns a sample is written with.
         const SAMPLE_COLUMNS: usize = 5;
-        for chunk in finished.chunks(ROWS_PER_STATEMENT) {
+        for chunk in statement_chunks(finished) {
             let sql = format!(
                 "INSERT INTO task_samples (finished_at, kind, state, runtime_ms, wait_ms) \
                  VALUES {}",

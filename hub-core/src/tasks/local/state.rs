@@ -129,6 +129,21 @@ pub(super) struct Live {
     pub(super) running: usize,
 }
 
+impl Live {
+    /// Lets go of task `id`. The map gives memory back once a burst is over: it never shrinks
+    /// by itself, and a burst of a few thousand queued tasks left it holding a megabyte.
+    pub(super) fn forget(&mut self, id: &TaskId) {
+        self.tasks.remove(id);
+        let capacity = self.tasks.capacity();
+        if capacity > MIN_LIVE_CAPACITY && self.tasks.len() < capacity / 4 {
+            self.tasks.shrink_to(self.tasks.len() * 2);
+        }
+    }
+}
+
+/// Below this many slots the live-task map is not shrunk (not worth the rehash).
+const MIN_LIVE_CAPACITY: usize = 64;
+
 pub(super) struct LiveTask {
     pub(super) stored: StoredTask,
     /// Bumped by every change; the writer drops a finished task from memory only once its
@@ -267,9 +282,7 @@ impl Shared {
                 tracing::warn!(task = %id, ?reason, "task taken away from this worker; stopping its run");
                 run.stop(reason);
             }
-            None => {
-                live.tasks.remove(&id);
-            }
+            None => live.forget(&id),
         }
     }
 
@@ -397,6 +410,60 @@ mod tests {
     use super::Admissions;
 
     const LONG: Duration = Duration::from_secs(30);
+
+    /// After a burst, the live-task map gives its slots back as its tasks go.
+    #[test]
+    fn the_live_map_shrinks_after_a_burst() {
+        use std::sync::atomic::AtomicBool;
+
+        use super::{Live, LiveTask, MIN_LIVE_CAPACITY};
+        use crate::config::HubMode;
+        use crate::tasks::backend::new_task;
+        use crate::tasks::store::StoredTask;
+        use crate::tasks::{Handlers, JobRequest, TaskConfig};
+
+        let mut live = Live::default();
+        for _ in 0..4096 {
+            let (record, _) = new_task(
+                JobRequest::new("noop", serde_json::Value::Null),
+                &AtomicBool::new(true),
+                &TaskConfig::default(),
+                HubMode::Client,
+                &Handlers::new(),
+            )
+            .unwrap_or_else(|err| panic!("{err}"));
+            let stored = StoredTask {
+                record,
+                exclusive_key: None,
+                owner: None,
+                lease_until: None,
+                queue_order: 0,
+            };
+            let task = LiveTask {
+                stored,
+                version: 0,
+                run: None,
+            };
+            live.tasks.insert(task.stored.record.id, task);
+        }
+        assert!(live.tasks.capacity() >= 4096);
+        let ids: Vec<_> = live.tasks.keys().copied().collect();
+        let (kept, gone) = ids.split_at(1000);
+        for id in gone {
+            live.forget(id);
+        }
+        assert_eq!(live.tasks.len(), 1000);
+        assert!(live.tasks.capacity() < 4096, "{}", live.tasks.capacity());
+        for id in kept {
+            live.forget(id);
+        }
+        assert!(live.tasks.is_empty());
+        assert!(
+            live.tasks.capacity() <= 2 * MIN_LIVE_CAPACITY,
+            "{}",
+            live.tasks.capacity()
+        );
+    }
 
     #[tokio::test]
     async fn a_worker_goes_on_at_once_when_no_submission_waits() {

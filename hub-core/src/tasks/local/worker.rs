@@ -97,7 +97,7 @@ async fn run_task(shared: &Arc<Shared>, id: TaskId) {
         }
         if reason == Some(CancelReason::LeaseLost) {
             // Not this worker's any more: whatever the run ended with is discarded.
-            live.tasks.remove(&id);
+            live.forget(&id);
         } else {
             shared.apply_locked(&mut live, id, ending);
         }

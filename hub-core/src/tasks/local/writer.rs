@@ -434,7 +434,7 @@ fn finish(shared: &Shared, steps: Vec<Step>, done: Vec<Done>) {
                         .get(&id)
                         .is_some_and(|l| l.version <= version && l.run.is_none());
                     if done_here && latest {
-                        live.tasks.remove(&id);
+                        live.forget(&id);
                     }
                 }
             }

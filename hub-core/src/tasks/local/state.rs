@@ -131,7 +131,7 @@ pub(super) struct Live {
 
 impl Live {
     /// Lets go of task `id`. The map gives memory back once a burst is over: it never shrinks
-    /// by itself, and a burst of a few thousand queued tasks left it holding a megabyte.
+    /// by itself, and a burst of a thousand queued tasks left it holding a megabyte.
     pub(super) fn forget(&mut self, id: &TaskId) {
         self.tasks.remove(id);
         let capacity = self.tasks.capacity();
@@ -405,23 +405,20 @@ pub(super) use crate::sync::lock;
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
     use std::time::Duration;
 
-    use super::Admissions;
+    use super::{Admissions, Live, LiveTask, MIN_LIVE_CAPACITY};
+    use crate::config::HubMode;
+    use crate::tasks::backend::new_task;
+    use crate::tasks::store::StoredTask;
+    use crate::tasks::{Handlers, JobRequest, TaskConfig};
 
     const LONG: Duration = Duration::from_secs(30);
 
     /// After a burst, the live-task map gives its slots back as its tasks go.
     #[test]
     fn the_live_map_shrinks_after_a_burst() {
-        use std::sync::atomic::AtomicBool;
-
-        use super::{Live, LiveTask, MIN_LIVE_CAPACITY};
-        use crate::config::HubMode;
-        use crate::tasks::backend::new_task;
-        use crate::tasks::store::StoredTask;
-        use crate::tasks::{Handlers, JobRequest, TaskConfig};
-
         let mut live = Live::default();
         for _ in 0..4096 {
             let (record, _) = new_task(

@@ -302,6 +302,10 @@ impl Database {
             // per reader (the task writer sets a larger one on its own connection, see
             // `acquire_writer`) and no mmap: the OS caches the file once for all of them, and
             // the hub's memory stays small. Checkpoints run in the background (below).
+            // Temporary data in memory: a multi-row write keeps a statement journal (the pages
+            // it changes, to undo it alone), which SQLite otherwise spills to a file in /var/tmp
+            // past 64 KB; the task writer's statements wrote several times more there than to
+            // the WAL, one system call per page.
             let options = SqliteConnectOptions::from_str(url)
                 .map_err(invalid)?
                 .journal_mode(SqliteJournalMode::Wal)
@@ -310,6 +314,7 @@ impl Database {
                 .busy_timeout(SQLITE_BUSY_TIMEOUT)
                 .pragma("cache_size", format!("-{SQLITE_READER_CACHE_KIB}"))
                 .pragma("mmap_size", "0")
+                .pragma("temp_store", "memory")
                 .pragma("wal_autocheckpoint", "100000");
             // No ping before each acquire: a connection to a local file does not drop the way a
             // socket does, and the ping was one more round trip to its thread per query.

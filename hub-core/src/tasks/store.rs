@@ -30,8 +30,14 @@ const COLUMNS: &str = "id, kind, queue, project_id, payload, state, progress, st
 const COLUMN_COUNT: usize = 22;
 /// States in which a task is held by a worker.
 const ACTIVE: &str = "('STARTED', 'BUILDING', 'RUNNING', 'STOPPING', 'RESTARTING', 'FETCHING')";
-/// States that end a task.
-const TERMINAL: &str = "('SUCCESS', 'FAILURE', 'REVOKED')";
+
+/// The condition that the task whose state column is `state` is unfinished, in the form the
+/// partial indexes state it (SQLite uses such an index only for a query that says the same):
+/// comparisons, not `NOT IN (…)`, whose list SQLite would build as a temporary table for every
+/// row a write checks (see the migration `0008_unfinished_as_comparisons`).
+fn unfinished(state: &str) -> String {
+    format!("{state} <> 'SUCCESS' AND {state} <> 'FAILURE' AND {state} <> 'REVOKED'")
+}
 
 /// Binds the columns of a [`StoredTask`] in [`COLUMNS`] order (a macro: it binds to a query of
 /// either database).
@@ -100,8 +106,9 @@ pub(crate) async fn update_fenced(
              started_at = excluded.started_at, finished_at = excluded.finished_at, \
              exclusive_key = excluded.exclusive_key \
              WHERE tasks.owner IS NOT DISTINCT FROM excluded.owner \
-             AND tasks.attempt = excluded.attempt AND tasks.state NOT IN {TERMINAL}",
-            dialect.row_placeholders(chunk.len(), COLUMN_COUNT)
+             AND tasks.attempt = excluded.attempt AND {}",
+            dialect.row_placeholders(chunk.len(), COLUMN_COUNT),
+            unfinished("tasks.state"),
         );
         // Every row counts as changed unless its fence held it back: the usual case costs no
         // read-back.
@@ -254,8 +261,10 @@ pub(crate) async fn has_claimable(db: &Database, queues: &[String]) -> Result<bo
 
 /// Renews the lease of every unfinished task `owner` holds.
 pub(crate) async fn renew_leases(conn: Conn<'_>, owner: &str, lease_until: i64) -> Result<u64> {
-    let sql =
-        format!("UPDATE tasks SET lease_until = $2 WHERE owner = $1 AND state NOT IN {TERMINAL}");
+    let sql = format!(
+        "UPDATE tasks SET lease_until = $2 WHERE owner = $1 AND {}",
+        unfinished("state")
+    );
     Ok(dispatch!(conn, c => sqlx::query(&sql)
         .bind(owner)
         .bind(lease_until)
@@ -419,7 +428,8 @@ pub(crate) async fn request_revoke(
 pub(crate) async fn revoke_requests(db: &Database, owner: &str) -> Result<Vec<(TaskId, bool)>> {
     let sql = format!(
         "SELECT r.task_id, r.terminate FROM task_revokes r JOIN tasks t ON t.id = r.task_id \
-         WHERE t.owner = $1 AND t.state NOT IN {TERMINAL}"
+         WHERE t.owner = $1 AND {}",
+        unfinished("t.state")
     );
     let rows: Vec<(String, i64)> = dispatch!(db.pool(), pool => {
         sqlx::query_as(&sql).bind(owner).fetch_all(pool).await?
@@ -980,7 +990,8 @@ pub(crate) async fn queue_depths(db: &Database) -> Result<Vec<QueueInfo>> {
     dispatch!(db.pool(), pool => {
         let rows = sqlx::query(&format!(
             "SELECT queue, state, COUNT(*), MIN(queued_at) FROM tasks \
-             WHERE state NOT IN {TERMINAL} GROUP BY queue, state ORDER BY queue"
+             WHERE {} GROUP BY queue, state ORDER BY queue",
+            unfinished("state")
         ))
         .fetch_all(pool)
         .await?;
@@ -1082,9 +1093,10 @@ pub(crate) async fn workers(db: &Database, now: i64) -> Result<Vec<WorkerInfo>> 
         let rows = sqlx::query(&format!(
             "SELECT w.id, w.name, w.host, w.pid, w.mode, w.concurrency, w.queues, w.started_at, \
              w.heartbeat_at, w.lease_until, w.stopped_at, w.processed, \
-             (SELECT COUNT(*) FROM tasks t WHERE t.owner = w.id AND t.state NOT IN {TERMINAL}), \
+             (SELECT COUNT(*) FROM tasks t WHERE t.owner = w.id AND {}), \
              w.succeeded, w.failed \
-             FROM workers w ORDER BY w.started_at DESC"
+             FROM workers w ORDER BY w.started_at DESC",
+            unfinished("t.state")
         ))
         .fetch_all(pool)
         .await?;

@@ -74,7 +74,9 @@ macro_rules! bind_task {
 /// A record as the store keeps it: the public record plus who holds it.
 #[derive(Debug, Clone)]
 pub(crate) struct StoredTask {
-    pub(crate) record: TaskRecord,
+    /// Shared with the copies the writer stores and the event that publishes it: a change
+    /// copies the record only when an older version is still held (`Arc::make_mut`).
+    pub(crate) record: Arc<TaskRecord>,
     /// Held while the task is unfinished; released by its terminal write.
     pub(crate) exclusive_key: Option<String>,
     /// The worker holding the task (reserved while pending, running after); `None`: free to
@@ -189,8 +191,7 @@ pub(crate) async fn exclusive_holder(conn: Conn<'_>, key: &str) -> Result<Option
     let sql = format!("SELECT {COLUMNS} FROM tasks WHERE exclusive_key = $1");
     dispatch!(conn, c => {
         let row = sqlx::query(&sql).bind(key).fetch_optional(&mut *c).await?;
-        row.map(|row| stored_from_row(&row).map(|t| t.record))
-            .transpose()
+        row.map(|row| record_from_row(&row)).transpose()
     })
 }
 
@@ -337,13 +338,13 @@ pub(crate) async fn reclaim_expired(
             task.lease_until = None;
             match verdict {
                 LostVerdict::Retry(record) => {
-                    task.record = record;
-                    reclaimed.retried.push(task.record.clone());
+                    task.record = Arc::new(record);
+                    reclaimed.retried.push(TaskRecord::clone(&task.record));
                 }
                 LostVerdict::Fail(record) => {
-                    task.record = record;
+                    task.record = Arc::new(record);
                     task.exclusive_key = None;
-                    reclaimed.failed.push(task.record.clone());
+                    reclaimed.failed.push(TaskRecord::clone(&task.record));
                 }
             }
             // The whole row: the fence (owner, attempt) moves with it.
@@ -392,8 +393,7 @@ pub(crate) async fn revoke_queued(
         .bind(now)
         .fetch_optional(&mut *conn)
         .await?;
-        row.map(|row| stored_from_row(&row).map(|t| t.record))
-            .transpose()
+        row.map(|row| record_from_row(&row)).transpose()
     })
 }
 
@@ -445,7 +445,7 @@ pub(crate) async fn revoke_requests(db: &Database, owner: &str) -> Result<Vec<(T
 pub(crate) async fn insert_events(
     mut conn: Conn<'_>,
     origin: &str,
-    records: &[TaskRecord],
+    records: &[Arc<TaskRecord>],
 ) -> Result<Vec<u64>> {
     /// The columns an event is written with (its `seq` comes from the store).
     const EVENT_COLUMNS: usize = 13;
@@ -829,8 +829,7 @@ pub(crate) async fn get(db: &Database, id: TaskId) -> Result<Option<TaskRecord>>
             .bind(id.to_string())
             .fetch_optional(pool)
             .await?;
-        row.map(|row| stored_from_row(&row).map(|t| t.record))
-            .transpose()
+        row.map(|row| record_from_row(&row)).transpose()
     })
 }
 
@@ -937,7 +936,7 @@ pub(crate) async fn page(db: &Database, query: &TaskQuery) -> Result<TaskPage> {
             .fetch_all(pool)
             .await?
             .iter()
-            .map(|row| stored_from_row(row).map(|t| t.record))
+            .map(record_from_row)
             .collect::<Result<Vec<_>>>()?
     });
     Ok(TaskPage {
@@ -1184,7 +1183,7 @@ fn parse_id(id: &str) -> Result<TaskId> {
 
 fn stored_from_row(row: &impl StoredRow) -> Result<StoredTask> {
     Ok(StoredTask {
-        record: record_from_row(row)?,
+        record: Arc::new(record_from_row(row)?),
         exclusive_key: row.get("exclusive_key")?,
         owner: row.get("owner")?,
         lease_until: row.get("lease_until")?,

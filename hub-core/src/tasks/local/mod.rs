@@ -235,7 +235,7 @@ impl TaskBackend for LocalBackend {
             && (shared.config.queues.is_empty() || shared.config.queues.contains(&record.queue));
         let id = record.id;
         let stored = StoredTask {
-            record,
+            record: Arc::new(record),
             exclusive_key,
             owner: runs_here.then(|| shared.me.id.clone()),
             lease_until: runs_here.then(|| shared.lease_until()),
@@ -259,7 +259,7 @@ impl TaskBackend for LocalBackend {
     async fn get(&self, id: TaskId) -> Result<Option<TaskRecord>> {
         let ended = match lock(&self.shared.live).tasks.get(&id) {
             Some(task) if !task.stored.record.state.is_terminal() => {
-                return Ok(Some(task.stored.record.clone()));
+                return Ok(Some(TaskRecord::clone(&task.stored.record)));
             }
             held => held.is_some(),
         };

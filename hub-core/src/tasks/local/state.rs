@@ -7,8 +7,8 @@
 //! revoked elsewhere, and its run here stops.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -240,24 +240,21 @@ impl Shared {
         Ok(())
     }
 
-    pub(super) fn apply(&self, id: TaskId, change: Change) -> Option<TaskRecord> {
+    pub(super) fn apply(&self, id: TaskId, change: Change) {
         let mut live = lock(&self.live);
-        self.apply_locked(&mut live, id, change)
+        self.apply_locked(&mut live, id, change);
     }
 
     /// Applies `change` to task `id` if the rules allow it: states only move forward, progress
     /// never goes down, nothing changes after a terminal state. Sends the new version to the
-    /// writer; its event is published once stored. Returns the record after the change.
-    pub(super) fn apply_locked(
-        &self,
-        live: &mut Live,
-        id: TaskId,
-        change: Change,
-    ) -> Option<TaskRecord> {
-        let task = live.tasks.get_mut(&id)?;
+    /// writer (sharing the record with it); its event is published once stored.
+    pub(super) fn apply_locked(&self, live: &mut Live, id: TaskId, change: Change) {
+        let Some(task) = live.tasks.get_mut(&id) else {
+            return;
+        };
         let finishes = matches!(change, Change::Finish { .. });
-        if !task.stored.record.apply(change, &self.me.id) {
-            return None;
+        if !Arc::make_mut(&mut task.stored.record).apply(change, &self.me.id) {
+            return;
         }
         if finishes {
             task.stored.exclusive_key = None;
@@ -267,7 +264,6 @@ impl Shared {
             task: task.stored.clone(),
             version: task.version,
         });
-        Some(task.stored.record.clone())
     }
 
     /// This process no longer holds task `id` (the store refused its change, or another process
@@ -338,7 +334,9 @@ impl Shared {
             }
             _ => {}
         }
-        live.tasks.get(&id).map(|task| task.stored.record.clone())
+        live.tasks
+            .get(&id)
+            .map(|task| TaskRecord::clone(&task.stored.record))
     }
 
     pub(super) fn running_count(&self) -> usize {
@@ -430,7 +428,7 @@ mod tests {
             )
             .unwrap_or_else(|err| panic!("{err}"));
             let stored = StoredTask {
-                record,
+                record: Arc::new(record),
                 exclusive_key: None,
                 owner: None,
                 lease_until: None,

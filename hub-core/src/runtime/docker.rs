@@ -16,8 +16,13 @@ use bollard::query_parameters::{
     ListVolumesOptions, LogsOptions, RemoveContainerOptions, RemoveVolumeOptions,
     StopContainerOptions,
 };
-use bollard::{API_DEFAULT_VERSION, Docker};
+use bollard::{API_DEFAULT_VERSION, BollardRequest, Docker};
 use futures_util::stream::{BoxStream, StreamExt};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connect, HttpConnector};
+use hyper_util::rt::TokioExecutor;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Mutex;
 
 use super::{
@@ -93,12 +98,22 @@ impl DockerRuntime {
 
     async fn connect(&self) -> Result<Docker> {
         let address = self.address.as_str();
-        let client = if let Some(path) = address.strip_prefix("unix://") {
-            Docker::connect_with_unix(path, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
-        } else if address.starts_with('/') {
-            Docker::connect_with_unix(address, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
-        } else if address.starts_with("tcp://") || address.starts_with("http://") {
-            Docker::connect_with_http(address, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
+        let socket = address
+            .strip_prefix("unix://")
+            .or_else(|| address.starts_with('/').then_some(address));
+        let client = if let Some(path) = socket {
+            if !std::path::Path::new(path).exists() {
+                return Err(HubError::RuntimeUnavailable {
+                    address: self.address.clone(),
+                    message: format!("no socket at {path}"),
+                });
+            }
+            pooled(hyperlocal::UnixConnector, format!("unix://{}", hex(path)))
+        } else if let Some(host) = address
+            .strip_prefix("tcp://")
+            .or_else(|| address.strip_prefix("http://"))
+        {
+            pooled(HttpConnector::new(), format!("http://{host}"))
         } else {
             return Err(HubError::invalid(
                 "docker_host",
@@ -819,4 +834,32 @@ impl LineSplitter {
             }
         }
     }
+}
+
+/// A client that keeps its connections to the engine open between requests. bollard's own
+/// constructors turn its pool off, so every engine call paid a connect and a close, in the hub
+/// and in the engine: an empty stack's start is one call, and a queue drain of them spent a
+/// visible share of both processes' CPU on it. An idle connection the engine closed (a restart)
+/// is noticed and dropped by the pool before reuse; a call that fails on one drops the whole
+/// client anyway (see `fail`).
+fn pooled<C>(connector: C, address: String) -> std::result::Result<Docker, DockerError>
+where
+    C: Connect + Clone + Send + Sync + 'static,
+{
+    let client = Client::builder(TokioExecutor::new()).build(connector);
+    Docker::connect_with_custom_transport(
+        move |request: BollardRequest| {
+            let client = client.clone();
+            Box::pin(async move { client.request(request).await.map_err(DockerError::from) })
+                as Pin<Box<dyn Future<Output = _> + Send>>
+        },
+        Some(address),
+        REQUEST_TIMEOUT_SECS,
+        API_DEFAULT_VERSION,
+    )
+}
+
+/// A socket path as the host of a `unix://` URI, the way the Unix connector reads it back.
+fn hex(path: &str) -> String {
+    path.bytes().map(|byte| format!("{byte:02x}")).collect()
 }

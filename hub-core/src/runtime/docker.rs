@@ -40,6 +40,9 @@ pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Per-request timeout of the HTTP client, in seconds; long enough for a slow pull's stream.
 const REQUEST_TIMEOUT_SECS: u64 = 600;
+/// Connections to the engine kept open while idle: about what the workers and a few clients
+/// use at once (Docker's own command line keeps two).
+const IDLE_CONNECTIONS: usize = 8;
 
 /// The Docker engine at one address. Connects on first use and again after a connection
 /// failure, so a hub can start while the engine is down and use it once it is up.
@@ -841,12 +844,16 @@ impl LineSplitter {
 /// and in the engine: an empty stack's start is one call, and a queue drain of them spent a
 /// visible share of both processes' CPU on it. An idle connection the engine closed (a restart)
 /// is noticed and dropped by the pool before reuse; a call that fails on one drops the whole
-/// client anyway (see `fail`).
+/// client anyway (see `fail`). At most [`IDLE_CONNECTIONS`] wait idle, so a burst of calls
+/// (many clients asking for stack statuses at once) does not leave as many open sockets, and
+/// engine goroutines, behind.
 fn pooled<C>(connector: C, address: String) -> std::result::Result<Docker, DockerError>
 where
     C: Connect + Clone + Send + Sync + 'static,
 {
-    let client = Client::builder(TokioExecutor::new()).build(connector);
+    let client = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(IDLE_CONNECTIONS)
+        .build(connector);
     Docker::connect_with_custom_transport(
         move |request: BollardRequest| {
             let client = client.clone();

@@ -23,6 +23,13 @@ use crate::tasks::store::{self, Reclaimed, StoredTask};
 const MAX_BATCH: usize = 2048;
 /// Longest wait between two tries when the store fails.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How long a small batch that nobody waits on may wait for more ops before it is stored.
+/// A task's start and its end, or its start and the next task's admission, then share one
+/// commit: a commit writes every index leaf it touched again, whatever the batch's size.
+const LINGER: Duration = Duration::from_millis(2);
+/// Batches at least this large are stored at once: the writer is busy, and waiting would only
+/// idle it. A task's whole run, from its start to its end, is a handful of ops.
+const LINGER_BELOW: usize = 16;
 
 type Ack<T> = oneshot::Sender<Result<T>>;
 
@@ -67,7 +74,55 @@ pub(super) async fn writer_loop(shared: Arc<Shared>, mut ops: mpsc::UnboundedRec
     let mut batch = Vec::new();
     let mut conn: Option<PooledConn> = None;
     while ops.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        linger(&mut ops, &mut batch).await;
         write_batch(&shared, &mut conn, std::mem::take(&mut batch)).await;
+    }
+}
+
+/// Lets a small batch that nobody waits on gather the ops that follow, for up to [`LINGER`];
+/// the first op with a waiter (an admission, a claim, a flush…) ends the wait at once, so that
+/// what callers wait on is never held back. What lingers is write-behind already: a task's
+/// changes are seen in this process from memory, and by others once stored.
+async fn linger(ops: &mut mpsc::UnboundedReceiver<WriteOp>, batch: &mut Vec<WriteOp>) {
+    if batch.len() >= LINGER_BELOW || batch.iter().any(WriteOp::awaited) {
+        return;
+    }
+    let deadline = tokio::time::sleep(LINGER);
+    tokio::pin!(deadline);
+    while batch.len() < LINGER_BELOW {
+        tokio::select! {
+            biased;
+            op = ops.recv() => match op {
+                Some(op) => {
+                    let awaited = op.awaited();
+                    batch.push(op);
+                    if awaited {
+                        return;
+                    }
+                }
+                // Every sender is gone: store what came.
+                None => return,
+            },
+            () = &mut deadline => return,
+        }
+    }
+}
+
+impl WriteOp {
+    /// Whether a caller waits until this op is stored.
+    fn awaited(&self) -> bool {
+        match self {
+            WriteOp::Insert { ack, .. } => ack.as_ref().is_some_and(|ack| !ack.is_closed()),
+            WriteOp::Put { .. } => false,
+            WriteOp::ProjectStatus { ack, .. } => !ack.is_closed(),
+            WriteOp::Claim { .. }
+            | WriteOp::Register(_)
+            | WriteOp::Heartbeat { .. }
+            | WriteOp::Reclaim(_)
+            | WriteOp::Revoke { .. }
+            | WriteOp::Release(_)
+            | WriteOp::Flush(_) => true,
+        }
     }
 }
 
@@ -577,5 +632,85 @@ mod tests {
             shape(&steps),
             ["write 1/1", "insert 2", "claim", "write 1/1"]
         );
+    }
+
+    /// A change of a task this process holds: nobody waits on it.
+    fn put() -> WriteOp {
+        WriteOp::Put {
+            task: task(None),
+            version: 1,
+        }
+    }
+
+    /// Runs [`linger`] on `first` while `later` arrive at their times (from the start, in
+    /// milliseconds: the timer's resolution); what it gathered, and when it let the batch go.
+    async fn lingered(first: Vec<WriteOp>, later: Vec<(u64, WriteOp)>) -> (usize, Duration) {
+        let start = tokio::time::Instant::now();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let sender = tokio::spawn(async move {
+            for (at, op) in later {
+                tokio::time::sleep_until(start + Duration::from_millis(at)).await;
+                let _ = tx.send(op);
+            }
+            // Held open past the linger, as the process's senders are.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        });
+        let mut batch = first;
+        linger(&mut rx, &mut batch).await;
+        let waited = start.elapsed();
+        sender.abort();
+        (batch.len(), waited)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_change_waits_for_what_follows_until_the_linger_ends() {
+        // A task's start, then its end 1 ms later: one commit; what comes after the linger
+        // goes to the next batch.
+        let after = u64::try_from(LINGER.as_millis()).unwrap_or(u64::MAX) + 1;
+        let (gathered, waited) = lingered(vec![put()], vec![(1, put()), (after, put())]).await;
+        assert_eq!(gathered, 2);
+        assert_eq!(waited, LINGER);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_op_a_caller_waits_on_ends_the_linger_at_once() {
+        let (ack, _answer) = oneshot::channel();
+        let admission = WriteOp::Insert {
+            task: task(Some("project:1")),
+            ack: Some(ack),
+        };
+        let (gathered, waited) = lingered(vec![put()], vec![(1, admission)]).await;
+        assert_eq!(gathered, 2);
+        assert_eq!(waited, Duration::from_millis(1));
+        assert!(waited < LINGER);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_with_a_waiter_or_a_full_one_is_not_held() {
+        let (flushed, _done) = oneshot::channel();
+        let batch = vec![put(), WriteOp::Flush(flushed)];
+        let (gathered, waited) = lingered(batch, vec![(1, put())]).await;
+        assert_eq!((gathered, waited), (2, Duration::ZERO));
+
+        let full: Vec<WriteOp> = (0..LINGER_BELOW).map(|_| put()).collect();
+        let (gathered, waited) = lingered(full, vec![(1, put())]).await;
+        assert_eq!((gathered, waited), (LINGER_BELOW, Duration::ZERO));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_linger_stops_growing_the_batch_at_its_size() {
+        let burst: Vec<(u64, WriteOp)> = (0..2 * LINGER_BELOW).map(|_| (1, put())).collect();
+        let (gathered, waited) = lingered(vec![put()], burst).await;
+        assert_eq!(gathered, LINGER_BELOW);
+        assert_eq!(waited, Duration::from_millis(1));
+    }
+
+    #[test]
+    fn an_answer_nobody_waits_for_any_more_does_not_count_as_awaited() {
+        // `insert` drops the receiver: the caller gave up (e.g. a client that hung up).
+        assert!(!insert("project:1").awaited());
+        let (ack, _answer) = oneshot::channel();
+        assert!(WriteOp::Claim { max: 1, ack }.awaited());
+        assert!(!put().awaited());
     }
 }

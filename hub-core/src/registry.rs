@@ -130,8 +130,8 @@ impl Registry {
         let now = now_millis();
         let id: i64 = dispatch!(tx.conn(), tx => sqlx::query_scalar(
             "INSERT INTO projects (name, slug, path, backend_port, frontend_port, postgres_port, \
-             redis_port, status, health, created_at, updated_at, host) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11) RETURNING id",
+             redis_port, status, health, created_at, updated_at, host, containers_created) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, FALSE) RETURNING id",
         )
         .bind(&name)
         .bind(&slug)
@@ -258,6 +258,45 @@ impl Registry {
     pub async fn get(&self, key: impl Into<ProjectKey>) -> Result<Project> {
         let mut conn = self.db.acquire().await?;
         fetch(conn.conn(), &key.into()).await
+    }
+
+    /// Project `id` for an operation on its stack, and whether the hub may have created a
+    /// container for it (see [`Registry::note_containers_created`]). An operation on a project
+    /// it never created one for need not ask the engine: their label holds the project's id,
+    /// which is never reused.
+    pub(crate) async fn get_for_operation(&self, id: i64) -> Result<(Project, bool)> {
+        let mut conn = self.db.acquire().await?;
+        dispatch!(conn.conn(), conn => {
+            let row = sqlx::query(&format!(
+                "SELECT {PROJECT_COLUMNS}, containers_created FROM projects WHERE id = $1"
+            ))
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+            match row {
+                Some(row) => Ok((
+                    project_from_row(&row)?,
+                    StoredRow::get(&row, "containers_created")?,
+                )),
+                None => Err(HubError::not_found(Entity::Project, ProjectKey::Id(id))),
+            }
+        })
+    }
+
+    /// Records, in a transaction of its own, that the hub is about to create containers for
+    /// project `id`. Committed before the first one exists, so that an operation which skips
+    /// asking the engine (see [`Registry::get_for_operation`]) never misses one, even after a
+    /// crash. Never cleared.
+    pub(crate) async fn note_containers_created(&self, id: i64) -> Result<()> {
+        let mut tx = self.db.begin_write().await?;
+        dispatch!(tx.conn(), tx => {
+            sqlx::query("UPDATE projects SET containers_created = TRUE WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        });
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Every project, ordered by id. Read [`LIST_CHUNK`] rows at a time: the driver copies

@@ -1295,3 +1295,76 @@ async fn engine_calls_share_a_connection_and_survive_the_engine_dropping_it() {
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
     relay.abort();
 }
+
+/// The hub asks the engine for a project's containers only once it may have created one. The
+/// mark is stored before the first container is created (by a start or a service's restart),
+/// so a stack emptied since still has its old containers removed by the next start; a project
+/// it never created one for is not asked about (a container made by hand with its label is
+/// not seen).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_is_asked_for_a_projects_containers_once_the_hub_created_one() {
+    let fx = fixture(34000).await;
+    let one_service = "[hub]\nstop_grace = \"1s\"\n\n[services.app]\n\
+                       image = \"hubtest/busybox:latest\"\ncommand = [\"/bin/sleep\", \"3600\"]\n";
+    let started = fx.project("marked", one_service).await;
+    let restarted = fx.project("restarted", one_service).await;
+    let never = fx.project("never", "").await;
+
+    assert_success(&fx.start(&started).await);
+    // The project label the hub sets, `<instance>/<project id>`: `never`'s, made from it.
+    let owner = fx
+        .hub
+        .runtime()
+        .inspect_container(&format!("hub-{}_app", started.slug))
+        .await
+        .unwrap()
+        .unwrap()
+        .labels[labels::PROJECT]
+        .clone();
+    let instance = owner
+        .strip_suffix(&format!("/{}", started.id))
+        .unwrap_or_else(|| panic!("unexpected project label {owner}"));
+    let label = format!("{}={instance}/{}", labels::PROJECT, never.id);
+    let planted = format!("hub-{}-planted", never.slug);
+
+    let id = fx.hub.restart_service(restarted.id, "app").await.unwrap();
+    assert_success(&fx.wait(id).await);
+    for p in [&started, &restarted] {
+        assert_eq!(fx.containers(p).await, [format!("hub-{}_app", p.slug)]);
+        std::fs::write(p.path.join("hub.toml"), "").unwrap();
+        assert_success(&fx.start(p).await);
+        assert!(
+            fx.containers(p).await.is_empty(),
+            "the start of the emptied stack of {} left its old container",
+            p.name
+        );
+    }
+
+    assert!(
+        docker(&[
+            "create",
+            "--name",
+            &planted,
+            "--label",
+            &label,
+            "hubtest/busybox:latest",
+            "/bin/sleep",
+            "1"
+        ])
+        .await
+    );
+    assert_success(&fx.start(&never).await);
+    assert!(
+        fx.hub
+            .runtime()
+            .inspect_container(&planted)
+            .await
+            .unwrap()
+            .is_some(),
+        "a start asked the engine for the containers of a project the hub never created one for"
+    );
+    assert!(docker(&["rm", "-f", &planted]).await);
+    for p in [&started, &restarted, &never] {
+        fx.purge(p).await;
+    }
+}

@@ -62,16 +62,24 @@ impl<'a> Phase<'a> {
 }
 
 /// A project's containers as the engine lists them, asked for as a start or stop begins. The
-/// listing needs only the project's id, so it runs while the project and its stack file are
-/// read: on a small stack those are an operation's longest waits, and side by side they take as
-/// long as the longest of them. The operation holds the project's exclusive key, so no other
-/// operation of the hub changes those containers meanwhile. Dropped (the operation failed or
-/// was revoked first), the listing stops.
-struct Listing(AbortOnDropHandle<crate::Result<Vec<ContainerInfo>>>);
+/// listing runs while the stack file is read: on a small stack those are an operation's longest
+/// waits, and side by side they take as long as the longest of them. The operation holds the
+/// project's exclusive key, so no other operation of the hub changes those containers
+/// meanwhile. Dropped (the operation failed or was revoked first), the listing stops. Not asked
+/// for (`None`) when the hub never created a container for the project: there is none.
+struct Listing(Option<AbortOnDropHandle<crate::Result<Vec<ContainerInfo>>>>);
 
 impl Listing {
+    /// Whether the hub may have created containers for the project.
+    fn asked(&self) -> bool {
+        self.0.is_some()
+    }
+
     async fn containers(self) -> crate::Result<Vec<ContainerInfo>> {
-        self.0.await.map_err(|err| {
+        let Some(listing) = self.0 else {
+            return Ok(Vec::new());
+        };
+        listing.await.map_err(|err| {
             crate::HubError::Internal(format!("listing the project's containers failed: {err}"))
         })?
     }
@@ -86,21 +94,21 @@ struct Created {
 
 impl Orchestrator {
     pub(super) async fn run_start(&self, ctx: &TaskContext, project_id: i64) -> JobResult {
-        let listing = self.list_containers(project_id);
-        let project = self.registry.get(project_id).await?;
+        let (project, created) = self.registry.get_for_operation(project_id).await?;
+        let listing = self.list_containers(project_id, created);
         self.start_stack(&project, listing, &Phase::whole(ctx))
             .await
     }
 
     pub(super) async fn run_stop(&self, ctx: &TaskContext, project_id: i64) -> JobResult {
-        let listing = self.list_containers(project_id);
-        let project = self.registry.get(project_id).await?;
+        let (project, created) = self.registry.get_for_operation(project_id).await?;
+        let listing = self.list_containers(project_id, created);
         self.stop_stack(&project, listing, &Phase::whole(ctx)).await
     }
 
     pub(super) async fn run_restart(&self, ctx: &TaskContext, project_id: i64) -> JobResult {
-        let listing = self.list_containers(project_id);
-        let project = self.registry.get(project_id).await?;
+        let (project, created) = self.registry.get_for_operation(project_id).await?;
+        let listing = self.list_containers(project_id, created);
         let stop = Phase {
             ctx,
             from: 0,
@@ -115,7 +123,7 @@ impl Orchestrator {
             state: None,
         };
         // Listed again: the stop changed them.
-        let listing = self.list_containers(project.id);
+        let listing = self.list_containers(project.id, created);
         let started = self.start_stack(&project, listing, &start).await?;
         Ok(json!({"stopped": stopped["stopped"], "started": started["services"]}))
     }
@@ -166,14 +174,17 @@ impl Orchestrator {
         }
     }
 
-    /// Starts listing the project's containers on the engine, in the background: see
-    /// [`Listing`].
-    fn list_containers(&self, project_id: i64) -> Listing {
+    /// Starts listing the project's containers on the engine, in the background, if the hub
+    /// may have `created` some: see [`Listing`].
+    fn list_containers(&self, project_id: i64, created: bool) -> Listing {
+        if !created {
+            return Listing(None);
+        }
         let runtime = self.runtime.clone();
         let label = self.project_label(project_id);
-        Listing(AbortOnDropHandle::new(tokio::spawn(async move {
+        Listing(Some(AbortOnDropHandle::new(tokio::spawn(async move {
             runtime.containers_with_label(labels::PROJECT, &label).await
-        })))
+        }))))
     }
 
     /// Brings the stack up; on failure or revoke, removes what this start created and records
@@ -246,6 +257,7 @@ impl Orchestrator {
             .collect::<Result<_, TaskError>>()?;
 
         // Ports held by this project's own running containers are not "in use" by others.
+        let created_before = listing.asked();
         let existing = listing.containers().await?;
         let own_ports: HashSet<u16> = existing
             .iter()
@@ -296,6 +308,9 @@ impl Orchestrator {
             None,
         )
         .await?;
+        if !created_before && !specs.is_empty() {
+            self.registry.note_containers_created(project.id).await?;
+        }
         // A running container created from the same spec is kept, so a start repeated (by the
         // user, or after a lost worker) does not recreate a stack that runs; whatever else an
         // earlier run left is replaced.
@@ -746,6 +761,8 @@ impl Orchestrator {
         phase
             .report(TaskState::Restarting, 40, format!("Starting {service}"))
             .await;
+        // A rare operation: noted every time rather than read first.
+        self.registry.note_containers_created(project.id).await?;
         self.runtime.create_container(&container).await?;
         self.runtime.start_container(&container.name).await?;
         phase

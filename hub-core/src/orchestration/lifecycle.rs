@@ -134,12 +134,12 @@ impl Orchestrator {
         project_id: i64,
         service: &str,
     ) -> JobResult {
-        let project = self.registry.get(project_id).await?;
+        let (project, created) = self.registry.get_for_operation(project_id).await?;
         let phase = Phase {
             state: Some(TaskState::Restarting),
             ..Phase::whole(ctx)
         };
-        let result = self.restart_one(&project, service, &phase).await;
+        let result = self.restart_one(&project, created, service, &phase).await;
         if let Err(err) = &result {
             self.record_status(
                 ctx,
@@ -720,7 +720,15 @@ impl Orchestrator {
         Ok(json!({"stopped": stopped}))
     }
 
-    async fn restart_one(&self, project: &Project, service: &str, phase: &Phase<'_>) -> JobResult {
+    /// Recreates `service`'s container; `created` says whether the hub may have created a
+    /// container for the project before (else this one is noted first).
+    async fn restart_one(
+        &self,
+        project: &Project,
+        created: bool,
+        service: &str,
+        phase: &Phase<'_>,
+    ) -> JobResult {
         let stack = self.stack(project, ExtraPorts::Lease).await?;
         let spec = stack.service(service).ok_or_else(|| {
             TaskError::from(crate::HubError::not_found(
@@ -761,8 +769,9 @@ impl Orchestrator {
         phase
             .report(TaskState::Restarting, 40, format!("Starting {service}"))
             .await;
-        // A rare operation: noted every time rather than read first.
-        self.registry.note_containers_created(project.id).await?;
+        if !created {
+            self.registry.note_containers_created(project.id).await?;
+        }
         self.runtime.create_container(&container).await?;
         self.runtime.start_container(&container.name).await?;
         phase

@@ -261,9 +261,9 @@ impl Registry {
     }
 
     /// Project `id` for an operation on its stack, and whether the hub may have created a
-    /// container for it (see [`Registry::note_containers_created`]). An operation on a project
-    /// it never created one for need not ask the engine: their label holds the project's id,
-    /// which is never reused.
+    /// container or the stack's network for it (see [`Registry::note_containers_created`]). An
+    /// operation on a project it never created one for need not ask the engine: their label
+    /// holds the project's id, which is never reused.
     pub(crate) async fn get_for_operation(&self, id: i64) -> Result<(Project, bool)> {
         let mut conn = self.db.acquire().await?;
         dispatch!(conn.conn(), conn => {
@@ -283,10 +283,10 @@ impl Registry {
         })
     }
 
-    /// Records, in a transaction of its own, that the hub is about to create containers for
-    /// project `id`. Committed before the first one exists, so that an operation which skips
-    /// asking the engine (see [`Registry::get_for_operation`]) never misses one, even after a
-    /// crash. Never cleared.
+    /// Records, in a transaction of its own, that the hub is about to create containers (or
+    /// the stack's network) for project `id`. Committed before the first one exists, so that an
+    /// operation which skips asking the engine (see [`Registry::get_for_operation`]) never
+    /// misses one, even after a crash. Never cleared.
     pub(crate) async fn note_containers_created(&self, id: i64) -> Result<()> {
         let mut tx = self.db.begin_write().await?;
         dispatch!(tx.conn(), tx => {

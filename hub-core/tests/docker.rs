@@ -1368,3 +1368,55 @@ async fn the_engine_is_asked_for_a_projects_containers_once_the_hub_created_one(
         fx.purge(p).await;
     }
 }
+
+/// The stack's network, like its containers, is looked for by a stop once the hub may have
+/// created it: a service restart that made the network and then failed leaves it to the stop,
+/// while a network made by hand with the label of a project the hub never created anything
+/// for is not seen by that project's stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_looks_for_the_stack_network_once_the_hub_may_have_created_it() {
+    let fx = fixture(36000).await;
+    // The external volume does not exist: the restart fails after making the network.
+    let compose = "services:\n  app:\n    image: hubtest/busybox:latest\n    \
+                   volumes: [\"data:/data\"]\nvolumes:\n  data:\n    external: true\n";
+    let broken = fx
+        .project_with("broken", &[("compose.yaml", compose)])
+        .await;
+    let never = fx.project("untouched", "").await;
+    let broken_network = format!("hub-{}", broken.slug);
+    let planted = format!("hub-{}", never.slug);
+
+    let id = fx.hub.restart_service(broken.id, "app").await.unwrap();
+    assert_failure(&fx.wait(id).await, "invalid_input", &["does not exist"]);
+    assert!(network_exists(&broken_network).await);
+    // The project label the hub sets, `<instance>/<project id>`: `never`'s, made from it.
+    let owner = fx
+        .hub
+        .runtime()
+        .network_labels(&broken_network)
+        .await
+        .unwrap()
+        .unwrap()[labels::PROJECT]
+        .clone();
+    let instance = owner
+        .strip_suffix(&format!("/{}", broken.id))
+        .unwrap_or_else(|| panic!("unexpected project label {owner}"));
+    let label = format!("{}={instance}/{}", labels::PROJECT, never.id);
+
+    assert_success(&fx.stop(&broken).await);
+    assert!(
+        !network_exists(&broken_network).await,
+        "the stop left the network a failed restart made"
+    );
+
+    assert!(docker(&["network", "create", "--label", &label, &planted]).await);
+    assert_success(&fx.stop(&never).await);
+    assert!(
+        network_exists(&planted).await,
+        "a stop asked the engine for the network of a project the hub never created one for"
+    );
+    assert!(docker(&["network", "rm", &planted]).await);
+    for p in [&broken, &never] {
+        fx.purge(p).await;
+    }
+}

@@ -66,11 +66,12 @@ impl<'a> Phase<'a> {
 /// waits, and side by side they take as long as the longest of them. The operation holds the
 /// project's exclusive key, so no other operation of the hub changes those containers
 /// meanwhile. Dropped (the operation failed or was revoked first), the listing stops. Not asked
-/// for (`None`) when the hub never created a container for the project: there is none.
+/// for (`None`) when the hub never created a container, nor the stack's network, for the
+/// project: there is none.
 struct Listing(Option<AbortOnDropHandle<crate::Result<Vec<ContainerInfo>>>>);
 
 impl Listing {
-    /// Whether the hub may have created containers for the project.
+    /// Whether the hub may have created containers, or the stack's network, for the project.
     fn asked(&self) -> bool {
         self.0.is_some()
     }
@@ -681,12 +682,21 @@ impl Orchestrator {
             .report(TaskState::Stopping, 5, "Looking up running services")
             .await;
         // None of these depends on another, so they are waited for at once. The network is
-        // looked up before the containers go (a stop creates none) and removed after them.
+        // looked up before the containers go (a stop creates none) and removed after them;
+        // the hub creates a stack's network only once the project is marked (see `Listing`),
+        // so an unmarked project has none to look up.
         let network = stack_name(project);
+        let created = listing.asked();
         let (containers, stack, network_labels) = tokio::join!(
             listing.containers(),
             self.stack(project, ExtraPorts::Read),
-            self.runtime.network_labels(&network),
+            async {
+                if created {
+                    self.runtime.network_labels(&network).await.map(Some)
+                } else {
+                    Ok(None)
+                }
+            },
         );
         let (containers, stack) = (containers?, stack.ok());
         let grace = stack
@@ -711,11 +721,13 @@ impl Orchestrator {
             .await?;
             done += level.len();
         }
-        phase
-            .report(TaskState::Stopping, 92, "Removing the network")
-            .await;
-        let known = HashMap::from([(network, network_labels?)]);
-        self.remove_networks(project, &containers, known).await?;
+        if let Some(network_labels) = network_labels? {
+            phase
+                .report(TaskState::Stopping, 92, "Removing the network")
+                .await;
+            let known = HashMap::from([(network, network_labels)]);
+            self.remove_networks(project, &containers, known).await?;
+        }
         let stopped: Vec<&str> = containers.iter().map(service_of).collect();
         Ok(json!({"stopped": stopped}))
     }
@@ -753,6 +765,10 @@ impl Orchestrator {
             Err(crate::HubError::NotFound { .. }) => {}
             Err(err) => return Err(err.into()),
         }
+        // Marked before the network too: a stop of an unmarked project does not look for it.
+        if !created {
+            self.registry.note_containers_created(project.id).await?;
+        }
         self.ensure_owned(
             project,
             Entity::Network,
@@ -769,9 +785,6 @@ impl Orchestrator {
         phase
             .report(TaskState::Restarting, 40, format!("Starting {service}"))
             .await;
-        if !created {
-            self.registry.note_containers_created(project.id).await?;
-        }
         self.runtime.create_container(&container).await?;
         self.runtime.start_container(&container.name).await?;
         phase

@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on setup failure by design
 
+use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -151,6 +152,20 @@ fn assert_failure(record: &TaskRecord, code: &str, fragments: &[&str]) {
     for fragment in fragments {
         assert!(error.message.contains(fragment), "{}", error.message);
     }
+}
+
+/// The project label (`key=value`) the hub sets on `target`'s engine objects, made from the
+/// labels `known_labels` of one of `known`'s: the value is `<instance>/<project id>`.
+fn project_label_of(
+    known_labels: &HashMap<String, String>,
+    known: &Project,
+    target: &Project,
+) -> String {
+    let owner = &known_labels[labels::PROJECT];
+    let instance = owner
+        .strip_suffix(&format!("/{}", known.id))
+        .unwrap_or_else(|| panic!("unexpected project label {owner}"));
+    format!("{}={instance}/{}", labels::PROJECT, target.id)
 }
 
 async fn network_exists(name: &str) -> bool {
@@ -1311,7 +1326,6 @@ async fn the_engine_is_asked_for_a_projects_containers_once_the_hub_created_one(
     let never = fx.project("never", "").await;
 
     assert_success(&fx.start(&started).await);
-    // The project label the hub sets, `<instance>/<project id>`: `never`'s, made from it.
     let owner = fx
         .hub
         .runtime()
@@ -1319,12 +1333,8 @@ async fn the_engine_is_asked_for_a_projects_containers_once_the_hub_created_one(
         .await
         .unwrap()
         .unwrap()
-        .labels[labels::PROJECT]
-        .clone();
-    let instance = owner
-        .strip_suffix(&format!("/{}", started.id))
-        .unwrap_or_else(|| panic!("unexpected project label {owner}"));
-    let label = format!("{}={instance}/{}", labels::PROJECT, never.id);
+        .labels;
+    let label = project_label_of(&owner, &started, &never);
     let planted = format!("hub-{}-planted", never.slug);
 
     let id = fx.hub.restart_service(restarted.id, "app").await.unwrap();
@@ -1389,19 +1399,14 @@ async fn a_stop_looks_for_the_stack_network_once_the_hub_may_have_created_it() {
     let id = fx.hub.restart_service(broken.id, "app").await.unwrap();
     assert_failure(&fx.wait(id).await, "invalid_input", &["does not exist"]);
     assert!(network_exists(&broken_network).await);
-    // The project label the hub sets, `<instance>/<project id>`: `never`'s, made from it.
     let owner = fx
         .hub
         .runtime()
         .network_labels(&broken_network)
         .await
         .unwrap()
-        .unwrap()[labels::PROJECT]
-        .clone();
-    let instance = owner
-        .strip_suffix(&format!("/{}", broken.id))
-        .unwrap_or_else(|| panic!("unexpected project label {owner}"));
-    let label = format!("{}={instance}/{}", labels::PROJECT, never.id);
+        .unwrap();
+    let label = project_label_of(&owner, &broken, &never);
 
     assert_success(&fx.stop(&broken).await);
     assert!(

@@ -13,8 +13,8 @@ use sqlx::Row;
 use tokio::sync::Mutex;
 
 use crate::db::{
-    Conn, Database, StoredRow, WriteTransaction, dispatch, from_millis, now_millis,
-    statement_chunks,
+    Conn, Database, RowStatements, StoredRow, WriteTransaction, arguments_for, dispatch,
+    from_millis, now_millis, statement_chunks,
 };
 use crate::error::{Entity, HubError, Result};
 use crate::paths::Roots;
@@ -745,21 +745,26 @@ pub(crate) async fn write_statuses(conn: Conn<'_>, changes: &[&StatusChange]) ->
             _ => {}
         }
     }
+    /// The columns of a status change.
+    const STATUS_COLUMNS: usize = 7;
+    static UPDATE_STATUSES: RowStatements = RowStatements::new(|dialect, rows| {
+        format!(
+            "WITH v (id, status, health, last_error, at, started, stopped) AS (VALUES {}) \
+             UPDATE projects SET status = v.status, health = v.health, \
+             last_error = v.last_error, updated_at = v.at, \
+             last_started = COALESCE(v.started, projects.last_started), \
+             last_stopped = COALESCE(v.stopped, projects.last_stopped) \
+             FROM v WHERE projects.id = v.id",
+            dialect.row_placeholders(rows, STATUS_COLUMNS)
+        )
+    });
     let last: Vec<_> = last.into_iter().collect();
     let dialect = conn.dialect();
     let mut found = 0;
     dispatch!(conn, conn => {
         for chunk in statement_chunks(&last) {
-            let sql = format!(
-                "WITH v (id, status, health, last_error, at, started, stopped) AS (VALUES {}) \
-                 UPDATE projects SET status = v.status, health = v.health, \
-                 last_error = v.last_error, updated_at = v.at, \
-                 last_started = COALESCE(v.started, projects.last_started), \
-                 last_stopped = COALESCE(v.stopped, projects.last_stopped) \
-                 FROM v WHERE projects.id = v.id",
-                dialect.row_placeholders(chunk.len(), 7)
-            );
-            let mut query = sqlx::query(&sql);
+            let sql = UPDATE_STATUSES.get(dialect, chunk.len());
+            let mut query = sqlx::query_with(&sql, arguments_for(chunk.len() * STATUS_COLUMNS));
             for (id, (change, started, stopped)) in chunk {
                 query = query
                     .bind(*id)

@@ -2,6 +2,7 @@
 //! the event log, workers, revoke requests and history counters (portable SQL, see
 //! [`crate::db`]).
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -18,10 +19,11 @@ use super::history::{
 };
 use super::model::{
     KindCounts, LostVerdict, QueueInfo, TaskError, TaskEvent, TaskId, TaskPage, TaskQuery,
-    TaskRecord, TaskSort, TaskState, TimeLimits, WorkerInfo, codes,
+    TaskRecord, TaskSet, TaskSort, TaskState, TimeLimits, WorkerInfo, codes,
 };
 use crate::db::{
-    Conn, Database, Dialect, StoredRow, Typed, dispatch, from_millis, now_millis, statement_chunks,
+    Conn, Database, Dialect, RowStatements, StoredRow, Typed, arguments_for, dispatch, from_millis,
+    now_millis, statement_chunks,
 };
 use crate::error::{HubError, Result};
 
@@ -92,36 +94,34 @@ pub(crate) struct StoredTask {
 /// Writes changes made by the worker that holds each task; returns the ids whose change was
 /// stored. A change is discarded when the stored task is no longer that worker's current
 /// attempt (its lease expired and the task was taken over, ended or revoked meanwhile): fencing.
-pub(crate) async fn update_fenced(
-    mut conn: Conn<'_>,
-    tasks: &[&StoredTask],
-) -> Result<HashSet<TaskId>> {
+pub(crate) async fn update_fenced(mut conn: Conn<'_>, tasks: &[&StoredTask]) -> Result<TaskSet> {
     let mut refused = Vec::new();
     let dialect = conn.dialect();
     let chunks: Vec<&[&StoredTask]> = statement_chunks(tasks).collect();
     // An upsert whose insert never happens (the rows exist): one statement for many rows, with
     // the fence in the update's WHERE.
-    let sqls: Vec<String> = chunks
+    static UPSERT_FENCED: RowStatements = RowStatements::new(|dialect, rows| {
+        format!(
+            "INSERT INTO tasks ({COLUMNS}) VALUES {} ON CONFLICT (id) DO UPDATE SET \
+             state = excluded.state, progress = excluded.progress, status = excluded.status, \
+             result = excluded.result, error_code = excluded.error_code, \
+             error_message = excluded.error_message, worker = excluded.worker, \
+             started_at = excluded.started_at, finished_at = excluded.finished_at, \
+             exclusive_key = excluded.exclusive_key \
+             WHERE tasks.owner IS NOT DISTINCT FROM excluded.owner \
+             AND tasks.attempt = excluded.attempt AND {}",
+            dialect.row_placeholders(rows, COLUMN_COUNT),
+            unfinished("tasks.state"),
+        )
+    });
+    let sqls: Vec<Cow<'_, str>> = chunks
         .iter()
-        .map(|chunk| {
-            format!(
-                "INSERT INTO tasks ({COLUMNS}) VALUES {} ON CONFLICT (id) DO UPDATE SET \
-                 state = excluded.state, progress = excluded.progress, status = excluded.status, \
-                 result = excluded.result, error_code = excluded.error_code, \
-                 error_message = excluded.error_message, worker = excluded.worker, \
-                 started_at = excluded.started_at, finished_at = excluded.finished_at, \
-                 exclusive_key = excluded.exclusive_key \
-                 WHERE tasks.owner IS NOT DISTINCT FROM excluded.owner \
-                 AND tasks.attempt = excluded.attempt AND {}",
-                dialect.row_placeholders(chunk.len(), COLUMN_COUNT),
-                unfinished("tasks.state"),
-            )
-        })
+        .map(|chunk| UPSERT_FENCED.get(dialect, chunk.len()))
         .collect();
     dispatch!(conn.reborrow(), c => {
         let bind = |i: usize| {
             let (chunk, sql) = (chunks.get(i)?, sqls.get(i)?);
-            let mut query = sqlx::query(sql);
+            let mut query = sqlx::query_with(sql, arguments_for(chunk.len() * COLUMN_COUNT));
             for task in *chunk {
                 query = bind_task!(query, task);
             }
@@ -180,16 +180,20 @@ async fn refused_among(mut conn: Conn<'_>, tasks: &[&StoredTask]) -> Result<Vec<
 pub(crate) async fn insert_if_keys_free(
     mut conn: Conn<'_>,
     tasks: &[&StoredTask],
-) -> Result<HashSet<TaskId>> {
-    let mut stored = HashSet::with_capacity(tasks.len());
+) -> Result<TaskSet> {
+    let mut stored = TaskSet::with_capacity_and_hasher(tasks.len(), Default::default());
     let dialect = conn.dialect();
-    for chunk in statement_chunks(tasks) {
-        let sql = format!(
+    static INSERT_IF_FREE: RowStatements = RowStatements::new(|dialect, rows| {
+        format!(
             "INSERT INTO tasks ({COLUMNS}) VALUES {} ON CONFLICT DO NOTHING RETURNING id",
-            dialect.row_placeholders(chunk.len(), COLUMN_COUNT)
-        );
+            dialect.row_placeholders(rows, COLUMN_COUNT)
+        )
+    });
+    for chunk in statement_chunks(tasks) {
+        let sql = INSERT_IF_FREE.get(dialect, chunk.len());
         let ids: Vec<String> = dispatch!(conn.reborrow(), c => {
-            let mut query = sqlx::query_scalar(&sql);
+            let arguments = arguments_for(chunk.len() * COLUMN_COUNT);
+            let mut query = sqlx::query_scalar_with(&sql, arguments);
             for task in chunk {
                 query = bind_task!(query, task);
             }
@@ -492,29 +496,37 @@ pub(crate) async fn insert_events(
     }
     let dialect = conn.dialect();
     let chunks: Vec<&[Arc<TaskRecord>]> = statement_chunks(records).collect();
-    let returning = match dialect {
-        // The rows' ids are consecutive (the write transaction keeps every other writer out),
-        // ending at the last one inserted: no row to read back, one message less per row on
-        // the connection's thread (the cost of a batch is its round trips).
-        Dialect::Sqlite => "",
-        Dialect::Postgres => " RETURNING seq",
-    };
-    let sqls: Vec<String> = chunks
+    static INSERT_EVENTS: RowStatements = RowStatements::new(|dialect, rows| {
+        let returning = match dialect {
+            // The rows' ids are consecutive (the write transaction keeps every other writer
+            // out), ending at the last one inserted: no row to read back, one message less per
+            // row on the connection's thread (the cost of a batch is its round trips).
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " RETURNING seq",
+        };
+        format!(
+            "INSERT INTO task_events (task_id, origin, at, state, progress, status, result, \
+             error_code, error_message, attempt, worker, started_at, finished_at) VALUES {}{returning}",
+            dialect.row_placeholders(rows, EVENT_COLUMNS)
+        )
+    });
+    let sqls: Vec<Cow<'_, str>> = chunks
         .iter()
-        .map(|chunk| {
-            format!(
-                "INSERT INTO task_events (task_id, origin, at, state, progress, status, result, \
-                 error_code, error_message, attempt, worker, started_at, finished_at) VALUES {}{returning}",
-                dialect.row_placeholders(chunk.len(), EVENT_COLUMNS)
-            )
-        })
+        .map(|chunk| INSERT_EVENTS.get(dialect, chunk.len()))
         .collect();
     let mut seqs: Vec<u64> = Vec::with_capacity(records.len());
     let seq = |seq: i64| u64::try_from(seq).unwrap_or(0);
     // As in `update_fenced`, the next statement is bound while this one runs.
     match conn {
         Typed::Sqlite(c) => {
-            let bind = |i: usize| Some(bind_events!(sqlx::query(sqls.get(i)?), *chunks.get(i)?));
+            let bind = |i: usize| {
+                let chunk = *chunks.get(i)?;
+                let arguments = arguments_for(chunk.len() * EVENT_COLUMNS);
+                Some(bind_events!(
+                    sqlx::query_with(sqls.get(i)?, arguments),
+                    chunk
+                ))
+            };
             let mut next = bind(0);
             for (i, chunk) in chunks.iter().enumerate() {
                 let Some(query) = next.take() else { break };
@@ -526,9 +538,11 @@ pub(crate) async fn insert_events(
         }
         Typed::Postgres(c) => {
             let bind = |i: usize| {
+                let chunk = *chunks.get(i)?;
+                let arguments = arguments_for(chunk.len() * EVENT_COLUMNS);
                 Some(bind_events!(
-                    sqlx::query_scalar(sqls.get(i)?),
-                    *chunks.get(i)?
+                    sqlx::query_scalar_with(sqls.get(i)?, arguments),
+                    chunk
                 ))
             };
             let mut next = bind(0);
@@ -576,19 +590,39 @@ pub(crate) async fn record_finished(conn: Conn<'_>, finished: &[Finished]) -> Re
             *workers.entry(tally).or_default() += 1;
         }
     }
+    /// The columns a count, a latency bucket and a sample are written with.
+    const COUNT_COLUMNS: usize = 5;
+    static ADD_COUNTS: RowStatements = RowStatements::new(|dialect, rows| {
+        format!(
+            "INSERT INTO task_counts (minute, kind, state, count, runtime_ms) VALUES {} \
+             ON CONFLICT (minute, kind, state) DO UPDATE SET \
+             count = task_counts.count + excluded.count, \
+             runtime_ms = task_counts.runtime_ms + excluded.runtime_ms",
+            dialect.row_placeholders(rows, COUNT_COLUMNS)
+        )
+    });
+    static ADD_LATENCY: RowStatements = RowStatements::new(|dialect, rows| {
+        format!(
+            "INSERT INTO task_latency (kind, latency, bucket, count, sum_ms) VALUES {} \
+             ON CONFLICT (kind, latency, bucket) DO UPDATE SET \
+             count = task_latency.count + excluded.count, \
+             sum_ms = task_latency.sum_ms + excluded.sum_ms",
+            dialect.row_placeholders(rows, COUNT_COLUMNS)
+        )
+    });
+    static INSERT_SAMPLES: RowStatements = RowStatements::new(|dialect, rows| {
+        format!(
+            "INSERT INTO task_samples (finished_at, kind, state, runtime_ms, wait_ms) VALUES {}",
+            dialect.row_placeholders(rows, COUNT_COLUMNS)
+        )
+    });
     let dialect = conn.dialect();
     dispatch!(conn, conn => {
         // One statement per table: the keys are distinct, so each row is one upsert.
         let counts: Vec<_> = counts.into_iter().collect();
         for chunk in statement_chunks(&counts) {
-            let sql = format!(
-                "INSERT INTO task_counts (minute, kind, state, count, runtime_ms) VALUES {} \
-                 ON CONFLICT (minute, kind, state) DO UPDATE SET \
-                 count = task_counts.count + excluded.count, \
-                 runtime_ms = task_counts.runtime_ms + excluded.runtime_ms",
-                dialect.row_placeholders(chunk.len(), 5)
-            );
-            let mut query = sqlx::query(&sql);
+            let sql = ADD_COUNTS.get(dialect, chunk.len());
+            let mut query = sqlx::query_with(&sql, arguments_for(chunk.len() * COUNT_COLUMNS));
             for ((minute, kind, state), (count, runtime_ms)) in chunk {
                 query = query
                     .bind(*minute)
@@ -601,14 +635,8 @@ pub(crate) async fn record_finished(conn: Conn<'_>, finished: &[Finished]) -> Re
         }
         let latency: Vec<_> = latency.into_iter().collect();
         for chunk in statement_chunks(&latency) {
-            let sql = format!(
-                "INSERT INTO task_latency (kind, latency, bucket, count, sum_ms) VALUES {} \
-                 ON CONFLICT (kind, latency, bucket) DO UPDATE SET \
-                 count = task_latency.count + excluded.count, \
-                 sum_ms = task_latency.sum_ms + excluded.sum_ms",
-                dialect.row_placeholders(chunk.len(), 5)
-            );
-            let mut query = sqlx::query(&sql);
+            let sql = ADD_LATENCY.get(dialect, chunk.len());
+            let mut query = sqlx::query_with(&sql, arguments_for(chunk.len() * COUNT_COLUMNS));
             for ((kind, which, bucket), (count, sum_ms)) in chunk {
                 query = query
                     .bind((*kind).to_owned())
@@ -629,15 +657,9 @@ pub(crate) async fn record_finished(conn: Conn<'_>, finished: &[Finished]) -> Re
             .execute(&mut *conn)
             .await?;
         }
-        /// The columns a sample is written with.
-        const SAMPLE_COLUMNS: usize = 5;
         for chunk in statement_chunks(finished) {
-            let sql = format!(
-                "INSERT INTO task_samples (finished_at, kind, state, runtime_ms, wait_ms) \
-                 VALUES {}",
-                dialect.row_placeholders(chunk.len(), SAMPLE_COLUMNS)
-            );
-            let mut query = sqlx::query(&sql);
+            let sql = INSERT_SAMPLES.get(dialect, chunk.len());
+            let mut query = sqlx::query_with(&sql, arguments_for(chunk.len() * COUNT_COLUMNS));
             for f in chunk {
                 query = query
                     .bind(f.finished_ms)

@@ -6,7 +6,6 @@
 //! still holds the task (fencing); a change the store refuses means the task was taken over or
 //! revoked elsewhere, and its run here stops.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,7 +24,7 @@ use crate::tasks::config::TaskConfig;
 use crate::tasks::handler::{Handlers, ProgressSink};
 use crate::tasks::identity::MonotonicMicros;
 use crate::tasks::model::{
-    CancelReason, Change, TaskError, TaskEvent, TaskId, TaskRecord, TaskState, codes,
+    CancelReason, Change, TaskError, TaskEvent, TaskId, TaskMap, TaskRecord, TaskState, codes,
 };
 use crate::tasks::run::RunControl;
 use crate::tasks::store::{self, StoredTask, WorkerRow};
@@ -122,7 +121,7 @@ impl Admissions {
 /// The tasks this process holds, and counters the feeder needs without scanning them.
 #[derive(Default)]
 pub(super) struct Live {
-    pub(super) tasks: HashMap<TaskId, LiveTask>,
+    pub(super) tasks: TaskMap<LiveTask>,
     /// Tasks in the local queue not yet taken by a worker.
     pub(super) queued: usize,
     /// Tasks whose handler runs now.

@@ -4,7 +4,7 @@
 //! Being the one writer of the process keeps its connections from queueing on SQLite's write
 //! lock, and makes the order of changes the order of their events.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +16,9 @@ use crate::error::{HubError, Result};
 use crate::registry::{StatusChange, write_statuses};
 use crate::tasks::backend::key_held;
 use crate::tasks::history::Finished;
-use crate::tasks::model::{CancelReason, TaskEvent, TaskId, TaskRecord, TaskState};
+use crate::tasks::model::{
+    CancelReason, TaskEvent, TaskId, TaskMap, TaskRecord, TaskSet, TaskState,
+};
 use crate::tasks::store::{self, Reclaimed, StoredTask};
 
 /// Ops queued to the writer at most per transaction.
@@ -204,7 +206,7 @@ impl Step {
 /// What a step did, to act on once the transaction committed.
 enum Done {
     /// Ids of the write's tasks whose change was stored.
-    Written(HashSet<TaskId>),
+    Written(TaskSet),
     /// One result per insert, in order.
     Inserted(Vec<Result<()>>),
     Claimed(Vec<StoredTask>),
@@ -232,7 +234,7 @@ fn insert_target(steps: &[Step]) -> Option<usize> {
 fn plan(ops: Vec<WriteOp>) -> (Vec<Step>, Vec<oneshot::Sender<()>>) {
     let mut steps: Vec<Step> = Vec::new();
     let mut flushes = Vec::new();
-    let mut merged: HashMap<TaskId, usize> = HashMap::new();
+    let mut merged: TaskMap<usize> = TaskMap::default();
     let mut write = |steps: &mut Vec<Step>, task: StoredTask, version: u64| {
         // A write goes before the exclusive inserts and status changes that arrived after the
         // batch's last other step. It changes a task this process holds, which no insert of

@@ -51,7 +51,7 @@ use super::history::{
 use super::identity::{MonotonicMicros, WorkerRow};
 use super::model::{
     BackendStats, CancelReason, Change, EventCursor, JobRequest, KindCounts, QueueInfo, TaskError,
-    TaskId, TaskPage, TaskQuery, TaskRecord, TaskSort, TaskState, codes,
+    TaskId, TaskMap, TaskPage, TaskQuery, TaskRecord, TaskSort, TaskState, codes,
 };
 use super::run::RunControl;
 use crate::config::HubMode;
@@ -185,7 +185,7 @@ struct Shared {
     me: WorkerRow,
     feed: EventFeed,
     /// Tasks this process holds: delivered to it (reserved) or running here.
-    held: Mutex<HashMap<TaskId, Held>>,
+    held: Mutex<TaskMap<Held>>,
     work_tx: mpsc::UnboundedSender<TaskId>,
     work_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<TaskId>>,
     /// Fired at shutdown: the fetcher and the workers stop taking tasks.
@@ -278,7 +278,7 @@ impl RedisBackend {
             config,
             handlers,
             mode,
-            held: Mutex::new(HashMap::new()),
+            held: Mutex::new(TaskMap::default()),
             work_tx,
             work_rx: tokio::sync::Mutex::new(work_rx),
             stop_taking: CancellationToken::new(),

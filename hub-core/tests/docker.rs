@@ -1294,10 +1294,12 @@ async fn engine_calls_share_a_connection_and_survive_the_engine_dropping_it() {
     for _ in 0..10 {
         list().await;
     }
+    // One connection; a second only when a call still raced the pool's return of the first
+    // (seen once in CI on a loaded machine, despite the pause). A connection per call makes 11.
     let first = accepted.load(Ordering::SeqCst);
-    assert_eq!(
-        first, 1,
-        "ten calls (and the version check) on one connection"
+    assert!(
+        (1..=2).contains(&first),
+        "ten calls (and the version check) share a connection: {first} opened"
     );
 
     drop_all.send_modify(|round| *round += 1);
@@ -1307,7 +1309,11 @@ async fn engine_calls_share_a_connection_and_survive_the_engine_dropping_it() {
     for _ in 0..3 {
         list().await;
     }
-    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    let reopened = accepted.load(Ordering::SeqCst) - first;
+    assert!(
+        (1..=2).contains(&reopened),
+        "three calls after the engine dropped the connection: {reopened} opened (1 expected)"
+    );
     relay.abort();
 }
 

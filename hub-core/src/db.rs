@@ -202,18 +202,23 @@ pub(crate) fn statement_chunks<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
 /// The chunk lengths [`statement_chunks`] makes: 1, 2, 4 … [`MAX_ROWS_PER_STATEMENT`].
 const CHUNK_LENGTHS: usize = MAX_ROWS_PER_STATEMENT.ilog2() as usize + 1;
 
-/// The texts of one multi-row statement, one per dialect and chunk length, each made once on
-/// first use. Formatting them again for every statement of every batch (placeholders for up
-/// to 64 rows of 22 columns) took 2 % of the engine bench's samples.
+/// One multi-row statement of `columns` values a row: its texts, one per dialect and chunk
+/// length, each made once on first use, and argument lists sized for them. Formatting the texts
+/// again for every statement of every batch (placeholders for up to 64 rows of 22 columns)
+/// took 2 % of the engine bench's samples; binding into a list that started empty regrew and
+/// copied it some ten times a statement, 2 % more.
 pub(crate) struct RowStatements {
-    make: fn(Dialect, usize) -> String,
+    columns: usize,
+    make: fn(Dialect, &str) -> String,
     texts: [[OnceLock<String>; CHUNK_LENGTHS]; 2],
 }
 
 impl RowStatements {
-    /// The statement `make(dialect, rows)` writes, kept per dialect and row count.
-    pub(crate) const fn new(make: fn(Dialect, usize) -> String) -> Self {
+    /// The statement `make(dialect, values)` writes, where `values` are the rows' placeholders
+    /// (`(?, ?), (?, ?)`, see [`Dialect::row_placeholders`]), kept per dialect and row count.
+    pub(crate) const fn new(columns: usize, make: fn(Dialect, &str) -> String) -> Self {
         Self {
+            columns,
             make,
             texts: [const { [const { OnceLock::new() }; CHUNK_LENGTHS] }; 2],
         }
@@ -226,24 +231,23 @@ impl RowStatements {
             Dialect::Sqlite => &self.texts[0],
             Dialect::Postgres => &self.texts[1],
         };
+        let make = || (self.make)(dialect, &dialect.row_placeholders(rows, self.columns));
         let slot = rows
             .is_power_of_two()
             .then(|| by_length.get(rows.ilog2() as usize))
             .flatten();
         match slot {
-            Some(slot) => Cow::Borrowed(slot.get_or_init(|| (self.make)(dialect, rows))),
-            None => Cow::Owned((self.make)(dialect, rows)),
+            Some(slot) => Cow::Borrowed(slot.get_or_init(make)),
+            None => Cow::Owned(make()),
         }
     }
-}
 
-/// An empty argument list with room for the `values` binds of a multi-row statement. Bound one
-/// at a time into a list that starts empty, a statement of 64 task rows regrew and copied its
-/// list some ten times: 2 % of the engine bench's samples went to those copies.
-pub(crate) fn arguments_for<'q, A: sqlx::Arguments<'q>>(values: usize) -> A {
-    let mut arguments = A::default();
-    arguments.reserve(values, 0);
-    arguments
+    /// An empty argument list with room for the values of `rows` rows.
+    pub(crate) fn arguments<'q, A: sqlx::Arguments<'q>>(&self, rows: usize) -> A {
+        let mut arguments = A::default();
+        arguments.reserve(rows * self.columns, 0);
+        arguments
+    }
 }
 
 impl Dialect {
@@ -705,11 +709,8 @@ mod tests {
     /// anew, borrowed from the first call on; any other length is made anew each time.
     #[test]
     fn row_statements_keep_one_text_per_dialect_and_chunk_length() {
-        static STATEMENTS: RowStatements = RowStatements::new(|dialect, rows| {
-            format!(
-                "INSERT INTO t (a, b) VALUES {}",
-                dialect.row_placeholders(rows, 2)
-            )
+        static STATEMENTS: RowStatements = RowStatements::new(2, |_, values| {
+            format!("INSERT INTO t (a, b) VALUES {values}")
         });
         for dialect in [Dialect::Sqlite, Dialect::Postgres] {
             for rows in [1, 2, 4, 8, 16, 32, MAX_ROWS_PER_STATEMENT] {

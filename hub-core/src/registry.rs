@@ -13,8 +13,8 @@ use sqlx::Row;
 use tokio::sync::Mutex;
 
 use crate::db::{
-    Conn, Database, RowStatements, StoredRow, WriteTransaction, arguments_for, dispatch,
-    from_millis, now_millis, statement_chunks,
+    Conn, Database, RowStatements, StoredRow, WriteTransaction, dispatch, from_millis, now_millis,
+    statement_chunks,
 };
 use crate::error::{Entity, HubError, Result};
 use crate::paths::Roots;
@@ -745,17 +745,14 @@ pub(crate) async fn write_statuses(conn: Conn<'_>, changes: &[&StatusChange]) ->
             _ => {}
         }
     }
-    /// The columns of a status change.
-    const STATUS_COLUMNS: usize = 7;
-    static UPDATE_STATUSES: RowStatements = RowStatements::new(|dialect, rows| {
+    static UPDATE_STATUSES: RowStatements = RowStatements::new(7, |_, values| {
         format!(
-            "WITH v (id, status, health, last_error, at, started, stopped) AS (VALUES {}) \
+            "WITH v (id, status, health, last_error, at, started, stopped) AS (VALUES {values}) \
              UPDATE projects SET status = v.status, health = v.health, \
              last_error = v.last_error, updated_at = v.at, \
              last_started = COALESCE(v.started, projects.last_started), \
              last_stopped = COALESCE(v.stopped, projects.last_stopped) \
-             FROM v WHERE projects.id = v.id",
-            dialect.row_placeholders(rows, STATUS_COLUMNS)
+             FROM v WHERE projects.id = v.id"
         )
     });
     let last: Vec<_> = last.into_iter().collect();
@@ -764,7 +761,7 @@ pub(crate) async fn write_statuses(conn: Conn<'_>, changes: &[&StatusChange]) ->
     dispatch!(conn, conn => {
         for chunk in statement_chunks(&last) {
             let sql = UPDATE_STATUSES.get(dialect, chunk.len());
-            let mut query = sqlx::query_with(&sql, arguments_for(chunk.len() * STATUS_COLUMNS));
+            let mut query = sqlx::query_with(&sql, UPDATE_STATUSES.arguments(chunk.len()));
             for (id, (change, started, stopped)) in chunk {
                 query = query
                     .bind(*id)

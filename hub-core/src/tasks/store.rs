@@ -22,8 +22,8 @@ use super::model::{
     TaskRecord, TaskSet, TaskSort, TaskState, TimeLimits, WorkerInfo, codes,
 };
 use crate::db::{
-    Conn, Database, Dialect, RowStatements, StoredRow, Typed, arguments_for, dispatch, from_millis,
-    now_millis, statement_chunks,
+    Conn, Database, Dialect, RowStatements, StoredRow, Typed, dispatch, from_millis, now_millis,
+    statement_chunks,
 };
 use crate::error::{HubError, Result};
 
@@ -100,9 +100,9 @@ pub(crate) async fn update_fenced(mut conn: Conn<'_>, tasks: &[&StoredTask]) -> 
     let chunks: Vec<&[&StoredTask]> = statement_chunks(tasks).collect();
     // An upsert whose insert never happens (the rows exist): one statement for many rows, with
     // the fence in the update's WHERE.
-    static UPSERT_FENCED: RowStatements = RowStatements::new(|dialect, rows| {
+    static UPSERT_FENCED: RowStatements = RowStatements::new(COLUMN_COUNT, |_, values| {
         format!(
-            "INSERT INTO tasks ({COLUMNS}) VALUES {} ON CONFLICT (id) DO UPDATE SET \
+            "INSERT INTO tasks ({COLUMNS}) VALUES {values} ON CONFLICT (id) DO UPDATE SET \
              state = excluded.state, progress = excluded.progress, status = excluded.status, \
              result = excluded.result, error_code = excluded.error_code, \
              error_message = excluded.error_message, worker = excluded.worker, \
@@ -110,7 +110,6 @@ pub(crate) async fn update_fenced(mut conn: Conn<'_>, tasks: &[&StoredTask]) -> 
              exclusive_key = excluded.exclusive_key \
              WHERE tasks.owner IS NOT DISTINCT FROM excluded.owner \
              AND tasks.attempt = excluded.attempt AND {}",
-            dialect.row_placeholders(rows, COLUMN_COUNT),
             unfinished("tasks.state"),
         )
     });
@@ -121,7 +120,7 @@ pub(crate) async fn update_fenced(mut conn: Conn<'_>, tasks: &[&StoredTask]) -> 
     dispatch!(conn.reborrow(), c => {
         let bind = |i: usize| {
             let (chunk, sql) = (chunks.get(i)?, sqls.get(i)?);
-            let mut query = sqlx::query_with(sql, arguments_for(chunk.len() * COLUMN_COUNT));
+            let mut query = sqlx::query_with(sql, UPSERT_FENCED.arguments(chunk.len()));
             for task in *chunk {
                 query = bind_task!(query, task);
             }
@@ -183,16 +182,13 @@ pub(crate) async fn insert_if_keys_free(
 ) -> Result<TaskSet> {
     let mut stored = TaskSet::with_capacity_and_hasher(tasks.len(), Default::default());
     let dialect = conn.dialect();
-    static INSERT_IF_FREE: RowStatements = RowStatements::new(|dialect, rows| {
-        format!(
-            "INSERT INTO tasks ({COLUMNS}) VALUES {} ON CONFLICT DO NOTHING RETURNING id",
-            dialect.row_placeholders(rows, COLUMN_COUNT)
-        )
+    static INSERT_IF_FREE: RowStatements = RowStatements::new(COLUMN_COUNT, |_, values| {
+        format!("INSERT INTO tasks ({COLUMNS}) VALUES {values} ON CONFLICT DO NOTHING RETURNING id")
     });
     for chunk in statement_chunks(tasks) {
         let sql = INSERT_IF_FREE.get(dialect, chunk.len());
         let ids: Vec<String> = dispatch!(conn.reborrow(), c => {
-            let arguments = arguments_for(chunk.len() * COLUMN_COUNT);
+            let arguments = INSERT_IF_FREE.arguments(chunk.len());
             let mut query = sqlx::query_scalar_with(&sql, arguments);
             for task in chunk {
                 query = bind_task!(query, task);
@@ -496,7 +492,7 @@ pub(crate) async fn insert_events(
     }
     let dialect = conn.dialect();
     let chunks: Vec<&[Arc<TaskRecord>]> = statement_chunks(records).collect();
-    static INSERT_EVENTS: RowStatements = RowStatements::new(|dialect, rows| {
+    static INSERT_EVENTS: RowStatements = RowStatements::new(EVENT_COLUMNS, |dialect, values| {
         let returning = match dialect {
             // The rows' ids are consecutive (the write transaction keeps every other writer
             // out), ending at the last one inserted: no row to read back, one message less per
@@ -506,8 +502,8 @@ pub(crate) async fn insert_events(
         };
         format!(
             "INSERT INTO task_events (task_id, origin, at, state, progress, status, result, \
-             error_code, error_message, attempt, worker, started_at, finished_at) VALUES {}{returning}",
-            dialect.row_placeholders(rows, EVENT_COLUMNS)
+             error_code, error_message, attempt, worker, started_at, finished_at) \
+             VALUES {values}{returning}"
         )
     });
     let sqls: Vec<Cow<'_, str>> = chunks
@@ -521,7 +517,7 @@ pub(crate) async fn insert_events(
         Typed::Sqlite(c) => {
             let bind = |i: usize| {
                 let chunk = *chunks.get(i)?;
-                let arguments = arguments_for(chunk.len() * EVENT_COLUMNS);
+                let arguments = INSERT_EVENTS.arguments(chunk.len());
                 Some(bind_events!(
                     sqlx::query_with(sqls.get(i)?, arguments),
                     chunk
@@ -539,7 +535,7 @@ pub(crate) async fn insert_events(
         Typed::Postgres(c) => {
             let bind = |i: usize| {
                 let chunk = *chunks.get(i)?;
-                let arguments = arguments_for(chunk.len() * EVENT_COLUMNS);
+                let arguments = INSERT_EVENTS.arguments(chunk.len());
                 Some(bind_events!(
                     sqlx::query_scalar_with(sqls.get(i)?, arguments),
                     chunk
@@ -590,30 +586,25 @@ pub(crate) async fn record_finished(conn: Conn<'_>, finished: &[Finished]) -> Re
             *workers.entry(tally).or_default() += 1;
         }
     }
-    /// The columns a count, a latency bucket and a sample are written with.
-    const COUNT_COLUMNS: usize = 5;
-    static ADD_COUNTS: RowStatements = RowStatements::new(|dialect, rows| {
+    static ADD_COUNTS: RowStatements = RowStatements::new(5, |_, values| {
         format!(
-            "INSERT INTO task_counts (minute, kind, state, count, runtime_ms) VALUES {} \
+            "INSERT INTO task_counts (minute, kind, state, count, runtime_ms) VALUES {values} \
              ON CONFLICT (minute, kind, state) DO UPDATE SET \
              count = task_counts.count + excluded.count, \
-             runtime_ms = task_counts.runtime_ms + excluded.runtime_ms",
-            dialect.row_placeholders(rows, COUNT_COLUMNS)
+             runtime_ms = task_counts.runtime_ms + excluded.runtime_ms"
         )
     });
-    static ADD_LATENCY: RowStatements = RowStatements::new(|dialect, rows| {
+    static ADD_LATENCY: RowStatements = RowStatements::new(5, |_, values| {
         format!(
-            "INSERT INTO task_latency (kind, latency, bucket, count, sum_ms) VALUES {} \
+            "INSERT INTO task_latency (kind, latency, bucket, count, sum_ms) VALUES {values} \
              ON CONFLICT (kind, latency, bucket) DO UPDATE SET \
              count = task_latency.count + excluded.count, \
-             sum_ms = task_latency.sum_ms + excluded.sum_ms",
-            dialect.row_placeholders(rows, COUNT_COLUMNS)
+             sum_ms = task_latency.sum_ms + excluded.sum_ms"
         )
     });
-    static INSERT_SAMPLES: RowStatements = RowStatements::new(|dialect, rows| {
+    static INSERT_SAMPLES: RowStatements = RowStatements::new(5, |_, values| {
         format!(
-            "INSERT INTO task_samples (finished_at, kind, state, runtime_ms, wait_ms) VALUES {}",
-            dialect.row_placeholders(rows, COUNT_COLUMNS)
+            "INSERT INTO task_samples (finished_at, kind, state, runtime_ms, wait_ms) VALUES {values}"
         )
     });
     let dialect = conn.dialect();
@@ -622,7 +613,7 @@ pub(crate) async fn record_finished(conn: Conn<'_>, finished: &[Finished]) -> Re
         let counts: Vec<_> = counts.into_iter().collect();
         for chunk in statement_chunks(&counts) {
             let sql = ADD_COUNTS.get(dialect, chunk.len());
-            let mut query = sqlx::query_with(&sql, arguments_for(chunk.len() * COUNT_COLUMNS));
+            let mut query = sqlx::query_with(&sql, ADD_COUNTS.arguments(chunk.len()));
             for ((minute, kind, state), (count, runtime_ms)) in chunk {
                 query = query
                     .bind(*minute)
@@ -636,7 +627,7 @@ pub(crate) async fn record_finished(conn: Conn<'_>, finished: &[Finished]) -> Re
         let latency: Vec<_> = latency.into_iter().collect();
         for chunk in statement_chunks(&latency) {
             let sql = ADD_LATENCY.get(dialect, chunk.len());
-            let mut query = sqlx::query_with(&sql, arguments_for(chunk.len() * COUNT_COLUMNS));
+            let mut query = sqlx::query_with(&sql, ADD_LATENCY.arguments(chunk.len()));
             for ((kind, which, bucket), (count, sum_ms)) in chunk {
                 query = query
                     .bind((*kind).to_owned())
@@ -659,7 +650,7 @@ pub(crate) async fn record_finished(conn: Conn<'_>, finished: &[Finished]) -> Re
         }
         for chunk in statement_chunks(finished) {
             let sql = INSERT_SAMPLES.get(dialect, chunk.len());
-            let mut query = sqlx::query_with(&sql, arguments_for(chunk.len() * COUNT_COLUMNS));
+            let mut query = sqlx::query_with(&sql, INSERT_SAMPLES.arguments(chunk.len()));
             for f in chunk {
                 query = query
                     .bind(f.finished_ms)

@@ -54,10 +54,28 @@ async fn a_locked_store_is_reported_degraded_and_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    // Another process takes the write lock and keeps it past the store's busy timeout.
+    // Another process takes the write lock and keeps it past the store's busy timeout, once
+    // the task itself is stored: its admission is written behind the caller, and on a loaded
+    // machine it was not yet stored when the lock came (the read below then found no task).
     let mut locker = sqlx::SqliteConnection::connect(&config.effective_database_url())
         .await
         .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_one(&mut locker)
+            .await
+            .unwrap();
+        if stored == 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the task was not stored within 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     sqlx::query("BEGIN EXCLUSIVE")
         .execute(&mut locker)
         .await

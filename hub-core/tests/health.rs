@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use hub_core::health::ComponentState;
 use hub_core::tasks::{Handlers, JobRequest, TaskContext, TaskError, TaskState};
-use hub_core::{Hub, HubConfig};
+use hub_core::{ErrorCode, Hub, HubConfig};
 use serde_json::{Value, json};
 use sqlx::Connection;
 use tempfile::TempDir;
@@ -125,5 +125,82 @@ async fn a_locked_store_is_reported_degraded_and_loses_nothing() {
         hub.health().status() == "healthy"
     })
     .await;
+    hub.close().await;
+}
+
+/// A task accepted and ended here while another process holds the store's write lock from
+/// before its admission: its admission is written behind the caller, so the store has no row
+/// for it yet. A status read says the store is unavailable (503 over HTTP), never that the task
+/// is unknown (404: a caller would give up on a task that is about to be stored); once the lock
+/// goes, the task is there with its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_not_yet_stored_behind_a_locked_store_is_unavailable_not_unknown() {
+    let dir = TempDir::new().unwrap();
+    let mut config = HubConfig::with_data_dir(dir.path().join("state"));
+    config.reconcile_on_open = false;
+    let handlers = Handlers::new().register("quick", |_: TaskContext, _: Value| async move {
+        Ok::<_, TaskError>(json!({"done": true}))
+    });
+    let hub = Hub::builder(config.clone())
+        .handlers(handlers)
+        .open()
+        .await
+        .unwrap();
+    let mut locker = sqlx::SqliteConnection::connect(&config.effective_database_url())
+        .await
+        .unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+
+    let id = hub
+        .submit(JobRequest::new("quick", json!({})))
+        .await
+        .unwrap();
+    // Reads answer from memory while the task runs; once it has ended here, with nothing
+    // stored, they must say the store is unavailable.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let err = loop {
+        let read = tokio::time::timeout(Duration::from_secs(5), hub.task(id))
+            .await
+            .expect("a status read does not wait for the locked store");
+        match read {
+            Ok(record) => {
+                assert!(!record.ready(), "an end reported before it was stored");
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the task did not end within 15 s: {record:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(err) => break err,
+        }
+    };
+    assert_eq!(err.code(), ErrorCode::BackendUnavailable, "{err}");
+    assert!(err.to_string().contains(&id.to_string()), "{err}");
+    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE id = ?")
+        .bind(id.to_string())
+        .fetch_one(&mut locker)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0, "the lock held the admission back");
+
+    sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+    drop(locker);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let record = loop {
+        match hub.task(id).await {
+            Ok(record) if record.ready() => break record,
+            Ok(_) | Err(_) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the task was not stored with its end within 30 s"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_eq!(record.state, TaskState::Success);
     hub.close().await;
 }

@@ -15,10 +15,12 @@ pub(crate) fn task_id(raw: &str) -> Result<TaskId, ApiError> {
         .map_err(|_| ApiError::from(HubError::not_found(Entity::Task, raw)))
 }
 
-/// A task's state, progress and outcome. An unknown id is a 404.
+/// A task's state, progress and outcome. An unknown id is a 404; a task accepted here whose
+/// record the store has not taken yet (its write lock held by another process) a 503.
 #[utoipa::path(get, path = "/api/tasks/{task_id}/status", tag = "tasks",
     params(("task_id" = String, Path)),
-    responses((status = 200, body = TaskStatusJson), (status = 404, body = crate::error::ErrorEnvelope)))]
+    responses((status = 200, body = TaskStatusJson), (status = 404, body = crate::error::ErrorEnvelope),
+        (status = 503, description = "The task was accepted but the store has not taken it yet (another process holds its write lock)", body = crate::error::ErrorEnvelope)))]
 pub(crate) async fn status(
     State(state): State<AppState>,
     Path(raw): Path<String>,
@@ -30,7 +32,8 @@ pub(crate) async fn status(
 /// The original's path for the same thing.
 #[utoipa::path(get, path = "/api/task-status/{task_id}", tag = "tasks",
     params(("task_id" = String, Path)),
-    responses((status = 200, body = TaskStatusJson), (status = 404, body = crate::error::ErrorEnvelope)))]
+    responses((status = 200, body = TaskStatusJson), (status = 404, body = crate::error::ErrorEnvelope),
+        (status = 503, description = "The task was accepted but the store has not taken it yet (another process holds its write lock)", body = crate::error::ErrorEnvelope)))]
 pub(crate) async fn status_alias(
     state: State<AppState>,
     raw: Path<String>,

@@ -200,6 +200,23 @@ impl LocalBackend {
     pub async fn recover_lost(&self) {
         recover(&self.shared).await;
     }
+
+    /// What the store holds for `id`, a task that ended here while the store held its writes
+    /// back. Its admission is written behind the caller, so the store may not have it at all
+    /// yet: that is the store being unavailable, not an unknown task (a 404 would tell the
+    /// caller the task is gone, and it is not).
+    async fn stored_while_refused(&self, id: TaskId) -> Result<Option<TaskRecord>> {
+        match store::get(&self.shared.db, id).await? {
+            Some(record) => Ok(Some(record)),
+            None => Err(HubError::BackendUnavailable {
+                message: format!(
+                    "task {id} was accepted, but the store ({}) has not taken its writes yet: \
+                     another process may hold its write lock; ask again shortly",
+                    self.shared.db.display_url()
+                ),
+            }),
+        }
+    }
 }
 
 impl Drop for LocalBackend {
@@ -271,7 +288,7 @@ impl TaskBackend for LocalBackend {
             // store holds (or its error) rather than waiting for as long as it refuses.
             match tokio::time::timeout(END_STORED_WAIT, self.shared.flush()).await {
                 Ok(flushed) => flushed?,
-                Err(_) => return store::get(&self.shared.db, id).await,
+                Err(_) => return self.stored_while_refused(id).await,
             }
         }
         let finished = self.shared.log.feed.finished();

@@ -11,9 +11,14 @@
 #     sequential (1 connection) and at 32 connections: latency percentiles;
 #   - queue drain: a third of the projects started over 32 connections at once, the rate from the
 #     first one queued to the last one finished (the tasks' own timestamps);
-#   - GET /api/projects with 1,000 projects; the PSS of `hub serve` at the end.
-# Run by hand, not by CI. Needs no Docker engine (empty stacks start without one... but the hub
-# refuses starts while an engine is down, so a running engine is expected: scripts/docker-up.sh).
+#   - GET /api/projects with 1,000 projects; the PSS of `hub serve` at the end;
+#   - then, with the hub stopped, the two figures of the issue's table measured in process by
+#     the criterion benches: 10,000 no-op jobs with 2 workers (`cargo bench --bench tasks`,
+#     criterion's median) and the 4-service test stack's start against the `docker run` script
+#     (`cargo bench --bench stack`, medians of 7 rounds each). BENCH_HTTP_ONLY=1 skips them.
+# Run by hand, not by CI. Empty stacks start without touching the engine, but the hub refuses
+# starts while an engine is down, and the stack bench runs one: a running engine and the test
+# images are expected (scripts/docker-up.sh sets up both).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration=${1:-10}
@@ -22,6 +27,10 @@ target=${CARGO_TARGET_DIR:-$PWD/target}
 
 cargo build --release --quiet -p hub-http --bin hub
 cargo build --release --quiet --example noop_server
+in_process=${BENCH_HTTP_ONLY:-0}
+if [ "$in_process" != 1 ]; then
+    cargo bench --quiet --bench tasks --bench stack --no-run
+fi
 work=$(mktemp -d)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 noop_port=$(free_port)
@@ -32,7 +41,7 @@ mkdir -p "$work/projects"
 HUB_LOG=warn "$target/release/hub" serve --bind "127.0.0.1:$hub_port" --data-dir "$work/state" \
     --project-root "$work/projects" --result-expires 0 >"$work/hub.log" 2>&1 &
 hub_pid=$!
-trap 'kill $noop_pid $hub_pid 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $noop_pid $hub_pid 2>/dev/null || true; rm -rf "$work"' EXIT
 hub="http://127.0.0.1:$hub_port"
 for _ in $(seq 1 100); do curl -sf "$hub/health" >/dev/null && break; sleep 0.1; done
 
@@ -155,13 +164,59 @@ PY
 whole=$(list_ms /api/projects)
 page=$(list_ms "/api/projects?limit=50&offset=$((projects / 2))")
 pss=$(awk '/^Pss:/ {print $2}' "/proc/$hub_pid/smaps_rollup")
+kill "$hub_pid" "$noop_pid" 2>/dev/null || true
+wait "$hub_pid" "$noop_pid" 2>/dev/null || true
+
+# The in-process figures, each bench's own lines kept for the record.
+engine="not measured (BENCH_HTTP_ONLY=1)"
+stack="not measured (BENCH_HTTP_ONLY=1)"
+if [ "$in_process" != 1 ]; then
+    echo "== cargo bench --bench tasks -- 10k_noop"
+    cargo bench --quiet --bench tasks -- 10k_noop --noplot 2>&1 | tee "$work/tasks.out" \
+        | grep -E 'thrpt:|jobs/s' || true
+    # criterion's line: thrpt:  [low unit median unit high unit]
+    engine=$(awk '/thrpt:/ {print $4, $5; exit}' "$work/tasks.out")
+    [ -n "$engine" ] || tail -20 "$work/tasks.out" >&2
+    echo "== cargo bench --bench stack"
+    cargo bench --quiet --bench stack 2>&1 | tee "$work/stack.out" | grep -E 'median' || true
+    hub_stack=$(sed -n 's/.*all healthy: median \([^ ]*\) .*/\1/p' "$work/stack.out")
+    script_stack=$(sed -n 's/.*docker run script: median \([^ ]*\) .*/\1/p' "$work/stack.out")
+    stack="${hub_stack:-?} ${script_stack:-?}"
+    [ -n "$hub_stack" ] && [ -n "$script_stack" ] || tail -20 "$work/stack.out" >&2
+fi
 
 # Every figure beside its goal (issue "Performance to the machine's limit"), as a ratio to it.
 python3 - "$noop" "$status" "$health" "$sequential" "$concurrent" "$(cat "$work/drain")" \
-    "$whole" "$page" "$pss" "$projects" <<'PY'
+    "$whole" "$page" "$pss" "$projects" "$engine" "$stack" <<'PY'
 import re, sys
 noop, status, health = map(float, sys.argv[1:4])
-sequential, concurrent, drain, whole, page, pss_kb, projects = sys.argv[4:11]
+sequential, concurrent, drain, whole, page, pss_kb, projects, engine, stack = sys.argv[4:13]
+
+def seconds(text):
+    """A Rust `Duration` as `{:?}` prints it (`1.23s`, `987.6ms`), in seconds."""
+    value, unit = re.fullmatch(r"([\d.]+)(ns|µs|us|ms|s)", text).groups()
+    return float(value) * {"ns": 1e-9, "µs": 1e-6, "us": 1e-6, "ms": 1e-3, "s": 1.0}[unit]
+
+def skipped(figure):
+    return figure.startswith("not measured")
+
+def engine_row():
+    found = re.fullmatch(r"([\d.]+) (K|M)?elem/s", engine)
+    if not found:
+        return ("in-process no-op jobs, 2 workers", engine or "no criterion figure",
+                ">= 20,000 jobs/s", "", None if skipped(engine) else False)
+    rate = float(found.group(1)) * {"K": 1e3, "M": 1e6, None: 1.0}[found.group(2)]
+    return ("in-process no-op jobs, 2 workers", f"{rate:,.0f} jobs/s (criterion median)",
+            ">= 20,000 jobs/s", f"{rate / 20000:.0%} of the goal", rate >= 20000)
+
+def stack_row():
+    try:
+        hub, script = map(seconds, stack.split())
+    except (AttributeError, ValueError):
+        return ("4-service test stack start", stack, "<= 0.7x docker run", "",
+                None if skipped(stack) else False)
+    return ("4-service test stack start", f"hub {hub:.2f} s, docker run script {script:.2f} s (medians)",
+            "<= 0.7x docker run", f"{hub / script:.2f}x the script", hub / script <= 0.7)
 
 def p99_ms(latency):
     """The p99 of a `p50 … p99 …` line from wrk, in milliseconds."""
@@ -190,12 +245,12 @@ rows = [
      f"{page_ms / 2:.0%} of the limit", page_ms < 2.0),
     ("PSS of hub serve after the run", f"{pss_mb:.0f} MB", "<= 20 MB",
      f"{pss_mb / 20:.2f}x the goal", pss_mb <= 20),
+    engine_row(),
+    stack_row(),
 ]
 print()
 print(f"{'figure':<40} {'measured':<62} {'goal':<22} {'ratio':<22} met")
 for figure, measured, goal, ratio, met in rows:
     mark = "" if met is None else ("yes" if met else "NO")
     print(f"{figure:<40} {measured:<62} {goal:<22} {ratio:<22} {mark}")
-print("Not measured here: in-process no-op jobs (cargo bench --bench tasks) and the 4-service")
-print("stack against docker run (cargo bench --bench stack).")
 PY

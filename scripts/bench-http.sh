@@ -11,7 +11,8 @@
 #     sequential (1 connection) and at 32 connections: latency percentiles;
 #   - queue drain: a third of the projects started over 32 connections at once, the rate from the
 #     first one queued to the last one finished (the tasks' own timestamps);
-#   - GET /api/projects with 1,000 projects; the PSS of `hub serve` at the end;
+#   - GET /api/projects with BENCH_PROJECTS projects (2,800 by default) and a page of 50;
+#     the PSS of `hub serve` at the end;
 #   - then, with the hub stopped, the two figures of the issue's table measured in process by
 #     the criterion benches: 10,000 no-op jobs with 2 workers (`cargo bench --bench tasks`,
 #     criterion's median) and the 4-service test stack's start against the `docker run` script
@@ -27,8 +28,8 @@ target=${CARGO_TARGET_DIR:-$PWD/target}
 
 cargo build --release --quiet -p hub-http --bin hub
 cargo build --release --quiet --example noop_server
-in_process=${BENCH_HTTP_ONLY:-0}
-if [ "$in_process" != 1 ]; then
+http_only=${BENCH_HTTP_ONLY:-0}
+if [ "$http_only" != 1 ]; then
     cargo bench --quiet --bench tasks --bench stack --no-run
 fi
 work=$(mktemp -d)
@@ -170,7 +171,7 @@ wait "$hub_pid" "$noop_pid" 2>/dev/null || true
 # The in-process figures, each bench's own lines kept for the record.
 engine="not measured (BENCH_HTTP_ONLY=1)"
 stack="not measured (BENCH_HTTP_ONLY=1)"
-if [ "$in_process" != 1 ]; then
+if [ "$http_only" != 1 ]; then
     echo "== cargo bench --bench tasks -- 10k_noop"
     cargo bench --quiet --bench tasks -- 10k_noop --noplot 2>&1 | tee "$work/tasks.out" \
         | grep -E 'thrpt:|jobs/s' || true

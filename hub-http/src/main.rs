@@ -385,6 +385,7 @@ fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
 }
 
 async fn serve(args: ServeArgs, token: Option<String>) -> Result<(), Box<dyn std::error::Error>> {
+    let shutdown = ShutdownSignal::listen()?;
     let seconds = |flag: &str, value: f64| {
         Duration::try_from_secs_f64(value)
             .ok()
@@ -435,7 +436,7 @@ async fn serve(args: ServeArgs, token: Option<String>) -> Result<(), Box<dyn std
         listener,
         hub_http::router_with(hub.clone(), &options),
         limits,
-        shutdown_signal(),
+        shutdown.received(),
     )
     .await?;
     // Running tasks get the configured grace period; the rest are marked interrupted.
@@ -445,6 +446,7 @@ async fn serve(args: ServeArgs, token: Option<String>) -> Result<(), Box<dyn std
 }
 
 async fn worker(args: WorkerArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let shutdown = ShutdownSignal::listen()?;
     let hub = Hub::open(args.store.config(HubMode::Worker)?).await?;
     let tasks = &hub.config().tasks;
     tracing::info!(
@@ -453,31 +455,53 @@ async fn worker(args: WorkerArgs) -> Result<(), Box<dyn std::error::Error>> {
         queues = %if tasks.queues.is_empty() { "every queue".to_owned() } else { tasks.queues.join(",") },
         "worker running tasks"
     );
-    shutdown_signal().await;
+    shutdown.received().await;
     // Running tasks get the grace period; reserved, unstarted ones go back to the queue.
     hub.close().await;
     tracing::info!("worker stopped");
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// SIGTERM and SIGINT, listened for from a command's first step. A hub's workers run tasks
+/// before it has finished opening (its first health round can take seconds): a signal that
+/// comes meanwhile is kept, and the command stops cleanly once open, where listening only
+/// afterwards left the signal's default action to kill the process mid-task.
+struct ShutdownSignal {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignal {
+    /// Starts listening (inside the runtime).
+    fn listen() -> Result<Self, String> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let listen = |kind: SignalKind, name: &str| {
+                signal(kind).map_err(|err| format!("cannot listen for {name}: {err}"))
+            };
+            Ok(ShutdownSignal {
+                terminate: listen(SignalKind::terminate(), "SIGTERM")?,
+                interrupt: listen(SignalKind::interrupt(), "SIGINT")?,
+            })
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
+        #[cfg(not(unix))]
+        Ok(ShutdownSignal {})
     }
-    tracing::info!("shutting down");
+
+    /// Waits for the first signal (at once if one came already).
+    async fn received(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.terminate.recv() => {},
+            _ = self.interrupt.recv() => {},
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::info!("shutting down");
+    }
 }

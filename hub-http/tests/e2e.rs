@@ -523,21 +523,25 @@ async fn the_folder_browser_stays_inside_its_roots() {
     assert_eq!(status, 400);
 }
 
-/// An engine that accepts connections and never answers: `/health` still answers at once
-/// (from the background probe's last findings), and soon names the engine as not answering.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_never_waits_on_a_hung_engine() {
-    let dir = TempDir::new().unwrap();
-    let socket = dir.path().join("hung.sock");
-    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
-    // Accept, read, never write.
+/// An engine at a Unix socket `socket` that accepts connections, reads, and never answers;
+/// its address, and the task holding it (abort it to hang up).
+fn hung_engine(socket: &std::path::Path) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::UnixListener::bind(socket).unwrap();
     let silent = tokio::spawn(async move {
         let mut held = Vec::new();
         while let Ok((stream, _)) = listener.accept().await {
             held.push(stream);
         }
     });
-    let address = format!("unix://{}", socket.display());
+    (format!("unix://{}", socket.display()), silent)
+}
+
+/// An engine that accepts connections and never answers: `/health` still answers at once
+/// (from the background probe's last findings), and soon names the engine as not answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_never_waits_on_a_hung_engine() {
+    let dir = TempDir::new().unwrap();
+    let (address, silent) = hung_engine(&dir.path().join("hung.sock"));
     let hub = HubProcess::start(&dir.path().join("state"), &["--docker-host", &address]).await;
     let mut slowest = std::time::Duration::ZERO;
     let mut docker = String::new();
@@ -559,6 +563,66 @@ async fn health_never_waits_on_a_hung_engine() {
         docker.contains("did not answer") || docker.contains("no answer"),
         "{docker}"
     );
+    silent.abort();
+}
+
+/// A signal that comes while the process is still opening, its workers already running (its
+/// first health round waits seconds on an engine that accepts and never answers): `hub worker`
+/// (SIGTERM) and `hub serve` (SIGINT) keep it and stop cleanly once open, exit code 0, instead
+/// of dying by the signal's default action.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_while_opening_stops_the_process_cleanly() {
+    let dir = TempDir::new().unwrap();
+    let (address, silent) = hung_engine(&dir.path().join("hung.sock"));
+    let state = dir.path().join("state");
+    let port = common::free_port().to_string();
+    for (command, extra, signal) in [
+        ("worker", vec![], "TERM"),
+        ("serve", vec!["--bind", &format!("127.0.0.1:{port}")], "INT"),
+    ] {
+        let log = dir.path().join(format!("{command}.log"));
+        let mut child = common::Process::new(
+            std::process::Command::new(env!("CARGO_BIN_EXE_hub"))
+                .arg(command)
+                .args(["--data-dir", state.to_str().unwrap()])
+                .args(["--docker-host", &address])
+                .args(&extra)
+                .env("HUB_LOG", "info")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap(),
+        );
+        let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !read_log().contains("hub opened") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{command}: not opened within 30 s: {}",
+                read_log()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Its first health round is waiting on the engine now.
+        common::send_signal(&child, signal);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{command}: still running 30 s after SIG{signal}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let log = read_log();
+        assert!(
+            status.success(),
+            "{command}: SIG{signal} while opening gave {status}: {log}"
+        );
+        assert!(log.contains("shutting down"), "{command}: {log}");
+    }
     silent.abort();
 }
 

@@ -338,6 +338,13 @@ pub fn send_signal(child: &Child, signal: &str) {
 /// `Child` otherwise (signal it, wait for it).
 pub struct Process(Child);
 
+impl Process {
+    /// Takes charge of a spawned child.
+    pub fn new(child: Child) -> Self {
+        Process(child)
+    }
+}
+
 impl std::ops::Deref for Process {
     type Target = Child;
 
@@ -362,7 +369,7 @@ impl Drop for Process {
 
 /// A `hub worker` on `data`, with `extra` flags; its log goes to `log`.
 pub fn spawn_worker(data: &Path, extra: &[&str], log: &Path) -> Process {
-    Process(
+    Process::new(
         Command::new(env!("CARGO_BIN_EXE_hub"))
             .arg("worker")
             .args(["--data-dir", data.to_str().unwrap()])

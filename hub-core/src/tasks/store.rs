@@ -556,6 +556,18 @@ pub(crate) async fn insert_events(
     Ok(seqs)
 }
 
+/// A multi-row upsert into a history table of totals: a row whose `keys` are stored already
+/// adds its two `totals` to the stored ones (three keys, then the two totals, per row).
+fn add_totals(table: &str, keys: &str, totals: [&str; 2], values: &str) -> String {
+    let [first, second] = totals;
+    format!(
+        "INSERT INTO {table} ({keys}, {first}, {second}) VALUES {values} \
+         ON CONFLICT ({keys}) DO UPDATE SET \
+         {first} = {table}.{first} + excluded.{first}, \
+         {second} = {table}.{second} + excluded.{second}"
+    )
+}
+
 /// Adds what finished tasks contribute to the history figures: per-minute counts by kind and
 /// state, a sample each, the latency histograms and their workers' tallies (in the caller's
 /// write transaction, so a task's end and its figures commit together).
@@ -587,19 +599,19 @@ pub(crate) async fn record_finished(conn: Conn<'_>, finished: &[Finished]) -> Re
         }
     }
     static ADD_COUNTS: RowStatements = RowStatements::new(5, |_, values| {
-        format!(
-            "INSERT INTO task_counts (minute, kind, state, count, runtime_ms) VALUES {values} \
-             ON CONFLICT (minute, kind, state) DO UPDATE SET \
-             count = task_counts.count + excluded.count, \
-             runtime_ms = task_counts.runtime_ms + excluded.runtime_ms"
+        add_totals(
+            "task_counts",
+            "minute, kind, state",
+            ["count", "runtime_ms"],
+            values,
         )
     });
     static ADD_LATENCY: RowStatements = RowStatements::new(5, |_, values| {
-        format!(
-            "INSERT INTO task_latency (kind, latency, bucket, count, sum_ms) VALUES {values} \
-             ON CONFLICT (kind, latency, bucket) DO UPDATE SET \
-             count = task_latency.count + excluded.count, \
-             sum_ms = task_latency.sum_ms + excluded.sum_ms"
+        add_totals(
+            "task_latency",
+            "kind, latency, bucket",
+            ["count", "sum_ms"],
+            values,
         )
     });
     static INSERT_SAMPLES: RowStatements = RowStatements::new(5, |_, values| {

@@ -1207,6 +1207,67 @@ volumes:
     fx.purge(&q).await;
 }
 
+/// Each service waits for its own dependencies, as far as its conditions ask, and no further:
+/// not for the health of a service started alongside it, nor for a dependency's health when
+/// its condition is `service_started` (Compose's default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compose_a_service_waits_for_its_own_dependencies_only() {
+    let fx = fixture(23300).await;
+    let stack = r#"
+x-hub: { stop_grace: 1s }
+services:
+  slow:
+    image: hubtest/busybox:latest
+    command: ["sh", "-c", "sleep 4; echo > /shared/ready; exec httpd -f -p 80 -h /"]
+    volumes: [shared:/shared]
+    healthcheck:
+      test: "[ -f /shared/ready ]"
+      interval: 1s
+      retries: 30
+  fast:
+    image: hubtest/busybox:latest
+    command: ["httpd", "-f", "-p", "80", "-h", "/"]
+    healthcheck:
+      test: "true"
+      interval: 1s
+  after-fast:
+    image: hubtest/busybox:latest
+    command: &report
+      - sh
+      - -c
+      - |
+        [ -f /shared/ready ] && echo slow-was-ready || echo slow-was-not-ready
+        exec httpd -f -p 80 -h /
+    volumes: [shared:/shared]
+    depends_on:
+      fast: { condition: service_healthy }
+  after-slow-started:
+    image: hubtest/busybox:latest
+    command: *report
+    volumes: [shared:/shared]
+    depends_on: [slow]
+volumes:
+  shared:
+"#;
+    let p = fx
+        .project_with("own-deps", &[("compose.yaml", stack)])
+        .await;
+    let began = std::time::Instant::now();
+    assert_success(&fx.start(&p).await);
+    for service in ["after-fast", "after-slow-started"] {
+        let logs = fx.hub.logs(p.id, service, 10).await.unwrap().join("\n");
+        assert!(logs.contains("slow-was-not-ready"), "{service}: {logs}");
+    }
+    // The start itself still ends only once every service is ready: `slow` after its sleep.
+    let took = began.elapsed();
+    assert!(
+        took >= Duration::from_secs(4),
+        "the start ended after {took:?}"
+    );
+    assert_success(&fx.stop(&p).await);
+    fx.purge(&p).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compose_images_are_built_from_the_project_folder() {
     let fx = fixture(23200).await;

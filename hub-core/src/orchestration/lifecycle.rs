@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
 
 use super::health::wait_ready;
+use super::startup::{Stage, Stages};
 use super::{ExtraPorts, Orchestrator, container_name, engine_volume, stack_name};
 use crate::error::Entity;
 use crate::ports::probe_busy;
@@ -57,6 +58,35 @@ impl<'a> Phase<'a> {
         let _ = self
             .ctx
             .progress(state, u8::try_from(scaled).unwrap_or(100), step)
+            .await;
+    }
+}
+
+/// A start's progress over its services, from 50 to 95 %: two steps each (started, ready).
+/// Services report as they go, side by side; one report goes out at a time, so the bar only
+/// goes up.
+struct Progress<'a> {
+    phase: &'a Phase<'a>,
+    done: tokio::sync::Mutex<usize>,
+    steps: usize,
+}
+
+impl<'a> Progress<'a> {
+    fn new(phase: &'a Phase<'a>, services: usize) -> Self {
+        Progress {
+            phase,
+            done: tokio::sync::Mutex::new(0),
+            steps: 2 * services.max(1),
+        }
+    }
+
+    /// Reports `status`, after counting a step done when `step_done`.
+    async fn report(&self, step_done: bool, status: String) {
+        let mut done = self.done.lock().await;
+        *done = (*done + usize::from(step_done)).min(self.steps);
+        let percent = 50 + 45 * *done / self.steps;
+        self.phase
+            .report(TaskState::Running, percent as u8, status)
             .await;
     }
 }
@@ -375,8 +405,9 @@ impl Orchestrator {
         volumes.into_iter().collect::<Result<(), TaskError>>()?;
         images?;
 
-        // Creating copies image layers and runs nothing, so every container is created at once;
-        // only starting follows the dependency order.
+        // Each service comes up on its own: its container is created at once (creating copies
+        // image layers and runs nothing), started as soon as its own dependencies allow (see
+        // `startup`), then waited for until ready. The start ends when every service is ready.
         phase
             .report(
                 TaskState::Running,
@@ -384,51 +415,37 @@ impl Orchestrator {
                 format!("Creating {} containers", specs.len()),
             )
             .await;
-        try_join_all(
-            specs
-                .values()
-                .filter(|spec| !kept.contains(&spec.name))
-                .map(|spec| self.runtime.create_container(spec)),
-        )
-        .await?;
-
-        let levels = stack.start_order();
-        let total = stack.services.len().max(1);
         let deadline = Instant::now() + stack.health_timeout;
-        let mut done = 0;
-        for level in &levels {
-            let names: Vec<&str> = level.iter().map(|s| s.name.as_str()).collect();
-            let percent = 50 + 45 * done / total;
-            phase
-                .report(
-                    TaskState::Running,
-                    percent as u8,
-                    format!("Starting {}", names.join(", ")),
-                )
-                .await;
-            try_join_all(
-                level
-                    .iter()
-                    .map(|service| &specs[service.name.as_str()].name)
-                    .filter(|name| !kept.contains(*name))
-                    .map(|name| self.runtime.start_container(name)),
-            )
-            .await?;
-            let percent = 50 + 45 * (2 * done + level.len()) / (2 * total);
-            phase
-                .report(
-                    TaskState::Running,
-                    percent as u8,
-                    format!("Waiting for {} to be healthy", names.join(", ")),
-                )
-                .await;
-            try_join_all(level.iter().map(|service| {
-                let name = container_name(project, &service.name);
-                async move { wait_ready(self.runtime.as_ref(), service, &name, deadline).await }
-            }))
-            .await?;
-            done += level.len();
-        }
+        let stages = Stages::new(&stack.services);
+        let progress = Progress::new(phase, stack.services.len());
+        try_join_all(stack.services.iter().map(|service| {
+            let spec = &specs[service.name.as_str()];
+            let kept = kept.contains(&spec.name);
+            let (stages, progress) = (&stages, &progress);
+            async move {
+                if !kept {
+                    self.runtime.create_container(spec).await?;
+                }
+                stages.dependencies_of(service, deadline).await?;
+                if !kept {
+                    progress
+                        .report(false, format!("Starting {}", service.name))
+                        .await;
+                    self.runtime.start_container(&spec.name).await?;
+                }
+                stages.reached(&service.name, Stage::Started);
+                progress
+                    .report(true, format!("Waiting for {} to be healthy", service.name))
+                    .await;
+                wait_ready(self.runtime.as_ref(), service, &spec.name, deadline).await?;
+                stages.reached(&service.name, Stage::Ready);
+                progress
+                    .report(true, format!("{} is ready", service.name))
+                    .await;
+                Ok::<(), TaskError>(())
+            }
+        }))
+        .await?;
         phase
             .report(TaskState::Running, 99, "All services are healthy")
             .await;

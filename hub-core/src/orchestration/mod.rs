@@ -7,6 +7,7 @@
 mod effective;
 mod health;
 mod lifecycle;
+mod startup;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;

@@ -1268,6 +1268,46 @@ volumes:
     fx.purge(&p).await;
 }
 
+/// A service that fails while another's container is still being created (a large image,
+/// copied by the engine) fails the start; the creation under way is let finish, so the undo
+/// finds and removes that container too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_start_leaves_no_container_whose_creation_was_under_way() {
+    let fx = fixture(23400).await;
+    let stack = r#"
+x-hub: { stop_grace: 1s }
+services:
+  large:
+    image: hubtest/large:latest
+    build: ./large
+    command: ["httpd", "-f", "-p", "80", "-h", "/"]
+  failing:
+    image: hubtest/busybox:latest
+    command: ["/no/such/program"]
+"#;
+    // 400 MB: the engine's storage driver here (vfs) copies every layer into each container,
+    // which takes a second or more, while the failing service fails to start within half a second.
+    // Built once, under a fixed tag, and kept.
+    let dockerfile = "FROM hubtest/busybox:latest\nRUN dd if=/dev/zero of=/large bs=1M count=400\n";
+    let p = fx
+        .project_with(
+            "undo-under-way",
+            &[("compose.yaml", stack), ("large/Dockerfile", dockerfile)],
+        )
+        .await;
+    let record = fx.start(&p).await;
+    assert_eq!(record.state, TaskState::Failure, "{record:?}");
+    let error = record.error.expect("the failure's error");
+    assert!(error.message.contains("/no/such/program"), "{error:?}");
+    // A creation the hub gave up on would still end in the engine, later: look for a while.
+    for _ in 0..30 {
+        let left = fx.containers(&p).await;
+        assert!(left.is_empty(), "a failed start leaves nothing: {left:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    fx.purge(&p).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compose_images_are_built_from_the_project_folder() {
     let fx = fixture(23200).await;

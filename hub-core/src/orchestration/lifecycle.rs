@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
 
 use super::health::wait_ready;
-use super::startup::{Stage, Stages};
+use super::startup::{Stage, Startup};
 use super::{ExtraPorts, Orchestrator, container_name, engine_volume, stack_name};
 use crate::error::Entity;
 use crate::ports::probe_busy;
@@ -416,36 +416,41 @@ impl Orchestrator {
             )
             .await;
         let deadline = Instant::now() + stack.health_timeout;
-        let stages = Stages::new(&stack.services);
+        let startup = Startup::new(&stack.services);
         let progress = Progress::new(phase, stack.services.len());
-        try_join_all(stack.services.iter().map(|service| {
+        join_all(stack.services.iter().map(|service| {
             let spec = &specs[service.name.as_str()];
             let kept = kept.contains(&spec.name);
-            let (stages, progress) = (&stages, &progress);
+            let (startup, progress) = (&startup, &progress);
             async move {
-                if !kept {
-                    self.runtime.create_container(spec).await?;
-                }
-                stages.dependencies_of(service, deadline).await?;
-                if !kept {
+                let outcome = async {
+                    if !kept {
+                        self.runtime.create_container(spec).await?;
+                    }
+                    startup.dependencies_of(service, deadline).await?;
+                    if !kept {
+                        progress
+                            .report(false, format!("Starting {}", service.name))
+                            .await;
+                        self.runtime.start_container(&spec.name).await?;
+                    }
+                    startup.reached(&service.name, Stage::Started);
                     progress
-                        .report(false, format!("Starting {}", service.name))
+                        .report(true, format!("Waiting for {} to be healthy", service.name))
                         .await;
-                    self.runtime.start_container(&spec.name).await?;
-                }
-                stages.reached(&service.name, Stage::Started);
-                progress
-                    .report(true, format!("Waiting for {} to be healthy", service.name))
-                    .await;
-                wait_ready(self.runtime.as_ref(), service, &spec.name, deadline).await?;
-                stages.reached(&service.name, Stage::Ready);
-                progress
-                    .report(true, format!("{} is ready", service.name))
-                    .await;
-                Ok::<(), TaskError>(())
+                    let ready = wait_ready(self.runtime.as_ref(), service, &spec.name, deadline);
+                    startup.unless_failed(ready).await?;
+                    startup.reached(&service.name, Stage::Ready);
+                    progress
+                        .report(true, format!("{} is ready", service.name))
+                        .await;
+                    Ok(())
+                };
+                startup.ended(outcome.await);
             }
         }))
-        .await?;
+        .await;
+        startup.outcome()?;
         phase
             .report(TaskState::Running, 99, "All services are healthy")
             .await;

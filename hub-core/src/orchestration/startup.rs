@@ -8,12 +8,16 @@
 //! as soon as its container exists.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Mutex, PoisonError};
 
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::health::NOT_READY;
 use crate::stack::{Condition, ServiceSpec};
+use crate::sync::lock;
 use crate::tasks::TaskError;
 
 /// How far one service of a starting stack has come.
@@ -38,57 +42,102 @@ impl Stage {
     }
 }
 
-/// Where each service of a starting stack stands, for its dependants to wait on.
-pub(super) struct Stages(HashMap<String, watch::Sender<Stage>>);
+/// What the services of one starting stack share: where each stands, for its dependants to
+/// wait on, and the first failure.
+///
+/// Once a service fails, the others stop at their next wait (for a dependency, or for
+/// readiness), but an engine call under way is let finish rather than dropped: a create the
+/// engine completes after its caller gave up would leave a container that the start's undo,
+/// listing the project's containers, had already missed.
+pub(super) struct Startup {
+    stages: HashMap<String, watch::Sender<Stage>>,
+    failed: CancellationToken,
+    first_failure: Mutex<Option<TaskError>>,
+}
 
-impl Stages {
+impl Startup {
     /// Every service of `services`, waiting.
     pub(super) fn new<'a>(services: impl IntoIterator<Item = &'a ServiceSpec>) -> Self {
-        Stages(
-            services
+        Startup {
+            stages: services
                 .into_iter()
                 .map(|service| (service.name.clone(), watch::Sender::new(Stage::Waiting)))
                 .collect(),
-        )
+            failed: CancellationToken::new(),
+            first_failure: Mutex::new(None),
+        }
     }
 
     /// Records that `service` has reached `stage`, waking its dependants.
     pub(super) fn reached(&self, service: &str, stage: Stage) {
-        if let Some(sender) = self.0.get(service) {
+        if let Some(sender) = self.stages.get(service) {
             sender.send_replace(stage);
         }
     }
 
-    /// Waits until every dependency of `service` has reached the stage its condition asks.
-    /// A dependency that fails ends the whole start with its own error, so this wait only has
-    /// to end by `deadline` (the start's health timeout), for a stack whose dependency is
-    /// outside it.
+    /// Waits until every dependency of `service` has reached the stage its condition asks;
+    /// fails at once when another service has failed. A dependency that never gets there
+    /// fails the wait at `deadline` (the start's health timeout).
     pub(super) async fn dependencies_of(
         &self,
         service: &ServiceSpec,
         deadline: Instant,
     ) -> Result<(), TaskError> {
-        for dependency in &service.depends_on {
-            let needed = Stage::needed_for(dependency.condition);
-            let reached = match self.0.get(&dependency.service) {
-                Some(sender) => {
-                    let mut stage = sender.subscribe();
-                    let wait = stage.wait_for(|stage| *stage >= needed);
-                    matches!(tokio::time::timeout_at(deadline, wait).await, Ok(Ok(_)))
+        self.unless_failed(async {
+            for dependency in &service.depends_on {
+                let needed = Stage::needed_for(dependency.condition);
+                let reached = match self.stages.get(&dependency.service) {
+                    Some(sender) => {
+                        let mut stage = sender.subscribe();
+                        let wait = stage.wait_for(|stage| *stage >= needed);
+                        matches!(tokio::time::timeout_at(deadline, wait).await, Ok(Ok(_)))
+                    }
+                    None => false,
+                };
+                if !reached {
+                    return Err(TaskError::new(
+                        NOT_READY,
+                        format!(
+                            "service '{}' waited for '{}' ({:?}) until the health timeout",
+                            service.name, dependency.service, dependency.condition
+                        ),
+                    ));
                 }
-                None => false,
-            };
-            if !reached {
-                return Err(TaskError::new(
-                    NOT_READY,
-                    format!(
-                        "service '{}' waited for '{}' ({:?}) until the health timeout",
-                        service.name, dependency.service, dependency.condition
-                    ),
-                ));
             }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Runs `wait` to its end, or until another service has failed.
+    pub(super) async fn unless_failed<T>(
+        &self,
+        wait: impl Future<Output = Result<T, TaskError>>,
+    ) -> Result<T, TaskError> {
+        match self.failed.run_until_cancelled(wait).await {
+            Some(outcome) => outcome,
+            None => Err(TaskError::new(
+                "cancelled",
+                "stopped: another service of the stack failed",
+            )),
         }
-        Ok(())
+    }
+
+    /// Records how one service's bring-up ended; the first failure stops the others.
+    pub(super) fn ended(&self, outcome: Result<(), TaskError>) {
+        if let Err(err) = outcome {
+            lock(&self.first_failure).get_or_insert(err);
+            self.failed.cancel();
+        }
+    }
+
+    /// The start's outcome, once every service's bring-up has ended: the first failure.
+    pub(super) fn outcome(self) -> Result<(), TaskError> {
+        let first = self
+            .first_failure
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        first.map_or(Ok(()), Err)
     }
 }
 
@@ -121,13 +170,13 @@ depends_on = ["db"]
     /// Whether `web`'s wait for its dependencies has ended after `db` reached `stage`.
     async fn released_at(condition: Condition, stage: Stage) -> bool {
         let stack = stack(condition);
-        let stages = Stages::new(&stack.services);
+        let startup = Startup::new(&stack.services);
         let web = stack.service("web").expect("web");
-        stages.reached("db", stage);
+        startup.reached("db", stage);
         let deadline = Instant::now() + Duration::from_secs(60);
         tokio::time::timeout(
             Duration::from_millis(50),
-            stages.dependencies_of(web, deadline),
+            startup.dependencies_of(web, deadline),
         )
         .await
         .is_ok_and(|waited| waited.is_ok())
@@ -151,15 +200,15 @@ depends_on = ["db"]
     #[tokio::test]
     async fn a_dependant_is_woken_when_its_dependency_gets_there() {
         let stack = stack(Condition::ServiceHealthy);
-        let stages = Stages::new(&stack.services);
+        let startup = Startup::new(&stack.services);
         let web = stack.service("web").expect("web");
         let deadline = Instant::now() + Duration::from_secs(60);
-        let wait = stages.dependencies_of(web, deadline);
+        let wait = startup.dependencies_of(web, deadline);
         let progress = async {
             tokio::task::yield_now().await;
-            stages.reached("db", Stage::Started);
+            startup.reached("db", Stage::Started);
             tokio::task::yield_now().await;
-            stages.reached("db", Stage::Ready);
+            startup.reached("db", Stage::Ready);
         };
         let (waited, ()) = tokio::join!(wait, progress);
         assert!(waited.is_ok());
@@ -168,11 +217,11 @@ depends_on = ["db"]
     #[tokio::test(start_paused = true)]
     async fn a_dependency_that_never_gets_there_fails_at_the_deadline() {
         let stack = stack(Condition::ServiceHealthy);
-        let stages = Stages::new(&stack.services);
+        let startup = Startup::new(&stack.services);
         let web = stack.service("web").expect("web");
-        stages.reached("db", Stage::Started);
+        startup.reached("db", Stage::Started);
         let deadline = Instant::now() + Duration::from_secs(60);
-        let err = stages
+        let err = startup
             .dependencies_of(web, deadline)
             .await
             .expect_err("db never got ready");
@@ -182,5 +231,33 @@ depends_on = ["db"]
             "{}",
             err.message
         );
+    }
+
+    #[tokio::test]
+    async fn the_first_failure_stops_the_waits_of_the_others_and_is_the_outcome() {
+        let stack = stack(Condition::ServiceHealthy);
+        let startup = Startup::new(&stack.services);
+        let web = stack.service("web").expect("web");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let waiting = async {
+            let dependency = startup.dependencies_of(web, deadline).await;
+            let readiness = startup.unless_failed(std::future::pending::<Result<(), _>>());
+            (dependency, readiness.await)
+        };
+        let failing = async {
+            tokio::task::yield_now().await;
+            startup.ended(Err(TaskError::new(NOT_READY, "db exited with code 1")));
+            // A later failure (one of the stopped waits) does not replace the first.
+            startup.ended(Err(TaskError::new("cancelled", "stopped")));
+        };
+        let ((dependency, readiness), ()) = tokio::join!(waiting, failing);
+        assert_eq!(dependency.expect_err("stopped").code, "cancelled");
+        assert_eq!(readiness.expect_err("stopped").code, "cancelled");
+        // A service that depends on nothing does not start after the failure either.
+        let db = stack.service("db").expect("db");
+        let late = startup.dependencies_of(db, deadline).await;
+        assert_eq!(late.expect_err("stopped").code, "cancelled");
+        let outcome = startup.outcome().expect_err("db failed");
+        assert_eq!(outcome.message, "db exited with code 1");
     }
 }

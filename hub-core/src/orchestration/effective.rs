@@ -7,9 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ServicePort, container_name, stack_name, volume_name};
 use crate::project::Project;
-use crate::stack::{
-    Condition, HealthSpec, Mount, RestartPolicy, ServiceSpec, StackFormat, StackSpec,
-};
+use crate::stack::{HealthSpec, Mount, RestartPolicy, ServiceSpec, StackFormat, StackSpec};
 
 /// A project's stack as the hub would run it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -207,14 +205,7 @@ impl EffectiveService {
             depends_on: service
                 .depends_on
                 .iter()
-                .map(|d| {
-                    let condition = match d.condition {
-                        Condition::ServiceStarted => "service_started",
-                        Condition::ServiceHealthy => "service_healthy",
-                        Condition::ServiceCompletedSuccessfully => "service_completed_successfully",
-                    };
-                    format!("{} ({condition})", d.service)
-                })
+                .map(|d| format!("{} ({})", d.service, d.condition.as_str()))
                 .collect(),
             healthcheck: service.healthcheck.as_ref().map(health_text),
             working_dir: service.working_dir.clone(),

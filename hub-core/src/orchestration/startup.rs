@@ -98,8 +98,10 @@ impl Startup {
                     return Err(TaskError::new(
                         NOT_READY,
                         format!(
-                            "service '{}' waited for '{}' ({:?}) until the health timeout",
-                            service.name, dependency.service, dependency.condition
+                            "service '{}' waited for '{}' ({}) until the health timeout",
+                            service.name,
+                            dependency.service,
+                            dependency.condition.as_str()
                         ),
                     ));
                 }
@@ -227,7 +229,8 @@ depends_on = ["db"]
             .expect_err("db never got ready");
         assert_eq!(err.code, NOT_READY);
         assert!(
-            err.message.contains("'web' waited for 'db'"),
+            err.message
+                .contains("'web' waited for 'db' (service_healthy)"),
             "{}",
             err.message
         );

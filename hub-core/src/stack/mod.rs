@@ -204,6 +204,17 @@ pub enum Condition {
     ServiceCompletedSuccessfully,
 }
 
+impl Condition {
+    /// The condition as Compose spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Condition::ServiceStarted => "service_started",
+            Condition::ServiceHealthy => "service_healthy",
+            Condition::ServiceCompletedSuccessfully => "service_completed_successfully",
+        }
+    }
+}
+
 /// How to build a service's image with the engine.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BuildSpec {

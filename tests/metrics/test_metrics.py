@@ -42,10 +42,14 @@ class Server:
             s.bind(("127.0.0.1", 0))
             self.port = int(s.getsockname()[1])
         self.base = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [hub_binary(), "serve", "--bind", f"127.0.0.1:{self.port}", "--data-dir",
-             str(root / "state"), "--browse-root", str(root), *extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # The server's log (debug level) is kept, and its end shown when it hangs or will not
+        # stop: a hang once seen here left nothing else to go on.
+        self.log_path = root / f"hub-{self.port}.log"
+        with open(self.log_path, "w") as log:
+            self.process = subprocess.Popen(
+                [hub_binary(), "serve", "--bind", f"127.0.0.1:{self.port}", "--data-dir",
+                 str(root / "state"), "--browse-root", str(root), *extra],
+                stdout=subprocess.DEVNULL, stderr=log, env={**os.environ, "HUB_LOG": "debug"})
         for _ in range(200):
             try:
                 urllib.request.urlopen(f"{self.base}/health")
@@ -61,11 +65,17 @@ class Server:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(f"{self.base}{path}", data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(request) as response:
+            with urllib.request.urlopen(request, timeout=60) as response:
                 raw = response.read().decode()
                 return response.status, (json.loads(raw) if raw.startswith(("{", "[")) else raw)
         except urllib.error.HTTPError as err:
             return err.code, json.loads(err.read().decode() or "{}")
+        except TimeoutError as err:
+            raise AssertionError(f"{method} {path} got no answer in 60 s{self.log_tail()}") from err
+
+    def log_tail(self, lines: int = 60) -> str:
+        text = self.log_path.read_text(errors="replace").splitlines()[-lines:]
+        return f"; the server's log ({self.log_path}) ends:\n" + "\n".join(text)
 
     def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         status, text = self.call("GET", "/metrics")
@@ -86,7 +96,11 @@ class Server:
 
     def stop(self) -> None:
         self.process.terminate()
-        self.process.wait(timeout=60)
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired as err:
+            self.process.kill()
+            raise AssertionError(f"hub serve did not stop in 60 s{self.log_tail()}") from err
 
 
 def project(server: Server, root: pathlib.Path, name: str, stack: str) -> int:

@@ -205,6 +205,18 @@ pub enum Condition {
 }
 
 impl Condition {
+    /// Every condition, in the order Compose documents them.
+    pub const ALL: [Condition; 3] = [
+        Condition::ServiceStarted,
+        Condition::ServiceHealthy,
+        Condition::ServiceCompletedSuccessfully,
+    ];
+
+    /// The condition Compose spells `name`.
+    pub fn named(name: &str) -> Option<Condition> {
+        Condition::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+
     /// The condition as Compose spells it.
     pub fn as_str(self) -> &'static str {
         match self {

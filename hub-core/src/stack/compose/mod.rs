@@ -1067,20 +1067,15 @@ impl<'a> Reader<'a> {
                         let field = format!("{at}.{}", option.key());
                         match option.key() {
                             "condition" => {
-                                condition = match self.text(value, &field)?.as_str() {
-                                    "service_started" => Condition::ServiceStarted,
-                                    "service_healthy" => Condition::ServiceHealthy,
-                                    "service_completed_successfully" => {
-                                        Condition::ServiceCompletedSuccessfully
-                                    }
-                                    other => {
+                                let name = self.text(value, &field)?;
+                                condition = match Condition::named(&name) {
+                                    Some(condition) => condition,
+                                    None => {
+                                        let [a, b, c] = Condition::ALL.map(Condition::as_str);
                                         return Err(self.err(
                                             &field,
                                             value,
-                                            format!(
-                                                "unknown condition '{other}' (service_started, \
-                                                 service_healthy or service_completed_successfully)"
-                                            ),
+                                            format!("unknown condition '{name}' ({a}, {b} or {c})"),
                                         ));
                                     }
                                 }

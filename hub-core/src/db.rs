@@ -379,6 +379,8 @@ impl Database {
                 SqlitePoolOptions::new()
                     .max_connections(4)
                     .test_before_acquire(false)
+                    .after_release(|conn, _| Box::pin(settle_transaction(conn)))
+                    .before_acquire(|conn, _| Box::pin(outside_transaction(conn)))
                     .acquire_timeout(Duration::from_secs(30)),
                 options,
             )
@@ -406,6 +408,8 @@ impl Database {
             );
             let pool = PgPoolOptions::new()
                 .max_connections(16)
+                .after_release(|conn, _| Box::pin(settle_transaction(conn)))
+                .before_acquire(|conn, _| Box::pin(outside_transaction(conn)))
                 .acquire_timeout(Duration::from_secs(30))
                 .connect_with(options)
                 .await
@@ -483,13 +487,24 @@ impl Database {
     ///
     /// The gate is taken before a connection, so a writer waiting for it holds none. Never
     /// call it while holding a write transaction: the gate is not reentrant.
+    ///
+    /// Safe to drop at any point (a revoked start, a client that hung up): the BEGIN runs in a
+    /// task of its own. sqlx's is not: dropped once the statement went to the connection, it
+    /// hands the connection back to the pool inside a transaction no one will end, which then
+    /// holds SQLite's write lock for good. Here a transaction no one waits for any more is
+    /// dropped, which rolls it back, and only then opens the gate.
     pub async fn begin_write(&self) -> Result<WriteTransaction> {
         let gate = self.write_gate().await;
-        let tx = match &self.pool {
-            Typed::Sqlite(pool) => Typed::Sqlite(pool.begin_with(SQLITE_BEGIN_WRITE).await?),
-            Typed::Postgres(pool) => Typed::Postgres(pool.begin_with(PG_BEGIN_WRITE).await?),
-        };
-        Ok(WriteTransaction { tx, _gate: gate })
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            let tx = match &pool {
+                Typed::Sqlite(pool) => Typed::Sqlite(pool.begin_with(SQLITE_BEGIN_WRITE).await?),
+                Typed::Postgres(pool) => Typed::Postgres(pool.begin_with(PG_BEGIN_WRITE).await?),
+            };
+            Ok(WriteTransaction { tx, _gate: gate })
+        })
+        .await
+        .map_err(|err| HubError::Internal(format!("beginning a write transaction: {err}")))?
     }
 
     /// This process's write gate, for a writer that holds its own connection: take it before
@@ -533,6 +548,29 @@ impl Database {
     pub async fn close(&self) {
         dispatch!(self.pool(), pool => pool.close().await);
     }
+}
+
+/// Whether a connection given back to the pool may be kept: one still inside a transaction
+/// is closed instead, which ends the transaction (and frees SQLite's write lock) with it. A
+/// dropped `Transaction` queues its rollback, so a connection found inside one first lets
+/// what is queued run. [`Database::begin_write`] leaves no transaction without an owner;
+/// this keeps the pool's promise for any other path that would.
+async fn settle_transaction<C: sqlx::Connection>(conn: &mut C) -> Result<bool, sqlx::Error> {
+    if conn.is_in_transaction() {
+        conn.ping().await?;
+    }
+    outside_transaction(conn).await
+}
+
+/// Whether an idle connection may be handed out: not inside a transaction. A BEGIN still
+/// queued when its connection came back (its caller dropped meanwhile) ran after
+/// [`settle_transaction`] looked; such a connection is closed here, at its next use.
+async fn outside_transaction<C: sqlx::Connection>(conn: &mut C) -> Result<bool, sqlx::Error> {
+    if conn.is_in_transaction() {
+        tracing::warn!("closing a pooled connection left inside a transaction");
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 /// How long a SQLite connection waits for another one's lock before it gives up.
@@ -838,6 +876,91 @@ mod tests {
             wal_size() <= limit,
             "the WAL stayed at {} bytes, from {grown}",
             wal_size()
+        );
+    }
+
+    /// One small write through [`Database::begin_write`].
+    async fn write_a_setting(db: &Database) -> Result<()> {
+        let mut tx = db.begin_write().await?;
+        dispatch!(tx.conn(), c => {
+            sqlx::query(
+                "INSERT INTO settings (key, value) VALUES ('k', 'v') \
+                 ON CONFLICT (key) DO UPDATE SET value = 'v'",
+            )
+            .execute(&mut *c)
+            .await?;
+        });
+        tx.commit().await
+    }
+
+    /// Polls `begin` `round % 8` times, with a pause of a few microseconds between polls (a
+    /// BEGIN runs on its connection's own thread meanwhile), then drops it: over the rounds,
+    /// before, while and after the statement runs.
+    fn drop_midway<F: std::future::Future>(begin: F, round: u64) {
+        let mut begin = std::pin::pin!(begin);
+        let waker = futures_util::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        for _ in 0..round % 8 {
+            if begin.as_mut().poll(&mut cx).is_ready() {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(round % 50));
+        }
+    }
+
+    /// A write transaction whose caller gives up while it begins (a revoked start, a client
+    /// that hung up) leaves neither the write lock nor a connection inside a transaction, and
+    /// a write still goes through at once afterwards.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_transaction_dropped_while_it_begins_leaves_no_lock_behind() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let db = Database::open(&Database::sqlite_url(&dir.path().join("hub.db")))
+            .await
+            .unwrap();
+        for round in 0..2000u64 {
+            drop_midway(db.begin_write(), round);
+        }
+        let done = tokio::time::timeout(Duration::from_secs(5), write_a_setting(&db)).await;
+        assert!(
+            matches!(done, Ok(Ok(()))),
+            "a write after the dropped ones: {done:?}"
+        );
+    }
+
+    /// The pool never hands out a connection inside a transaction, whatever left it so: here
+    /// a connection's own BEGIN dropped midway, which leaves no `Transaction` to end it. Such
+    /// a connection is closed when it comes back or at its next use, and writes go on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_pool_never_hands_out_a_connection_inside_a_transaction() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let db = Database::open(&Database::sqlite_url(&dir.path().join("hub.db")))
+            .await
+            .unwrap();
+        // A connection kept inside a transaction holds the write lock: every other one's BEGIN
+        // waits out its busy timeout, which would stretch this loop to minutes.
+        let rounds = async {
+            for round in 0..500u64 {
+                let mut conn = db.acquire().await?;
+                drop_midway(conn.begin_write(), round);
+            }
+            futures_util::future::try_join_all((0..4).map(|_| db.acquire())).await
+        };
+        let all = tokio::time::timeout(Duration::from_secs(30), rounds)
+            .await
+            .expect("500 rounds within 30 s")
+            .unwrap();
+        for conn in &all {
+            let in_transaction = dispatch!(conn, c => sqlx::Connection::is_in_transaction(&**c));
+            assert!(
+                !in_transaction,
+                "the pool handed out a connection inside a transaction"
+            );
+        }
+        drop(all);
+        let done = tokio::time::timeout(Duration::from_secs(5), write_a_setting(&db)).await;
+        assert!(
+            matches!(done, Ok(Ok(()))),
+            "a write after the dropped ones: {done:?}"
         );
     }
 

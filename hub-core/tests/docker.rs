@@ -16,6 +16,7 @@ use hub_core::runtime::{DockerRuntime, Runtime, labels};
 use hub_core::tasks::{TaskId, TaskRecord, TaskState};
 use hub_core::{
     ErrorCode, Health, Hub, HubConfig, NewProject, PortConfig, PortSet, Project, ProjectStatus,
+    ProjectUpdate,
 };
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -464,6 +465,55 @@ healthcheck = { test = ["CMD", "/bin/false"], interval = "1s", retries = 1000 }
         fx.hub.project(p.id).await.unwrap().status,
         ProjectStatus::Stopped
     );
+    fx.purge(&p).await;
+}
+
+/// A start revoked at once, again and again, whatever step it had reached, leaves nothing
+/// behind and the registry writable. A revoke used to drop the start wherever it was: inside
+/// a write transaction's BEGIN, it left that transaction open on a pooled connection, holding
+/// the write lock for good (every later write failed with "database is locked", and `hub
+/// serve` hung); during the network's creation, it left the network the engine then made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_revoked_at_once_leaves_nothing_behind_and_the_registry_writable() {
+    let fx = fixture(23500).await;
+    let stack = r#"
+[hub]
+health_timeout = "5m"
+[services.stuck]
+image = "hubtest/busybox:latest"
+command = ["/bin/sleep", "600"]
+healthcheck = { test = ["CMD", "/bin/false"], interval = "1s", retries = 1000 }
+"#;
+    let p = fx.project("revoked-at-once", stack).await;
+    for round in 0..24u64 {
+        let id = fx.hub.start_project(p.id).await.unwrap();
+        // From no pause to 70 ms: the revoke lands at every step before the health wait.
+        tokio::time::sleep(Duration::from_millis(round * 3)).await;
+        fx.hub.revoke(id, true).await.unwrap();
+        let record = fx.wait(id).await;
+        assert_eq!(
+            record.state,
+            TaskState::Revoked,
+            "round {round}: {record:?}"
+        );
+        let slug = fx.hub.project(p.id).await.unwrap().slug;
+        assert!(
+            !network_exists(&format!("hub-{slug}")).await,
+            "round {round}: network left"
+        );
+        let rename = ProjectUpdate {
+            name: Some(format!("revoked-{round}-{}", fx.tag)),
+            ..ProjectUpdate::default()
+        };
+        let renamed =
+            tokio::time::timeout(Duration::from_secs(5), fx.hub.update_project(p.id, rename)).await;
+        assert!(
+            matches!(renamed, Ok(Ok(_))),
+            "round {round}: a write after the revoke: {renamed:?}"
+        );
+    }
+    let p = fx.hub.project(p.id).await.unwrap();
+    assert!(fx.containers(&p).await.is_empty(), "container left");
     fx.purge(&p).await;
 }
 

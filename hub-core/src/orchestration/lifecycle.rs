@@ -29,6 +29,9 @@ pub const PORT_IN_USE: &str = "port_in_use";
 pub const IMAGE_UNAVAILABLE: &str = "image_unavailable";
 /// Task error code of a service image whose build failed.
 pub const BUILD_FAILED: &str = "build_failed";
+/// Task error code of a start stopped by its task's cancellation (a revoke, a time limit, a
+/// shutdown).
+pub const CANCELLED: &str = "cancelled";
 
 /// Maps a phase's 0–100 onto a slice of the task's progress bar, so a restart's stop and start
 /// halves report one bar that only goes up.
@@ -227,13 +230,16 @@ impl Orchestrator {
         phase: &Phase<'_>,
     ) -> JobResult {
         let created = Mutex::new(Created::default());
-        let outcome = tokio::select! {
-            outcome = self.start_inner(project, listing, phase, &created) => outcome,
-            () = phase.ctx.cancelled() => Err(TaskError::new(
-                "cancelled",
-                format!("start cancelled ({:?})", phase.ctx.cancel_reason()),
-            )),
-        };
+        // Not dropped when the task is cancelled: the start stops at its next wait (images,
+        // dependencies, readiness) instead, so that whatever the engine was creating under it
+        // is recorded for the undo below, and every registry write it began is ended.
+        let outcome = self
+            .start_inner(project, listing, phase, &created)
+            .await
+            .map_err(|err| match phase.ctx.cancel_reason() {
+                Some(reason) => TaskError::new(CANCELLED, format!("start cancelled ({reason:?})")),
+                None => err,
+            });
         match outcome {
             Ok(result) => {
                 self.record_status(
@@ -396,14 +402,19 @@ impl Orchestrator {
             }
             Ok::<(), TaskError>(())
         }));
-        let images = async {
+        // A pull or a build may take minutes: it is the one step here a cancel cuts short
+        // (it leaves at most an image); the network and volumes are created to the end.
+        let images = phase.ctx.cancellation().run_until_cancelled(async {
             self.build_missing(project, &stack, phase).await?;
             self.pull_missing(&stack, phase).await
-        };
+        });
         let (network, volumes, images) = tokio::join!(network, volumes, images);
         network?;
         volumes.into_iter().collect::<Result<(), TaskError>>()?;
-        images?;
+        match images {
+            Some(images) if !phase.ctx.is_cancelled() => images?,
+            _ => return Err(TaskError::new(CANCELLED, "start cancelled")),
+        }
 
         // Each service comes up on its own: its container is created at once (creating copies
         // image layers and runs nothing), started as soon as its own dependencies allow (see
@@ -416,7 +427,7 @@ impl Orchestrator {
             )
             .await;
         let deadline = Instant::now() + stack.health_timeout;
-        let startup = Startup::new(&stack.services);
+        let startup = Startup::new(&stack.services, phase.ctx.cancellation());
         let progress = Progress::new(phase, stack.services.len());
         join_all(stack.services.iter().map(|service| {
             let spec = &specs[service.name.as_str()];

@@ -24,7 +24,7 @@ pub use health::NOT_READY;
 pub const MAX_LOG_LINES: usize = 10_000;
 /// Lines of a service's output returned when the caller does not say.
 pub const DEFAULT_LOG_LINES: usize = 100;
-pub use lifecycle::{BUILD_FAILED, IMAGE_UNAVAILABLE, PORT_IN_USE};
+pub use lifecycle::{BUILD_FAILED, CANCELLED, IMAGE_UNAVAILABLE, PORT_IN_USE};
 
 use crate::error::{Entity, HubError, Result};
 use crate::ports::PortRole;

@@ -56,14 +56,18 @@ pub(super) struct Startup {
 }
 
 impl Startup {
-    /// Every service of `services`, waiting.
-    pub(super) fn new<'a>(services: impl IntoIterator<Item = &'a ServiceSpec>) -> Self {
+    /// Every service of `services`, waiting; their waits also stop once `cancelled` fires
+    /// (the task's token: a revoke, a time limit, a shutdown).
+    pub(super) fn new<'a>(
+        services: impl IntoIterator<Item = &'a ServiceSpec>,
+        cancelled: &CancellationToken,
+    ) -> Self {
         Startup {
             stages: services
                 .into_iter()
                 .map(|service| (service.name.clone(), watch::Sender::new(Stage::Waiting)))
                 .collect(),
-            failed: CancellationToken::new(),
+            failed: cancelled.child_token(),
             first_failure: Mutex::new(None),
         }
     }
@@ -111,7 +115,7 @@ impl Startup {
         .await
     }
 
-    /// Runs `wait` to its end, or until another service has failed.
+    /// Runs `wait` to its end, or until another service has failed or the start is cancelled.
     pub(super) async fn unless_failed<T>(
         &self,
         wait: impl Future<Output = Result<T, TaskError>>,
@@ -119,8 +123,8 @@ impl Startup {
         match self.failed.run_until_cancelled(wait).await {
             Some(outcome) => outcome,
             None => Err(TaskError::new(
-                "cancelled",
-                "stopped: another service of the stack failed",
+                super::CANCELLED,
+                "stopped: the start was cancelled, or another service of the stack failed",
             )),
         }
     }
@@ -172,7 +176,7 @@ depends_on = ["db"]
     /// Whether `web`'s wait for its dependencies has ended after `db` reached `stage`.
     async fn released_at(condition: Condition, stage: Stage) -> bool {
         let stack = stack(condition);
-        let startup = Startup::new(&stack.services);
+        let startup = Startup::new(&stack.services, &CancellationToken::new());
         let web = stack.service("web").expect("web");
         startup.reached("db", stage);
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -202,7 +206,7 @@ depends_on = ["db"]
     #[tokio::test]
     async fn a_dependant_is_woken_when_its_dependency_gets_there() {
         let stack = stack(Condition::ServiceHealthy);
-        let startup = Startup::new(&stack.services);
+        let startup = Startup::new(&stack.services, &CancellationToken::new());
         let web = stack.service("web").expect("web");
         let deadline = Instant::now() + Duration::from_secs(60);
         let wait = startup.dependencies_of(web, deadline);
@@ -219,7 +223,7 @@ depends_on = ["db"]
     #[tokio::test(start_paused = true)]
     async fn a_dependency_that_never_gets_there_fails_at_the_deadline() {
         let stack = stack(Condition::ServiceHealthy);
-        let startup = Startup::new(&stack.services);
+        let startup = Startup::new(&stack.services, &CancellationToken::new());
         let web = stack.service("web").expect("web");
         startup.reached("db", Stage::Started);
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -239,7 +243,7 @@ depends_on = ["db"]
     #[tokio::test]
     async fn the_first_failure_stops_the_waits_of_the_others_and_is_the_outcome() {
         let stack = stack(Condition::ServiceHealthy);
-        let startup = Startup::new(&stack.services);
+        let startup = Startup::new(&stack.services, &CancellationToken::new());
         let web = stack.service("web").expect("web");
         let deadline = Instant::now() + Duration::from_secs(60);
         let waiting = async {
@@ -262,5 +266,31 @@ depends_on = ["db"]
         assert_eq!(late.expect_err("stopped").code, "cancelled");
         let outcome = startup.outcome().expect_err("db failed");
         assert_eq!(outcome.message, "db exited with code 1");
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_start_stops_every_wait() {
+        let stack = stack(Condition::ServiceHealthy);
+        let cancelled = CancellationToken::new();
+        let startup = Startup::new(&stack.services, &cancelled);
+        let (db, web) = (
+            stack.service("db").expect("db"),
+            stack.service("web").expect("web"),
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let waiting = async {
+            let dependency = startup.dependencies_of(web, deadline).await;
+            let readiness = startup.unless_failed(std::future::pending::<Result<(), _>>());
+            (dependency, readiness.await)
+        };
+        let cancelling = async {
+            tokio::task::yield_now().await;
+            cancelled.cancel();
+        };
+        let ((dependency, readiness), ()) = tokio::join!(waiting, cancelling);
+        assert_eq!(dependency.expect_err("cancelled").code, "cancelled");
+        assert_eq!(readiness.expect_err("cancelled").code, "cancelled");
+        let late = startup.dependencies_of(db, deadline).await;
+        assert_eq!(late.expect_err("cancelled").code, "cancelled");
     }
 }

@@ -14,7 +14,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -87,12 +87,15 @@ class Server:
         return samples
 
     def wait(self, task_id: str) -> dict[str, Any]:
+        return self.wait_until(task_id, lambda task: task["ready"])
+
+    def wait_until(self, task_id: str, reached: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
         for _ in range(600):
             _, task = self.call("GET", f"/api/tasks/{task_id}/status")
-            if task["ready"]:
+            if reached(task):
                 return task
             time.sleep(0.1)
-        raise AssertionError(f"task {task_id} did not finish")
+        raise AssertionError(f"task {task_id} did not get there: {task}")
 
     def stop(self) -> None:
         self.process.terminate()
@@ -129,6 +132,8 @@ def test_metrics_match_the_api_after_a_known_mix_and_survive_a_restart(tmp_path:
         _, accepted = server.call("POST", f"/api/orchestration/{broken}/start")
         assert server.wait(accepted["task_id"])["state"] == "FAILURE"
         _, accepted = server.call("POST", f"/api/orchestration/{stuck}/start")
+        # Revoked once a worker runs it (a task revoked while it waits has no runtime).
+        server.wait_until(accepted["task_id"], lambda task: task["state"] != "PENDING")
         server.call("POST", f"/api/tasks/{accepted['task_id']}/revoke?terminate=true")
         assert server.wait(accepted["task_id"])["state"] == "REVOKED"
 

@@ -879,18 +879,25 @@ mod tests {
         );
     }
 
-    /// One small write through [`Database::begin_write`].
-    async fn write_a_setting(db: &Database) -> Result<()> {
-        let mut tx = db.begin_write().await?;
-        dispatch!(tx.conn(), c => {
-            sqlx::query(
-                "INSERT INTO settings (key, value) VALUES ('k', 'v') \
-                 ON CONFLICT (key) DO UPDATE SET value = 'v'",
-            )
-            .execute(&mut *c)
-            .await?;
-        });
-        tx.commit().await
+    /// Asserts that a small write through [`Database::begin_write`] goes through at once.
+    async fn assert_writable(db: &Database) {
+        let write = async {
+            let mut tx = db.begin_write().await?;
+            dispatch!(tx.conn(), c => {
+                sqlx::query(
+                    "INSERT INTO settings (key, value) VALUES ('k', 'v') \
+                     ON CONFLICT (key) DO UPDATE SET value = 'v'",
+                )
+                .execute(&mut *c)
+                .await?;
+            });
+            tx.commit().await
+        };
+        let done = tokio::time::timeout(Duration::from_secs(5), write).await;
+        assert!(
+            matches!(done, Ok(Ok(()))),
+            "a write after the dropped ones: {done:?}"
+        );
     }
 
     /// Polls `begin` `round % 8` times, with a pause of a few microseconds between polls (a
@@ -920,11 +927,7 @@ mod tests {
         for round in 0..2000u64 {
             drop_midway(db.begin_write(), round);
         }
-        let done = tokio::time::timeout(Duration::from_secs(5), write_a_setting(&db)).await;
-        assert!(
-            matches!(done, Ok(Ok(()))),
-            "a write after the dropped ones: {done:?}"
-        );
+        assert_writable(&db).await;
     }
 
     /// The pool never hands out a connection inside a transaction, whatever left it so: here
@@ -957,11 +960,7 @@ mod tests {
             );
         }
         drop(all);
-        let done = tokio::time::timeout(Duration::from_secs(5), write_a_setting(&db)).await;
-        assert!(
-            matches!(done, Ok(Ok(()))),
-            "a write after the dropped ones: {done:?}"
-        );
+        assert_writable(&db).await;
     }
 
     /// Readers keep a small page cache; the task writer, which keeps its connection, a larger

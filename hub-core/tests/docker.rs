@@ -25,6 +25,17 @@ use tokio::net::TcpStream;
 /// The 4-service test stack: two redis (one standing in for postgres) and two busybox httpd.
 const FOUR_SERVICES: &str = include_str!("../../tests/fixtures/four-services.toml");
 
+/// One service that never turns healthy, with a volume: its start waits until revoked.
+const NEVER_HEALTHY: &str = r#"
+[hub]
+health_timeout = "5m"
+[services.stuck]
+image = "hubtest/busybox:latest"
+command = ["/bin/sleep", "600"]
+volumes = ["scratch:/scratch"]
+healthcheck = { test = ["CMD", "/bin/false"], interval = "1s", retries = 1000 }
+"#;
+
 struct Fixture {
     _dir: TempDir,
     root: PathBuf,
@@ -421,17 +432,7 @@ async fn a_port_taken_by_another_process_fails_the_start_with_nothing_left_behin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoking_a_start_removes_what_it_created() {
     let fx = fixture(24000).await;
-    // The service never turns healthy, so the start waits until revoked.
-    let stack = r#"
-[hub]
-health_timeout = "5m"
-[services.stuck]
-image = "hubtest/busybox:latest"
-command = ["/bin/sleep", "600"]
-volumes = ["scratch:/scratch"]
-healthcheck = { test = ["CMD", "/bin/false"], interval = "1s", retries = 1000 }
-"#;
-    let p = fx.project("revoke", stack).await;
+    let p = fx.project("revoke", NEVER_HEALTHY).await;
     let id = fx.hub.start_project(p.id).await.unwrap();
     let mut waiting = false;
     for _ in 0..300 {
@@ -476,15 +477,7 @@ healthcheck = { test = ["CMD", "/bin/false"], interval = "1s", retries = 1000 }
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_revoked_at_once_leaves_nothing_behind_and_the_registry_writable() {
     let fx = fixture(23500).await;
-    let stack = r#"
-[hub]
-health_timeout = "5m"
-[services.stuck]
-image = "hubtest/busybox:latest"
-command = ["/bin/sleep", "600"]
-healthcheck = { test = ["CMD", "/bin/false"], interval = "1s", retries = 1000 }
-"#;
-    let p = fx.project("revoked-at-once", stack).await;
+    let p = fx.project("revoked-at-once", NEVER_HEALTHY).await;
     for round in 0..24u64 {
         let id = fx.hub.start_project(p.id).await.unwrap();
         // From no pause to 70 ms: the revoke lands at every step before the health wait.
@@ -496,10 +489,14 @@ healthcheck = { test = ["CMD", "/bin/false"], interval = "1s", retries = 1000 }
             TaskState::Revoked,
             "round {round}: {record:?}"
         );
-        let slug = fx.hub.project(p.id).await.unwrap().slug;
+        let current = fx.hub.project(p.id).await.unwrap();
         assert!(
-            !network_exists(&format!("hub-{slug}")).await,
+            !network_exists(&format!("hub-{}", current.slug)).await,
             "round {round}: network left"
+        );
+        assert!(
+            fx.volumes(&current).await.is_empty(),
+            "round {round}: volume left"
         );
         let rename = ProjectUpdate {
             name: Some(format!("revoked-{round}-{}", fx.tag)),

@@ -220,6 +220,68 @@ async fn a_running_start_can_be_revoked() {
     assert_eq!((status, body["state"].as_str()), (200, Some("REVOKED")));
 }
 
+/// A client that hangs up while its request changes something does not cut the change short:
+/// a delete of a running four-service project whose connection closes 100 ms in still removes
+/// every container and then the project, and so it does when the server is told to stop right
+/// after the hang-up. Dropped with its connection, the delete stopped wherever it was: some
+/// containers gone, the project still registered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_hangs_up_does_not_cut_a_change_short() {
+    let dir = TempDir::new().unwrap();
+    let mut hub = HubProcess::start(&dir.path().join("state"), &[]).await;
+
+    let (id, slug) = delete_and_hang_up(&hub, dir.path(), "hangup").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while hub.get(&format!("/api/projects/{id}")).await.0 != 404 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the project is still registered 60 s after its delete"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_no_containers(&slug);
+
+    // SIGTERM at once: the server waits for the delete before it closes the hub.
+    let (id, slug) = delete_and_hang_up(&hub, dir.path(), "hangup-stop").await;
+    hub.restart().await;
+    assert_eq!(hub.get(&format!("/api/projects/{id}")).await.0, 404);
+    assert_no_containers(&slug);
+}
+
+/// Registers and starts a four-service project, then sends `DELETE …?delete_data=true` and
+/// closes the connection 100 ms later, long before the delete can end. Returns the project's
+/// id and slug.
+async fn delete_and_hang_up(hub: &HubProcess, root: &std::path::Path, name: &str) -> (i64, String) {
+    use tokio::io::AsyncWriteExt;
+    let project = hub
+        .project(root, &format!("{name}-{}", common::tag()), FOUR_SERVICES)
+        .await;
+    let id = project["id"].as_i64().unwrap();
+    let done = hub.wait_task(&common::start(hub, id).await).await;
+    assert_eq!(done["state"], "SUCCESS", "{done}");
+    let mut client = tokio::net::TcpStream::connect(("127.0.0.1", hub.port))
+        .await
+        .unwrap();
+    let head = format!("DELETE /api/projects/{id}?delete_data=true HTTP/1.1\r\nHost: x\r\n\r\n");
+    client.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(client);
+    (id, project["slug"].as_str().unwrap().to_owned())
+}
+
+fn assert_no_containers(slug: &str) {
+    let label = format!("label=com.docker.compose.project=hub-{slug}");
+    let left = std::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter", &label])
+        .output()
+        .unwrap();
+    assert!(left.status.success());
+    assert!(
+        left.stdout.is_empty(),
+        "containers of {slug} left: {left:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_error_has_its_status_and_json_body_and_changes_nothing() {
     let dir = TempDir::new().unwrap();

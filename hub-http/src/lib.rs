@@ -24,6 +24,7 @@ use hub_core::browse::FolderBrowser;
 use tokio_util::task::TaskTracker;
 use tower_http::cors::CorsLayer;
 use tower_http::trace::TraceLayer;
+use tracing::Instrument;
 
 pub use dto::{ProjectJson, TaskAccepted, TaskStatusJson};
 pub use error::{ApiError, HttpCode};
@@ -118,7 +119,9 @@ async fn finish_changes(
     if request.method().is_safe() {
         return next.run(request).await;
     }
-    match changes.spawn(next.run(request)).await {
+    // In the request's span, as if it ran in place.
+    let change = next.run(request).instrument(tracing::Span::current());
+    match changes.spawn(change).await {
         Ok(response) => response,
         // A panic: the From logs it.
         Err(err) => ApiError::from(hub_core::HubError::Internal(format!(

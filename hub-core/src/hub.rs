@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use futures_util::stream::BoxStream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::config::{HubConfig, HubMode};
 use crate::db::Database;
@@ -48,6 +50,8 @@ struct HubInner {
     health: HealthBoard,
     /// Stops the hub's own background loops (the health probe).
     stop: CancellationToken,
+    /// The changes of several steps under way (see [`Hub::to_the_end`]); `close` waits for them.
+    changes: TaskTracker,
     /// Requests a frontend served, by route and status.
     http_metrics: crate::metrics::HttpMetrics,
 }
@@ -163,6 +167,7 @@ impl HubBuilder {
                 orchestrator,
                 health: HealthBoard::new(),
                 stop: CancellationToken::new(),
+                changes: TaskTracker::new(),
                 http_metrics: crate::metrics::HttpMetrics::default(),
             }),
         };
@@ -307,11 +312,38 @@ impl Hub {
     ///
     /// Without `delete_data`, an unreachable engine does not block the removal (the containers,
     /// if any, are left behind and logged); with it, the volumes must go, so it fails.
+    ///
+    /// Once begun, it runs to its end even if the caller is dropped (an HTTP client that hangs
+    /// up, a cancelled asyncio task), and [`Hub::close`] waits for it.
     pub async fn delete_project(
         &self,
         key: impl Into<ProjectKey>,
         delete_data: bool,
     ) -> Result<Project> {
+        let (hub, key) = (self.clone(), key.into());
+        self.to_the_end(async move { hub.delete_now(key, delete_data).await })
+            .await
+    }
+
+    /// Runs `change`, a change of several steps, to its end in a task of its own, whatever
+    /// becomes of the caller. A frontend's caller may be dropped midway (an HTTP client that
+    /// hangs up, a cancelled asyncio task): cut between two engine calls, a delete would leave
+    /// some containers gone and the project still registered. [`Hub::close`] waits for the
+    /// changes still running.
+    async fn to_the_end<T: Send + 'static>(
+        &self,
+        change: impl Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        // In the caller's span, as if it ran in place.
+        let change = change.instrument(tracing::Span::current());
+        self.inner
+            .changes
+            .spawn(change)
+            .await
+            .map_err(|err| HubError::Internal(format!("a change failed to run: {err}")))?
+    }
+
+    async fn delete_now(&self, key: ProjectKey, delete_data: bool) -> Result<Project> {
         let project = self.project(key).await?;
         self.ensure_idle(&project).await?;
         match self
@@ -741,9 +773,21 @@ impl Hub {
     }
 
     /// Stops taking tasks, lets running ones finish within the configured grace period
-    /// (interrupting the rest), and closes the database. The hub is unusable afterwards.
+    /// (interrupting the rest), lets a delete whose caller is gone finish (up to 20 s), and
+    /// closes the database. The hub is unusable afterwards.
     pub async fn close(&self) {
         self.inner.stop.cancel();
+        // A change whose caller is gone may still run: it ends before the database closes.
+        self.inner.changes.close();
+        if tokio::time::timeout(CHANGES_GRACE, self.inner.changes.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                running = self.inner.changes.len(),
+                "changes still running at close are cut short"
+            );
+        }
         if let Err(err) = self
             .inner
             .tasks
@@ -755,6 +799,9 @@ impl Hub {
         self.inner.registry.database().close().await;
     }
 }
+
+/// How long [`Hub::close`] waits for changes still running (a delete taking a stack down).
+const CHANGES_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
 
 fn unsupported(backend: &str, what: &str) -> HubError {
     HubError::BackendUnavailable {

@@ -21,10 +21,8 @@ use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hub_core::Hub;
 use hub_core::browse::FolderBrowser;
-use tokio_util::task::TaskTracker;
 use tower_http::cors::CorsLayer;
 use tower_http::trace::TraceLayer;
-use tracing::Instrument;
 
 pub use dto::{ProjectJson, TaskAccepted, TaskStatusJson};
 pub use error::{ApiError, HttpCode};
@@ -43,9 +41,6 @@ pub struct ServeOptions {
     pub body_limit: Option<usize>,
     /// Serve `/metrics` without the token (for a scraper on a trusted network).
     pub metrics_public: bool,
-    /// Where the requests that change something run, each to its end even when its client
-    /// hangs up: once the server has stopped, wait on it before closing the hub.
-    pub changes: TaskTracker,
 }
 
 /// The application state every handler sees.
@@ -68,10 +63,6 @@ pub fn router_with(hub: Hub, options: &ServeOptions) -> Router {
         browser: Arc::new(FolderBrowser::new(&options.browse_roots)),
     };
     let mut router = routes::routes()
-        .layer(axum::middleware::from_fn_with_state(
-            options.changes.clone(),
-            finish_changes,
-        ))
         .layer(axum::middleware::from_fn_with_state(
             auth::Token::new(options.token.clone(), options.metrics_public),
             auth::require_token,
@@ -106,29 +97,6 @@ pub fn router_with(hub: Hub, options: &ServeOptions) -> Router {
         .fallback(|| async { ApiError::http(HttpCode::NotFound, "no such route") })
         .layer(axum::middleware::map_response(json_errors))
         .with_state(state)
-}
-
-/// Runs a request that may change something (any method but GET, HEAD, OPTIONS) to its end
-/// in a task of its own. hyper drops a request's future when its client hangs up, which would
-/// stop a delete, say, between two of its engine calls, with the rest left undone.
-async fn finish_changes(
-    State(changes): State<TaskTracker>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    if request.method().is_safe() {
-        return next.run(request).await;
-    }
-    // In the request's span, as if it ran in place.
-    let change = next.run(request).instrument(tracing::Span::current());
-    match changes.spawn(change).await {
-        Ok(response) => response,
-        // A panic: the From logs it.
-        Err(err) => ApiError::from(hub_core::HubError::Internal(format!(
-            "the request's handler failed: {err}"
-        )))
-        .into_response(),
-    }
 }
 
 /// Counts a request and its latency (to its response head) in the hub's HTTP figures, under

@@ -10,13 +10,8 @@ use hub_core::monitor::{AlertThresholds, MonitorConfig};
 use hub_core::tasks::{BackendKind, TaskConfig};
 use hub_core::{Hub, HubConfig, HubMode};
 use hub_http::ServeOptions;
-use tokio_util::task::TaskTracker;
 use tracing_subscriber::EnvFilter;
 use utoipa::OpenApi;
-
-/// How long, at shutdown, requests that change something (a delete taking a stack down) may
-/// still run once the server has stopped.
-const CHANGES_GRACE: Duration = Duration::from_secs(20);
 
 mod cli;
 
@@ -432,7 +427,6 @@ async fn serve(args: ServeArgs, token: Option<String>) -> Result<(), Box<dyn std
         browse_roots: args.browse_roots,
         body_limit: Some(args.body_limit),
         metrics_public: args.metrics_public,
-        changes: TaskTracker::new(),
     };
     let listener = tokio::net::TcpListener::bind(args.bind)
         .await
@@ -445,17 +439,6 @@ async fn serve(args: ServeArgs, token: Option<String>) -> Result<(), Box<dyn std
         shutdown.received(),
     )
     .await?;
-    // A change whose client hung up may still run: it ends before the hub closes.
-    options.changes.close();
-    if tokio::time::timeout(CHANGES_GRACE, options.changes.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            running = options.changes.len(),
-            "requests still changing something at shutdown are cut short"
-        );
-    }
     // Running tasks get the configured grace period; the rest are marked interrupted.
     hub.close().await;
     tracing::info!("hub stopped");

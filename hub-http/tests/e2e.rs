@@ -220,11 +220,11 @@ async fn a_running_start_can_be_revoked() {
     assert_eq!((status, body["state"].as_str()), (200, Some("REVOKED")));
 }
 
-/// A client that hangs up while its request changes something does not cut the change short:
-/// a delete of a running four-service project whose connection closes 100 ms in still removes
-/// every container and then the project, and so it does when the server is told to stop right
-/// after the hang-up. Dropped with its connection, the delete stopped wherever it was: some
-/// containers gone, the project still registered.
+/// A client that hangs up does not cut a delete short: a delete of a running four-service
+/// project whose connection closes 100 ms in still removes every container and then the
+/// project, and so it does when the server is told to stop right after the hang-up (the hub
+/// waits for it before it closes). Dropped with its connection, the delete stopped wherever
+/// it was: some containers gone, the project still registered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_hangs_up_does_not_cut_a_change_short() {
     let dir = TempDir::new().unwrap();
@@ -241,7 +241,7 @@ async fn a_client_that_hangs_up_does_not_cut_a_change_short() {
     }
     assert_no_containers(&slug);
 
-    // SIGTERM at once: the server waits for the delete before it closes the hub.
+    // SIGTERM at once: the hub waits for the delete before it closes.
     let (id, slug) = delete_and_hang_up(&hub, dir.path(), "hangup-stop").await;
     hub.restart().await;
     assert_eq!(hub.get(&format!("/api/projects/{id}")).await.0, 404);

@@ -1,6 +1,8 @@
 //! Time from `start_project` enqueue to every service healthy, for the 4-service test stack
 //! (`tests/fixtures/four-services.toml`), next to `scripts/bench-docker-run.sh` starting the same
-//! four containers with `docker run`. Needs a Docker engine with the test images
+//! four containers with `docker run`, and to the engine's own floor for the stack
+//! (`scripts/bench-engine-floor.py`: its critical path driven straight over the Docker API at
+//! full parallelism, no hub code). Needs a Docker engine with the test images
 //! (`bash scripts/docker-up.sh`). Prints the median of several rounds of each.
 //!
 //! Then the hub's own path of an operation: [`EMPTY_PROJECTS`] projects with empty stacks
@@ -133,7 +135,7 @@ fn main() {
     std::fs::create_dir_all(&folder).expect("folder");
     std::fs::write(folder.join("hub.toml"), STACK).expect("hub.toml");
 
-    let hub_times = runtime.block_on(async {
+    let (hub_times, script_times, floor_times) = runtime.block_on(async {
         let config = HubConfig::with_data_dir(scratch.path().join("state"))
             .project_roots([scratch.path()])
             .ports(PortConfig {
@@ -152,6 +154,9 @@ fn main() {
             .expect("register");
         let mut times = Vec::new();
         let mut timelines = Vec::new();
+        // The hub and the two baselines take turns, round by round, so that all three meet the
+        // same moments of a shared machine's noise.
+        let (mut script_times, mut floor_times) = (Vec::new(), Vec::new());
         for _ in 0..ROUNDS {
             let start = Instant::now();
             let id = hub.start_project(project.id).await.expect("start");
@@ -160,6 +165,8 @@ fn main() {
             timelines.push(steps);
             let id = hub.stop_project(project.id).await.expect("stop");
             wait_done(&hub, id, Instant::now()).await;
+            script_times.push(seconds_printed_by("bash", "scripts/bench-docker-run.sh"));
+            floor_times.push(seconds_printed_by("python3", "scripts/bench-engine-floor.py"));
         }
         // Where a start's time goes: each step's median time since the enqueue (matched by
         // its text: a round whose subscription came late may lack the first steps).
@@ -181,28 +188,8 @@ fn main() {
             );
         }
         hub.close().await;
-        times
+        (times, script_times, floor_times)
     });
-
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/bench-docker-run.sh");
-    let script_times: Vec<Duration> = (0..ROUNDS)
-        .map(|_| {
-            let output = std::process::Command::new("bash")
-                .args([script, "35000"])
-                .output()
-                .expect("run the docker run script");
-            assert!(
-                output.status.success(),
-                "{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            let secs: f64 = String::from_utf8_lossy(&output.stdout)
-                .trim()
-                .parse()
-                .expect("seconds");
-            Duration::from_secs_f64(secs)
-        })
-        .collect();
 
     println!(
         "stack/start_4_services: hub start_project enqueue -> all healthy: median {:?} over {ROUNDS} rounds (all: {hub_times:?})",
@@ -212,4 +199,30 @@ fn main() {
         "stack/start_4_services: docker run script: median {:?} over {ROUNDS} rounds (all: {script_times:?})",
         median(script_times.clone())
     );
+    println!(
+        "stack/start_4_services: engine floor, no hub: median {:?} over {ROUNDS} rounds (all: {floor_times:?})",
+        median(floor_times.clone())
+    );
+}
+
+/// Runs a baseline of the repository (`program script 35000`, ports from 35000) and reads the
+/// seconds it prints.
+fn seconds_printed_by(program: &str, script: &str) -> Duration {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
+    let output = std::process::Command::new(program)
+        .arg(&path)
+        .arg("35000")
+        .output()
+        .unwrap_or_else(|err| panic!("run {}: {err}", path.display()));
+    assert!(
+        output.status.success(),
+        "{}: {}",
+        path.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let secs: f64 = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .expect("seconds");
+    Duration::from_secs_f64(secs)
 }

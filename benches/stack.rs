@@ -3,7 +3,7 @@
 //! four containers with `docker run`, and to the engine's own floor for the stack
 //! (`scripts/bench-engine-floor.py`: its critical path driven straight over the Docker API at
 //! full parallelism, no hub code). Needs a Docker engine with the test images
-//! (`bash scripts/docker-up.sh`). Prints the median of several rounds of each.
+//! (`bash scripts/docker-up.sh`) and `python3`. Prints the median of several rounds of each.
 //!
 //! Then the hub's own path of an operation: [`EMPTY_PROJECTS`] projects with empty stacks
 //! started at once, then stopped at once, by the default two workers; each operation still
